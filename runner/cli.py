@@ -1,0 +1,253 @@
+"""The ``mtrun`` command: parses options, calls the core, renders, picks the exit code.
+
+This is the only module that knows about click, the terminal, signals and
+exit codes; everything it does is also possible from Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from runner import __version__
+from runner.errors import ConfigError, InputError, RunnerError
+
+EXIT_OK = 0
+EXIT_CHECKS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    every conversation completed
+  1    (reserved) an expectation check failed
+  2    invalid input or usage: bad conversation file, option, key or output
+       path; nothing was sent
+  3    some conversation failed (API error after retries, or a non-retryable
+       one), or the run stopped early (quota exhausted, output not writable)
+  130  interrupted (Ctrl-C); the output is valid, continue it with --resume
+"""
+
+MAIN_HELP = f"""Replay scripted multi-turn dialogues against an OpenAI-compatible chat API.
+
+\b
+Examples:
+  mtrun --mock conversations/*.yaml          run offline, no key needed
+  mtrun conversations/                       run every .yaml under a folder
+  mtrun -j 16 -o outputs/nightly.jsonl conversations/
+  mtrun --resume -o outputs/nightly.jsonl conversations/
+  mtrun --base-url http://localhost:8000/v1 --model my-model conversations/
+  mtrun validate conversations/*.yaml        check files, send nothing
+
+`mtrun FILES...` is short for `mtrun run FILES...`; see `mtrun run --help`
+for every option.
+
+{EXIT_CODES_HELP}"""
+
+RUN_HELP = f"""Replay conversation FILES (files, folders or globs) and write transcripts.
+
+\b
+The key is read from MTRUN_API_KEY, else ARCEE_API_KEY, else OPENAI_API_KEY
+(or the variable named by --api-key-env); no option takes the key itself.
+A loopback endpoint (a local vLLM, Ollama or llama.cpp) needs no key.
+
+\b
+Examples:
+  mtrun --mock conversations/*.yaml
+  mtrun --model arcee-ai/AFM-4.5B --param temperature=0 conversations/
+  mtrun --base-url https://api.openai.com/v1 --model gpt-4o-mini conversations/
+  mtrun --resume -o outputs/run.jsonl conversations/
+
+{EXIT_CODES_HELP}"""
+
+
+class _DefaultRunGroup(click.Group):
+    """A group where ``mtrun FILES...`` means ``mtrun run FILES...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultRunGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mtrun")
+def main() -> None:
+    """The mtrun command group."""
+
+
+def _fail(exc: RunnerError) -> NoReturn:
+    """Print one error line and exit with the code for its kind."""
+    click.echo(f"mtrun: error: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _parse_params(values: Sequence[str]) -> dict[str, Any]:
+    """``--param key=value`` options, each value read as a YAML scalar."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for raw in values:
+        key, sep, text = raw.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--param {raw!r}: expected KEY=VALUE, e.g. --param temperature=0.2")
+        if key in ("model", "messages", "stream"):
+            raise InputError(f"--param {key}: not a passthrough parameter; use --{key} if it exists")
+        try:
+            params[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(
+                f"--param {key}: value {text!r} is not a valid YAML value; quote it"
+            ) from None
+    return params
+
+
+@main.command("run", help=RUN_HELP)
+@click.argument("files", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Transcript file (JSONL). Default: a new file under outputs/.")
+@click.option("--resume", is_flag=True,
+              help="Continue -o: skip completed conversations, continue cut-short ones.")
+@click.option("--mock", is_flag=True, help="Use the built-in offline backend (same as --base-url mock://).")
+@click.option("--base-url", envvar="MTRUN_BASE_URL", show_envvar=True,
+              help="API root; requests go to BASE_URL/chat/completions. "
+                   "Default: https://api.arcee.ai/api/v1")
+@click.option("--model", help="Model for every conversation (default: the file's, "
+                              "else $MTRUN_MODEL, else arcee-ai/AFM-4.5B).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Request parameter for every conversation, e.g. temperature=0 "
+                   "(repeatable; KEY=null removes it).")
+@click.option("--api-key-env", metavar="NAME",
+              help="Environment variable holding the API key (default: MTRUN_API_KEY, "
+                   "ARCEE_API_KEY, OPENAI_API_KEY).")
+@click.option("-j", "--concurrency", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="Conversations in flight at once.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, help="Seconds one request may take.")
+@click.option("--max-retries", type=click.IntRange(0, 100), default=6, show_default=True,
+              help="Retries of a failed request (429, 5xx, timeouts, dropped connections).")
+@click.option("--max-retry-wait", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="Cap in seconds on a wait asked for by Retry-After.")
+@click.option("--allow-insecure-key", is_flag=True,
+              help="Allow sending the key over plain http to a non-loopback host.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def run_command(
+    files: tuple[str, ...],
+    output: Path | None,
+    resume: bool,
+    mock: bool,
+    base_url: str | None,
+    model: str | None,
+    params: tuple[str, ...],
+    api_key_env: str | None,
+    concurrency: int,
+    timeout: float,
+    max_retries: int,
+    max_retry_wait: float,
+    allow_insecure_key: bool,
+    quiet: bool,
+) -> None:
+    """Run conversations (see RUN_HELP)."""
+    from runner.client import DEFAULT_BASE_URL, KEY_ENV_VARS, MOCK_BASE_URL, find_api_key
+    from runner.engine import RunConfig, RunControl, run_batch
+    from runner.loader import load_conversations
+    from runner.progress import Progress, summary_lines
+    from runner.retry import RetryPolicy
+    from runner.store import default_output_path
+
+    if resume and output is None:
+        _fail(ConfigError("--resume needs -o PATH: the output to continue"))
+    try:
+        overrides = _parse_params(params)
+        conversations = load_conversations(files)
+    except RunnerError as exc:
+        _fail(exc)
+
+    key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
+    if api_key_env and not os.environ.get(api_key_env, "").strip():
+        _fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
+    config = RunConfig(
+        output=output or default_output_path(Path("outputs")),
+        resume=resume,
+        base_url=MOCK_BASE_URL if mock else (base_url or DEFAULT_BASE_URL),
+        api_key=None if mock else find_api_key(os.environ, key_names),
+        model=model,
+        env_model=os.environ.get("MTRUN_MODEL") or None,
+        params=overrides,
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_wait),
+        allow_insecure_key=allow_insecure_key,
+    )
+    progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
+    control = RunControl()
+
+    async def go() -> Any:
+        loop = asyncio.get_running_loop()
+
+        def on_interrupt() -> None:
+            if control.stopping and control.by_user:
+                # Second Ctrl-C: leave now. Every line on disk is whole (writes
+                # happen on this thread, between callbacks), and the journal
+                # lets --resume continue what was in flight.
+                progress.close()
+                click.echo(f"\nmtrun: stopped at once; continue with --resume -o {config.output}",
+                           err=True)
+                os._exit(EXIT_INTERRUPTED)
+            control.stop("interrupted by Ctrl-C", by_user=True)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_interrupt)
+        return await run_batch(
+            conversations, config, on_event=None if quiet else progress, control=control
+        )
+
+    try:
+        result = asyncio.run(go())
+    except RunnerError as exc:
+        progress.close()
+        _fail(exc)
+    progress.close()
+    if not quiet:
+        for line in summary_lines(result):
+            click.echo(line, err=True)
+        if result.interrupted or result.not_started or result.failed:
+            click.echo(
+                "to continue: run the same command with "
+                f"--resume -o {shlex.quote(str(result.output))}",
+                err=True,
+            )
+    if result.output_error:
+        click.echo(f"mtrun: error: {result.output_error}", err=True)
+    if result.interrupted_by_user:
+        sys.exit(EXIT_INTERRUPTED)
+    if result.failed or result.interrupted or result.not_started or result.output_error:
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
+
+
+@main.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def validate_command(files: tuple[str, ...]) -> None:
+    """Check conversation FILES without sending anything (exit 0 if valid, 2 if not)."""
+    from runner.loader import load_conversations
+
+    try:
+        conversations = load_conversations(files)
+    except RunnerError as exc:
+        _fail(exc)
+    sources = {c.source for c in conversations}
+    turns = sum(len(c.turns) for c in conversations)
+    click.echo(
+        f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files"
+    )

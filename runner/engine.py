@@ -1,0 +1,526 @@
+"""The replay engine: runs a batch of conversations, turn by turn, many at once.
+
+Each conversation is a strict sequence: send the history, append the
+assistant message exactly as returned, append the next user turn, send again.
+Up to ``concurrency`` conversations run at once on one event loop and one
+shared HTTP connection pool; conversations are pulled from the batch lazily,
+so memory is bounded by the conversations in flight, not the batch size.
+
+A turn that fails for good ends its conversation (recorded ``failed`` with
+its completed turns and the error, which never enters the history); the
+others carry on. ``RunControl.stop`` (Ctrl-C, a quota error) stops sending:
+in-flight requests are cancelled and their conversations recorded
+``interrupted``, so the output stays valid and resumable.
+
+The engine never prints: it reports :data:`Event` objects to a callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runner.client import (
+    DEFAULT_BASE_URL,
+    MOCK_BASE_URL,
+    ApiKey,
+    ChatClient,
+    Completion,
+    check_base_url,
+    is_loopback,
+    public_base_url,
+)
+from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
+from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
+from runner.spec import Conversation, RequestPlan, plan_request
+from runner.store import ResumeReport, TranscriptStore
+from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_now
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs besides the conversations."""
+
+    output: Path
+    """The transcript file (JSON Lines)."""
+    resume: bool = False
+    """Continue an existing output instead of refusing to touch it."""
+    base_url: str = DEFAULT_BASE_URL
+    """Endpoint root; requests go to ``{base_url}/chat/completions``. ``mock://`` is offline."""
+    api_key: ApiKey | None = None
+    """Sent as a bearer token; required unless the endpoint is loopback or offline."""
+    model: str | None = None
+    """``--model``: overrides every conversation's model."""
+    env_model: str | None = None
+    """``MTRUN_MODEL``: used where a conversation names no model."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """``--param`` overrides; a None value removes that parameter."""
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Conversations in flight at once."""
+    timeout: float = DEFAULT_TIMEOUT
+    """Seconds one request may take."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """How failed requests are retried."""
+    transport: httpx.AsyncBaseTransport | None = None
+    """HTTP transport seam: None for the real network (or the offline backend for mock://)."""
+    allow_insecure_key: bool = False
+    """Allow sending the key over plain http to a host that is not this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """The batch is about to start."""
+
+    run_id: str
+    output: Path
+    total: int
+    """Conversations in the batch."""
+    already_completed: int
+    """Skipped because the output already holds them completed."""
+    resume: ResumeReport
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleted:
+    """A turn got its answer and was made durable."""
+
+    conversation_id: str
+    index: int
+    turns: int
+    """Turns in the conversation."""
+    latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """An attempt failed and will be retried after a wait."""
+
+    conversation_id: str
+    index: int
+    attempt: AttemptRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFinished:
+    """A conversation reached its final status and was written."""
+
+    conversation_id: str
+    source: str
+    status: str
+    completed_turns: int
+    turns: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopping:
+    """No new requests will be sent."""
+
+    reason: str
+
+
+Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | RunStopping
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A conversation that failed, for the summary."""
+
+    conversation_id: str
+    source: str
+    turn: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run did."""
+
+    run_id: str
+    output: Path
+    total: int
+    """Conversations in the batch."""
+    completed: int
+    """Completed in this run or already before it."""
+    failed: int
+    interrupted: int
+    not_started: int
+    """Never started because the run stopped early."""
+    already_completed: int
+    """Skipped because the output already held them completed."""
+    turns: int
+    """Turns answered in this run."""
+    prompt_tokens: int
+    completion_tokens: int
+    retries: int
+    wall_seconds: float
+    stop_reason: str | None
+    """Why the run stopped early, or None."""
+    interrupted_by_user: bool
+    failures: tuple[Failure, ...]
+    output_error: str | None = None
+    """Why the transcript could not be written, when that stopped the run."""
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens used in this run."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class RunControl:
+    """Lets the caller (a signal handler, a test) stop a run cleanly."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.by_user = False
+        self._on_stop: Callable[[str], None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.reason is not None
+
+    def stop(self, reason: str, *, by_user: bool = False) -> None:
+        """Send nothing more; record in-flight conversations as interrupted."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self.by_user = by_user
+        if self._on_stop is not None:
+            self._on_stop(reason)
+
+
+def check_config(config: RunConfig) -> str:
+    """Validate the endpoint settings; return the normalised base URL."""
+    base_url = check_base_url(config.base_url)
+    if config.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if config.timeout <= 0:
+        raise ConfigError("--timeout must be more than 0 seconds")
+    if base_url == MOCK_BASE_URL or config.transport is not None:
+        return base_url
+    if config.api_key is None and not is_loopback(base_url):
+        raise ConfigError(
+            f"no API key for {public_base_url(base_url)}: set MTRUN_API_KEY (or ARCEE_API_KEY / "
+            "OPENAI_API_KEY), or pick a variable with --api-key-env; use --mock to run offline"
+        )
+    if (
+        config.api_key is not None
+        and base_url.startswith("http://")
+        and not is_loopback(base_url)
+        and not config.allow_insecure_key
+    ):
+        raise ConfigError(
+            f"refusing to send the API key over plain http to {public_base_url(base_url)}; "
+            "use https, or pass --allow-insecure-key if this network is trusted"
+        )
+    return base_url
+
+
+async def run_batch(
+    conversations: Sequence[Conversation],
+    config: RunConfig,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    control: RunControl | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> RunResult:
+    """Replay every conversation into ``config.output`` and say how it went.
+
+    Raises :class:`~runner.errors.ConfigError` or
+    :class:`~runner.errors.OutputError` before any request is sent when the
+    run cannot start; API failures never raise, they are recorded.
+    """
+    base_url = check_config(config)
+    store = TranscriptStore(config.output, resume=config.resume)
+    finished = False
+    try:
+        batch = _Batch(conversations, config, base_url, store, on_event, control, sleep, clock, rng)
+        result = await batch.run()
+        finished = True
+        return result
+    finally:
+        store.close(finished=finished)
+
+
+class _Batch:
+    """One run of the engine over a batch (internal)."""
+
+    def __init__(
+        self,
+        conversations: Sequence[Conversation],
+        config: RunConfig,
+        base_url: str,
+        store: TranscriptStore,
+        on_event: Callable[[Event], None] | None,
+        control: RunControl | None,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+        rng: random.Random | None,
+    ) -> None:
+        self.conversations = conversations
+        self.config = config
+        self.base_url = base_url
+        self.store = store
+        self.emit = on_event or (lambda _event: None)
+        self.control = control or RunControl()
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.run_id = store.run_id or new_run_id()
+        self.workers: list[asyncio.Task[None]] = []
+        self.counts = {"completed": 0, "failed": 0, "interrupted": 0, "turns": 0, "retries": 0}
+        self.tokens = [0, 0]
+        self.failures: list[Failure] = []
+        self.started = 0
+        self.output_error: OutputError | None = None
+
+    def plan(self, conversation: Conversation) -> RequestPlan:
+        return plan_request(
+            conversation,
+            model_override=self.config.model,
+            env_model=self.config.env_model,
+            param_overrides=self.config.params,
+        )
+
+    async def run(self) -> RunResult:
+        started = self.clock()
+        already = 0
+        if self.config.resume:
+            for conv in self.conversations:
+                plan = self.plan(conv)
+                self.store.check_unchanged(conv.id, plan.fingerprint(), conv.source)
+                already += self.store.is_completed(conv.id)
+        self.emit(
+            RunStarted(
+                self.run_id, self.config.output, len(self.conversations), already,
+                self.store.resume_report,
+            )
+        )
+        pending = (c for c in self.conversations if not self.store.is_completed(c.id))
+        transport = self.config.transport
+        if transport is None and self.base_url == MOCK_BASE_URL:
+            from runner.mock import OfflineBackend
+
+            transport = OfflineBackend()
+        client = ChatClient(
+            self.base_url,
+            api_key=self.config.api_key,
+            timeout=self.config.timeout,
+            max_connections=self.config.concurrency,
+            transport=transport,
+        )
+        self.control._on_stop = self._stop
+        async with client:
+            self.workers = [
+                asyncio.create_task(self._worker(client, pending))
+                for _ in range(self.config.concurrency)
+            ]
+            await asyncio.gather(*self.workers)
+        self.control._on_stop = None
+        return self._result(already, self.clock() - started)
+
+    def _stop(self, reason: str) -> None:
+        self.emit(RunStopping(reason))
+        current = asyncio.current_task()
+        for task in self.workers:
+            if task is not current:
+                task.cancel()
+
+    async def _worker(self, client: ChatClient, pending: Iterator[Conversation]) -> None:
+        while not self.control.stopping:
+            conversation = next(pending, None)
+            if conversation is None:
+                return
+            self.started += 1
+            try:
+                await self._replay(client, conversation)
+            except asyncio.CancelledError:
+                if not self.control.stopping:
+                    raise
+            except OutputError as exc:
+                self.output_error = exc
+                self.control.stop(str(exc))
+                return
+
+    async def _replay(self, client: ChatClient, conversation: Conversation) -> None:
+        plan = self.plan(conversation)
+        record = ConversationRecord(
+            run_id=self.run_id,
+            id=conversation.id,
+            source=conversation.source,
+            model=plan.model,
+            base_url=public_base_url(self.base_url),
+            params=dict(plan.params),
+            fingerprint=plan.fingerprint(),
+            started_at=utc_now(),
+            messages=conversation.prefix(),
+        )
+        earlier_attempts: list[dict[str, Any]] = []
+        progress = self.store.progress(conversation.id)
+        if progress is not None:
+            record.started_at = progress.started_at or record.started_at
+            record.turns = list(progress.turns)
+            record.messages.extend(progress.exchanges)
+            earlier_attempts = progress.failed_attempts
+        try:
+            for index in range(len(record.turns), len(conversation.turns)):
+                await self._turn(client, plan, record, index, earlier_attempts)
+                earlier_attempts = []
+                if record.status == "failed":
+                    break
+            else:
+                record.status = "completed"
+        except asyncio.CancelledError:
+            if record.finished_at is None:
+                record.status = "interrupted"
+                record.error = {"kind": "interrupted", "message": self.control.reason or "cancelled"}
+                await asyncio.shield(self._finish(record, conversation))
+            raise
+        await self._finish(record, conversation)
+
+    async def _turn(
+        self,
+        client: ChatClient,
+        plan: RequestPlan,
+        record: ConversationRecord,
+        index: int,
+        earlier_attempts: list[dict[str, Any]],
+    ) -> None:
+        conversation = plan.conversation
+        turn_spec = conversation.turns[index]
+        record.messages.append({"role": "user", "content": turn_spec.content})
+        body = {"model": plan.model, "messages": record.messages, **plan.turn_params(index)}
+
+        def on_retry(attempt: AttemptRecord) -> None:
+            self.counts["retries"] += 1
+            self.emit(RetryScheduled(conversation.id, index, attempt))
+
+        turn = TurnRecord(
+            index=index,
+            message_index=len(record.messages) - 1,
+            attempts=[],
+            params=dict(turn_spec.params) or None,
+        )
+        try:
+            completion, attempts = await call_with_retries(
+                lambda: client.complete(body),
+                self.config.retry,
+                sleep=self.sleep,
+                clock=self.clock,
+                rng=self.rng,
+                on_retry=on_retry,
+            )
+        except GaveUp as gave_up:
+            turn.attempts = _number(earlier_attempts, gave_up.attempts)
+            self._fail(record, turn, gave_up.error)
+            return
+        except asyncio.CancelledError:
+            record.messages.pop()
+            raise
+        turn.attempts = _number(earlier_attempts, attempts)
+        self._complete_turn(record, turn, completion, attempts[-1].latency_ms)
+        self.counts["turns"] += 1
+        if index + 1 < len(conversation.turns):
+            await self.store.record_turn(record, turn)
+        self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
+
+    def _complete_turn(
+        self,
+        record: ConversationRecord,
+        turn: TurnRecord,
+        completion: Completion,
+        latency_ms: float | None,
+    ) -> None:
+        record.messages.append({"role": "assistant", "content": completion.content})
+        extra = {
+            k: v
+            for k, v in completion.message.items()
+            if k not in ("role", "content") and v not in (None, [], {}, "")
+        }
+        turn.latency_ms = latency_ms
+        turn.usage = completion.usage
+        turn.finish_reason = completion.finish_reason
+        turn.response_id = completion.response_id
+        turn.model = completion.model
+        turn.extra = extra or None
+        record.turns.append(turn)
+        usage = completion.usage or {}
+        for slot, key in enumerate(("prompt_tokens", "completion_tokens")):
+            value = usage.get(key)
+            if isinstance(value, int):
+                self.tokens[slot] += value
+
+    def _fail(self, record: ConversationRecord, turn: TurnRecord, error: APIError) -> None:
+        turn.error = {"kind": error.kind, "status": error.status, "message": error.message}
+        record.turns.append(turn)
+        record.status = "failed"
+        record.error = {"turn": turn.index, **turn.error}
+        if isinstance(error, QuotaExhaustedError):
+            self.control.stop(
+                f"the API says the quota or billing is exhausted ({error.message}); "
+                "fix the account, then run again with --resume"
+            )
+
+    async def _finish(self, record: ConversationRecord, conversation: Conversation) -> None:
+        record.finished_at = utc_now()
+        await self.store.record_conversation(record)
+        self.counts[record.status] += 1
+        error = None
+        if record.error is not None:
+            error = str(record.error.get("message"))
+        if record.status == "failed":
+            turn = int(record.error["turn"]) if record.error else 0
+            self.failures.append(
+                Failure(conversation.id, conversation.source, turn, error or "failed")
+            )
+        self.emit(
+            ConversationFinished(
+                conversation.id, conversation.source, record.status,
+                record.completed_turns, len(conversation.turns), error,
+            )
+        )
+
+    def _result(self, already: int, wall: float) -> RunResult:
+        total = len(self.conversations)
+        return RunResult(
+            run_id=self.run_id,
+            output=self.config.output,
+            total=total,
+            completed=self.counts["completed"] + already,
+            failed=self.counts["failed"],
+            interrupted=self.counts["interrupted"],
+            not_started=total - already - self.started,
+            already_completed=already,
+            turns=self.counts["turns"],
+            prompt_tokens=self.tokens[0],
+            completion_tokens=self.tokens[1],
+            retries=self.counts["retries"],
+            wall_seconds=wall,
+            stop_reason=self.control.reason,
+            interrupted_by_user=self.control.by_user,
+            failures=tuple(self.failures),
+            output_error=None if self.output_error is None else str(self.output_error),
+        )
+
+
+def _number(earlier: list[dict[str, Any]], attempts: list[AttemptRecord]) -> list[dict[str, Any]]:
+    """Attempt records for a turn, numbered after attempts made before a resume."""
+    out = [dict(a, resumed=True) for a in earlier]
+    for attempt in attempts:
+        data = attempt.as_dict()
+        data["attempt"] = len(out) + 1
+        out.append(data)
+    return out

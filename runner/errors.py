@@ -1,0 +1,104 @@
+"""The errors mtrun reports to its users.
+
+Every error a user can cause or meet derives from :class:`RunnerError`; its
+message is one line that names what it is about (file, line, conversation,
+turn) and says what to do next. ``cli.py`` turns them into exit codes; the
+core never prints or exits.
+
+    RunnerError
+    ├── InputError          bad conversation files, globs, or options (exit 2)
+    ├── ConfigError         missing key, bad endpoint, bad option value (exit 2)
+    ├── OutputError         output exists, unwritable, or cannot be resumed (exit 2)
+    └── APIError            one failed request to the chat API (recorded in transcripts)
+        ├── TransientAPIError   worth retrying: 408/409/429/5xx, network faults, bad bodies
+        ├── FatalAPIError       not worth retrying: 400/401/403/404/422 and the like
+        └── QuotaExhaustedError a 429 saying the quota or billing is used up: stop the run
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base of every error mtrun reports to its user."""
+
+
+class InputError(RunnerError):
+    """A conversation file, glob or option value is invalid.
+
+    ``location`` is ``path[:line[:column]]``; ``field`` the dotted path of the
+    offending value (``turns[2].content``) or empty.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        line: int | None = None,
+        column: int | None = None,
+        field: str = "",
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+        self.field = field
+        super().__init__(self.render())
+
+    @property
+    def location(self) -> str:
+        """``path:line:column`` with the parts that are known."""
+        parts = [self.path] if self.path else []
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def render(self) -> str:
+        """The one-line form shown to the user."""
+        head = ": ".join(p for p in (self.location, self.field) if p)
+        return f"{head}: {self.message}" if head else self.message
+
+
+class ConfigError(RunnerError):
+    """The run cannot start as configured (no API key, bad base URL, ...)."""
+
+
+class OutputError(RunnerError):
+    """The transcript output cannot be created, written or resumed."""
+
+
+class APIError(RunnerError):
+    """One request to the chat API failed.
+
+    ``kind`` is a short machine-readable word (``http_429``, ``connect_error``,
+    ``read_timeout``, ``invalid_json``, ...) recorded in transcripts.
+    ``retry_after`` is the server's requested wait in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class TransientAPIError(APIError):
+    """A failure worth retrying after a wait."""
+
+
+class FatalAPIError(APIError):
+    """A failure that retrying cannot fix; the conversation fails at once."""
+
+
+class QuotaExhaustedError(FatalAPIError):
+    """The account's quota or billing is exhausted; no new work should start."""

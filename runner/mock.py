@@ -1,0 +1,139 @@
+"""The built-in offline backend: an OpenAI-compatible server inside an httpx transport.
+
+``--mock`` (or ``--base-url mock://``) plugs :class:`OfflineBackend` into the
+same :class:`~runner.client.ChatClient` the real API uses, so the whole
+request/response path runs with no network and no key.
+
+Answers are deterministic: they depend on the model, the whole history and
+the parameters, so two runs of the same batch carry byte-identical
+messages, and a client that dropped or reordered history would get a
+different answer. ``usage`` is estimated at about four characters a token;
+``max_tokens`` truncates the answer with ``finish_reason: length``; a
+``response_format`` of ``json_object`` or ``json_schema`` gets a JSON answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+
+_WORDS = (
+    "language models predict the next token from context and the answer depends on "
+    "the whole history sent with each request so every turn carries what came before "
+    "smaller models trade breadth for speed and cost while larger ones know more "
+    "this offline reply is deterministic and exists so runs and tests need no network"
+).split()
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count: about four characters a token, at least one."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class OfflineBackend(httpx.AsyncBaseTransport):
+    """Answers ``POST .../chat/completions`` like an OpenAI-compatible server."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        """How many chat requests it has answered."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request without any I/O."""
+        await request.aread()
+        if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
+            return _error(404, f"no route for {request.method} {request.url.path}", "not_found")
+        try:
+            body = json.loads(request.content)
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "invalid_request_error")
+        problem = _check_body(body)
+        if problem:
+            return _error(400, problem, "invalid_request_error")
+        self.requests += 1
+        return httpx.Response(200, json=answer(body))
+
+
+def _check_body(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "'model' is required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            return f"messages[{i}] must have 'role' and 'content'"
+    if body.get("stream"):
+        return "the offline backend does not stream"
+    return None
+
+
+def answer(body: dict[str, Any]) -> dict[str, Any]:
+    """The deterministic chat-completions answer to a valid request body."""
+    messages: list[dict[str, Any]] = body["messages"]
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    user_turns = sum(1 for m in messages if m.get("role") == "user")
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    asked = _text_of(last_user["content"]) if last_user else ""
+    asked = " ".join(asked.split())
+    if len(asked) > 80:
+        asked = asked[:79] + "…"
+
+    filler_len = 12 + int(digest[:4], 16) % 28
+    start = int(digest[4:8], 16) % len(_WORDS)
+    filler = " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(filler_len))
+    text = (
+        f"[offline reply {digest[:8]}] Turn {user_turns}, after {len(messages)} messages. "
+        f'You asked: "{asked}". {filler.capitalize()}.'
+    )
+
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        text = json.dumps({"answer": filler, "turn": user_turns, "id": digest[:8]})
+
+    finish_reason = "stop"
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(text) > max_tokens:
+        text = text[: max_tokens * 4]
+        finish_reason = "length"
+
+    prompt_tokens = sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages)
+    completion_tokens = estimate_tokens(text)
+    return {
+        "id": f"chatcmpl-offline-{digest[:24]}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message's content, whether a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return "" if content is None else str(content)
+
+
+def _error(status: int, message: str, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": message, "type": code, "code": code}})

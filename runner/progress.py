@@ -1,0 +1,168 @@
+"""Terminal rendering of a run: live progress on stderr and the closing summary.
+
+On a terminal, one status line is redrawn in place; elsewhere (CI logs, a
+pipe) each event is one plain line. Model output never reaches the terminal
+from here, only ids, counts and error messages, with control characters
+escaped so that nothing from a file or an API can drive the terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from runner.engine import (
+    ConversationFinished,
+    Event,
+    RetryScheduled,
+    RunResult,
+    RunStarted,
+    RunStopping,
+    TurnCompleted,
+)
+
+MAX_FAILURES_SHOWN = 20
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (ANSI escapes included) made visible."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text
+    )
+
+
+class Progress:
+    """Turns engine events into progress output on a stream."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        live: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.live = live
+        self.clock = clock
+        self.started = clock()
+        self.total = 0
+        self.done = 0
+        self.failed = 0
+        self.turns = 0
+        self.retries = 0
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def __call__(self, event: Event) -> None:
+        """Handle one engine event."""
+        if isinstance(event, RunStarted):
+            self.total = event.total - event.already_completed
+            self._line(self._started_text(event))
+        elif isinstance(event, TurnCompleted):
+            self.turns += 1
+        elif isinstance(event, RetryScheduled):
+            self.retries += 1
+            a = event.attempt
+            wait = f", retrying in {a.wait_s:.1f}s" if a.wait_s is not None else ""
+            self._line(
+                f"retry  {safe(event.conversation_id)} turn {event.index + 1} "
+                f"attempt {a.number}: {safe(a.message or a.outcome)}{wait}",
+                quiet_when_live=True,
+            )
+        elif isinstance(event, ConversationFinished):
+            self.done += 1
+            self.failed += event.status == "failed"
+            if event.status == "failed" or not self.live:
+                detail = f": {safe(event.error)}" if event.error and event.status != "completed" else ""
+                self._line(
+                    f"{event.status:<11} {safe(event.conversation_id)} "
+                    f"({event.completed_turns}/{event.turns} turns){detail}"
+                )
+        elif isinstance(event, RunStopping):
+            self._line(f"stopping: {safe(event.reason)}")
+        self._draw()
+
+    def _started_text(self, event: RunStarted) -> str:
+        parts = [f"run {event.run_id}: {event.total} conversations -> {event.output}"]
+        report = event.resume
+        if event.already_completed or report.to_continue:
+            parts.append(
+                f"resuming: {event.already_completed} already completed, "
+                f"{report.to_continue} to continue"
+            )
+        if report.torn_bytes:
+            parts.append(f"cut an incomplete last line ({report.torn_bytes} bytes) left by a crash")
+        return "; ".join(parts)
+
+    def _line(self, text: str, *, quiet_when_live: bool = False) -> None:
+        if self.live and quiet_when_live:
+            return
+        self._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _status(self) -> str:
+        elapsed = self.clock() - self.started
+        return (
+            f"[{self.done}/{self.total} conversations | {self.turns} turns | "
+            f"{self.failed} failed | {self.retries} retries | {_clock(elapsed)}]"
+        )
+
+    def _draw(self) -> None:
+        if not self.live:
+            return
+        now = self.clock()
+        if now - self._last_draw < 0.1 and self.done < self.total:
+            return
+        self._last_draw = now
+        self.stream.write("\r\x1b[2K" + self._status())
+        self.stream.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[2K")
+            self._drawn = False
+
+    def close(self) -> None:
+        """End the live line so the summary starts on its own line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def summary_lines(result: RunResult) -> list[str]:
+    """The end-of-run summary, one string a line."""
+    counts = [f"{result.completed} completed"]
+    if result.already_completed:
+        counts[0] += f" ({result.already_completed} before this run)"
+    counts.append(f"{result.failed} failed")
+    if result.interrupted:
+        counts.append(f"{result.interrupted} interrupted")
+    if result.not_started:
+        counts.append(f"{result.not_started} not started")
+    lines = [
+        f"{result.total} conversations: {', '.join(counts)}",
+        f"{result.turns} turns, {result.total_tokens:,} tokens "
+        f"({result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion), "
+        f"{result.retries} retries, {result.wall_seconds:.1f}s",
+    ]
+    for failure in result.failures[:MAX_FAILURES_SHOWN]:
+        lines.append(
+            f"  failed: {safe(failure.conversation_id)} ({safe(failure.source)}) "
+            f"turn {failure.turn + 1}: {safe(failure.message)}"
+        )
+    if len(result.failures) > MAX_FAILURES_SHOWN:
+        lines.append(f"  ... and {len(result.failures) - MAX_FAILURES_SHOWN} more failed")
+    if result.stop_reason:
+        lines.append(f"stopped early: {safe(result.stop_reason)}")
+    lines.append(f"transcripts: {result.output}")
+    return lines
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -1,0 +1,248 @@
+"""Retry rules: which failures are retried, how long to wait, when to give up.
+
+One place decides all of it:
+
+- ``classify_status`` maps an HTTP status (and the API's error code) to an
+  error class: 408, 409, 429 and 5xx are transient; other 4xx are fatal; a 429
+  whose code says the quota or billing is exhausted stops the run.
+- ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
+  (seconds, fractional allowed, or an HTTP-date).
+- ``next_wait`` honours the server's wait up to a cap, with a little jitter,
+  and otherwise backs off exponentially with jitter.
+- ``call_with_retries`` runs one request under those rules with tenacity and
+  returns every attempt it made, so transcripts can say what happened.
+
+Waiting goes through an injected ``sleep`` so tests never really sleep, and
+so a scheduler can release a concurrency slot while a request waits.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import tenacity
+
+from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+"""Statuses below 500 that are worth retrying (every 5xx is, too)."""
+
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"})
+"""Error codes or types that mean the account cannot send more, not "slow down"."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How persistently one request is retried."""
+
+    max_retries: int = 6
+    """Retries after the first attempt; 0 disables retrying."""
+    max_retry_after: float = 120.0
+    """Cap, in seconds, on a wait the server asks for with Retry-After."""
+    backoff_base: float = 1.0
+    """First exponential backoff step, in seconds."""
+    backoff_max: float = 60.0
+    """Largest exponential backoff step, in seconds."""
+    max_elapsed: float = 900.0
+    """No retry starts once a turn has spent this many seconds; nothing retries forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt at a request did."""
+
+    number: int
+    """1-based attempt number."""
+    outcome: str
+    """``ok``, or the failure kind: ``http_429``, ``read_timeout``, ``invalid_json``, ..."""
+    status: int | None = None
+    """HTTP status, when a response arrived."""
+    latency_ms: float | None = None
+    """Time from sending to the response or failure."""
+    message: str | None = None
+    """The failure's message, when it failed."""
+    retry_after_s: float | None = None
+    """The wait the server asked for, when it asked."""
+    wait_s: float | None = None
+    """How long mtrun waited before the next attempt (None for the last one)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as stored in transcripts, without empty fields."""
+        out: dict[str, Any] = {"attempt": self.number, "outcome": self.outcome}
+        for key in ("status", "latency_ms", "message", "retry_after_s", "wait_s"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+class GaveUp(Exception):
+    """A request failed for good; carries the last error and every attempt."""
+
+    def __init__(self, error: APIError, attempts: list[AttemptRecord]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempts = attempts
+
+
+def classify_status(status: int, *, code: str | None = None) -> type[APIError]:
+    """The error class for a non-2xx status and the API's error code or type."""
+    if code in QUOTA_CODES or status == 402:
+        return QuotaExhaustedError
+    if status in RETRYABLE_STATUSES or 500 <= status <= 599:
+        return TransientAPIError
+    return FatalAPIError
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds the server asks us to wait, or None when it says nothing usable.
+
+    ``retry-after-ms`` wins over ``retry-after``. ``retry-after`` may be
+    seconds (fractions allowed) or an HTTP-date. Negative, non-finite and
+    unparsable values are ignored; a date in the past means "now" (0).
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = _parse_seconds(lowered.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000.0
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _parse_seconds(raw)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = now or datetime.now(timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+def _parse_seconds(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+def next_wait(
+    error: APIError, attempt_number: int, policy: RetryPolicy, rng: random.Random
+) -> float:
+    """Seconds to wait after failed attempt ``attempt_number`` (1-based)."""
+    if error.retry_after is not None:
+        asked = min(error.retry_after, policy.max_retry_after)
+        # A little jitter, never less than asked: many conversations that were
+        # told the same instant should not all come back at that instant.
+        return asked + rng.uniform(0.0, min(1.0, 0.1 * asked + 0.05))
+    step = min(policy.backoff_max, policy.backoff_base * 2 ** (attempt_number - 1))
+    return step / 2 + rng.uniform(0.0, step / 2)
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Sleep,
+    clock: Callable[[], float],
+    rng: random.Random | None = None,
+    on_retry: Callable[[AttemptRecord], None] | None = None,
+) -> tuple[T, list[AttemptRecord]]:
+    """Run ``attempt`` until it succeeds, fails fatally, or retries run out.
+
+    Returns the result and the attempt records (the successful one last).
+    Raises :class:`GaveUp` with the last error and all records otherwise.
+    ``on_retry`` is told about each failed attempt before the wait.
+    """
+    rand = rng or random.Random()
+    records: list[AttemptRecord] = []
+    started = clock()
+    last_sent = [started]
+
+    async def timed_attempt() -> T:
+        last_sent[0] = clock()
+        return await attempt()
+
+    def elapsed_ms() -> float:
+        return round((clock() - last_sent[0]) * 1000.0, 1)
+
+    def record_failure(state: tenacity.RetryCallState, wait: float | None) -> AttemptRecord:
+        outcome = state.outcome
+        assert outcome is not None and outcome.failed
+        error = outcome.exception()
+        assert isinstance(error, APIError)
+        rec = AttemptRecord(
+            number=state.attempt_number,
+            outcome=error.kind,
+            status=error.status,
+            latency_ms=elapsed_ms(),
+            message=error.message,
+            retry_after_s=error.retry_after,
+            wait_s=None if wait is None else round(wait, 3),
+        )
+        records.append(rec)
+        return rec
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        assert outcome is not None
+        error = outcome.exception()
+        assert isinstance(error, APIError)
+        return next_wait(error, state.attempt_number, policy, rand)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number > policy.max_retries:
+            return True
+        upcoming = state.upcoming_sleep
+        return clock() - started + upcoming > policy.max_elapsed
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        assert state.next_action is not None
+        rec = record_failure(state, state.next_action.sleep)
+        if on_retry is not None:
+            on_retry(rec)
+
+    retrying = tenacity.AsyncRetrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception_type(TransientAPIError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        result = await retrying(timed_attempt)
+    except APIError as error:
+        records.append(
+            AttemptRecord(
+                number=len(records) + 1,
+                outcome=error.kind,
+                status=error.status,
+                latency_ms=elapsed_ms(),
+                message=error.message,
+                retry_after_s=error.retry_after,
+            )
+        )
+        raise GaveUp(error, records) from None
+    records.append(
+        AttemptRecord(number=len(records) + 1, outcome="ok", status=200, latency_ms=elapsed_ms())
+    )
+    return result, records

@@ -1,0 +1,140 @@
+"""Validated conversation specs: what the YAML files ask mtrun to replay.
+
+These are plain frozen data. ``loader.py`` builds them from files and is the
+only place that knows about YAML; the engine only ever sees these types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
+
+MESSAGE_ROLES = ("system", "developer", "user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One pre-filled chat message that precedes the scripted turns."""
+
+    role: str
+    """``system``, ``developer``, ``user`` or ``assistant``."""
+    content: Any
+    """A string, or a list of content parts passed through as given."""
+    name: str | None = None
+    """Optional participant name, passed through to the API."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as the chat-completions API expects it."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One scripted user turn."""
+
+    content: str
+    """The user message sent for this turn."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Request parameters for this turn only, laid over the conversation's."""
+    line: int = 0
+    """1-based line of the turn in its file (0 when unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One scripted dialogue, validated and ready to replay."""
+
+    id: str
+    """Unique id across the batch; names the conversation in transcripts."""
+    source: str
+    """Path of the file it came from, as the user gave it."""
+    turns: tuple[Turn, ...]
+    """The ordered user turns; never empty."""
+    model: str | None = None
+    """Model named by the file (``--model`` and ``MTRUN_MODEL`` are applied later)."""
+    system: str | None = None
+    """System prompt sent first, when given."""
+    messages: tuple[Message, ...] = ()
+    """Pre-filled history sent after the system prompt and before the first turn."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Request parameters passed through to the API as given."""
+    line: int = 0
+    """1-based line where the conversation starts in its file (0 when unknown)."""
+
+    def prefix(self) -> list[dict[str, Any]]:
+        """The messages sent before the first scripted turn."""
+        head: list[dict[str, Any]] = []
+        if self.system is not None:
+            head.append({"role": "system", "content": self.system})
+        head.extend(m.as_dict() for m in self.messages)
+        return head
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPlan:
+    """What will be sent for a conversation once every override is applied."""
+
+    conversation: Conversation
+    """The conversation as loaded."""
+    model: str
+    """The model after ``--model``, the file, ``MTRUN_MODEL`` and the default."""
+    params: Mapping[str, Any]
+    """Conversation parameters after ``--param`` overrides."""
+
+    def turn_params(self, index: int) -> dict[str, Any]:
+        """Parameters for one turn: the conversation's, then the turn's own."""
+        merged = dict(self.params)
+        for key, value in self.conversation.turns[index].params.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything that decides the requests' content.
+
+        Resuming compares it with the one stored in the transcript, so a
+        conversation whose file or parameters changed is never silently
+        continued from a history it would not have produced.
+        """
+        conv = self.conversation
+        material = {
+            "model": self.model,
+            "prefix": conv.prefix(),
+            "params": dict(self.params),
+            "turns": [{"content": t.content, "params": dict(t.params)} for t in conv.turns],
+        }
+        blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def plan_request(
+    conversation: Conversation,
+    *,
+    model_override: str | None = None,
+    env_model: str | None = None,
+    param_overrides: Mapping[str, Any] | None = None,
+) -> RequestPlan:
+    """Apply the model and parameter precedence rules to one conversation.
+
+    Model: ``--model``, else the conversation's, else ``MTRUN_MODEL``, else the
+    default. Parameters: the conversation's, with ``--param`` overrides on top;
+    an override whose value is null removes that parameter.
+    """
+    model = model_override or conversation.model or env_model or DEFAULT_MODEL
+    params = dict(conversation.params)
+    for key, value in (param_overrides or {}).items():
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = value
+    return RequestPlan(conversation=conversation, model=model, params=params)

@@ -1,0 +1,457 @@
+"""The transcript store: durable turn by turn, resumable, never overwriting.
+
+An output ``PATH`` is backed by two files:
+
+``PATH``
+    The transcript: one JSON line per conversation, appended when the
+    conversation reaches a final status (completed, failed, interrupted).
+``PATH.journal``
+    One JSON line per completed turn of a conversation that has not reached
+    a final status yet. It exists only while a run is going, or after a run
+    was killed; a run that ends (even by Ctrl-C) deletes it.
+
+Every line is written whole with one ``write`` and made durable with
+``fsync`` before the conversation sends its next request, so a crash or
+``kill -9`` loses at most the requests in flight. Concurrent conversations
+share fsyncs (group commit): a turn waits for the first fsync that starts
+after its own write.
+
+Resuming reads both files. In the transcript the last line for an id wins;
+a torn last line (a crash mid-write) is cut off. A conversation recorded as
+completed is skipped; one recorded as failed or interrupted continues after
+its last completed turn; journal lines extend a conversation turn by turn
+(a line counts only if it is the next turn). A resumed conversation appends
+a new line that supersedes its old one, and when the run ends the transcript
+is compacted (written beside, fsynced, renamed over) so it holds each
+conversation exactly once.
+
+While a run writes ``PATH`` it holds an exclusive ``flock`` on it, so two
+runs can never write the same output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import OutputError
+from runner.transcript import ConversationRecord, TurnRecord
+
+try:  # POSIX only; on other systems two runs on one output are not prevented.
+    import fcntl
+except ImportError:  # pragma: no cover - exercised only on Windows
+    fcntl = None  # type: ignore[assignment]
+
+JOURNAL_SUFFIX = ".journal"
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where a resumed conversation picks up."""
+
+    started_at: str
+    """When the conversation was first started."""
+    turns: list[TurnRecord] = field(default_factory=list)
+    """Its completed turns, in order."""
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+    """The user and assistant messages of those turns, after the prefix."""
+    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Attempts already spent on the next turn before it failed."""
+
+
+@dataclass(slots=True)
+class _Known:
+    status: str
+    fingerprint: str
+    source: str
+    progress: Progress | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReport:
+    """What was found when an existing output was opened for resuming."""
+
+    completed: int
+    """Conversations already completed (they will not be sent again)."""
+    to_continue: int
+    """Conversations cut short that will continue from their last completed turn."""
+    torn_bytes: int
+    """Bytes of an incomplete last line that were cut off the transcript."""
+
+
+class _AppendFile:
+    """An append-only file written in whole lines with group-committed fsync."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.written = 0
+        self.synced = 0
+        self._sync_task: asyncio.Task[None] | None = None
+        self.broken: OSError | None = None
+
+    def append(self, data: bytes) -> None:
+        if self.broken is not None:
+            raise _write_error(self.path, self.broken)
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                done = os.write(self.fd, view)
+                view = view[done:]
+        except OSError as exc:
+            self.broken = exc
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
+            raise _write_error(self.path, exc) from None
+        self.written += 1
+
+    async def sync(self) -> None:
+        target = self.written
+        while self.synced < target:
+            if self._sync_task is None:
+                self._sync_task = asyncio.create_task(self._fsync())
+            await asyncio.shield(self._sync_task)
+
+    async def _fsync(self) -> None:
+        target = self.written
+        try:
+            await asyncio.to_thread(os.fsync, self.fd)
+        except OSError as exc:
+            self.broken = exc
+            raise _write_error(self.path, exc) from None
+        finally:
+            self._sync_task = None
+        self.synced = max(self.synced, target)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; what was written before stays valid")
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+class TranscriptStore:
+    """Owns one output: its transcript, its journal and its lock."""
+
+    def __init__(self, path: Path, *, resume: bool = False) -> None:
+        self.path = path
+        self.journal_path = path.with_name(path.name + JOURNAL_SUFFIX)
+        self.run_id: str | None = None
+        self._known: dict[str, _Known] = {}
+        self._superseded = False
+        self._journal: _AppendFile | None = None
+        self.resume_report = ResumeReport(0, 0, 0)
+        exists = path.exists()
+        if exists and not resume:
+            raise OutputError(
+                f"{path} already exists; pass --resume to continue it, or choose another -o"
+            )
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; -o takes a file path such as {path}/run.jsonl")
+        self._main = _AppendFile(path, self._open_locked(path, new=not exists))
+        if exists:
+            self._load()
+
+    def _open_locked(self, path: Path, *, new: bool) -> int:
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            raise OutputError(f"{path} already exists; pass --resume to continue it") from None
+        except OSError as exc:
+            raise OutputError(f"cannot open {path}: {exc.strerror or exc}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise OutputError(
+                    f"{path} is being written by another mtrun process; wait for it or use another -o"
+                ) from None
+        return fd
+
+    # -- reading an existing output -------------------------------------------------
+
+    def _load(self) -> None:
+        completed = 0
+        good_end, torn = self._scan_transcript()
+        if torn:
+            os.ftruncate(self._main.fd, good_end)
+            os.fsync(self._main.fd)
+        for entry in _read_lines(self.journal_path, tolerate_torn=True):
+            self._apply_journal(entry)
+        for known in self._known.values():
+            completed += known.status == "completed"
+        self.resume_report = ResumeReport(
+            completed=completed, to_continue=len(self._known) - completed, torn_bytes=torn
+        )
+
+    def _scan_transcript(self) -> tuple[int, int]:
+        """Index the transcript; return (end of the last whole line, torn bytes)."""
+        with open(self.path, "rb") as fh:
+            data_end = os.fstat(fh.fileno()).st_size
+            offset = 0
+            number = 0
+            for raw in fh:
+                number += 1
+                line_end = offset + len(raw)
+                whole = raw.endswith(b"\n")
+                try:
+                    data = json.loads(raw)
+                    if not isinstance(data, dict) or "id" not in data or "status" not in data:
+                        raise ValueError("not a transcript record")
+                    record = ConversationRecord.from_dict(data)
+                except (ValueError, KeyError, TypeError):
+                    if line_end == data_end:
+                        return offset, data_end - offset
+                    raise OutputError(
+                        f"{self.path}:{number}: not a valid transcript line; "
+                        "the file was changed by something other than mtrun (fix or remove the line)"
+                    ) from None
+                if not whole:
+                    # A whole record that only lacks its newline: keep it, end the line.
+                    os.lseek(self._main.fd, 0, os.SEEK_END)
+                    os.write(self._main.fd, b"\n")
+                    line_end += 1
+                self.run_id = self.run_id or record.run_id
+                if record.id in self._known:
+                    self._superseded = True
+                self._known[record.id] = _Known(
+                    record.status, record.fingerprint, record.source, _progress_of(record)
+                )
+                offset = line_end
+        return offset, 0
+
+    def _apply_journal(self, entry: dict[str, Any]) -> None:
+        try:
+            conv_id = str(entry["id"])
+            turn = TurnRecord.from_dict(entry["turn"])
+            exchange = list(entry["exchange"])
+            fingerprint = str(entry["fingerprint"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self.run_id = self.run_id or entry.get("run_id")
+        known = self._known.get(conv_id)
+        if known is None:
+            known = _Known(
+                "interrupted",
+                fingerprint,
+                str(entry.get("source", "")),
+                Progress(started_at=str(entry.get("started_at", ""))),
+            )
+            self._known[conv_id] = known
+        progress = known.progress
+        if progress is None or known.fingerprint != fingerprint:
+            return
+        if turn.index == len(progress.turns):
+            progress.turns.append(turn)
+            progress.exchanges.extend(exchange)
+            progress.failed_attempts = []
+
+    # -- what the engine asks -------------------------------------------------------
+
+    def check_unchanged(self, conv_id: str, fingerprint: str, source: str) -> None:
+        """Refuse to resume a conversation whose requests would now differ."""
+        known = self._known.get(conv_id)
+        if known is not None and known.fingerprint != fingerprint:
+            raise OutputError(
+                f"{source}: conversation {conv_id!r} has changed since {self.path} recorded it "
+                "(its turns, system prompt, messages, model or params differ); "
+                "resume only with the same files and options, or write to a new output with -o"
+            )
+
+    def is_completed(self, conv_id: str) -> bool:
+        """Whether the output already holds this conversation completed."""
+        known = self._known.get(conv_id)
+        return known is not None and known.status == "completed"
+
+    def progress(self, conv_id: str) -> Progress | None:
+        """Where an unfinished conversation continues, or None to start afresh."""
+        known = self._known.get(conv_id)
+        if known is None or known.status == "completed":
+            return None
+        return known.progress
+
+    # -- writing -------------------------------------------------------------------
+
+    async def record_turn(self, record: ConversationRecord, turn: TurnRecord) -> None:
+        """Make one completed turn durable before the next request is sent."""
+        if self._journal is None:
+            self._journal = _AppendFile(self.journal_path, self._open_journal())
+        exchange = record.messages[turn.message_index : turn.message_index + 2]
+        line = {
+            "run_id": record.run_id,
+            "id": record.id,
+            "source": record.source,
+            "fingerprint": record.fingerprint,
+            "started_at": record.started_at,
+            "turn": turn.as_dict(),
+            "exchange": exchange,
+        }
+        self._journal.append(_dumps(line))
+        await self._journal.sync()
+
+    def _open_journal(self) -> int:
+        try:
+            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise _write_error(self.journal_path, exc) from None
+        size = os.fstat(fd).st_size
+        if size:
+            # Cut a torn last line so that new lines start on a line of their own.
+            with open(self.journal_path, "rb") as fh:
+                data = fh.read()
+            keep = data.rfind(b"\n") + 1
+            if keep != size:
+                os.ftruncate(fd, keep)
+        return fd
+
+    async def record_conversation(self, record: ConversationRecord) -> None:
+        """Append a conversation's final line and make it durable."""
+        if record.id in self._known:
+            self._superseded = True
+        self._main.append(_dumps(record.as_dict()))
+        self._known[record.id] = _Known(record.status, record.fingerprint, record.source, None)
+        await self._main.sync()
+
+    def close(self, *, finished: bool) -> None:
+        """Release the output. ``finished``: every started conversation has its final line."""
+        try:
+            if finished and self._main.broken is None:
+                if self._journal is not None:
+                    self._journal.close()
+                    self._journal = None
+                with contextlib.suppress(FileNotFoundError):
+                    self.journal_path.unlink()
+                if self._superseded:
+                    self._compact()
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+            self._main.close()
+
+    def _compact(self) -> None:
+        """Rewrite the transcript keeping only the last line of each conversation."""
+        last: dict[str, int] = {}
+        for number, data in enumerate(_read_lines(self.path, tolerate_torn=False)):
+            last[str(data["id"])] = number
+        keep = set(last.values())
+        tmp = self.path.with_name(self.path.name + ".compacting")
+        try:
+            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                for number, raw in enumerate(src):
+                    if number in keep:
+                        dst.write(raw)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OutputError(
+                f"cannot compact {self.path}: {exc.strerror or exc}; it is still valid "
+                "(a conversation may appear twice: the last line for an id is the current one)"
+            ) from None
+
+
+def _progress_of(record: ConversationRecord) -> Progress | None:
+    """Where a transcript record of a cut-short conversation continues."""
+    if record.status == "completed":
+        return None
+    done = [t for t in record.turns if t.completed]
+    exchanges: list[dict[str, Any]] = []
+    if done:
+        first = done[0].message_index
+        exchanges = record.messages[first : first + 2 * len(done)]
+    failed = [t for t in record.turns if not t.completed]
+    return Progress(
+        started_at=record.started_at,
+        turns=done,
+        exchanges=exchanges,
+        failed_attempts=list(failed[0].attempts) if failed else [],
+    )
+
+
+def _read_lines(path: Path, *, tolerate_torn: bool) -> Iterator[dict[str, Any]]:
+    """JSON objects from a JSON Lines file, skipping a torn last line when tolerated."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for raw in fh:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                if tolerate_torn:
+                    continue
+                raise
+            if isinstance(data, dict):
+                yield data
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def default_output_path(folder: Path, *, now: datetime | None = None) -> Path:
+    """A new file name under ``folder`` that does not exist yet."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    candidate = folder / f"mtrun-{stamp}.jsonl"
+    number = 2
+    while candidate.exists() or candidate.with_name(candidate.name + JOURNAL_SUFFIX).exists():
+        candidate = folder / f"mtrun-{stamp}-{number}.jsonl"
+        number += 1
+    return candidate
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    """The current record of each conversation in a transcript (last line per id wins).
+
+    Tolerates a torn last line, as left by a crash; other broken lines raise
+    :class:`OutputError` naming the line.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        lines = fh.readlines()
+    for number, raw in enumerate(lines, start=1):
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or "id" not in data:
+                raise ValueError
+        except ValueError:
+            if number == len(lines):
+                break
+            raise OutputError(f"{path}:{number}: not a valid transcript line") from None
+        records.pop(str(data["id"]), None)
+        records[str(data["id"])] = data
+    return list(records.values())
