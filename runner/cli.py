@@ -79,7 +79,9 @@ class _DefaultRunGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_DefaultRunGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_DefaultRunGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="mtrun")
 def main() -> None:
     """The mtrun command group."""
@@ -102,7 +104,9 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise InputError(f"--param {raw!r}: expected KEY=VALUE, e.g. --param temperature=0.2")
         if key in ("model", "messages", "stream"):
-            raise InputError(f"--param {key}: not a passthrough parameter; use --{key} if it exists")
+            raise InputError(
+                f"--param {key}: not a passthrough parameter; use --{key} if it exists"
+            )
         try:
             params[key] = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -114,32 +118,79 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
 
 @main.command("run", help=RUN_HELP)
 @click.argument("files", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Transcript file (JSONL). Default: a new file under outputs/.")
-@click.option("--resume", is_flag=True,
-              help="Continue -o: skip completed conversations, continue cut-short ones.")
-@click.option("--mock", is_flag=True, help="Use the built-in offline backend (same as --base-url mock://).")
-@click.option("--base-url", envvar="MTRUN_BASE_URL", show_envvar=True,
-              help="API root; requests go to BASE_URL/chat/completions. "
-                   "Default: https://api.arcee.ai/api/v1")
-@click.option("--model", help="Model for every conversation (default: the file's, "
-                              "else $MTRUN_MODEL, else arcee-ai/AFM-4.5B).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Request parameter for every conversation, e.g. temperature=0 "
-                   "(repeatable; KEY=null removes it).")
-@click.option("--api-key-env", metavar="NAME",
-              help="Environment variable holding the API key (default: MTRUN_API_KEY, "
-                   "ARCEE_API_KEY, OPENAI_API_KEY).")
-@click.option("-j", "--concurrency", type=click.IntRange(1, 10_000), default=8, show_default=True,
-              help="Conversations in flight at once.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
-              show_default=True, help="Seconds one request may take.")
-@click.option("--max-retries", type=click.IntRange(0, 100), default=6, show_default=True,
-              help="Retries of a failed request (429, 5xx, timeouts, dropped connections).")
-@click.option("--max-retry-wait", type=click.FloatRange(min=0), default=120.0, show_default=True,
-              help="Cap in seconds on a wait asked for by Retry-After.")
-@click.option("--allow-insecure-key", is_flag=True,
-              help="Allow sending the key over plain http to a non-loopback host.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Transcript file (JSONL). Default: a new file under outputs/.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue -o: skip completed conversations, continue cut-short ones.",
+)
+@click.option(
+    "--mock", is_flag=True, help="Use the built-in offline backend (same as --base-url mock://)."
+)
+@click.option(
+    "--base-url",
+    envvar="MTRUN_BASE_URL",
+    show_envvar=True,
+    help="API root; requests go to BASE_URL/chat/completions. Default: https://api.arcee.ai/api/v1",
+)
+@click.option(
+    "--model",
+    help="Model for every conversation (default: the file's, "
+    "else $MTRUN_MODEL, else arcee-ai/AFM-4.5B).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Request parameter for every conversation, e.g. temperature=0 "
+    "(repeatable; KEY=null removes it).",
+)
+@click.option(
+    "--api-key-env",
+    metavar="NAME",
+    help="Environment variable holding the API key (default: MTRUN_API_KEY, "
+    "ARCEE_API_KEY, OPENAI_API_KEY).",
+)
+@click.option(
+    "-j",
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=8,
+    show_default=True,
+    help="Conversations in flight at once.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds one request may take.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, 100),
+    default=6,
+    show_default=True,
+    help="Retries of a failed request (429, 5xx, timeouts, dropped connections).",
+)
+@click.option(
+    "--max-retry-wait",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Cap in seconds on a wait asked for by Retry-After.",
+)
+@click.option(
+    "--allow-insecure-key",
+    is_flag=True,
+    help="Allow sending the key over plain http to a non-loopback host.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def run_command(
     files: tuple[str, ...],
@@ -201,8 +252,9 @@ def run_command(
                 # happen on this thread, between callbacks), and the journal
                 # lets --resume continue what was in flight.
                 progress.close()
-                click.echo(f"\nmtrun: stopped at once; continue with --resume -o {config.output}",
-                           err=True)
+                click.echo(
+                    f"\nmtrun: stopped at once; continue with --resume -o {config.output}", err=True
+                )
                 os._exit(EXIT_INTERRUPTED)
             control.stop("interrupted by Ctrl-C", by_user=True)
 
@@ -248,6 +300,4 @@ def validate_command(files: tuple[str, ...]) -> None:
         _fail(exc)
     sources = {c.source for c in conversations}
     turns = sum(len(c.turns) for c in conversations)
-    click.echo(
-        f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files"
-    )
+    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")

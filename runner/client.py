@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from runner import __version__
-from runner.errors import APIError, ConfigError, FatalAPIError, TransientAPIError
+from runner.errors import ConfigError, FatalAPIError, TransientAPIError
 from runner.retry import classify_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
@@ -84,8 +84,12 @@ def public_base_url(base_url: str) -> str:
     netloc = parts.hostname or ""
     if ":" in netloc:
         netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -94,14 +98,25 @@ def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme == "mock":
         return MOCK_BASE_URL
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    example = "expected e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"--base-url {public_base_url(base_url)!r} is not an http(s) URL; "
-            "expected e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
+            f"--base-url {public_base_url(base_url)!r} is not an http(s) URL; {example}"
         )
     if parts.username or parts.password:
         raise ConfigError(
             "--base-url must not contain credentials; put the key in MTRUN_API_KEY instead"
+        )
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError(
+            f"--base-url {parts.scheme}://{parts.hostname}: bad port; {example}"
+        ) from None
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"--base-url {public_base_url(base_url)!r}: a query or fragment is not supported; "
+            "give the API root only, requests go to BASE_URL/chat/completions"
         )
     return base_url.rstrip("/")
 
@@ -199,11 +214,15 @@ class ChatClient:
 def _read_response(response: httpx.Response) -> Completion:
     status = response.status_code
     if not 200 <= status <= 299:
-        message, code = _error_details(response)
+        details, code = _error_details(response)
         cls = classify_status(status, code=code)
         retry_after = parse_retry_after(response.headers)
-        raise cls(f"HTTP {status}: {message}", kind=f"http_{status}", status=status,
-                  retry_after=retry_after)
+        raise cls(
+            f"HTTP {status}: {details}",
+            kind=f"http_{status}",
+            status=status,
+            retry_after=retry_after,
+        )
     try:
         data = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):

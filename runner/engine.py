@@ -305,7 +305,10 @@ class _Batch:
                 already += self.store.is_completed(conv.id)
         self.emit(
             RunStarted(
-                self.run_id, self.config.output, len(self.conversations), already,
+                self.run_id,
+                self.config.output,
+                len(self.conversations),
+                already,
                 self.store.resume_report,
             )
         )
@@ -386,7 +389,10 @@ class _Batch:
         except asyncio.CancelledError:
             if record.finished_at is None:
                 record.status = "interrupted"
-                record.error = {"kind": "interrupted", "message": self.control.reason or "cancelled"}
+                record.error = {
+                    "kind": "interrupted",
+                    "message": self.control.reason or "cancelled",
+                }
                 await asyncio.shield(self._finish(record, conversation))
             raise
         await self._finish(record, conversation)
@@ -488,8 +494,12 @@ class _Batch:
             )
         self.emit(
             ConversationFinished(
-                conversation.id, conversation.source, record.status,
-                record.completed_turns, len(conversation.turns), error,
+                conversation.id,
+                conversation.source,
+                record.status,
+                record.completed_turns,
+                len(conversation.turns),
+                error,
             )
         )
 

@@ -27,9 +27,7 @@ MAX_FAILURES_SHOWN = 20
 
 def safe(text: str) -> str:
     """``text`` with control characters (ANSI escapes included) made visible."""
-    return "".join(
-        ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text
-    )
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 class Progress:
@@ -74,7 +72,9 @@ class Progress:
             self.done += 1
             self.failed += event.status == "failed"
             if event.status == "failed" or not self.live:
-                detail = f": {safe(event.error)}" if event.error and event.status != "completed" else ""
+                detail = (
+                    f": {safe(event.error)}" if event.error and event.status != "completed" else ""
+                )
                 self._line(
                     f"{event.status:<11} {safe(event.conversation_id)} "
                     f"({event.completed_turns}/{event.turns} turns){detail}"

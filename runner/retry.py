@@ -149,9 +149,9 @@ def next_wait(
         asked = min(error.retry_after, policy.max_retry_after)
         # A little jitter, never less than asked: many conversations that were
         # told the same instant should not all come back at that instant.
-        return asked + rng.uniform(0.0, min(1.0, 0.1 * asked + 0.05))
-    step = min(policy.backoff_max, policy.backoff_base * 2 ** (attempt_number - 1))
-    return step / 2 + rng.uniform(0.0, step / 2)
+        return float(asked + rng.uniform(0.0, min(1.0, 0.1 * asked + 0.05)))
+    step = min(policy.backoff_max, policy.backoff_base * 2.0 ** (attempt_number - 1))
+    return float(step / 2 + rng.uniform(0.0, step / 2))
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -229,7 +229,7 @@ async def call_with_retries(
         reraise=True,
     )
     try:
-        result = await retrying(timed_attempt)
+        result: T = await retrying(timed_attempt)
     except APIError as error:
         records.append(
             AttemptRecord(

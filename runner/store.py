@@ -137,7 +137,9 @@ class _AppendFile:
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}; what was written before stays valid")
+    return OutputError(
+        f"cannot write {path}: {exc.strerror or exc}; what was written before stays valid"
+    )
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
@@ -181,7 +183,8 @@ class TranscriptStore:
             except OSError:
                 os.close(fd)
                 raise OutputError(
-                    f"{path} is being written by another mtrun process; wait for it or use another -o"
+                    f"{path} is being written by another mtrun process; "
+                    "wait for it or use another -o"
                 ) from None
         return fd
 
@@ -221,7 +224,8 @@ class TranscriptStore:
                         return offset, data_end - offset
                     raise OutputError(
                         f"{self.path}:{number}: not a valid transcript line; "
-                        "the file was changed by something other than mtrun (fix or remove the line)"
+                        "the file was changed by something other than mtrun "
+                        "(fix or remove the line)"
                     ) from None
                 if not whole:
                     # A whole record that only lacks its newline: keep it, end the line.
