@@ -331,7 +331,14 @@ class _Batch:
                 asyncio.create_task(self._worker(client, pending))
                 for _ in range(self.config.concurrency)
             ]
-            await asyncio.gather(*self.workers)
+            try:
+                await asyncio.gather(*self.workers)
+            except BaseException:
+                # A bug or a hard stop: let every other conversation record
+                # itself as interrupted before the store is closed.
+                self.control.stop("stopped by an internal error")
+                await asyncio.gather(*self.workers, return_exceptions=True)
+                raise
         self.control._on_stop = None
         return self._result(already, self.clock() - started)
 

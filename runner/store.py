@@ -227,11 +227,6 @@ class TranscriptStore:
                         "the file was changed by something other than mtrun "
                         "(fix or remove the line)"
                     ) from None
-                if not whole:
-                    # A whole record that only lacks its newline: keep it, end the line.
-                    os.lseek(self._main.fd, 0, os.SEEK_END)
-                    os.write(self._main.fd, b"\n")
-                    line_end += 1
                 self.run_id = self.run_id or record.run_id
                 if record.id in self._known:
                     self._superseded = True
@@ -239,6 +234,11 @@ class TranscriptStore:
                     record.status, record.fingerprint, record.source, _progress_of(record)
                 )
                 offset = line_end
+                if not whole:
+                    # A whole record that only lacks its newline: keep it, end the line.
+                    os.lseek(self._main.fd, 0, os.SEEK_END)
+                    os.write(self._main.fd, b"\n")
+                    break
         return offset, 0
 
     def _apply_journal(self, entry: dict[str, Any]) -> None:

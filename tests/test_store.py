@@ -1,0 +1,213 @@
+"""The transcript store: never overwriting, crash recovery, resume, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import ChatServer, error, read_jsonl
+
+from runner.engine import RunConfig, RunResult, run_batch
+from runner.errors import OutputError
+from runner.spec import Conversation, Turn
+from runner.store import TranscriptStore, default_output_path, read_transcript
+from runner.transcript import ConversationRecord
+
+LOCAL = "http://127.0.0.1:9/v1"
+
+
+def conv(cid: str, n: int, **kw: Any) -> Conversation:
+    turns = tuple(Turn(f"{cid} question {i}") for i in range(n))
+    return Conversation(id=cid, source="batch.yaml", turns=turns, **kw)
+
+
+BATCH = [conv("a", 3), conv("b", 3), conv("c", 2)]
+
+
+def run(
+    path: Path, server: ChatServer, *, resume: bool = False, batch: list[Conversation] = BATCH
+) -> RunResult:
+    config = RunConfig(output=path, resume=resume, base_url=LOCAL, transport=server.transport)
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    return asyncio.run(run_batch(batch, config, sleep=no_sleep))
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """The records of an uninterrupted run of BATCH."""
+    path = tmp_path / "reference.jsonl"
+    run(path, ChatServer())
+    return {r["id"]: r for r in read_jsonl(path)}
+
+
+def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text("precious\n")
+    with pytest.raises(OutputError, match="already exists; pass --resume"):
+        TranscriptStore(path)
+    assert path.read_text() == "precious\n"
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    first = TranscriptStore(tmp_path / "out.jsonl")
+    try:
+        with pytest.raises(OutputError, match="being written by another mtrun process"):
+            TranscriptStore(tmp_path / "out.jsonl", resume=True)
+    finally:
+        first.close(finished=True)
+
+
+def test_default_output_path_never_reuses_a_name(tmp_path: Path) -> None:
+    first = default_output_path(tmp_path)
+    first.write_text("")
+    second = default_output_path(tmp_path)
+    assert second != first and second.parent == tmp_path and second.suffix == ".jsonl"
+
+
+def crash_state(tmp_path: Path, reference: dict[str, dict[str, Any]]) -> Path:
+    """Files as a kill -9 would leave them.
+
+    ``a`` was completed; ``b`` had its first turn journaled and its second in
+    flight; ``c`` had its first turn journaled and its final line torn.
+    """
+    path = tmp_path / "crashed.jsonl"
+    store = TranscriptStore(path)
+    records = {k: ConversationRecord.from_dict(v) for k, v in reference.items()}
+
+    async def write() -> None:
+        await store.record_conversation(records["a"])
+        await store.record_turn(records["b"], records["b"].turns[0])
+        await store.record_turn(records["c"], records["c"].turns[0])
+
+    asyncio.run(write())
+    store.close(finished=False)
+    line = json.dumps(reference["c"]).encode()
+    with open(path, "ab") as fh:
+        fh.write(line[: len(line) // 2])
+    return path
+
+
+def test_resume_after_a_crash_sends_no_completed_turn_again(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = crash_state(tmp_path, reference)
+    server = ChatServer()
+    result = run(path, server, resume=True)
+
+    sent = [(b["messages"][-1]["content"]) for b in server.bodies]
+    assert sorted(sent) == ["b question 1", "b question 2", "c question 1"]
+    records = read_jsonl(path)
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+    for record in records:
+        ref = reference[record["id"]]
+        assert record["messages"] == ref["messages"]
+        assert record["status"] == "completed"
+        assert [t["index"] for t in record["turns"]] == list(range(len(ref["turns"])))
+        assert record["run_id"] == ref["run_id"], "a resumed run keeps the output's run id"
+    assert result.already_completed == 1 and result.completed == 3
+    assert not path.with_name(path.name + ".journal").exists()
+
+
+def test_a_torn_last_line_is_reported_and_cut(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = crash_state(tmp_path, reference)
+    size_with_tear = path.stat().st_size
+    store = TranscriptStore(path, resume=True)
+    try:
+        report = store.resume_report
+        assert report.torn_bytes == size_with_tear - path.stat().st_size > 0
+        assert report.completed == 1 and report.to_continue == 2
+        assert store.is_completed("a") and not store.is_completed("c")
+        progress = store.progress("c")
+        assert progress is not None and len(progress.turns) == 1
+        assert progress.exchanges == reference["c"]["messages"][0:2]
+    finally:
+        store.close(finished=False)
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_whole_last_record_missing_only_its_newline_is_kept(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text(json.dumps(reference["a"]))
+    server = ChatServer()
+    run(path, server, resume=True)
+    assert not server.bodies_for("a question 0")
+    assert sorted(r["id"] for r in read_jsonl(path)) == ["a", "b", "c"]
+
+
+def test_a_broken_line_in_the_middle_is_an_error_naming_it(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text(json.dumps(reference["a"]) + "\n{broken\n" + json.dumps(reference["b"]) + "\n")
+    before = path.read_bytes()
+    with pytest.raises(OutputError, match=r"out\.jsonl:2: not a valid transcript line"):
+        TranscriptStore(path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_interrupted_and_failed_conversations_continue_and_appear_once(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = tmp_path / "out.jsonl"
+
+    def fail_second_turn_of_b(body: dict[str, Any], n: int) -> httpx.Response | None:
+        if body["messages"][-1]["content"] == "b question 1":
+            return error(400, "try later")
+        return None
+
+    first = run(path, ChatServer(fail_second_turn_of_b))
+    assert first.failed == 1
+    server = ChatServer()
+    second = run(path, server, resume=True)
+    assert [b["messages"][-1]["content"] for b in server.bodies] == [
+        "b question 1",
+        "b question 2",
+    ]
+    assert second.completed == 3 and second.failed == 0
+    records = read_jsonl(path)
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+    b = next(r for r in records if r["id"] == "b")
+    assert b["messages"] == reference["b"]["messages"]
+    attempts = b["turns"][1]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["http_400", "ok"]
+    assert attempts[0]["resumed"] is True and attempts[1]["attempt"] == 2
+
+
+def test_resume_refuses_a_changed_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    run(path, ChatServer())
+    changed = [conv("a", 3, system="new system prompt"), conv("b", 3), conv("c", 2)]
+    server = ChatServer()
+    with pytest.raises(OutputError, match="conversation 'a' has changed since"):
+        run(path, server, resume=True, batch=changed)
+    assert server.bodies == []
+
+
+def test_resume_of_a_finished_output_sends_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    run(path, ChatServer())
+    before = path.read_bytes()
+    server = ChatServer()
+    result = run(path, server, resume=True)
+    assert server.bodies == [] and result.completed == 3 and result.already_completed == 3
+    assert path.read_bytes() == before
+
+
+def test_read_transcript_takes_the_last_line_per_id(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    lines = [{"id": "x", "status": "interrupted"}, {"id": "y", "status": "completed"},
+             {"id": "x", "status": "completed"}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"id": "z", "sta')
+    records = read_transcript(path)
+    assert [(r["id"], r["status"]) for r in records] == [("y", "completed"), ("x", "completed")]
