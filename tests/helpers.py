@@ -72,3 +72,82 @@ def read_jsonl(path: Any) -> list[dict[str, Any]]:
     """Every line of a JSONL file, parsed."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
+
+
+class LoopbackServer:
+    """A real HTTP chat server on 127.0.0.1, answering like the offline backend.
+
+    ``rules(body)`` may return ``(status, payload)`` to answer otherwise;
+    ``delay`` seconds are slept (in the server thread) before each answer.
+    Every request body is recorded in ``bodies``.
+    """
+
+    def __init__(
+        self,
+        rules: Callable[[dict[str, Any]], tuple[int, Any] | None] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server_self = self
+        self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.rules = rules
+        self.delay = delay
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import time
+
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                with server_self.lock:
+                    server_self.bodies.append(body)
+                    server_self.auth.append(self.headers.get("Authorization"))
+                if server_self.delay:
+                    time.sleep(server_self.delay)
+                special = server_self.rules(body) if server_self.rules else None
+                status, payload = special if special else (200, answer(body))
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client was killed or cancelled mid-request
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+    def sent(self) -> list[tuple[str, int]]:
+        """(first user message, number of user messages) of every request."""
+        with self.lock:
+            return [
+                (
+                    next(m["content"] for m in b["messages"] if m["role"] == "user"),
+                    sum(1 for m in b["messages"] if m["role"] == "user"),
+                )
+                for b in self.bodies
+            ]

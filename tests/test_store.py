@@ -206,8 +206,11 @@ def test_resume_of_a_finished_output_sends_nothing(tmp_path: Path) -> None:
 
 def test_read_transcript_takes_the_last_line_per_id(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    lines = [{"id": "x", "status": "interrupted"}, {"id": "y", "status": "completed"},
-             {"id": "x", "status": "completed"}]
+    lines = [
+        {"id": "x", "status": "interrupted"},
+        {"id": "y", "status": "completed"},
+        {"id": "x", "status": "completed"},
+    ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"id": "z", "sta')
     records = read_transcript(path)
     assert [(r["id"], r["status"]) for r in records] == [("y", "completed"), ("x", "completed")]

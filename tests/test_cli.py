@@ -1,0 +1,307 @@
+"""The mtrun command end to end: exit codes, messages, files on disk, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from helpers import LoopbackServer, read_jsonl
+
+from runner.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "conversations"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder holding a copy of the example conversations."""
+    shutil.copytree(EXAMPLES, tmp_path / "conversations")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def write_batch(folder: Path, count: int, turns: int) -> Path:
+    path = folder / "batch.yaml"
+    items = [
+        {"id": f"conv-{i:03d}", "turns": [f"conv {i} turn {t}" for t in range(turns)]}
+        for i in range(count)
+    ]
+    path.write_text(json.dumps({"conversations": items}))  # JSON is YAML
+    return path
+
+
+def test_mock_run_writes_a_new_file_under_outputs(workdir: Path) -> None:
+    result = invoke("--mock", "conversations/")
+    assert result.exit_code == 0, result.output
+    (out,) = (workdir / "outputs").glob("mtrun-*.jsonl")
+    records = read_jsonl(out)
+    assert len(records) == 9
+    assert {r["status"] for r in records} == {"completed"}
+    assert all(r["base_url"] == "mock://offline" for r in records)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("run ") and lines[0].endswith(
+        f"9 conversations -> {out.relative_to(workdir)}"
+    )
+    assert "9 conversations: 9 completed, 0 failed" in lines
+    assert lines[-1] == f"transcripts: {out.relative_to(workdir)}"
+    assert result.stdout == ""
+
+
+def test_quiet_prints_nothing(workdir: Path) -> None:
+    result = invoke("-q", "--mock", "-o", "out.jsonl", "conversations/small_language_models.yaml")
+    assert result.exit_code == 0
+    assert result.stderr == "" and result.stdout == ""
+    assert len(read_jsonl(workdir / "out.jsonl")) == 1
+
+
+def test_existing_output_without_resume_is_exit_2(workdir: Path) -> None:
+    (workdir / "out.jsonl").write_text("keep me\n")
+    result = invoke("--mock", "-o", "out.jsonl", "conversations/")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "mtrun: error: out.jsonl already exists; pass --resume to continue it, "
+        "or choose another -o\n"
+    )
+    assert (workdir / "out.jsonl").read_text() == "keep me\n"
+
+
+def test_resume_needs_an_output(workdir: Path) -> None:
+    result = invoke("--mock", "--resume", "conversations/")
+    assert result.exit_code == 2
+    assert result.stderr == "mtrun: error: --resume needs -o PATH: the output to continue\n"
+
+
+def test_resume_continues_to_the_same_file(workdir: Path) -> None:
+    assert invoke("--mock", "-o", "out.jsonl", "conversations/list_form.yaml").exit_code == 0
+    result = invoke("--mock", "--resume", "-o", "out.jsonl", "conversations/")
+    assert result.exit_code == 0
+    assert "resuming: 2 already completed, 0 to continue" in result.stderr
+    ids = [r["id"] for r in read_jsonl(workdir / "out.jsonl")]
+    assert len(ids) == 9 == len(set(ids))
+
+
+def test_a_glob_that_matches_nothing_is_exit_2(workdir: Path) -> None:
+    result = invoke("--mock", "nothing/*.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("mtrun: error: nothing/*.yaml")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (workdir / "outputs").exists()
+
+
+def test_invalid_file_is_one_line_exit_2_and_sends_nothing(workdir: Path) -> None:
+    bad = workdir / "bad.yaml"
+    bad.write_text("id: x\nturns:\n  - fine\n  - [not, a, turn]\n")
+    result = invoke("validate", "bad.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "mtrun: error: bad.yaml:4:5: turns[1]: expected a string or a mapping with 'content'\n"
+    )
+    result = invoke("--mock", "conversations/", "bad.yaml")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (workdir / "outputs").exists()
+
+
+def test_validate_reports_what_it_found(workdir: Path) -> None:
+    result = invoke("validate", "conversations/")
+    assert result.exit_code == 0
+    assert result.stdout == "ok: 9 conversations, 20 turns in 5 files\n"
+
+
+def test_no_key_for_the_default_endpoint_is_exit_2(workdir: Path) -> None:
+    result = invoke("conversations/")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("mtrun: error: no API key for https://api.arcee.ai/api/v1")
+    assert "--mock" in result.stderr
+
+
+def test_api_key_env_must_name_a_set_variable(workdir: Path) -> None:
+    result = invoke("--api-key-env", "MY_KEY", "conversations/")
+    assert result.exit_code == 2
+    assert "MY_KEY" in result.stderr
+
+
+def test_params_and_model_flags_reach_the_request(workdir: Path) -> None:
+    with LoopbackServer() as server:
+        result = invoke(
+            "--base-url",
+            server.base_url,
+            "--model",
+            "other-model",
+            "--param",
+            "temperature=0",
+            "--param",
+            "stop=[END]",
+            "--param",
+            "seed=null",
+            "-o",
+            "out.jsonl",
+            "conversations/support_agent.yaml",
+        )
+    assert result.exit_code == 0, result.stderr
+    body = server.bodies[0]
+    assert body["model"] == "other-model"
+    assert body["temperature"] == 0 and body["stop"] == ["END"]
+    assert "seed" not in body
+    assert server.auth[0] is None  # loopback: no key needed, none sent
+
+
+def test_bad_param_is_exit_2(workdir: Path) -> None:
+    result = invoke("--mock", "--param", "temperature", "conversations/")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "mtrun: error: --param 'temperature': expected KEY=VALUE, e.g. --param temperature=0.2\n"
+    )
+
+
+def test_a_failed_conversation_is_exit_3_and_the_key_is_never_written(workdir: Path) -> None:
+    secret = "sk-DISTINCTIVE-never-log-me-42"
+
+    def rules(body: dict[str, Any]) -> tuple[int, Any] | None:
+        if body["messages"][-1]["content"] == "How do they differ from LLMs?":
+            return 401, {"error": {"message": "Invalid API key", "code": "invalid_api_key"}}
+        return None
+
+    with LoopbackServer(rules) as server:
+        result = invoke(
+            "--base-url",
+            server.base_url,
+            "-o",
+            "out.jsonl",
+            "conversations/",
+            env={"MTRUN_API_KEY": secret},
+        )
+    assert result.exit_code == 3
+    assert server.auth[0] == f"Bearer {secret}"
+    assert (
+        "  failed: small-language-models (conversations/small_language_models.yaml) turn 2: "
+        "HTTP 401: Invalid API key"
+    ) in result.stderr.splitlines()
+    assert "to continue: run the same command with --resume -o out.jsonl" in result.stderr
+    assert secret not in result.output
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_help_documents_exit_codes(workdir: Path) -> None:
+    for args in (["--help"], ["run", "--help"]):
+        text = invoke(*args).stdout
+        for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
+            assert f"\n    {code}" in text
+
+
+# -- real processes: signals and kill -9 ------------------------------------------
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_requests(server: LoopbackServer, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(server.bodies) < count:
+        assert time.monotonic() < deadline, "the run did not send enough requests"
+        time.sleep(0.01)
+
+
+def check_complete(path: Path, count: int, turns: int) -> None:
+    records = read_jsonl(path)
+    assert sorted(r["id"] for r in records) == [f"conv-{i:03d}" for i in range(count)]
+    for record in records:
+        assert record["status"] == "completed"
+        msgs = record["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant"] * turns
+        n = int(record["id"].split("-")[1])
+        assert [m["content"] for m in msgs[::2]] == [f"conv {n} turn {t}" for t in range(turns)]
+
+
+def test_ctrl_c_interrupts_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    batch = write_batch(tmp_path, count=12, turns=3)
+    with LoopbackServer(delay=0.05) as server:
+        args = ["--base-url", server.base_url, "-j", "4", "-o", "out.jsonl", str(batch)]
+        proc = start(args, tmp_path)
+        wait_for_requests(server, 10)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "stopping: interrupted by Ctrl-C" in err
+        records = read_jsonl(tmp_path / "out.jsonl")
+        assert "interrupted" in {r["status"] for r in records}
+        assert not (tmp_path / "out.jsonl.journal").exists()
+        done_turns = sum(sum(1 for t in r["turns"] if "error" not in t) for r in records)
+        before = len(server.bodies)
+
+        proc = start([*args, "--resume"], tmp_path)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    check_complete(tmp_path / "out.jsonl", 12, 3)
+    # Completed turns are never sent again: only the rest, plus turns that were in flight.
+    resent = len(server.bodies) - before - (12 * 3 - done_turns)
+    assert 0 <= resent <= 4
+
+
+def test_second_ctrl_c_exits_at_once_leaving_a_resumable_file(tmp_path: Path) -> None:
+    batch = write_batch(tmp_path, count=8, turns=3)
+    with LoopbackServer(delay=0.3) as server:
+        args = ["--base-url", server.base_url, "-j", "4", "-o", "out.jsonl", str(batch)]
+        proc = start(args, tmp_path)
+        wait_for_requests(server, 6)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        out = tmp_path / "out.jsonl"
+        if out.exists():
+            read_jsonl(out)  # every line is whole JSON
+        proc = start([*args, "--resume"], tmp_path)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    check_complete(out, 8, 3)
+
+
+def test_kill_9_loses_only_requests_in_flight(tmp_path: Path) -> None:
+    count, turns, jobs = 10, 4, 3
+    batch = write_batch(tmp_path, count=count, turns=turns)
+    out = tmp_path / "out.jsonl"
+    with LoopbackServer(delay=0.02) as server:
+        args = ["--base-url", server.base_url, "-j", str(jobs), "-o", "out.jsonl", str(batch)]
+        kills = 0
+        for threshold in (8, 20, 30):
+            proc = start([*args, "--resume"], tmp_path)
+            wait_for_requests(server, threshold)
+            proc.kill()
+            proc.communicate()
+            kills += 1
+        proc = start([*args, "--resume"], tmp_path)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    check_complete(out, count, turns)
+    assert not (tmp_path / "out.jsonl.journal").exists()
+    sent = server.sent()
+    # Every (conversation, turn) was sent at least once; repeats only for
+    # requests in flight at a kill: at most `jobs` per kill.
+    assert len(set(sent)) == count * turns
+    assert len(sent) - count * turns <= jobs * kills
