@@ -122,11 +122,12 @@ class _Settings:
     messages: tuple[Message, ...] | None = None
 
     def over(self, base: _Settings) -> _Settings:
-        """These settings laid over ``base``; params merge key by key."""
+        """These settings laid over ``base``; params merge key by key, null removes one."""
+        params = {**(base.params or {}), **(self.params or {})}
         return _Settings(
             model=base.model if self.model is None else self.model,
             system=base.system if self.system is None else self.system,
-            params={**(base.params or {}), **(self.params or {})},
+            params={key: value for key, value in params.items() if value is not None},
             messages=base.messages if self.messages is None else self.messages,
         )
 
