@@ -7,6 +7,7 @@ exit codes; everything it does is also possible from Python.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -108,11 +109,20 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
                 f"--param {key}: not a passthrough parameter; use --{key} if it exists"
             )
         try:
-            params[key] = yaml.safe_load(text) if text.strip() else ""
+            value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             raise InputError(
                 f"--param {key}: value {text!r} is not a valid YAML value; quote it"
             ) from None
+        try:
+            json.dumps(value, allow_nan=False)
+        except TypeError:  # a YAML date or time: send the text as written
+            value = text.strip()
+        except ValueError:
+            raise InputError(
+                f"--param {key}: {text.strip()} is not representable in JSON; use a finite number"
+            ) from None
+        params[key] = value
     return params
 
 
@@ -223,6 +233,8 @@ def run_command(
         conversations = load_conversations(files)
     except RunnerError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
@@ -298,6 +310,8 @@ def validate_command(files: tuple[str, ...]) -> None:
         conversations = load_conversations(files)
     except RunnerError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
     sources = {c.source for c in conversations}
     turns = sum(len(c.turns) for c in conversations)
     click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")

@@ -18,6 +18,7 @@ The engine never prints: it reports :data:`Event` objects to a callback.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -203,6 +204,10 @@ class RunControl:
 def check_config(config: RunConfig) -> str:
     """Validate the endpoint settings; return the normalised base URL."""
     base_url = check_base_url(config.base_url)
+    try:
+        json.dumps(dict(config.params), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"request parameters must be plain JSON values: {exc}") from None
     if config.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     if config.timeout <= 0:

@@ -109,11 +109,11 @@ class Progress:
             f"{self.failed} failed | {self.retries} retries | {_clock(elapsed)}]"
         )
 
-    def _draw(self) -> None:
+    def _draw(self, *, force: bool = False) -> None:
         if not self.live:
             return
         now = self.clock()
-        if now - self._last_draw < 0.1 and self.done < self.total:
+        if now - self._last_draw < 0.1 and not force:
             return
         self._last_draw = now
         self.stream.write("\r\x1b[2K" + self._status())
@@ -126,8 +126,9 @@ class Progress:
             self._drawn = False
 
     def close(self) -> None:
-        """End the live line so the summary starts on its own line."""
+        """Draw the final status and end the line so the summary starts on its own."""
         if self._drawn:
+            self._draw(force=True)
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False

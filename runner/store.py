@@ -162,10 +162,15 @@ class TranscriptStore:
             raise OutputError(
                 f"{path} already exists; pass --resume to continue it, or choose another -o"
             )
+        if not resume and self.journal_path.exists():
+            raise OutputError(
+                f"{self.journal_path} is left from an earlier run of {path}; "
+                "continue it with --resume, or delete it to start afresh"
+            )
         if path.is_dir():
             raise OutputError(f"{path} is a folder; -o takes a file path such as {path}/run.jsonl")
         self._main = _AppendFile(path, self._open_locked(path, new=not exists))
-        if exists:
+        if resume:
             self._load()
 
     def _open_locked(self, path: Path, *, new: bool) -> int:

@@ -305,3 +305,17 @@ def test_kill_9_loses_only_requests_in_flight(tmp_path: Path) -> None:
     # requests in flight at a kill: at most `jobs` per kill.
     assert len(set(sent)) == count * turns
     assert len(sent) - count * turns <= jobs * kills
+
+
+def test_a_yaml_date_in_param_is_sent_as_written(workdir: Path) -> None:
+    with LoopbackServer() as server:
+        args = ["--base-url", server.base_url, "-o", "out.jsonl"]
+        result = invoke(*args, "--param", "not_before=2024-05-01", "conversations/list_form.yaml")
+    assert result.exit_code == 0, result.stderr
+    assert server.bodies[0]["not_before"] == "2024-05-01"
+    result = invoke("--mock", "--param", "temperature=.nan", "conversations/")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "mtrun: error: --param temperature: .nan is not representable in JSON; "
+        "use a finite number\n"
+    )

@@ -214,3 +214,22 @@ def test_read_transcript_takes_the_last_line_per_id(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"id": "z", "sta')
     records = read_transcript(path)
     assert [(r["id"], r["status"]) for r in records] == [("y", "completed"), ("x", "completed")]
+
+
+def test_a_journal_left_by_a_crash_is_not_reused_by_a_new_run(
+    tmp_path: Path, reference: dict[str, dict[str, Any]]
+) -> None:
+    path = crash_state(tmp_path, reference)
+    path.unlink()
+    with pytest.raises(OutputError, match=r"crashed\.jsonl\.journal is left from an earlier run"):
+        TranscriptStore(path)
+    server = ChatServer()
+    run(path, server, resume=True)  # --resume continues from the journal alone
+    assert sorted(b["messages"][-1]["content"] for b in server.bodies) == [
+        "a question 0",
+        "a question 1",
+        "a question 2",
+        "b question 1",
+        "b question 2",
+        "c question 1",
+    ]
