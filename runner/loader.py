@@ -211,11 +211,33 @@ def _read_text(path: Path, display: str) -> str:
         raise _error(display, Mark(display, exc.start, line, column, None, 0), message) from None
 
 
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's composer when PyYAML has it: the same nodes, many times faster."""
+
+
 def _compose(text: str, display: str) -> Node | None:
-    """The file's single YAML document as nodes (None when it has none)."""
+    """The file's single YAML document as nodes (None when it has none).
+
+    Composed by libyaml when available; a file it refuses is composed again by
+    PyYAML's own composer, whose error messages say more (the offending
+    character, the alias's name, where the second document starts).
+    """
+    if _FAST_LOADER is yaml.SafeLoader:
+        return _compose_with(yaml.SafeLoader, text, display)
+    try:
+        return _compose_with(_FAST_LOADER, text, display)
+    except InputError as fast_error:
+        try:
+            _compose_with(yaml.SafeLoader, text, display)
+        except InputError as error:
+            raise error from None
+        raise fast_error from None
+
+
+def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) -> Node | None:
     loader: yaml.SafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = loader_class(text)
         root = loader.get_node() if loader.check_node() else None
         if loader.check_node():
             mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped stub

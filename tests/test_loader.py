@@ -332,7 +332,7 @@ ERROR_CASES = [
     ),
     (
         "turns: [Hi]\nparams:\n  deep: " + "[" * 1000 + "]" * 1000 + "\n",
-        ": nesting too deep (more than 100 levels)",
+        ":3:108: nesting too deep (more than 100 levels)",
         "nesting-beyond-python-recursion",
     ),
     # keys
