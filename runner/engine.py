@@ -39,9 +39,19 @@ from runner.client import (
     public_base_url,
 )
 from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
+from runner.events import (
+    ConversationFinished,
+    Event,
+    Failure,
+    RetryScheduled,
+    RunResult,
+    RunStarted,
+    RunStopping,
+    TurnCompleted,
+)
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
-from runner.store import ResumeReport, TranscriptStore
+from runner.store import TranscriptStore
 from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_now
 
 DEFAULT_CONCURRENCY = 8
@@ -76,106 +86,6 @@ class RunConfig:
     """HTTP transport seam: None for the real network (or the offline backend for mock://)."""
     allow_insecure_key: bool = False
     """Allow sending the key over plain http to a host that is not this machine."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunStarted:
-    """The batch is about to start."""
-
-    run_id: str
-    output: Path
-    total: int
-    """Conversations in the batch."""
-    already_completed: int
-    """Skipped because the output already holds them completed."""
-    resume: ResumeReport
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCompleted:
-    """A turn got its answer and was made durable."""
-
-    conversation_id: str
-    index: int
-    turns: int
-    """Turns in the conversation."""
-    latency_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryScheduled:
-    """An attempt failed and will be retried after a wait."""
-
-    conversation_id: str
-    index: int
-    attempt: AttemptRecord
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationFinished:
-    """A conversation reached its final status and was written."""
-
-    conversation_id: str
-    source: str
-    status: str
-    completed_turns: int
-    turns: int
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunStopping:
-    """No new requests will be sent."""
-
-    reason: str
-
-
-Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | RunStopping
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A conversation that failed, for the summary."""
-
-    conversation_id: str
-    source: str
-    turn: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """What a run did."""
-
-    run_id: str
-    output: Path
-    total: int
-    """Conversations in the batch."""
-    completed: int
-    """Completed in this run or already before it."""
-    failed: int
-    interrupted: int
-    not_started: int
-    """Never started because the run stopped early."""
-    already_completed: int
-    """Skipped because the output already held them completed."""
-    turns: int
-    """Turns answered in this run."""
-    prompt_tokens: int
-    completion_tokens: int
-    retries: int
-    wall_seconds: float
-    stop_reason: str | None
-    """Why the run stopped early, or None."""
-    interrupted_by_user: bool
-    failures: tuple[Failure, ...]
-    output_error: str | None = None
-    """Why the transcript could not be written, when that stopped the run."""
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus completion tokens used in this run."""
-        return self.prompt_tokens + self.completion_tokens
 
 
 class RunControl:

@@ -1,11 +1,8 @@
 """Load conversation files: YAML in, validated :class:`~runner.spec.Conversation` out.
 
-Each file is read as bytes and composed into YAML *nodes* by PyYAML's safe
-composer; the loader builds the specs from the nodes itself. Nodes keep a line
-and column for every message, and let the loader bound the work before doing
-it: one pass over the distinct nodes checks tags, nesting depth and the size
-the document would have once its aliases were expanded, so an alias bomb is
-refused without being expanded.
+``yamlsafe.py`` turns each file into a bounded tree of YAML nodes; this
+module walks the nodes, checks every field, and builds the specs. Nodes keep
+the line and column of every value, so every message can point at it.
 
 Every problem is an :class:`~runner.errors.InputError` rendered as
 ``path:line:column: field: what is wrong``; the first one found is raised.
@@ -13,24 +10,30 @@ Every problem is an :class:`~runner.errors.InputError` rendered as
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import glob
 import math
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-import yaml
-from yaml.constructor import SafeConstructor
 from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.reader import ReaderError
 
 from runner.errors import InputError
 from runner.spec import MESSAGE_ROLES, Conversation, Message, Turn
+from runner.yamlsafe import (
+    MERGE_TAG,
+    NULL_TAG,
+    SCALARS,
+    TEXT_TAGS,
+    TOO_DEEP,
+    error_at,
+    os_reason,
+    read_document,
+)
 
 SCHEMA_KEY = "$schema"
 """Allowed, and ignored, at the top level of a file: editors read it."""
@@ -47,28 +50,6 @@ RESERVED_PARAMS: Mapping[str, str] = {
 """Parameter names refused in ``params``, with the reason given to the user."""
 
 MAX_ID_LENGTH = 200
-MAX_FILE_BYTES = 50 * 1024 * 1024
-MAX_NODES = 1_000_000
-"""Most nodes a document may hold once its aliases are expanded."""
-MAX_DEPTH = 100
-
-_YAML = "tag:yaml.org,2002:"
-_NULL, _MERGE = _YAML + "null", _YAML + "merge"
-_COLLECTION_TAGS: Mapping[type[Node], set[str]] = {
-    SequenceNode: {_YAML + "seq"},
-    MappingNode: {_YAML + "map"},
-}
-# Timestamps, a lone '=' and a stray '<<' stay the text they were written as.
-_TEXT_TAGS = frozenset(_YAML + t for t in ("str", "timestamp", "value", "merge"))
-_CONSTRUCTOR = SafeConstructor()
-_SCALARS: Mapping[str, Callable[[ScalarNode], Any]] = {
-    _NULL: _CONSTRUCTOR.construct_yaml_null,
-    _YAML + "bool": _CONSTRUCTOR.construct_yaml_bool,
-    _YAML + "int": _CONSTRUCTOR.construct_yaml_int,
-    _YAML + "float": _CONSTRUCTOR.construct_yaml_float,
-}
-_SCALAR_TAGS = _TEXT_TAGS | _SCALARS.keys()
-_TOO_DEEP = f"nesting too deep (more than {MAX_DEPTH} levels)"
 _EMPTY_TURN = "empty turn; write the user's message or remove the turn"
 
 
@@ -132,11 +113,6 @@ class _Settings:
         )
 
 
-def _error(display: str, mark: Mark, message: str, field: str = "") -> InputError:
-    line, column = mark.line + 1, mark.column + 1  # PyYAML counts from 0
-    return InputError(message, path=display, line=line, column=column, field=field)
-
-
 def _expand(pattern: str) -> list[Path]:
     path = Path(pattern)
     if path.exists() or not any(c in pattern for c in "*?["):
@@ -155,7 +131,7 @@ def _yaml_files_in(folder: Path, pattern: str) -> list[Path]:
     try:
         found = [p for p in folder.rglob("*") if p.suffix.lower() in (".yaml", ".yml")]
     except OSError as exc:
-        raise InputError(f"cannot read folder: {_reason(exc)}", path=pattern) from None
+        raise InputError(f"cannot read folder: {os_reason(exc)}", path=pattern) from None
     return sorted(p for p in found if p.is_file())
 
 
@@ -168,142 +144,21 @@ def _register(first: dict[str, _Loaded], item: _Loaded) -> None:
             f"duplicate conversation id '{item.conversation.id}' (first defined at {where}); "
             "give each conversation a unique 'id'"
         )
-        raise _error(item.conversation.source, item.mark, message, item.field)
+        raise error_at(item.conversation.source, item.mark, message, item.field)
 
 
 def _load(path: Path, display: str) -> list[_Loaded]:
-    root = _compose(_read_text(path, display), display)
-    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL):
+    root = read_document(path, display)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == NULL_TAG):
         raise InputError("file is empty; expected a conversation with 'turns'", path=display)
     try:
-        _check_bounds(root, display)
         loaded = _Builder(display, path.stem).file(root)
     except RecursionError:  # not expected after _check_bounds; never a traceback though
-        raise InputError(_TOO_DEEP, path=display) from None
+        raise InputError(TOO_DEEP, path=display) from None
     first: dict[str, _Loaded] = {}
     for item in loaded:
         _register(first, item)
     return loaded
-
-
-def _reason(exc: OSError) -> str:
-    reason = exc.strerror or type(exc).__name__
-    return reason[:1].lower() + reason[1:]
-
-
-def _read_text(path: Path, display: str) -> str:
-    """The file's text, refusing huge files and bytes that are not UTF-8."""
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read file: {_reason(exc)}", path=display) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"file too large (over {MAX_FILE_BYTES // 2**20} MB)", path=display)
-    data = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start)
-        column = len(data[line_start : exc.start].decode("utf-8"))
-        message = f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        raise _error(display, Mark(display, exc.start, line, column, None, 0), message) from None
-
-
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's composer when PyYAML has it: the same nodes, many times faster."""
-
-
-def _compose(text: str, display: str) -> Node | None:
-    """The file's single YAML document as nodes (None when it has none).
-
-    Composed by libyaml when available; a file it refuses is composed again by
-    PyYAML's own composer, whose error messages say more (the offending
-    character, the alias's name, where the second document starts).
-    """
-    if _FAST_LOADER is yaml.SafeLoader:
-        return _compose_with(yaml.SafeLoader, text, display)
-    try:
-        return _compose_with(_FAST_LOADER, text, display)
-    except InputError as fast_error:
-        try:
-            _compose_with(yaml.SafeLoader, text, display)
-        except InputError as error:
-            raise error from None
-        raise fast_error from None
-
-
-def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) -> Node | None:
-    loader: yaml.SafeLoader | None = None
-    try:
-        loader = loader_class(text)
-        root = loader.get_node() if loader.check_node() else None
-        if loader.check_node():
-            mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped stub
-            message = "several YAML documents in one file; use a list or 'conversations:'"
-            raise _error(display, mark, message)
-        return root
-    except ReaderError as exc:  # characters YAML forbids; position counts characters
-        line = text.count("\n", 0, exc.position)
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
-        message = f"character U+{exc.character:04X} is not allowed in YAML; remove it"
-        raise _error(display, Mark(display, exc.position, line, column, None, 0), message) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        if problem == "second occurrence" and exc.context and exc.context_mark:  # anchor reused
-            problem = f"{exc.context.split(';')[0]} (first at line {exc.context_mark.line + 1})"
-        message = f"YAML syntax error: {' '.join(problem.split())}"
-        if mark is None:
-            raise InputError(message, path=display) from None
-        raise _error(display, mark, message) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"YAML syntax error: {' '.join(str(exc).split())}", path=display) from None
-    except RecursionError:
-        raise InputError(_TOO_DEEP, path=display) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-
-def _check_bounds(root: Node, display: str) -> None:
-    """Refuse unsupported tags, deep nesting and alias bombs before building anything.
-
-    An alias reuses its anchor's node, so sizes are memoised per node: a
-    document that would expand to billions of nodes costs one visit per
-    distinct node.
-    """
-    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
-    open_nodes: set[int] = set()
-
-    def visit(node: Node, depth: int) -> tuple[int, int]:
-        if id(node) in open_nodes:
-            raise _error(display, node.start_mark, "an anchor is used inside itself")
-        known = sizes.get(id(node))
-        if known is None:
-            if node.tag not in (_COLLECTION_TAGS.get(type(node)) or _SCALAR_TAGS):
-                tag = node.tag.replace(_YAML, "!!", 1) if node.tag.startswith(_YAML) else node.tag
-                raise _error(display, node.start_mark, f"unsupported YAML tag '{tag}'")
-            if depth > MAX_DEPTH:
-                raise _error(display, node.start_mark, _TOO_DEEP)
-            open_nodes.add(id(node))
-            size, height = 1, 0
-            children = node.value if isinstance(node, SequenceNode) else ()
-            if isinstance(node, MappingNode):
-                children = [child for pair in node.value for child in pair]
-            for child in children:
-                child_size, child_height = visit(child, depth + 1)
-                size, height = size + child_size, max(height, child_height + 1)
-            open_nodes.discard(id(node))
-            if size > MAX_NODES:
-                raise _error(display, node.start_mark, "too many YAML nodes (alias expansion?)")
-            known = sizes[id(node)] = (size, height)
-        if depth + known[1] > MAX_DEPTH:
-            raise _error(display, node.start_mark, _TOO_DEEP)
-        return known
-
-    visit(root, 0)
 
 
 def _join(field: str, key: str) -> str:
@@ -489,10 +344,10 @@ class _Builder:
             return {key: self.plain(value, _join(field, key)) for key, (_, value) in items.items()}
         if isinstance(node, SequenceNode):
             return [self.plain(item, f"{field}[{i}]") for i, item in enumerate(node.value)]
-        if node.tag in _TEXT_TAGS:
+        if node.tag in TEXT_TAGS:
             return str(node.value)
         try:
-            value = _SCALARS[node.tag](cast(ScalarNode, node))
+            value = SCALARS[node.tag](cast(ScalarNode, node))
         except (ValueError, OverflowError):  # e.g. '0b_', which YAML resolves as an int
             message = f"cannot read {node.value} as a number; put it in quotes to use it as text"
             raise self.error(node, field, message) from None
@@ -506,7 +361,7 @@ class _Builder:
         items: _Items = {}
         merged: list[MappingNode] = []
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
+            if key_node.tag == MERGE_TAG:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 if not all(isinstance(source, MappingNode) for source in sources):
                     message = "'<<' merges a mapping or a list of mappings"
@@ -540,7 +395,7 @@ class _Builder:
         return items[key][1]
 
     def text(self, node: Node, field: str, expected: str = "a string") -> str:
-        if isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS:
+        if isinstance(node, ScalarNode) and node.tag in TEXT_TAGS:
             return str(node.value)
         raise self.type_error(node, field, expected)
 
@@ -553,11 +408,11 @@ class _Builder:
     def type_error(self, node: Node, field: str, expected: str) -> InputError:
         """``expected ...``, with a hint when the value is null or a scalar meant as text."""
         message = f"expected {expected}"
-        if isinstance(node, ScalarNode) and node.tag == _NULL:
+        if isinstance(node, ScalarNode) and node.tag == NULL_TAG:
             message += "; the value is empty"
         elif isinstance(node, ScalarNode) and "string" in expected:
             message += f'; write "{node.value}" (in quotes) to use it as text'
         return self.error(node, field, message)
 
     def error(self, node: Node, field: str, message: str) -> InputError:
-        return _error(self.display, node.start_mark, message, field)
+        return error_at(self.display, node.start_mark, message, field)

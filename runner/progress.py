@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from runner.engine import (
+from runner.events import (
     ConversationFinished,
     Event,
     RetryScheduled,

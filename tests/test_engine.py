@@ -11,8 +11,9 @@ import pytest
 from helpers import ChatServer, Sleeps, error, read_jsonl
 
 from runner.client import ApiKey
-from runner.engine import RunConfig, RunControl, RunResult, run_batch
+from runner.engine import RunConfig, RunControl, run_batch
 from runner.errors import ConfigError
+from runner.events import RunResult
 from runner.mock import answer
 from runner.retry import RetryPolicy
 from runner.spec import Conversation, Message, Turn

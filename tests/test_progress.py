@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from runner.engine import (
+from runner.events import (
     ConversationFinished,
     Failure,
     RetryScheduled,

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from helpers import ChatServer, error, read_jsonl
 
-from runner.engine import RunConfig, RunResult, run_batch
+from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
+from runner.events import RunResult
 from runner.spec import Conversation, Turn
 from runner.store import TranscriptStore, default_output_path, read_transcript
 from runner.transcript import ConversationRecord

@@ -1,0 +1,185 @@
+"""Reading YAML safely: bytes in, a bounded tree of PyYAML nodes out.
+
+A conversation file is read as bytes (size-capped, strictly UTF-8) and
+composed into YAML *nodes*, never constructed into Python objects by PyYAML:
+nodes keep the line and column of every value, and let us bound the work
+before doing it. One pass over the distinct nodes checks tags, nesting depth
+and the size the document would have once its aliases were expanded, so an
+alias bomb ("billion laughs") is refused without being expanded, and no tag
+can construct anything but plain data.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.error import Mark
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+
+from runner.errors import InputError
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_NODES = 1_000_000
+"""Most nodes a document may hold once its aliases are expanded."""
+MAX_DEPTH = 100
+
+_YAML = "tag:yaml.org,2002:"
+NULL_TAG, MERGE_TAG = _YAML + "null", _YAML + "merge"
+_COLLECTION_TAGS: Mapping[type[Node], set[str]] = {
+    SequenceNode: {_YAML + "seq"},
+    MappingNode: {_YAML + "map"},
+}
+# Timestamps, a lone '=' and a stray '<<' stay the text they were written as.
+TEXT_TAGS = frozenset(_YAML + t for t in ("str", "timestamp", "value", "merge"))
+_CONSTRUCTOR = SafeConstructor()
+SCALARS: Mapping[str, Callable[[ScalarNode], Any]] = {
+    NULL_TAG: _CONSTRUCTOR.construct_yaml_null,
+    _YAML + "bool": _CONSTRUCTOR.construct_yaml_bool,
+    _YAML + "int": _CONSTRUCTOR.construct_yaml_int,
+    _YAML + "float": _CONSTRUCTOR.construct_yaml_float,
+}
+_SCALAR_TAGS = TEXT_TAGS | SCALARS.keys()
+TOO_DEEP = f"nesting too deep (more than {MAX_DEPTH} levels)"
+
+
+def error_at(display: str, mark: Mark, message: str, field: str = "") -> InputError:
+    """An InputError at a node's mark (PyYAML counts lines and columns from 0)."""
+    line, column = mark.line + 1, mark.column + 1  # PyYAML counts from 0
+    return InputError(message, path=display, line=line, column=column, field=field)
+
+
+def os_reason(exc: OSError) -> str:
+    """The OS error's reason in lower case: 'no such file or directory'."""
+    reason = exc.strerror or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def _read_text(path: Path, display: str) -> str:
+    """The file's text, refusing huge files and bytes that are not UTF-8."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"file too large (over {MAX_FILE_BYTES // 2**20} MB)", path=display)
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start)
+        column = len(data[line_start : exc.start].decode("utf-8"))
+        message = f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        raise error_at(display, Mark(display, exc.start, line, column, None, 0), message) from None
+
+
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's composer when PyYAML has it: the same nodes, many times faster."""
+
+
+def _compose(text: str, display: str) -> Node | None:
+    """The file's single YAML document as nodes (None when it has none).
+
+    Composed by libyaml when available; a file it refuses is composed again by
+    PyYAML's own composer, whose error messages say more (the offending
+    character, the alias's name, where the second document starts).
+    """
+    if _FAST_LOADER is yaml.SafeLoader:
+        return _compose_with(yaml.SafeLoader, text, display)
+    try:
+        return _compose_with(_FAST_LOADER, text, display)
+    except InputError as fast_error:
+        try:
+            _compose_with(yaml.SafeLoader, text, display)
+        except InputError as error:
+            raise error from None
+        raise fast_error from None
+
+
+def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) -> Node | None:
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = loader_class(text)
+        root = loader.get_node() if loader.check_node() else None
+        if loader.check_node():
+            mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped stub
+            message = "several YAML documents in one file; use a list or 'conversations:'"
+            raise error_at(display, mark, message)
+        return root
+    except ReaderError as exc:  # characters YAML forbids; position counts characters
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+        message = f"character U+{exc.character:04X} is not allowed in YAML; remove it"
+        raise error_at(
+            display, Mark(display, exc.position, line, column, None, 0), message
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if problem == "second occurrence" and exc.context and exc.context_mark:  # anchor reused
+            problem = f"{exc.context.split(';')[0]} (first at line {exc.context_mark.line + 1})"
+        message = f"YAML syntax error: {' '.join(problem.split())}"
+        if mark is None:
+            raise InputError(message, path=display) from None
+        raise error_at(display, mark, message) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"YAML syntax error: {' '.join(str(exc).split())}", path=display) from None
+    except RecursionError:
+        raise InputError(TOO_DEEP, path=display) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_bounds(root: Node, display: str) -> None:
+    """Refuse unsupported tags, deep nesting and alias bombs before building anything.
+
+    An alias reuses its anchor's node, so sizes are memoised per node: a
+    document that would expand to billions of nodes costs one visit per
+    distinct node.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+    open_nodes: set[int] = set()
+
+    def visit(node: Node, depth: int) -> tuple[int, int]:
+        if id(node) in open_nodes:
+            raise error_at(display, node.start_mark, "an anchor is used inside itself")
+        known = sizes.get(id(node))
+        if known is None:
+            if node.tag not in (_COLLECTION_TAGS.get(type(node)) or _SCALAR_TAGS):
+                tag = node.tag.replace(_YAML, "!!", 1) if node.tag.startswith(_YAML) else node.tag
+                raise error_at(display, node.start_mark, f"unsupported YAML tag '{tag}'")
+            if depth > MAX_DEPTH:
+                raise error_at(display, node.start_mark, TOO_DEEP)
+            open_nodes.add(id(node))
+            size, height = 1, 0
+            children = node.value if isinstance(node, SequenceNode) else ()
+            if isinstance(node, MappingNode):
+                children = [child for pair in node.value for child in pair]
+            for child in children:
+                child_size, child_height = visit(child, depth + 1)
+                size, height = size + child_size, max(height, child_height + 1)
+            open_nodes.discard(id(node))
+            if size > MAX_NODES:
+                raise error_at(display, node.start_mark, "too many YAML nodes (alias expansion?)")
+            known = sizes[id(node)] = (size, height)
+        if depth + known[1] > MAX_DEPTH:
+            raise error_at(display, node.start_mark, TOO_DEEP)
+        return known
+
+    visit(root, 0)
+
+
+def read_document(path: Path, display: str) -> Node | None:
+    """The file's single YAML document as checked nodes; None when it has none."""
+    root = _compose(_read_text(path, display), display)
+    if root is not None:
+        _check_bounds(root, display)
+    return root
