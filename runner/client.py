@@ -200,9 +200,9 @@ class ChatClient:
                 f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            kind, words = _network_failure(exc)
             raise TransientAPIError(
-                f"{_network_words(exc)}: {_short(str(exc)) or type(exc).__name__}",
-                kind=_network_kind(exc),
+                f"{words}: {_short(str(exc)) or type(exc).__name__}", kind=kind
             ) from None
         except httpx.HTTPError as exc:
             raise FatalAPIError(
@@ -300,17 +300,10 @@ def _timeout_kind(exc: httpx.TimeoutException) -> str:
     }.get(type(exc), "timeout")
 
 
-def _network_kind(exc: httpx.HTTPError) -> str:
+def _network_failure(exc: httpx.HTTPError) -> tuple[str, str]:
+    """The recorded kind of a network failure and how to say it."""
     if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
+        return "connect_error", "cannot connect"
     if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection_dropped"
-    return "network_error"
-
-
-def _network_words(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "cannot connect"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection dropped"
-    return "network error"
+        return "connection_dropped", "connection dropped"
+    return "network_error", "network error"
