@@ -22,6 +22,7 @@ import httpx
 
 from runner import __version__
 from runner.errors import ConfigError, FatalAPIError, TransientAPIError
+from runner.jsonio import dumps_bytes
 from runner.retry import classify_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
@@ -190,7 +191,7 @@ class ChatClient:
 
     async def complete(self, body: Mapping[str, Any]) -> Completion:
         """Send one request; return the answer or raise a typed APIError."""
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        content = dumps_bytes(body)
         try:
             response = await self._http.post(
                 self.url, content=content, headers={"Content-Type": "application/json"}

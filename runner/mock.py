@@ -75,8 +75,8 @@ def _check_body(body: Any) -> str | None:
 def answer(body: dict[str, Any]) -> dict[str, Any]:
     """The deterministic chat-completions answer to a valid request body."""
     messages: list[dict[str, Any]] = body["messages"]
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
     user_turns = sum(1 for m in messages if m.get("role") == "user")
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     asked = _text_of(last_user["content"]) if last_user else ""

@@ -113,8 +113,8 @@ class RequestPlan:
             "params": dict(self.params),
             "turns": [{"content": t.content, "params": dict(t.params)} for t in conv.turns],
         }
-        blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        blob = json.dumps(material, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
 def plan_request(

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import OutputError
+from runner.jsonio import dumps_bytes
 from runner.transcript import ConversationRecord, TurnRecord
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
@@ -143,7 +144,7 @@ def _write_error(path: Path, exc: OSError) -> OutputError:
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return dumps_bytes(data, newline=True)
 
 
 class TranscriptStore:

@@ -365,3 +365,17 @@ def test_key_is_sent_but_never_written(tmp_path: Path) -> None:
     assert secret not in repr(result)
     for path in tmp_path.iterdir():
         assert secret not in path.read_text(encoding="utf-8")
+
+
+def test_a_lone_surrogate_in_an_answer_is_carried_and_written(tmp_path: Path) -> None:
+    raw = b'{"choices": [{"message": {"role": "assistant", "content": "bad \\ud800 text"}}]}'
+
+    def respond(body: dict[str, Any], n: int) -> httpx.Response | None:
+        return httpx.Response(200, content=raw) if n == 0 else None
+
+    server = ChatServer(respond)
+    result = run([conv("c", "one", "two")], tmp_path, server)
+    assert result.completed == 1
+    assert server.bodies[1]["messages"][1]["content"] == "bad \ud800 text"
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["messages"][1]["content"] == "bad \ud800 text"
