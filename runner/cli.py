@@ -201,6 +201,19 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     is_flag=True,
     help="Allow sending the key over plain http to a non-loopback host.",
 )
+@click.option(
+    "--record",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Record every answer into DIR (one JSON file per conversation, for committing).",
+)
+@click.option(
+    "--replay",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Answer from DIR with no network; a request not recorded fails its conversation. "
+    "With --record DIR too: replay what is recorded, record what is missing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def run_command(
     files: tuple[str, ...],
@@ -216,6 +229,8 @@ def run_command(
     max_retries: int,
     max_retry_wait: float,
     allow_insecure_key: bool,
+    record: Path | None,
+    replay: Path | None,
     quiet: bool,
 ) -> None:
     """Run conversations (see RUN_HELP)."""
@@ -251,6 +266,8 @@ def run_command(
         timeout=timeout,
         retry=RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_wait),
         allow_insecure_key=allow_insecure_key,
+        record=record,
+        replay=replay,
     )
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()

@@ -136,6 +136,8 @@ class Completion:
     """The API's id for the response."""
     model: str | None
     """The model the API says answered."""
+    raw: dict[str, Any]
+    """The whole answer as received, for recording fixtures."""
 
     @property
     def content(self) -> Any:
@@ -232,17 +234,26 @@ def _read_response(response: httpx.Response) -> Completion:
             kind="invalid_json",
             status=status,
         ) from None
+    return completion_from_json(data, status=status, text=response.text)
+
+
+def completion_from_json(data: Any, *, status: int = 200, text: str | None = None) -> Completion:
+    """The Completion in a parsed chat-completions answer, or a TransientAPIError.
+
+    ``text`` is the body as received, quoted in errors (default: ``data`` as JSON).
+    """
+    shown = _short(text if text is not None else json.dumps(data, ensure_ascii=False))
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise TransientAPIError(
-            f"HTTP {status} with no choices in the answer: {_short(response.text)!r}",
+            f"HTTP {status} with no choices in the answer: {shown!r}",
             kind="no_choices",
             status=status,
         )
     message = choices[0].get("message")
     if not isinstance(message, dict) or "content" not in message:
         raise TransientAPIError(
-            f"HTTP {status} with no assistant message in the answer: {_short(response.text)!r}",
+            f"HTTP {status} with no assistant message in the answer: {shown!r}",
             kind="no_message",
             status=status,
         )
@@ -254,6 +265,7 @@ def _read_response(response: httpx.Response) -> Completion:
         usage=usage if isinstance(usage, dict) else None,
         response_id=_str_or_none(data.get("id")),
         model=_str_or_none(data.get("model")),
+        raw=data,
     )
 
 

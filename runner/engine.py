@@ -49,6 +49,7 @@ from runner.events import (
     RunStopping,
     TurnCompleted,
 )
+from runner.fixtures import FixtureFolder, Responder, live
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
@@ -86,6 +87,10 @@ class RunConfig:
     """HTTP transport seam: None for the real network (or the offline backend for mock://)."""
     allow_insecure_key: bool = False
     """Allow sending the key over plain http to a host that is not this machine."""
+    record: Path | None = None
+    """Fixture folder to record every answer into (``--record``)."""
+    replay: Path | None = None
+    """Fixture folder to answer from with no network (``--replay``); a miss fails the turn."""
 
 
 class RunControl:
@@ -122,7 +127,15 @@ def check_config(config: RunConfig) -> str:
         raise ConfigError("--concurrency must be at least 1")
     if config.timeout <= 0:
         raise ConfigError("--timeout must be more than 0 seconds")
-    if base_url == MOCK_BASE_URL or config.transport is not None:
+    if config.record and config.replay and config.record != config.replay:
+        raise ConfigError(
+            "--record and --replay name different folders; give them the same folder to "
+            "replay what is recorded and record only what is missing"
+        )
+    offline = config.replay is not None and config.record is None
+    if offline and config.replay is not None and not config.replay.is_dir():
+        raise ConfigError(f"--replay {config.replay}: no such folder; record one with --record")
+    if base_url == MOCK_BASE_URL or config.transport is not None or offline:
         return base_url
     if config.api_key is None and not is_loopback(base_url):
         raise ConfigError(
@@ -240,11 +253,19 @@ class _Batch:
             max_connections=self.config.concurrency,
             transport=transport,
         )
+        self.respond: Responder = live(client.complete)
+        folder = self.config.replay or self.config.record
+        if folder is not None:
+            self.respond = FixtureFolder(
+                folder,
+                replay=self.config.replay is not None,
+                record=self.config.record is not None,
+                upstream=self.respond,
+            )
         self.control._on_stop = self._stop
         async with client:
             self.workers = [
-                asyncio.create_task(self._worker(client, pending))
-                for _ in range(self.config.concurrency)
+                asyncio.create_task(self._worker(pending)) for _ in range(self.config.concurrency)
             ]
             try:
                 await asyncio.gather(*self.workers)
@@ -264,14 +285,14 @@ class _Batch:
             if task is not current:
                 task.cancel()
 
-    async def _worker(self, client: ChatClient, pending: Iterator[Conversation]) -> None:
+    async def _worker(self, pending: Iterator[Conversation]) -> None:
         while not self.control.stopping:
             conversation = next(pending, None)
             if conversation is None:
                 return
             self.started += 1
             try:
-                await self._replay(client, conversation)
+                await self._replay(conversation)
             except asyncio.CancelledError:
                 if not self.control.stopping:
                     raise
@@ -280,7 +301,7 @@ class _Batch:
                 self.control.stop(str(exc))
                 return
 
-    async def _replay(self, client: ChatClient, conversation: Conversation) -> None:
+    async def _replay(self, conversation: Conversation) -> None:
         plan = self.plan(conversation)
         record = ConversationRecord(
             run_id=self.run_id,
@@ -302,7 +323,7 @@ class _Batch:
             earlier_attempts = progress.failed_attempts
         try:
             for index in range(len(record.turns), len(conversation.turns)):
-                await self._turn(client, plan, record, index, earlier_attempts)
+                await self._turn(plan, record, index, earlier_attempts)
                 earlier_attempts = []
                 if record.status == "failed":
                     break
@@ -321,7 +342,6 @@ class _Batch:
 
     async def _turn(
         self,
-        client: ChatClient,
         plan: RequestPlan,
         record: ConversationRecord,
         index: int,
@@ -330,7 +350,8 @@ class _Batch:
         conversation = plan.conversation
         turn_spec = conversation.turns[index]
         record.messages.append({"role": "user", "content": turn_spec.content})
-        body = {"model": plan.model, "messages": record.messages, **plan.turn_params(index)}
+        # A snapshot: the history grows after this request, recorders keep the body.
+        body = {"model": plan.model, "messages": list(record.messages), **plan.turn_params(index)}
 
         def on_retry(attempt: AttemptRecord) -> None:
             self.counts["retries"] += 1
@@ -344,7 +365,9 @@ class _Batch:
         )
         try:
             completion, attempts = await call_with_retries(
-                lambda: client.complete(body),
+                lambda: self.respond(
+                    body, conversation_id=conversation.id, turn=index, purpose="answer"
+                ),
                 self.config.retry,
                 sleep=self.sleep,
                 clock=self.clock,

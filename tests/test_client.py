@@ -185,6 +185,7 @@ def test_a_200_answer_becomes_a_completion() -> None:
         usage={"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
         response_id="chatcmpl-123",
         model="tiny-1-2025",
+        raw=ANSWER,
     )
     assert completion.content == "Hi."
 
