@@ -14,12 +14,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from runner import __version__
 from runner.errors import ConfigError, InputError, RunnerError
+
+if TYPE_CHECKING:
+    from runner.events import RunResult
 
 EXIT_OK = 0
 EXIT_CHECKS_FAILED = 1
@@ -29,13 +32,16 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0    every conversation completed
-  1    (reserved) an expectation check failed
+  0    every conversation completed and every expectation passed
+  1    an expectation failed (with --repeat: a pass rate below
+       --min-pass-rate)
   2    invalid input or usage: bad conversation file, option, key or output
        path; nothing was sent
   3    some conversation failed (API error after retries, or a non-retryable
-       one), or the run stopped early (quota exhausted, output not writable)
+       one, or a replay miss), or the run stopped early (quota exhausted,
+       output not writable)
   130  interrupted (Ctrl-C); the output is valid, continue it with --resume
+When several apply, the first in this order wins: 130, 3, 1.
 """
 
 MAIN_HELP = f"""Replay scripted multi-turn dialogues against an OpenAI-compatible chat API.
@@ -214,6 +220,38 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Answer from DIR with no network; a request not recorded fails its conversation. "
     "With --record DIR too: replay what is recorded, record what is missing.",
 )
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write a JUnit XML report (one testcase per conversation) for CI.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write the run's summary as JSON (counts, failures, exit code).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Run each conversation N times independently and report its pass rate.",
+)
+@click.option(
+    "--min-pass-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="With --repeat: the pass rate a conversation needs for exit code 0.",
+)
+@click.option("--judge-model", metavar="NAME", help="Model for judge checks that name none.")
+@click.option(
+    "--judge-base-url",
+    metavar="URL",
+    help="Endpoint for judge checks (default: the same as the answers; same key).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def run_command(
     files: tuple[str, ...],
@@ -231,6 +269,12 @@ def run_command(
     allow_insecure_key: bool,
     record: Path | None,
     replay: Path | None,
+    junit: Path | None,
+    summary_json: Path | None,
+    repeat: int,
+    min_pass_rate: float,
+    judge_model: str | None,
+    judge_base_url: str | None,
     quiet: bool,
 ) -> None:
     """Run conversations (see RUN_HELP)."""
@@ -268,6 +312,9 @@ def run_command(
         allow_insecure_key=allow_insecure_key,
         record=record,
         replay=replay,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        repeat=repeat,
     )
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()
@@ -299,8 +346,14 @@ def run_command(
         progress.close()
         _fail(exc)
     progress.close()
+    code = exit_code(result, min_pass_rate)
+    try:
+        _write_reports(result, code, junit=junit, summary_json=summary_json)
+    except RunnerError as exc:
+        click.echo(f"mtrun: error: {exc}", err=True)
+        code = max(code, EXIT_FAILED) if code != EXIT_INTERRUPTED else code
     if not quiet:
-        for line in summary_lines(result):
+        for line in summary_lines(result, min_pass_rate=min_pass_rate):
             click.echo(line, err=True)
         if result.interrupted or result.not_started or result.failed:
             click.echo(
@@ -310,11 +363,34 @@ def run_command(
             )
     if result.output_error:
         click.echo(f"mtrun: error: {result.output_error}", err=True)
+    sys.exit(code)
+
+
+def exit_code(result: RunResult, min_pass_rate: float = 1.0) -> int:
+    """The exit code for a run: 130 over 3 over 1 over 0 (see EXIT_CODES_HELP)."""
     if result.interrupted_by_user:
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     if result.failed or result.interrupted or result.not_started or result.output_error:
-        sys.exit(EXIT_FAILED)
-    sys.exit(EXIT_OK)
+        return EXIT_FAILED
+    if result.pass_rates:
+        flaky = any(rate.rate < min_pass_rate for rate in result.pass_rates)
+        return EXIT_CHECKS_FAILED if flaky else EXIT_OK
+    return EXIT_CHECKS_FAILED if result.checks_failed else EXIT_OK
+
+
+def _write_reports(
+    result: RunResult, code: int, *, junit: Path | None, summary_json: Path | None
+) -> None:
+    """The JUnit report (of the whole output file) and the JSON summary, when asked for."""
+    if junit is not None:
+        from runner.junit import write_junit
+        from runner.store import read_transcript
+
+        write_junit(junit, read_transcript(result.output))
+    if summary_json is not None:
+        from runner.jsonio import write_json_atomic
+
+        write_json_atomic(summary_json, {**result.as_dict(), "exit_code": code})
 
 
 @main.command("validate")

@@ -18,6 +18,8 @@ The engine never prints: it reports :data:`Event` objects to a callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from runner.checks import Check, Observation, evaluate
 from runner.client import (
     DEFAULT_BASE_URL,
     MOCK_BASE_URL,
@@ -40,9 +43,11 @@ from runner.client import (
 )
 from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
 from runner.events import (
+    CheckFailure,
     ConversationFinished,
     Event,
     Failure,
+    PassRate,
     RetryScheduled,
     RunResult,
     RunStarted,
@@ -50,6 +55,7 @@ from runner.events import (
     TurnCompleted,
 )
 from runner.fixtures import FixtureFolder, Responder, live
+from runner.judge import run_judge
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
@@ -91,6 +97,12 @@ class RunConfig:
     """Fixture folder to record every answer into (``--record``)."""
     replay: Path | None = None
     """Fixture folder to answer from with no network (``--replay``); a miss fails the turn."""
+    judge_model: str | None = None
+    """Model for ``judge`` checks that name none (default: the conversation's model)."""
+    judge_base_url: str | None = None
+    """Endpoint for judge requests (default: the same endpoint as the answers)."""
+    repeat: int = 1
+    """Run each conversation this many times, independently (ids get ``#1``, ``#2``, ...)."""
 
 
 class RunControl:
@@ -125,6 +137,10 @@ def check_config(config: RunConfig) -> str:
         raise ConfigError(f"request parameters must be plain JSON values: {exc}") from None
     if config.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    if config.repeat < 1:
+        raise ConfigError("--repeat must be at least 1")
+    if config.judge_base_url is not None:
+        check_base_url(config.judge_base_url)
     if config.timeout <= 0:
         raise ConfigError("--timeout must be more than 0 seconds")
     if config.record and config.replay and config.record != config.replay:
@@ -198,7 +214,7 @@ class _Batch:
         clock: Callable[[], float],
         rng: random.Random | None,
     ) -> None:
-        self.conversations = conversations
+        self.conversations = _repeated(conversations, config.repeat)
         self.config = config
         self.base_url = base_url
         self.store = store
@@ -209,7 +225,11 @@ class _Batch:
         self.rng = rng or random.Random()
         self.run_id = store.run_id or new_run_id()
         self.workers: list[asyncio.Task[None]] = []
-        self.counts = {"completed": 0, "failed": 0, "interrupted": 0, "turns": 0, "retries": 0}
+        self.counts = dict.fromkeys(
+            ("completed", "checks_failed", "failed", "interrupted", "turns", "retries"), 0
+        )
+        self.check_failures: list[CheckFailure] = []
+        self.statuses: dict[str, str] = {}
         self.tokens = [0, 0]
         self.failures: list[Failure] = []
         self.started = 0
@@ -230,7 +250,11 @@ class _Batch:
             for conv in self.conversations:
                 plan = self.plan(conv)
                 self.store.check_unchanged(conv.id, plan.fingerprint(), conv.source)
-                already += self.store.is_completed(conv.id)
+                if self.store.is_completed(conv.id):
+                    already += 1
+                    status = self.store.status(conv.id) or "completed"
+                    self.statuses[conv.id] = status
+                    self.counts[status] += 1
         self.emit(
             RunStarted(
                 self.run_id,
@@ -253,17 +277,21 @@ class _Batch:
             max_connections=self.config.concurrency,
             transport=transport,
         )
-        self.respond: Responder = live(client.complete)
-        folder = self.config.replay or self.config.record
-        if folder is not None:
-            self.respond = FixtureFolder(
-                folder,
-                replay=self.config.replay is not None,
-                record=self.config.record is not None,
-                upstream=self.respond,
+        judge_client = None
+        if self.config.judge_base_url is not None:
+            judge_client = ChatClient(
+                self.config.judge_base_url,
+                api_key=self.config.api_key,
+                timeout=self.config.timeout,
+                max_connections=self.config.concurrency,
+                transport=transport,
             )
+        self.respond = self._fixtures(live(client.complete))
+        self.judge = self.respond
+        if judge_client is not None:
+            self.judge = self._fixtures(live(judge_client.complete))
         self.control._on_stop = self._stop
-        async with client:
+        async with client, judge_client or contextlib.nullcontext():
             self.workers = [
                 asyncio.create_task(self._worker(pending)) for _ in range(self.config.concurrency)
             ]
@@ -277,6 +305,18 @@ class _Batch:
                 raise
         self.control._on_stop = None
         return self._result(already, self.clock() - started)
+
+    def _fixtures(self, upstream: Responder) -> Responder:
+        """``upstream`` behind the fixture folder, when recording or replaying."""
+        folder = self.config.replay or self.config.record
+        if folder is None:
+            return upstream
+        return FixtureFolder(
+            folder,
+            replay=self.config.replay is not None,
+            record=self.config.record is not None,
+            upstream=upstream,
+        )
 
     def _stop(self, reason: str) -> None:
         self.emit(RunStopping(reason))
@@ -328,7 +368,10 @@ class _Batch:
                 if record.status == "failed":
                     break
             else:
-                record.status = "completed"
+                failed_checks = any(
+                    not c.get("passed") for t in record.turns for c in t.checks or ()
+                )
+                record.status = "checks_failed" if failed_checks else "completed"
         except asyncio.CancelledError:
             if record.finished_at is None:
                 record.status = "interrupted"
@@ -383,10 +426,62 @@ class _Batch:
             raise
         turn.attempts = _number(earlier_attempts, attempts)
         self._complete_turn(record, turn, completion, attempts[-1].latency_ms)
+        checks = conversation.checks_for(index)
+        if checks:
+            turn.checks = await self._check(plan, record, turn, completion, checks)
         self.counts["turns"] += 1
         if index + 1 < len(conversation.turns):
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
+
+    async def _check(
+        self,
+        plan: RequestPlan,
+        record: ConversationRecord,
+        turn: TurnRecord,
+        completion: Completion,
+        checks: tuple[Check, ...],
+    ) -> list[dict[str, Any]]:
+        """Evaluate the expectations on one answer; judge checks ask the judge model."""
+        usage = completion.usage or {}
+        tokens = usage.get("completion_tokens")
+        observation = Observation(
+            content=completion.content,
+            finish_reason=completion.finish_reason,
+            latency_ms=turn.latency_ms,
+            completion_tokens=tokens if isinstance(tokens, int) else None,
+        )
+        results = []
+        for check in checks:
+            if check.kind == "judge":
+                result = await run_judge(
+                    check,
+                    list(record.messages),
+                    default_model=self.config.judge_model or plan.model,
+                    respond=self.judge,
+                    conversation_id=record.id,
+                    turn=turn.index,
+                    policy=self.config.retry,
+                    sleep=self.sleep,
+                    clock=self.clock,
+                    rng=self.rng,
+                )
+            else:
+                result = evaluate(check, observation)
+            results.append(result)
+            if not result.passed:
+                self.check_failures.append(
+                    CheckFailure(
+                        record.id,
+                        record.source,
+                        turn.index,
+                        result.kind,
+                        result.expected,
+                        result.seen,
+                        result.message,
+                    )
+                )
+        return [r.as_dict() for r in results]
 
     def _complete_turn(
         self,
@@ -427,8 +522,11 @@ class _Batch:
 
     async def _finish(self, record: ConversationRecord, conversation: Conversation) -> None:
         record.finished_at = utc_now()
+        record.group = conversation.group
+        record.repeat = conversation.repeat
         await self.store.record_conversation(record)
         self.counts[record.status] += 1
+        self.statuses[record.id] = record.status
         error = None
         if record.error is not None:
             error = str(record.error.get("message"))
@@ -448,13 +546,25 @@ class _Batch:
             )
         )
 
+    def _pass_rates(self) -> tuple[PassRate, ...]:
+        """Per repeated conversation: repetitions that completed with every check passing."""
+        rates: dict[str, list[int]] = {}
+        for conv in self.conversations:
+            if conv.group is None or conv.id not in self.statuses:
+                continue
+            tally = rates.setdefault(conv.group, [0, 0])
+            tally[0] += self.statuses[conv.id] == "completed"
+            tally[1] += 1
+        return tuple(PassRate(group, passed, runs) for group, (passed, runs) in rates.items())
+
     def _result(self, already: int, wall: float) -> RunResult:
         total = len(self.conversations)
         return RunResult(
             run_id=self.run_id,
             output=self.config.output,
             total=total,
-            completed=self.counts["completed"] + already,
+            completed=self.counts["completed"],
+            checks_failed=self.counts["checks_failed"],
             failed=self.counts["failed"],
             interrupted=self.counts["interrupted"],
             not_started=total - already - self.started,
@@ -467,8 +577,21 @@ class _Batch:
             stop_reason=self.control.reason,
             interrupted_by_user=self.control.by_user,
             failures=tuple(self.failures),
+            check_failures=tuple(self.check_failures),
+            pass_rates=self._pass_rates(),
             output_error=None if self.output_error is None else str(self.output_error),
         )
+
+
+def _repeated(conversations: Sequence[Conversation], times: int) -> Sequence[Conversation]:
+    """Each conversation ``times`` times, as independent conversations ``id#1``, ``id#2``, ..."""
+    if times == 1:
+        return conversations
+    return [
+        dataclasses.replace(c, id=f"{c.id}#{k}", group=c.id, repeat=k)
+        for c in conversations
+        for k in range(1, times + 1)
+    ]
 
 
 def _number(earlier: list[dict[str, Any]], attempts: list[AttemptRecord]) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ The engine emits :data:`Event` objects to a callback and returns a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner.retry import AttemptRecord
 from runner.store import ResumeReport
@@ -79,6 +81,35 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckFailure:
+    """An expectation that failed, for the summary."""
+
+    conversation_id: str
+    source: str
+    turn: int
+    kind: str
+    expected: str
+    seen: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassRate:
+    """With ``--repeat``: how often one conversation passed."""
+
+    conversation_id: str
+    passed: int
+    """Repetitions that completed with every check passing."""
+    runs: int
+    """Repetitions recorded (in this run or before it)."""
+
+    @property
+    def rate(self) -> float:
+        """``passed / runs`` (0 when nothing ran)."""
+        return self.passed / self.runs if self.runs else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """What a run did."""
 
@@ -87,7 +118,9 @@ class RunResult:
     total: int
     """Conversations in the batch."""
     completed: int
-    """Completed in this run or already before it."""
+    """Completed with every check passing, in this run or already before it."""
+    checks_failed: int
+    """Every turn answered but some expectation failed, in this run or before it."""
     failed: int
     interrupted: int
     not_started: int
@@ -104,6 +137,10 @@ class RunResult:
     """Why the run stopped early, or None."""
     interrupted_by_user: bool
     failures: tuple[Failure, ...]
+    check_failures: tuple[CheckFailure, ...] = ()
+    """Every failed expectation of this run."""
+    pass_rates: tuple[PassRate, ...] = ()
+    """With ``--repeat``: pass rate per conversation."""
     output_error: str | None = None
     """Why the transcript could not be written, when that stopped the run."""
 
@@ -111,3 +148,14 @@ class RunResult:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens used in this run."""
         return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as plain JSON data (``--summary-json``)."""
+        data = dataclasses.asdict(self)
+        data["output"] = str(self.output)
+        data["total_tokens"] = self.total_tokens
+        data["wall_seconds"] = round(self.wall_seconds, 3)
+        data["pass_rates"] = [
+            {**dataclasses.asdict(rate), "rate": round(rate.rate, 4)} for rate in self.pass_rates
+        ]
+        return {"schema": "mtrun.summary/1", **data}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 from runner.client import Completion, completion_from_json
 from runner.errors import FatalAPIError, OutputError
-from runner.jsonio import dumps_bytes
+from runner.jsonio import write_json_atomic
 
 SCHEMA = "mtrun.fixtures/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -156,28 +155,10 @@ class FixtureFolder:
         )
         exchanges.sort(key=lambda e: (_turn_of(e), e.get("purpose") != "answer"))
         document = {"schema": SCHEMA, "conversation": conversation_id, "exchanges": exchanges}
-        _write_atomic(self._path(conversation_id), document)
+        write_json_atomic(self._path(conversation_id), document)
         self.recorded += 1
 
 
 def _turn_of(exchange: Mapping[str, Any]) -> int:
     turn = exchange.get("turn")
     return turn if isinstance(turn, int) else 0
-
-
-def _write_atomic(path: Path, document: dict[str, Any]) -> None:
-    text = json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        data = dumps_bytes(document, newline=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write fixture {path}: {exc.strerror or exc}") from None

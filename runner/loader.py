@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import glob
 import math
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple, cast
 from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from runner.checks import Check, CheckSpecError, parse_expect
 from runner.errors import InputError
 from runner.spec import MESSAGE_ROLES, Conversation, Message, Turn
 from runner.yamlsafe import (
@@ -38,9 +40,18 @@ from runner.yamlsafe import (
 SCHEMA_KEY = "$schema"
 """Allowed, and ignored, at the top level of a file: editors read it."""
 FILE_KEYS = ("conversations", "defaults")
-CONVERSATION_KEYS = ("id", "model", "system", "params", "messages", "turns")
-DEFAULTS_KEYS = ("model", "system", "params", "messages")
-TURN_KEYS = ("content", "params")
+CONVERSATION_KEYS = (
+    "id",
+    "model",
+    "system",
+    "params",
+    "messages",
+    "expect",
+    "expect_final",
+    "turns",
+)
+DEFAULTS_KEYS = ("model", "system", "params", "messages", "expect", "expect_final")
+TURN_KEYS = ("content", "params", "expect")
 MESSAGE_KEYS = ("role", "content", "name")
 RESERVED_PARAMS: Mapping[str, str] = {
     "model": "set 'model' at the conversation level",
@@ -101,6 +112,8 @@ class _Settings:
     system: str | None = None
     params: Mapping[str, Any] | None = None
     messages: tuple[Message, ...] | None = None
+    expect: tuple[Check, ...] | None = None
+    expect_final: tuple[Check, ...] | None = None
 
     def over(self, base: _Settings) -> _Settings:
         """These settings laid over ``base``; params merge key by key, null removes one."""
@@ -110,7 +123,24 @@ class _Settings:
             system=base.system if self.system is None else self.system,
             params={key: value for key, value in params.items() if value is not None},
             messages=base.messages if self.messages is None else self.messages,
+            expect=base.expect if self.expect is None else self.expect,
+            expect_final=base.expect_final if self.expect_final is None else self.expect_final,
         )
+
+
+def _locate(node: Node, path: str) -> Node:
+    """The node at a field path such as ``.contains.any[1]`` below ``node`` (best effort)."""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        if key and isinstance(node, MappingNode):
+            found = [v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key]
+            if not found:
+                break
+            node = found[0]
+        elif index and isinstance(node, SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        else:
+            break
+    return node
 
 
 def _expand(pattern: str) -> list[Path]:
@@ -231,6 +261,8 @@ class _Builder:
             messages=settings.messages or (),
             params=dict(settings.params or {}),
             line=node.start_mark.line + 1,
+            expect=settings.expect or (),
+            expect_final=settings.expect_final or (),
         )
         return _Loaded(conversation, id_key.start_mark, _join(field, "id"))
 
@@ -255,6 +287,10 @@ class _Builder:
             system=system,
             params=self.params(*given["params"]) if "params" in given else None,
             messages=self.messages(*given["messages"]) if "messages" in given else None,
+            expect=self.expect(*given["expect"], "every_turn") if "expect" in given else None,
+            expect_final=(
+                self.expect(*given["expect_final"], "final") if "expect_final" in given else None
+            ),
         )
 
     def conversation_id(self, node: Node, field: str) -> str:
@@ -289,7 +325,19 @@ class _Builder:
         params: dict[str, Any] = {}
         if "params" in items:
             params = self.params(items["params"][1], _join(field, "params"))
-        return Turn(content=content, params=params, line=line)
+        expect: tuple[Check, ...] = ()
+        if "expect" in items:
+            expect = self.expect(items["expect"][1], _join(field, "expect"), "turn")
+        return Turn(content=content, params=params, line=line, expect=expect)
+
+    def expect(self, node: Node, field: str, scope: str) -> tuple[Check, ...]:
+        """Expectations, pointing any problem at the value it is about."""
+        try:
+            return parse_expect(self.plain(node, field), field=field, scope=scope)
+        except CheckSpecError as exc:
+            raise self.error(
+                _locate(node, exc.field[len(field) :]), exc.field, exc.message
+            ) from None
 
     def params(self, node: Node, field: str) -> dict[str, Any]:
         if not isinstance(node, MappingNode):

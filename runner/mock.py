@@ -10,15 +10,22 @@ messages, and a client that dropped or reordered history would get a
 different answer. ``usage`` is estimated at about four characters a token;
 ``max_tokens`` truncates the answer with ``finish_reason: length``; a
 ``response_format`` of ``json_object`` or ``json_schema`` gets a JSON answer.
+
+Judge requests (``judge.py``) get a verdict by a simple, documented rule:
+the answer passes when every phrase the rubric puts in double quotes appears
+in it, ignoring case (a rubric with no quoted phrase always passes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import httpx
+
+from runner.judge import JUDGE_MARKER
 
 _WORDS = (
     "language models predict the next token from context and the answer depends on "
@@ -92,6 +99,9 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
         f'You asked: "{asked}". {filler.capitalize()}.'
     )
 
+    if _is_judge_request(messages):
+        text = _judge_verdict(str(messages[-1].get("content", "")))
+
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         text = json.dumps({"answer": filler, "turn": user_turns, "id": digest[:8]})
@@ -122,6 +132,23 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def _is_judge_request(messages: list[dict[str, Any]]) -> bool:
+    first = messages[0]
+    return first.get("role") == "system" and str(first.get("content", "")).startswith(JUDGE_MARKER)
+
+
+def _judge_verdict(prompt: str) -> str:
+    """The offline judge: pass when every quoted phrase of the rubric is in the answer."""
+    conversation, _, rubric = prompt.partition("\n\nRubric for the last assistant answer:\n")
+    rubric = rubric.rsplit("\n\nReply with only", 1)[0]
+    answer = conversation.rpartition("[assistant]\n")[2].lower()
+    missing = [p for p in re.findall(r'"([^"]+)"', rubric) if p.lower() not in answer]
+    if missing:
+        reason = f"the answer does not mention {', '.join(repr(p) for p in missing)}"
+        return json.dumps({"pass": False, "reason": reason})
+    return json.dumps({"pass": True, "reason": "the answer meets the rubric"})
 
 
 def _text_of(content: Any) -> str:

@@ -134,11 +134,13 @@ class Progress:
             self._drawn = False
 
 
-def summary_lines(result: RunResult) -> list[str]:
+def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]:
     """The end-of-run summary, one string a line."""
     counts = [f"{result.completed} completed"]
     if result.already_completed:
         counts[0] += f" ({result.already_completed} before this run)"
+    if result.checks_failed:
+        counts.append(f"{result.checks_failed} failed checks")
     counts.append(f"{result.failed} failed")
     if result.interrupted:
         counts.append(f"{result.interrupted} interrupted")
@@ -157,6 +159,22 @@ def summary_lines(result: RunResult) -> list[str]:
         )
     if len(result.failures) > MAX_FAILURES_SHOWN:
         lines.append(f"  ... and {len(result.failures) - MAX_FAILURES_SHOWN} more failed")
+    for check in result.check_failures[:MAX_FAILURES_SHOWN]:
+        lines.append(
+            f"  check failed: {safe(check.conversation_id)} ({safe(check.source)}) "
+            f"turn {check.turn + 1}: {check.kind}: {safe(check.message)}"
+        )
+        lines.append(f"    expected: {safe(check.expected)}")
+        lines.append(f"    seen:     {safe(check.seen)}")
+    if len(result.check_failures) > MAX_FAILURES_SHOWN:
+        more = len(result.check_failures) - MAX_FAILURES_SHOWN
+        lines.append(f"  ... and {more} more failed checks")
+    for rate in result.pass_rates:
+        verdict = "ok" if rate.rate >= min_pass_rate else f"below {min_pass_rate:.0%}"
+        lines.append(
+            f"  pass rate: {safe(rate.conversation_id)} {rate.passed}/{rate.runs} "
+            f"({rate.rate:.0%}) {verdict}"
+        )
     if result.stop_reason:
         lines.append(f"stopped early: {safe(result.stop_reason)}")
     lines.append(f"transcripts: {result.output}")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.checks import Check
+
 DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant")
@@ -46,6 +48,8 @@ class Turn:
     """Request parameters for this turn only, laid over the conversation's."""
     line: int = 0
     """1-based line of the turn in its file (0 when unknown)."""
+    expect: tuple[Check, ...] = ()
+    """Expectations on this turn's answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,19 @@ class Conversation:
     """Request parameters passed through to the API as given."""
     line: int = 0
     """1-based line where the conversation starts in its file (0 when unknown)."""
+    expect: tuple[Check, ...] = ()
+    """Expectations on every turn's answer."""
+    expect_final: tuple[Check, ...] = ()
+    """Expectations on the last turn's answer."""
+    group: str | None = None
+    """With ``--repeat``: the id this conversation is a repetition of."""
+    repeat: int | None = None
+    """With ``--repeat``: which repetition (1-based)."""
+
+    def checks_for(self, index: int) -> tuple[Check, ...]:
+        """Every expectation that applies to turn ``index``'s answer."""
+        final = self.expect_final if index == len(self.turns) - 1 else ()
+        return (*self.turns[index].expect, *self.expect, *final)
 
     def prefix(self) -> list[dict[str, Any]]:
         """The messages sent before the first scripted turn."""

@@ -43,7 +43,7 @@ from typing import Any
 
 from runner.errors import OutputError
 from runner.jsonio import dumps_bytes
-from runner.transcript import ConversationRecord, TurnRecord
+from runner.transcript import FINISHED, ConversationRecord, TurnRecord
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
     import fcntl
@@ -205,7 +205,7 @@ class TranscriptStore:
         for entry in _read_lines(self.journal_path, tolerate_torn=True):
             self._apply_journal(entry)
         for known in self._known.values():
-            completed += known.status == "completed"
+            completed += known.status in FINISHED
         self.resume_report = ResumeReport(
             completed=completed, to_continue=len(self._known) - completed, torn_bytes=torn
         )
@@ -285,15 +285,20 @@ class TranscriptStore:
                 "resume only with the same files and options, or write to a new output with -o"
             )
 
-    def is_completed(self, conv_id: str) -> bool:
-        """Whether the output already holds this conversation completed."""
+    def status(self, conv_id: str) -> str | None:
+        """The status the output holds for a conversation, if any."""
         known = self._known.get(conv_id)
-        return known is not None and known.status == "completed"
+        return None if known is None else known.status
+
+    def is_completed(self, conv_id: str) -> bool:
+        """Whether the output already holds this conversation with every turn answered."""
+        known = self._known.get(conv_id)
+        return known is not None and known.status in FINISHED
 
     def progress(self, conv_id: str) -> Progress | None:
         """Where an unfinished conversation continues, or None to start afresh."""
         known = self._known.get(conv_id)
-        if known is None or known.status == "completed":
+        if known is None or known.status in FINISHED:
             return None
         return known.progress
 
@@ -382,7 +387,7 @@ class TranscriptStore:
 
 def _progress_of(record: ConversationRecord) -> Progress | None:
     """Where a transcript record of a cut-short conversation continues."""
-    if record.status == "completed":
+    if record.status in FINISHED:
         return None
     done = [t for t in record.turns if t.completed]
     exchanges: list[dict[str, Any]] = []

@@ -17,7 +17,9 @@ from typing import Any
 SCHEMA = "mtrun.transcript/1"
 """Version string carried by every record; bumped on incompatible changes."""
 
-STATUSES = ("completed", "failed", "interrupted")
+STATUSES = ("completed", "checks_failed", "failed", "interrupted")
+FINISHED = frozenset({"completed", "checks_failed"})
+"""Statuses of a conversation whose every turn was answered: resuming skips them."""
 
 
 def utc_now() -> str:
@@ -55,6 +57,8 @@ class TurnRecord:
     """Fields of the assistant message other than role and content (e.g. reasoning)."""
     params: dict[str, Any] | None = None
     """This turn's own parameter overrides, when it had any."""
+    checks: list[dict[str, Any]] | None = None
+    """Results of the expectations on this turn's answer, when it had any."""
     error: dict[str, Any] | None = None
     """Why the turn failed: kind, status, message."""
 
@@ -69,7 +73,7 @@ class TurnRecord:
             "response_id": self.response_id,
             "attempts": self.attempts,
         }
-        for key in ("model", "extra", "params", "error"):
+        for key in ("model", "extra", "params", "checks", "error"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -94,6 +98,7 @@ class TurnRecord:
             model=data.get("model"),
             extra=data.get("extra"),
             params=data.get("params"),
+            checks=data.get("checks"),
             error=data.get("error"),
         )
 
@@ -119,7 +124,7 @@ class ConversationRecord:
     started_at: str
     """When its first turn was sent."""
     status: str = "interrupted"
-    """``completed``, ``failed`` or ``interrupted``."""
+    """``completed``, ``checks_failed``, ``failed`` or ``interrupted``."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The full history exactly as sent and received."""
     turns: list[TurnRecord] = field(default_factory=list)
@@ -128,6 +133,10 @@ class ConversationRecord:
     """When it reached its final status."""
     error: dict[str, Any] | None = None
     """Why it failed or was interrupted."""
+    group: str | None = None
+    """With ``--repeat``: the conversation id this record is a repetition of."""
+    repeat: int | None = None
+    """With ``--repeat``: which repetition (1-based)."""
 
     @property
     def completed_turns(self) -> int:
@@ -174,6 +183,9 @@ class ConversationRecord:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.group is not None:
+            out["group"] = self.group
+            out["repeat"] = self.repeat
         return out
 
     @classmethod
@@ -193,6 +205,8 @@ class ConversationRecord:
             turns=[TurnRecord.from_dict(t) for t in data.get("turns") or []],
             finished_at=data.get("finished_at"),
             error=data.get("error"),
+            group=data.get("group"),
+            repeat=data.get("repeat"),
         )
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from runner.checks import KINDS
 from runner.errors import InputError
 from runner.loader import (
     CONVERSATION_KEYS,
@@ -70,6 +71,7 @@ def test_every_level_allows_exactly_the_loaders_keys() -> None:
         "defaults": set(DEFAULTS_KEYS),
         "turn": set(TURN_KEYS),
         "message": set(MESSAGE_KEYS),
+        "expect_map": set(KINDS),
     }
     for name in closed:
         assert DEFS[name]["additionalProperties"] is False, name

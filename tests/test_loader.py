@@ -234,7 +234,7 @@ ERROR_CASES = [
     (
         "turns: [Hi]\ncolour: blue\n",
         ":2:1: colour: unknown key; expected one of: "
-        "id, model, system, params, messages, turns, $schema",
+        "id, model, system, params, messages, expect, expect_final, turns, $schema",
         "unknown-key-no-match",
     ),
     (
@@ -245,7 +245,7 @@ ERROR_CASES = [
     (
         "conversations:\n  - turns: [Hi]\n    $schema: x\n",
         ":3:5: conversations[0].$schema: unknown key; "
-        "expected one of: id, model, system, params, messages, turns",
+        "expected one of: id, model, system, params, messages, expect, expect_final, turns",
         "schema-key-inside-conversation",
     ),
     (
@@ -260,7 +260,8 @@ ERROR_CASES = [
     ),
     (
         "defaults:\n  turns: [Hi]\nconversations:\n  - turns: [Hi]\n",
-        ":2:3: defaults.turns: unknown key; expected one of: model, system, params, messages",
+        ":2:3: defaults.turns: unknown key; expected one of: "
+        "model, system, params, messages, expect, expect_final",
         "unknown-key-in-defaults",
     ),
     (

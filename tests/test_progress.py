@@ -83,6 +83,7 @@ def test_summary_names_failures_and_the_output() -> None:
         interrupted=1,
         not_started=0,
         already_completed=1,
+        checks_failed=0,
         turns=7,
         prompt_tokens=1000,
         completion_tokens=234,

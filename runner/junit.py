@@ -1,0 +1,392 @@
+"""JUnit XML reports of a run, for CI systems that render test results.
+
+GitHub Actions reporters (dorny/test-reporter, mikepenz/action-junit-report),
+GitLab (``artifacts:reports:junit``) and Jenkins (the ``junit`` step) read the
+same loose "JUnit XML" dialect. The report follows its common core::
+
+    <testsuites name tests failures errors skipped time>
+      <testsuite name=SOURCE tests failures errors skipped time timestamp>
+        <testcase name=ID classname=SOURCE.DOTTED time>
+          <error/> | <failure/>... | <skipped/>     (none when it passed)
+          <system-out>compact transcript</system-out>
+
+One ``<testsuite>`` per conversation file (the records' ``source``, in
+first-seen order) and one ``<testcase>`` per transcript record; a conversation
+run several times (``--repeat``) gives one testcase per run (``greeting#2``).
+
+How a record maps to a testcase, each testcase counted once in the totals:
+
+- ``failed`` (a turn failed for good): one ``<error>`` typed with the error
+  kind, then a ``<failure>`` per failed check of the turns before it.
+  Counted in ``errors``.
+- ``interrupted``: ``<skipped>``; failed checks so far are listed in its text.
+  Counted in ``skipped``.
+- ``checks_failed``, or any record with a failed check: one ``<failure>`` per
+  failed check, typed with the check's kind. Counted in ``failures``.
+- ``completed`` with no failed check: no child element.
+- an unknown status: an ``<error>`` of type ``unknown_status``.
+
+``time`` is the seconds spent waiting for the API: the sum of the latency of
+every attempt of every turn (retries included, backoff waits excluded), or the
+turn's ``latency_ms`` where its attempts carry none. Wall-clock time
+(``finished_at - started_at``) is not used because ``started_at`` is kept
+across ``--resume`` and would count the hours between runs. Times are rounded
+to milliseconds per testcase, and suite and run times are sums of those, so
+the totals add up exactly.
+
+A suite's ``timestamp`` is the given ``timestamp``, else the earliest
+``started_at`` of its records, written in UTC as ``YYYY-MM-DDTHH:MM:SS``
+without fraction or zone: the form the strictest readers (the Ant/Surefire
+schema) accept.
+
+Model output can hold characters XML 1.0 forbids (control characters, lone
+surrogates, U+FFFE/U+FFFF), which ElementTree would write as-is; they are
+removed from every text and attribute value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runner.errors import OutputError
+
+EXCERPT_CHARS = 500
+"""Longest excerpt of one message in ``<system-out>``."""
+SEEN_CHARS = 2000
+"""Longest excerpt of a check's ``seen`` text in a failure's body."""
+ATTRIBUTE_CHARS = 1000
+"""Longest ``message`` attribute; the full text is in the element's body."""
+SYSTEM_OUT_CHARS = 20_000
+"""Rough bound of one testcase's ``<system-out>``."""
+ATTEMPTS_SHOWN = 10
+"""Most attempts of a failed turn listed in its ``<error>`` body."""
+
+_ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def junit_xml(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    run_name: str = "mtrun",
+    timestamp: str | None = None,
+) -> bytes:
+    """The JUnit XML report of ``records`` as a UTF-8 document with its declaration."""
+    suites: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        suites.setdefault(_text(record.get("source")), []).append(record)
+
+    root = ET.Element("testsuites", {"name": _clean(run_name)})
+    totals = _Counts()
+    for source, members in suites.items():
+        counts = _Counts()
+        suite = ET.SubElement(root, "testsuite", {"name": _clean(source or run_name)})
+        stamp = _timestamp(timestamp) if timestamp is not None else _earliest(members)
+        classname = _classname(source) or _clean(run_name)
+        for record in members:
+            outcome, millis = _testcase(suite, record, classname)
+            counts.add(outcome, millis)
+        counts.set_on(suite)
+        if stamp:
+            suite.set("timestamp", stamp)
+        totals.merge(counts)
+    totals.set_on(root)
+    ET.indent(root, space="  ")
+    return _DECLARATION + ET.tostring(root, encoding="unicode").encode("utf-8") + b"\n"
+
+
+def write_junit(path: Path, records: Sequence[Mapping[str, Any]], **kw: Any) -> None:
+    """Write the report of ``records`` to ``path`` atomically (see :func:`junit_xml`).
+
+    The document goes to a temporary file in the same folder, which then
+    replaces ``path``: a reader never sees half a report.
+    """
+    data = junit_xml(records, **kw)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with open(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(
+            f"cannot write JUnit report {path}: {exc.strerror or exc}; "
+            "check the folder exists and is writable, or choose another --junit path"
+        ) from None
+
+
+class _Counts:
+    """Testcase outcomes and time of a suite or of the whole run."""
+
+    def __init__(self) -> None:
+        self.by_outcome = {"passed": 0, "failures": 0, "errors": 0, "skipped": 0}
+        self.millis = 0
+
+    def add(self, outcome: str, millis: int) -> None:
+        self.by_outcome[outcome] += 1
+        self.millis += millis
+
+    def merge(self, other: _Counts) -> None:
+        for key, value in other.by_outcome.items():
+            self.by_outcome[key] += value
+        self.millis += other.millis
+
+    def set_on(self, element: ET.Element) -> None:
+        element.set("tests", str(sum(self.by_outcome.values())))
+        for key in ("failures", "errors", "skipped"):
+            element.set(key, str(self.by_outcome[key]))
+        element.set("time", _seconds(self.millis))
+
+
+def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> tuple[str, int]:
+    """Add the testcase of ``record`` to ``suite``; its outcome and time in ms."""
+    turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
+    millis = round(sum(_turn_millis(t) for t in turns))
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        {"name": _clean(_text(record.get("id"))), "classname": classname, "time": _seconds(millis)},
+    )
+    failed_checks = [
+        (_turn_number(turn), check)
+        for turn in turns
+        for check in _list(turn.get("checks"))
+        if isinstance(check, Mapping) and check.get("passed") is not True
+    ]
+    status = _text(record.get("status"))
+    error = record.get("error") if isinstance(record.get("error"), Mapping) else None
+
+    if status == "failed":
+        _add_error(case, error or {}, turns)
+        outcome = "errors"
+    elif status == "interrupted":
+        message = _text((error or {}).get("message")) or "the run stopped first"
+        skipped = _child(case, "skipped", message=f"interrupted: {message}")
+        if failed_checks:
+            skipped.text = _clean(
+                "checks that had failed before the interruption:\n\n"
+                + "\n\n".join(_check_body(n, c) for n, c in failed_checks)
+            )
+        outcome = "skipped"
+    elif status in ("completed", "checks_failed"):
+        outcome = "failures" if failed_checks or status == "checks_failed" else "passed"
+        if status == "checks_failed" and not failed_checks:
+            _child(case, "failure", message="checks failed", type="checks").text = _clean(
+                "the transcript says checks failed but lists no failed check"
+            )
+    else:
+        _child(case, "error", message=f"unknown status {status!r}", type="unknown_status")
+        outcome = "errors"
+
+    if outcome != "skipped":
+        for number, check in failed_checks:
+            kind = _text(check.get("kind")) or "check"
+            summary = _text(check.get("message")) or "failed"
+            failure = _child(
+                case, "failure", message=f"turn {number}: {kind}: {summary}", type=kind
+            )
+            failure.text = _clean(_check_body(number, check))
+
+    ET.SubElement(case, "system-out").text = _clean(_transcript(record))
+    return outcome, millis
+
+
+def _add_error(case: ET.Element, error: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> None:
+    """The ``<error>`` of a conversation whose turn failed for good."""
+    index = error.get("turn")
+    turn = next((t for t in turns if t.get("index") == index), None)
+    if turn is None:
+        turn = next((t for t in reversed(turns) if isinstance(t.get("error"), Mapping)), None)
+    detail: Mapping[str, Any] = error or (turn or {}).get("error") or {}
+    number = index + 1 if isinstance(index, int) else _turn_number(turn or {})
+    kind = _text(detail.get("kind")) or "error"
+    message = _text(detail.get("message")) or "the turn failed"
+    status = detail.get("status")
+    lines = [f"turn {number} failed: {kind}" + (f" (HTTP {status})" if status else ""), message]
+    attempts = [a for a in _list((turn or {}).get("attempts")) if isinstance(a, Mapping)]
+    if attempts:
+        lines.append("")
+        lines.append(f"attempts ({len(attempts)}):")
+        for attempt in attempts[-ATTEMPTS_SHOWN:]:
+            said = _text(attempt.get("message"))
+            lines.append(
+                f"  {_text(attempt.get('attempt'))}: {_text(attempt.get('outcome'))}"
+                + (f": {_excerpt(said, EXCERPT_CHARS)}" if said else "")
+            )
+    _child(case, "error", message=f"turn {number}: {message}", type=kind).text = _clean(
+        "\n".join(lines)
+    )
+
+
+def _check_body(number: int, check: Mapping[str, Any]) -> str:
+    """The readable text of one failed check."""
+    scope = _text(check.get("scope"))
+    kind = _text(check.get("kind")) or "check"
+    head = f"turn {number}: {kind}" + (f" (scope: {scope})" if scope else "")
+    lines = [head]
+    for label, key, limit in (
+        ("message", "message", ATTRIBUTE_CHARS),
+        ("expected", "expected", ATTRIBUTE_CHARS),
+        ("seen", "seen", SEEN_CHARS),
+    ):
+        value = _text(check.get(key))
+        if value:
+            lines.append(_indented(f"{label + ':':<10}{_excerpt(value, limit)}", 10))
+    return "\n".join(lines)
+
+
+def _transcript(record: Mapping[str, Any]) -> str:
+    """A compact, bounded transcript: a header line, then one ``role: content`` per message."""
+    head = f"conversation {_text(record.get('id'))}"
+    if record.get("repeat") is not None:
+        head += f" (repeat {_text(record.get('repeat'))} of {_text(record.get('group'))})"
+    if record.get("source"):
+        head += f" from {_text(record.get('source'))}"
+    if record.get("model"):
+        head += f", model {_text(record.get('model'))}"
+    head += f", status {_text(record.get('status'))}"
+    lines = [head]
+    size = len(head)
+    messages = _list(record.get("messages"))
+    for shown, message in enumerate(messages):
+        if size > SYSTEM_OUT_CHARS:
+            lines.append(f"… {len(messages) - shown} more messages; see the transcript file")
+            break
+        if not isinstance(message, Mapping):
+            continue
+        role = _text(message.get("role")) or "?"
+        line = _indented(f"{role}: {_excerpt(_content(message.get('content')), EXCERPT_CHARS)}", 2)
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def _content(content: Any) -> str:
+    """The text of a message's content: a string, content parts, or none."""
+    if content is None:
+        return "(no content)"
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, Mapping):
+                parts.append(f"[{_text(part.get('type')) or 'part'}]")
+        return " ".join(parts)
+    return _text(content)
+
+
+def _turn_millis(turn: Mapping[str, Any]) -> float:
+    """Milliseconds a turn spent waiting for the API."""
+    attempts = [a for a in _list(turn.get("attempts")) if isinstance(a, Mapping)]
+    latencies = [_number(a.get("latency_ms")) for a in attempts]
+    known = [ms for ms in latencies if ms is not None]
+    if known:
+        return sum(known)
+    return _number(turn.get("latency_ms")) or 0.0
+
+
+def _turn_number(turn: Mapping[str, Any]) -> int:
+    """The 1-based turn number users see."""
+    index = turn.get("index")
+    return index + 1 if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
+def _earliest(records: Sequence[Mapping[str, Any]]) -> str:
+    """The earliest ``started_at`` of ``records`` in the report's timestamp form, or ""."""
+    stamps = [_parse_time(_text(r.get("started_at"))) for r in records]
+    known = [s for s in stamps if s is not None]
+    return _format_time(min(known)) if known else ""
+
+
+def _timestamp(value: str) -> str:
+    """A given timestamp in the report's form; kept as given (cleaned) if it does not parse."""
+    parsed = _parse_time(value)
+    return _format_time(parsed) if parsed is not None else _clean(value)
+
+
+def _parse_time(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _format_time(value: datetime) -> str:
+    return value.replace(microsecond=0).isoformat()
+
+
+def _classname(source: str) -> str:
+    """``conversations/greet.yaml`` as ``conversations.greet``."""
+    parts = [p for p in re.split(r"[/\\]+", source) if p not in ("", ".", "..")]
+    if parts and "." in parts[-1].lstrip("."):
+        parts[-1] = parts[-1].rsplit(".", 1)[0]
+    return _clean(".".join(parts))
+
+
+def _child(parent: ET.Element, tag: str, **attributes: str) -> ET.Element:
+    """A child element whose attributes are cleaned and kept to one bounded line."""
+    return ET.SubElement(
+        parent,
+        tag,
+        {k: _clean(_excerpt(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
+    )
+
+
+def _excerpt(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters]"
+
+
+def _indented(text: str, width: int) -> str:
+    """Continuation lines of ``text`` indented by ``width`` spaces."""
+    return text.replace("\r\n", "\n").replace("\n", "\n" + " " * width)
+
+
+def _clean(text: str) -> str:
+    """``text`` without the characters XML 1.0 does not allow."""
+    return _ILLEGAL_XML.sub("", text)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a non-negative number of milliseconds, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
+        return float(value)
+    return None
+
+
+def _seconds(millis: int) -> str:
+    return f"{millis / 1000:.3f}"
