@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.checks import Check, CheckResult, excerpt
+from runner.checks import Check, CheckResult, Judge, excerpt
 from runner.fixtures import Responder
 from runner.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
 
@@ -38,12 +38,8 @@ _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 def rubric_of(check: Check) -> tuple[str, str | None]:
     """The rubric and the model named by a judge check (None: the default model)."""
     arg = check.arg
-    if isinstance(arg, str):
-        return arg, None
-    if isinstance(arg, Mapping):
-        return str(arg["rubric"]), arg.get("model")
-    rubric = getattr(arg, "rubric", None)
-    return str(rubric), getattr(arg, "model", None)
+    assert isinstance(arg, Judge), "not a judge check"
+    return arg.rubric, arg.model
 
 
 def judge_body(rubric: str, messages: list[dict[str, Any]], model: str) -> dict[str, Any]:

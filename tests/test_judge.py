@@ -1,0 +1,113 @@
+"""Judge checks: the request sent, verdict parsing, and failures that give no verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from helpers import Sleeps
+
+from runner.checks import parse_expect
+from runner.client import Completion
+from runner.errors import FatalAPIError
+from runner.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
+from runner.mock import answer
+from runner.retry import RetryPolicy
+
+MESSAGES = [
+    {"role": "user", "content": "Name a small model."},
+    {"role": "assistant", "content": "AFM-4.5B is a small language model."},
+]
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ('{"pass": true, "reason": "ok"}', (True, "ok")),
+        ('Sure! {"pass": false, "reason": "too long"} Hope that helps.', (False, "too long")),
+        ('```json\n{"passed": true}\n```', (True, "")),
+        ('{"verdict": "FAIL", "reason": "no"}', (False, "no")),
+        ("I think it passes.", None),
+        ('{"pass": "maybe"}', None),
+        ("{not json}", None),
+        (None, None),
+    ],
+)
+def test_parse_verdict(reply: Any, verdict: tuple[bool, str] | None) -> None:
+    assert parse_verdict(reply) == verdict
+
+
+def test_judge_body_carries_the_conversation_and_the_rubric() -> None:
+    body = judge_body('Mentions "small"', MESSAGES, "judge-model")
+    assert body["model"] == "judge-model" and body["temperature"] == 0
+    system, user = body["messages"]
+    assert system["role"] == "system" and system["content"].startswith(JUDGE_MARKER)
+    assert "[user]\nName a small model." in user["content"]
+    assert "[assistant]\nAFM-4.5B is a small language model." in user["content"]
+    assert 'Rubric for the last assistant answer:\nMentions "small"' in user["content"]
+
+
+def test_the_offline_judge_follows_its_documented_rule() -> None:
+    passing = answer(judge_body('Mentions "SMALL language"', MESSAGES, "m"))
+    failing = answer(judge_body('Mentions "large" and "small"', MESSAGES, "m"))
+    assert parse_verdict(passing["choices"][0]["message"]["content"])[0] is True  # type: ignore[index]
+    verdict = parse_verdict(failing["choices"][0]["message"]["content"])
+    assert verdict == (False, "the answer does not mention 'large'")
+
+
+def judge_check(model: str | None = None) -> Any:
+    spec: Any = {"rubric": 'Mentions "small"', "model": model} if model else 'Mentions "small"'
+    (check,) = parse_expect({"judge": spec}, field="expect", scope="turn")
+    return check
+
+
+def run(check: Any, respond: Any) -> Any:
+    return asyncio.run(
+        run_judge(
+            check,
+            MESSAGES,
+            default_model="answer-model",
+            respond=respond,
+            conversation_id="c",
+            turn=0,
+            policy=RetryPolicy(max_retries=1),
+            sleep=Sleeps(),
+            clock=lambda: 0.0,
+        )
+    )
+
+
+def test_run_judge_records_request_and_verdict() -> None:
+    seen: list[Mapping[str, Any]] = []
+
+    async def respond(body: Mapping[str, Any], **kw: Any) -> Completion:
+        seen.append(kw)
+        data = answer(dict(body))
+        return Completion(data["choices"][0]["message"], "stop", None, None, None, data)
+
+    result = run(judge_check(model="judge-x"), respond)
+    assert result.passed and result.message == ""
+    assert result.details["model"] == "judge-x"
+    assert result.details["verdict"] == {"pass": True, "reason": "the answer meets the rubric"}
+    assert seen == [{"conversation_id": "c", "turn": 0, "purpose": "judge"}]
+    assert result.seen == "AFM-4.5B is a small language model."
+
+
+def test_a_judge_that_fails_or_rambles_fails_the_check() -> None:
+    async def broken(body: Mapping[str, Any], **kw: Any) -> Completion:
+        raise FatalAPIError("HTTP 404: no such model", kind="http_404", status=404)
+
+    result = run(judge_check(), broken)
+    assert not result.passed
+    assert result.message == "the judge gave no verdict: HTTP 404: no such model"
+
+    async def rambling(body: Mapping[str, Any], **kw: Any) -> Completion:
+        message = {"role": "assistant", "content": "It is fine, I suppose."}
+        return Completion(message, "stop", None, None, None, {})
+
+    result = run(judge_check(), rambling)
+    assert not result.passed
+    assert result.message == "the judge gave no verdict: It is fine, I suppose."
+    assert result.details["request"]["model"] == "answer-model"
