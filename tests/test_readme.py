@@ -1,0 +1,37 @@
+"""The README's examples still work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from runner.loader import load_file
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)
+
+
+def test_the_readme_has_yaml_examples() -> None:
+    assert len(YAML_BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("block", YAML_BLOCKS, ids=lambda b: b.splitlines()[0][:40])
+def test_every_yaml_example_loads(block: str, tmp_path: Path) -> None:
+    path = tmp_path / "example.yaml"
+    path.write_text(block, encoding="utf-8")
+    assert load_file(path)
+
+
+def test_the_readme_starts_with_the_two_setup_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.DOTALL)
+    assert first_block is not None
+    commands = first_block.group(1).strip().splitlines()
+    assert commands == [
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . "
+        "&& mtrun --mock conversations/*.yaml",
+        "pip install -e '.[dev]' && pytest",
+    ]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert commands[1] in ci  # CI runs exactly README's test command
