@@ -408,3 +408,44 @@ def validate_command(files: tuple[str, ...]) -> None:
     sources = {c.source for c in conversations}
     turns = sum(len(c.turns) for c in conversations)
     click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")
+
+
+@main.command("diff")
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["regressed", "changed", "never"]),
+    default="regressed",
+    show_default=True,
+    help="Exit 1 when a conversation regressed (newly failed, a check flipped to failing), "
+    "when anything changed, or never.",
+)
+@click.option(
+    "--color/--no-color", default=None, help="Colour the text report (default: on a terminal)."
+)
+def diff_command(base: Path, new: Path, as_json: bool, fail_on: str, color: bool | None) -> None:
+    """Compare two transcripts: BASE (e.g. main) against NEW (e.g. a pull request).
+
+    \b
+    Pairs conversations by id and turns by index, and reports conversations
+    added or removed, status changes, the first turn where answers diverge
+    (with a unified diff and a similarity), checks that flipped, and token and
+    latency deltas. Exit 1 per --fail-on, 2 when a file cannot be read.
+    """
+    from runner.diff import diff_runs, render_json, render_text, should_fail
+    from runner.store import read_transcript
+
+    try:
+        report = diff_runs(read_transcript(base), read_transcript(new))
+    except RunnerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(render_json(report), ensure_ascii=False, indent=2))
+    else:
+        use_color = (
+            color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
+        click.echo(render_text(report, color=use_color), nl=False)
+    sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)

@@ -95,7 +95,8 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
     start = int(digest[4:8], 16) % len(_WORDS)
     filler = " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(filler_len))
     text = (
-        f"[offline reply {digest[:8]}] Turn {user_turns}, after {len(messages)} messages. "
+        f"[offline reply {digest[:8]}] Turn {user_turns}, after {len(messages)} "
+        f"message{'' if len(messages) == 1 else 's'}. "
         f'You asked: "{asked}". {filler.capitalize()}.'
     )
 

@@ -218,3 +218,29 @@ def test_judge_checks_replay_from_fixtures(workdir: Path) -> None:
         (1, "answer"),
         (1, "judge"),
     ]
+
+
+def test_diff_exits_1_on_a_regression_and_reports_it(workdir: Path) -> None:
+    (workdir / "q.yaml").write_text(
+        "id: q\nturns:\n  - content: Hi\n    expect: {max_chars: 1000}\n"
+    )
+    assert invoke("--mock", "-o", "base.jsonl", "q.yaml").exit_code == 0
+    (workdir / "q.yaml").write_text("id: q\nturns:\n  - content: Hi\n    expect: {max_chars: 10}\n")
+    assert invoke("--mock", "-o", "new.jsonl", "q.yaml").exit_code == 1
+
+    result = invoke("diff", "base.jsonl", "new.jsonl")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("Regressed (1)\n")
+    assert "status: completed -> checks_failed" in result.stdout
+    assert invoke("diff", "--fail-on", "never", "base.jsonl", "new.jsonl").exit_code == 0
+    assert invoke("diff", "base.jsonl", "base.jsonl").exit_code == 0
+    assert invoke("diff", "--fail-on", "changed", "base.jsonl", "new.jsonl").exit_code == 1
+
+    data = json.loads(invoke("diff", "--json", "base.jsonl", "new.jsonl").stdout)
+    assert data["schema"] == "mtrun.diff/1" and data["summary"]["regressed"] == 1
+
+
+def test_diff_of_a_missing_file_is_exit_2(workdir: Path) -> None:
+    result = invoke("diff", "nope.jsonl", "nope.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("mtrun: error: cannot read nope.jsonl")
