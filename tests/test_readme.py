@@ -35,3 +35,23 @@ def test_the_readme_starts_with_the_two_setup_commands() -> None:
     ]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert commands[1] in ci  # CI runs exactly README's test command
+
+
+def test_ci_examples_are_valid_yaml_using_real_options() -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    help_text = CliRunner().invoke(main, ["run", "--help"]).stdout
+    docs = Path(__file__).resolve().parent.parent / "docs" / "ci"
+    files = sorted(docs.glob("*.yml"))
+    assert [f.name for f in files] == ["github-actions.yml", "gitlab-ci.yml"]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert isinstance(yaml.safe_load(text), dict)
+        used = set(re.findall(r"mtrun [^\n]*?(--[a-z][a-z-]+)", text))
+        used |= set(re.findall(r"^\s+(--[a-z][a-z-]+)", text, re.MULTILINE))
+        assert used, path
+        for option in used:
+            assert option in help_text or option == "--fail-on", (path.name, option)
