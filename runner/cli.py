@@ -23,6 +23,7 @@ from runner.errors import ConfigError, InputError, RunnerError
 
 if TYPE_CHECKING:
     from runner.events import RunResult
+    from runner.spec import Conversation
 
 EXIT_OK = 0
 EXIT_CHECKS_FAILED = 1
@@ -252,6 +253,11 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     metavar="URL",
     help="Endpoint for judge checks (default: the same as the answers; same key).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and print the plan (requests, estimated prompt tokens); send nothing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def run_command(
     files: tuple[str, ...],
@@ -275,6 +281,7 @@ def run_command(
     min_pass_rate: float,
     judge_model: str | None,
     judge_base_url: str | None,
+    dry_run: bool,
     quiet: bool,
 ) -> None:
     """Run conversations (see RUN_HELP)."""
@@ -295,6 +302,9 @@ def run_command(
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
+    if dry_run:
+        _print_plan(conversations, model, overrides, repeat)
+        sys.exit(EXIT_OK)
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
         _fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
@@ -364,6 +374,23 @@ def run_command(
     if result.output_error:
         click.echo(f"mtrun: error: {result.output_error}", err=True)
     sys.exit(code)
+
+
+def _print_plan(
+    conversations: Sequence[Conversation], model: str | None, params: dict[str, Any], repeat: int
+) -> None:
+    """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
+    from runner.plan import estimate_cost, plan_lines
+    from runner.spec import plan_request
+
+    env_model = os.environ.get("MTRUN_MODEL") or None
+    plans = [
+        plan_request(c, model_override=model, env_model=env_model, param_overrides=params)
+        for c in conversations
+        for _ in range(repeat)
+    ]
+    for line in plan_lines(estimate_cost(plans)):
+        click.echo(line)
 
 
 def exit_code(result: RunResult, min_pass_rate: float = 1.0) -> int:

@@ -1,0 +1,131 @@
+"""The cost plan of a batch (``--dry-run``): requests and prompt tokens, before sending any.
+
+Chat APIs are stateless, so turn *k* resends the system prompt, the
+pre-filled messages, every earlier user turn and every earlier answer: a
+conversation's prompt tokens grow roughly with the square of its turn count.
+Answers are not known before the run, so each earlier answer is counted as
+the request's ``max_tokens`` when it sets one, else as ``assumed_answer_tokens``.
+Tokens are estimated at about four characters a token, the usual rule of
+thumb for English with BPE tokenizers; real counts depend on the model's
+tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.spec import RequestPlan
+
+ASSUMED_ANSWER_TOKENS = 300
+"""Answer length assumed for a turn whose parameters set no ``max_tokens``."""
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens a message costs besides its content (role and separators)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, at least one for non-empty text."""
+    return (len(text) + 3) // 4
+
+
+def _content_tokens(content: Any) -> int:
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationCost:
+    """The estimated cost of one conversation."""
+
+    id: str
+    source: str
+    model: str
+    requests: int
+    """One request per turn."""
+    prompt_tokens: int
+    """Estimated prompt tokens over all its requests."""
+    max_completion_tokens: int | None
+    """The most completion tokens its requests allow, when every turn sets max_tokens."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostPlan:
+    """The estimated cost of a batch."""
+
+    conversations: tuple[ConversationCost, ...]
+    assumed_answer_tokens: int
+
+    @property
+    def requests(self) -> int:
+        """Requests the batch sends when nothing fails."""
+        return sum(c.requests for c in self.conversations)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Estimated prompt tokens of the whole batch."""
+        return sum(c.prompt_tokens for c in self.conversations)
+
+
+def _max_tokens(params: Mapping[str, Any]) -> int | None:
+    value = params.get("max_tokens", params.get("max_completion_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def estimate_cost(
+    plans: Sequence[RequestPlan], *, assumed_answer_tokens: int = ASSUMED_ANSWER_TOKENS
+) -> CostPlan:
+    """Estimate requests and prompt tokens for each conversation of a batch."""
+    costs = []
+    for plan in plans:
+        conv = plan.conversation
+        history = sum(_content_tokens(m["content"]) for m in conv.prefix())
+        prompt_total = 0
+        completion_caps: list[int | None] = []
+        for index, turn in enumerate(conv.turns):
+            history += _content_tokens(turn.content)
+            prompt_total += history
+            cap = _max_tokens(plan.turn_params(index))
+            completion_caps.append(cap)
+            history += MESSAGE_OVERHEAD_TOKENS + (cap or assumed_answer_tokens)
+        known = [c for c in completion_caps if c is not None]
+        costs.append(
+            ConversationCost(
+                id=conv.id,
+                source=conv.source,
+                model=plan.model,
+                requests=len(conv.turns),
+                prompt_tokens=prompt_total,
+                max_completion_tokens=sum(known) if len(known) == len(completion_caps) else None,
+            )
+        )
+    return CostPlan(tuple(costs), assumed_answer_tokens)
+
+
+def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:
+    """The plan as text: the costliest conversations, then the totals."""
+    lines = [f"{'conversation':<40} {'turns':>5} {'prompt tokens':>14}  model"]
+    ranked = sorted(plan.conversations, key=lambda c: c.prompt_tokens, reverse=True)
+    for cost in ranked[:top]:
+        name = cost.id if len(cost.id) <= 40 else cost.id[:39] + "…"
+        lines.append(f"{name:<40} {cost.requests:>5} {cost.prompt_tokens:>14,}  {cost.model}")
+    if len(ranked) > top:
+        rest = ranked[top:]
+        lines.append(
+            f"{f'... {len(rest)} more':<40} {sum(c.requests for c in rest):>5} "
+            f"{sum(c.prompt_tokens for c in rest):>14,}"
+        )
+    caps = [c.max_completion_tokens for c in plan.conversations]
+    completion = (
+        f"at most {sum(c for c in caps if c is not None):,} completion tokens"
+        if all(c is not None for c in caps)
+        else f"completion tokens unknown (answers assumed {plan.assumed_answer_tokens} tokens "
+        "where max_tokens is not set)"
+    )
+    lines.append(
+        f"total: {len(plan.conversations)} conversations, {plan.requests:,} requests, "
+        f"about {plan.prompt_tokens:,} prompt tokens; {completion}"
+    )
+    lines.append("estimates: about 4 characters a token; nothing was sent")
+    return lines

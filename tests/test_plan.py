@@ -1,0 +1,54 @@
+"""--dry-run: the cost plan of a batch, with nothing sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from runner.cli import main
+from runner.plan import MESSAGE_OVERHEAD_TOKENS as M
+from runner.plan import estimate_cost
+from runner.spec import Conversation, Turn, plan_request
+
+
+def conv(turns: int, **kw: object) -> Conversation:
+    return Conversation(
+        id=f"c{turns}", source="s.yaml", turns=tuple(Turn("abcd" * 10) for _ in range(turns)), **kw
+    )  # type: ignore[arg-type]
+
+
+def test_prompt_tokens_grow_with_the_square_of_the_turns() -> None:
+    plan = estimate_cost([plan_request(conv(1)), plan_request(conv(2)), plan_request(conv(4))])
+    one, two, four = (c.prompt_tokens for c in plan.conversations)
+    user = M + 10  # 40 characters
+    answer = M + 300
+    assert one == user
+    assert two == user + (2 * user + answer)
+    assert four == sum(k * user + (k - 1) * answer for k in range(1, 5))
+    assert four > 2 * two > 4 * one
+    assert plan.requests == 7 and plan.prompt_tokens == one + two + four
+
+
+def test_max_tokens_bounds_answers_and_completion() -> None:
+    capped = plan_request(conv(3, params={"max_tokens": 50}))
+    plan = estimate_cost([capped])
+    (cost,) = plan.conversations
+    user, answer = M + 10, M + 50
+    assert cost.prompt_tokens == sum(k * user + (k - 1) * answer for k in range(1, 4))
+    assert cost.max_completion_tokens == 150
+    assert estimate_cost([plan_request(conv(3))]).conversations[0].max_completion_tokens is None
+
+
+def test_dry_run_sends_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("turns: [Hello there, And again]\n")
+    # No key, default remote endpoint: a dry run still works, since nothing is sent.
+    result = CliRunner().invoke(main, ["--dry-run", "--repeat", "2", "a.yaml"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["conversation", "turns", "prompt", "tokens", "model"]
+    assert lines[-2].startswith("total: 2 conversations, 4 requests, about ")
+    assert lines[-1] == "estimates: about 4 characters a token; nothing was sent"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
