@@ -55,6 +55,7 @@ from runner.events import (
     TurnCompleted,
 )
 from runner.fixtures import FixtureFolder, Responder, live
+from runner.gate import EndpointGate
 from runner.judge import run_judge
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
@@ -286,6 +287,7 @@ class _Batch:
                 max_connections=self.config.concurrency,
                 transport=transport,
             )
+        self.gate = EndpointGate(sleep=self.sleep, clock=self.clock)
         self.respond = self._fixtures(live(client.complete))
         self.judge = self.respond
         if judge_client is not None:
@@ -296,13 +298,20 @@ class _Batch:
                 asyncio.create_task(self._worker(pending)) for _ in range(self.config.concurrency)
             ]
             try:
-                await asyncio.gather(*self.workers)
+                outcomes = await asyncio.gather(*self.workers, return_exceptions=True)
             except BaseException:
-                # A bug or a hard stop: let every other conversation record
+                # The run itself was cancelled: let every conversation record
                 # itself as interrupted before the store is closed.
-                self.control.stop("stopped by an internal error")
+                self.control.stop("cancelled")
                 await asyncio.gather(*self.workers, return_exceptions=True)
                 raise
+            for outcome in outcomes:
+                # A worker cancelled by a stop (perhaps before it started) is fine;
+                # anything else is a bug in mtrun and must not pass silently.
+                if isinstance(outcome, BaseException) and not (
+                    isinstance(outcome, asyncio.CancelledError) and self.control.stopping
+                ):
+                    raise outcome
         self.control._on_stop = None
         return self._result(already, self.clock() - started)
 
@@ -326,6 +335,15 @@ class _Batch:
                 task.cancel()
 
     async def _worker(self, pending: Iterator[Conversation]) -> None:
+        try:
+            await self._work(pending)
+        except Exception:
+            # A bug: stop the others cleanly (they record themselves as
+            # interrupted), then let run() raise it.
+            self.control.stop("stopped by an internal error")
+            raise
+
+    async def _work(self, pending: Iterator[Conversation]) -> None:
         while not self.control.stopping:
             conversation = next(pending, None)
             if conversation is None:
@@ -406,11 +424,13 @@ class _Batch:
             attempts=[],
             params=dict(turn_spec.params) or None,
         )
+
+        async def attempt() -> Completion:
+            return await self._send(body, conversation.id, index)
+
         try:
             completion, attempts = await call_with_retries(
-                lambda: self.respond(
-                    body, conversation_id=conversation.id, turn=index, purpose="answer"
-                ),
+                attempt,
                 self.config.retry,
                 sleep=self.sleep,
                 clock=self.clock,
@@ -433,6 +453,29 @@ class _Batch:
         if index + 1 < len(conversation.turns):
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
+
+    async def _send(self, body: dict[str, Any], conversation_id: str, index: int) -> Completion:
+        """One attempt at a turn, through the endpoint's shared gate."""
+        await self.gate.before_send()
+        if self.control.stopping:
+            raise asyncio.CancelledError  # stopped while waiting: this conversation is interrupted
+        try:
+            completion = await self.respond(
+                body, conversation_id=conversation_id, turn=index, purpose="answer"
+            )
+        except APIError as exc:
+            self.gate.failed(exc, conversation_id)
+            if self.gate.down and not self.control.stopping:
+                self.control.stop(
+                    f"{public_base_url(self.base_url)} is unreachable: "
+                    f"{self.gate.down_after} requests in a row got no answer "
+                    f"(last: {self.gate.last_error}); check the URL and the network, "
+                    "then continue with --resume"
+                )
+                raise asyncio.CancelledError from None
+            raise
+        self.gate.succeeded()
+        return completion
 
     async def _check(
         self,
@@ -524,7 +567,7 @@ class _Batch:
         record.finished_at = utc_now()
         record.group = conversation.group
         record.repeat = conversation.repeat
-        await self.store.record_conversation(record)
+        self.store.append_conversation(record)
         self.counts[record.status] += 1
         self.statuses[record.id] = record.status
         error = None
@@ -545,6 +588,9 @@ class _Batch:
                 error,
             )
         )
+        # Counted and reported above even if a stop cancels this wait: the
+        # line is written; the fsync it waits for goes on regardless.
+        await self.store.flush()
 
     def _pass_rates(self) -> tuple[PassRate, ...]:
         """Per repeated conversation: repetitions that completed with every check passing."""

@@ -338,10 +338,18 @@ class TranscriptStore:
 
     async def record_conversation(self, record: ConversationRecord) -> None:
         """Append a conversation's final line and make it durable."""
+        self.append_conversation(record)
+        await self.flush()
+
+    def append_conversation(self, record: ConversationRecord) -> None:
+        """Append a conversation's final line (durable after :meth:`flush`)."""
         if record.id in self._known:
             self._superseded = True
         self._main.append(_dumps(record.as_dict()))
         self._known[record.id] = _Known(record.status, record.fingerprint, record.source, None)
+
+    async def flush(self) -> None:
+        """Wait until every appended conversation line is on disk (fsync)."""
         await self._main.sync()
 
     def close(self, *, finished: bool) -> None:

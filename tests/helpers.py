@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,13 +13,24 @@ from runner.mock import answer
 
 
 class Sleeps:
-    """A fake ``sleep`` that records what it was asked to wait."""
+    """A fake ``sleep`` that records what it was asked to wait, and its own clock.
+
+    Pass ``sleep=sleeps, clock=sleeps.clock``: sleeping advances the clock at
+    once, so waits are honoured without taking any time.
+    """
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.now = 1000.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # let other conversations run, as a real wait would
+
+    def clock(self) -> float:
+        """The fake time: it moves only when something sleeps."""
+        return self.now
 
 
 Responder = Callable[[dict[str, Any], int], httpx.Response | None]

@@ -36,7 +36,9 @@ def run(
         transport=server.transport if server else None,
         **kw,
     )
-    return asyncio.run(run_batch(conversations, config, sleep=sleep, control=control))
+    return asyncio.run(
+        run_batch(conversations, config, sleep=sleep, clock=sleep.clock, control=control)
+    )
 
 
 def test_three_turns_send_the_exact_growing_history(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""The endpoint gate: a shared Retry-After hold, and stopping when the endpoint is down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+from helpers import Sleeps, read_jsonl
+
+from runner.engine import RunConfig, run_batch
+from runner.errors import TransientAPIError
+from runner.gate import EndpointGate
+from runner.mock import answer
+from runner.spec import Conversation, Turn
+
+LOCAL = "http://127.0.0.1:9/v1"
+
+
+def conv(cid: str, turns: int = 2) -> Conversation:
+    return Conversation(
+        id=cid, source="g.yaml", turns=tuple(Turn(f"{cid} {i}") for i in range(turns))
+    )
+
+
+def test_a_retry_after_holds_every_request() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock)
+    asyncio.run(gate.before_send())
+    assert sleeps.waits == []
+    gate.failed(TransientAPIError("slow", kind="http_429", status=429, retry_after=5.0), "a")
+    asyncio.run(gate.before_send())
+    assert sleeps.waits == [5.0]
+    asyncio.run(gate.before_send())  # the hold is over
+    assert sleeps.waits == [5.0] and gate.held_seconds == 5.0
+    gate.failed(TransientAPIError("x", kind="http_429", status=429, retry_after=999.0), "a")
+    asyncio.run(gate.before_send())
+    assert sleeps.waits[-1] == 120.0  # capped
+
+
+def test_down_needs_consecutive_unreachable_failures_over_two_conversations() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, down_after=3)
+    refused = TransientAPIError("cannot connect", kind="connect_error")
+    for _ in range(5):
+        gate.failed(refused, "a")
+    assert not gate.down  # one conversation alone may just be unlucky
+    gate.failed(refused, "b")
+    assert gate.down
+    gate.failed(TransientAPIError("HTTP 500", kind="http_500", status=500), "b")
+    assert not gate.down  # something answered
+
+
+def test_a_dead_endpoint_stops_the_run_quickly_and_leaves_it_resumable(tmp_path: Path) -> None:
+    requests = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        raise httpx.ConnectError("Connection refused")
+
+    sleeps = Sleeps()
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(refuse),
+        concurrency=3,
+    )
+    convs = [conv(f"c{i}") for i in range(20)]
+    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+    assert requests <= 12 + 3  # not 20 conversations x 7 attempts
+    assert result.stop_reason is not None
+    assert result.stop_reason.startswith("http://127.0.0.1:9/v1 is unreachable: 12 requests")
+    assert result.failed == 0 and result.completed == 0
+    assert result.interrupted + result.not_started == 20
+    assert {r["status"] for r in read_jsonl(tmp_path / "o.jsonl")} == {"interrupted"}
+
+
+def test_errors_from_a_live_endpoint_do_not_count_as_down(tmp_path: Path) -> None:
+    def overloaded(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, text="busy")
+
+    sleeps = Sleeps()
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(overloaded),
+        concurrency=2,
+    )
+    result = asyncio.run(
+        run_batch([conv(f"c{i}") for i in range(4)], config, sleep=sleeps, clock=sleeps.clock)
+    )
+    assert result.stop_reason is None and result.failed == 4
+
+
+def test_one_conversations_retry_after_delays_the_others(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    sent_at: list[tuple[str, float]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        first = body["messages"][0]["content"]
+        sent_at.append((first, sleeps.now))
+        if first == "a 0" and len([s for s in sent_at if s[0] == "a 0"]) == 1:
+            return httpx.Response(
+                429, headers={"retry-after": "30"}, json={"error": {"message": "slow"}}
+            )
+        return httpx.Response(200, json=answer(body))
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        concurrency=1,
+    )
+    asyncio.run(run_batch([conv("a", 1), conv("b", 1)], config, sleep=sleeps, clock=sleeps.clock))
+    start = sent_at[0][1]
+    b_sent = next(t for name, t in sent_at if name == "b 0")
+    assert b_sent - start >= 30.0
