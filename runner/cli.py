@@ -254,6 +254,12 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Endpoint for judge checks (default: the same as the answers; same key).",
 )
 @click.option(
+    "--budget-tokens",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop sending once the run has used N tokens; the output stays resumable.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Validate and print the plan (requests, estimated prompt tokens); send nothing.",
@@ -281,6 +287,7 @@ def run_command(
     min_pass_rate: float,
     judge_model: str | None,
     judge_base_url: str | None,
+    budget_tokens: int | None,
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -325,6 +332,7 @@ def run_command(
         judge_model=judge_model,
         judge_base_url=judge_base_url,
         repeat=repeat,
+        budget_tokens=budget_tokens,
     )
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()

@@ -104,6 +104,8 @@ class RunConfig:
     """Endpoint for judge requests (default: the same endpoint as the answers)."""
     repeat: int = 1
     """Run each conversation this many times, independently (ids get ``#1``, ``#2``, ...)."""
+    budget_tokens: int | None = None
+    """Stop sending once this run has used this many tokens (prompt + completion)."""
 
 
 class RunControl:
@@ -140,6 +142,8 @@ def check_config(config: RunConfig) -> str:
         raise ConfigError("--concurrency must be at least 1")
     if config.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
+    if config.budget_tokens is not None and config.budget_tokens < 1:
+        raise ConfigError("--budget-tokens must be at least 1")
     if config.judge_base_url is not None:
         check_base_url(config.judge_base_url)
     if config.timeout <= 0:
@@ -265,7 +269,9 @@ class _Batch:
                 self.store.resume_report,
             )
         )
-        pending = (c for c in self.conversations if not self.store.is_completed(c.id))
+        # Longest first: a long chain of turns started last would set the batch's end.
+        by_length = sorted(self.conversations, key=lambda c: len(c.turns), reverse=True)
+        pending = (c for c in by_length if not self.store.is_completed(c.id))
         transport = self.config.transport
         if transport is None and self.base_url == MOCK_BASE_URL:
             from runner.mock import OfflineBackend
@@ -457,6 +463,12 @@ class _Batch:
     async def _send(self, body: dict[str, Any], conversation_id: str, index: int) -> Completion:
         """One attempt at a turn, through the endpoint's shared gate."""
         await self.gate.before_send()
+        budget = self.config.budget_tokens
+        if budget is not None and sum(self.tokens) >= budget and not self.control.stopping:
+            self.control.stop(
+                f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
+                "continue with --resume and a larger --budget-tokens"
+            )
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: this conversation is interrupted
         try:

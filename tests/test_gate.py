@@ -118,3 +118,50 @@ def test_one_conversations_retry_after_delays_the_others(tmp_path: Path) -> None
     start = sent_at[0][1]
     b_sent = next(t for name, t in sent_at if name == "b 0")
     assert b_sent - start >= 30.0
+
+
+def test_a_token_budget_stops_new_requests_and_leaves_a_resumable_output(tmp_path: Path) -> None:
+    sent = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        body = json.loads(request.content)
+        data = answer(body)
+        data["usage"] = {"prompt_tokens": 60, "completion_tokens": 40, "total_tokens": 100}
+        return httpx.Response(200, json=data)
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        concurrency=1,
+        transport=httpx.MockTransport(handler),
+        budget_tokens=250,
+    )
+    result = asyncio.run(run_batch([conv(f"c{i}", 2) for i in range(5)], config))
+    assert sent == 3  # 300 tokens used once the third answer arrived
+    assert result.stop_reason == (
+        "the token budget is spent (300 of 250 tokens used); "
+        "continue with --resume and a larger --budget-tokens"
+    )
+    assert result.completed == 1 and result.interrupted == 1 and result.not_started == 3
+
+
+def test_longest_conversations_start_first(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if len(body["messages"]) == 1:
+            order.append(body["messages"][0]["content"].split()[0])
+        return httpx.Response(200, json=answer(body))
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        concurrency=1,
+        transport=httpx.MockTransport(handler),
+    )
+    convs = [conv("short", 1), conv("long", 5), conv("mid", 3), conv("mid2", 3)]
+    asyncio.run(run_batch(convs, config))
+    assert order == ["long", "mid", "mid2", "short"]
