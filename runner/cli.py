@@ -254,6 +254,11 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Endpoint for judge checks (default: the same as the answers; same key).",
 )
 @click.option(
+    "--stream",
+    is_flag=True,
+    help="Stream answers (server-sent events) and record time to first token and tokens/s.",
+)
+@click.option(
     "--budget-tokens",
     type=click.IntRange(min=1),
     metavar="N",
@@ -287,6 +292,7 @@ def run_command(
     min_pass_rate: float,
     judge_model: str | None,
     judge_base_url: str | None,
+    stream: bool,
     budget_tokens: int | None,
     dry_run: bool,
     quiet: bool,
@@ -333,6 +339,7 @@ def run_command(
         judge_base_url=judge_base_url,
         repeat=repeat,
         budget_tokens=budget_tokens,
+        stream=stream,
     )
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()

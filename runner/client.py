@@ -10,6 +10,7 @@ go through exactly the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from runner import __version__
 from runner.errors import ConfigError, FatalAPIError, TransientAPIError
 from runner.jsonio import dumps_bytes
 from runner.retry import classify_status, parse_retry_after
+from runner.streaming import read_stream
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
 MOCK_BASE_URL = "mock://offline"
@@ -137,7 +139,9 @@ class Completion:
     model: str | None
     """The model the API says answered."""
     raw: dict[str, Any]
-    """The whole answer as received, for recording fixtures."""
+    """The whole answer as received (a stream: as assembled), for recording fixtures."""
+    first_token_ms: float | None = None
+    """With streaming: milliseconds from sending to the first token of the answer."""
 
     @property
     def content(self) -> Any:
@@ -192,12 +196,24 @@ class ChatClient:
         await self._http.aclose()
 
     async def complete(self, body: Mapping[str, Any]) -> Completion:
-        """Send one request; return the answer or raise a typed APIError."""
+        """Send one request; return the answer or raise a typed APIError.
+
+        A body with ``"stream": true`` is read as server-sent events.
+        """
         content = dumps_bytes(body)
+        headers = {"Content-Type": "application/json"}
         try:
-            response = await self._http.post(
-                self.url, content=content, headers={"Content-Type": "application/json"}
-            )
+            if body.get("stream"):
+                async with self._http.stream(
+                    "POST", self.url, content=content, headers=headers
+                ) as streamed:
+                    if not 200 <= streamed.status_code <= 299:
+                        await streamed.aread()
+                        return _read_response(streamed)
+                    data, first_token_ms = await read_stream(streamed)
+                completion = completion_from_json(data, status=streamed.status_code)
+                return dataclasses.replace(completion, first_token_ms=first_token_ms)
+            response = await self._http.post(self.url, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientAPIError(
                 f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)

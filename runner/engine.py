@@ -60,6 +60,7 @@ from runner.judge import run_judge
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
+from runner.streaming import STREAM_FIELDS
 from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_now
 
 DEFAULT_CONCURRENCY = 8
@@ -104,6 +105,8 @@ class RunConfig:
     """Endpoint for judge requests (default: the same endpoint as the answers)."""
     repeat: int = 1
     """Run each conversation this many times, independently (ids get ``#1``, ``#2``, ...)."""
+    stream: bool = False
+    """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None
     """Stop sending once this run has used this many tokens (prompt + completion)."""
 
@@ -419,6 +422,8 @@ class _Batch:
         record.messages.append({"role": "user", "content": turn_spec.content})
         # A snapshot: the history grows after this request, recorders keep the body.
         body = {"model": plan.model, "messages": list(record.messages), **plan.turn_params(index)}
+        if self.config.stream:
+            body.update(STREAM_FIELDS)
 
         def on_retry(attempt: AttemptRecord) -> None:
             self.counts["retries"] += 1
@@ -552,6 +557,11 @@ class _Batch:
             if k not in ("role", "content") and v not in (None, [], {}, "")
         }
         turn.latency_ms = latency_ms
+        turn.first_token_ms = completion.first_token_ms
+        tokens = (completion.usage or {}).get("completion_tokens")
+        if completion.first_token_ms is not None and latency_ms and isinstance(tokens, int):
+            generating = (latency_ms - completion.first_token_ms) / 1000.0
+            turn.tokens_per_s = round(tokens / generating, 1) if generating > 0 else None
         turn.usage = completion.usage
         turn.finish_reason = completion.finish_reason
         turn.response_id = completion.response_id

@@ -53,8 +53,13 @@ def live(complete: Callable[[Mapping[str, Any]], Awaitable[Completion]]) -> Resp
 
 
 def request_key(body: Mapping[str, Any]) -> str:
-    """The hash that identifies a request: its canonical JSON, key order ignored."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    """The hash that identifies a request: its canonical JSON, key order ignored.
+
+    Whether the answer was streamed does not change what was asked, so the
+    stream fields are left out: a recording replays with or without --stream.
+    """
+    asked = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

@@ -60,6 +60,12 @@ class OfflineBackend(httpx.AsyncBaseTransport):
         if problem:
             return _error(400, problem, "invalid_request_error")
         self.requests += 1
+        if body.get("stream"):
+            return httpx.Response(
+                200,
+                content=stream_events(answer(body)),
+                headers={"Content-Type": "text/event-stream"},
+            )
         return httpx.Response(200, json=answer(body))
 
 
@@ -74,15 +80,14 @@ def _check_body(body: Any) -> str | None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             return f"messages[{i}] must have 'role' and 'content'"
-    if body.get("stream"):
-        return "the offline backend does not stream"
     return None
 
 
 def answer(body: dict[str, Any]) -> dict[str, Any]:
     """The deterministic chat-completions answer to a valid request body."""
     messages: list[dict[str, Any]] = body["messages"]
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    request = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
     user_turns = sum(1 for m in messages if m.get("role") == "user")
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
@@ -133,6 +138,23 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def stream_events(response: dict[str, Any], pieces: int = 4) -> bytes:
+    """A chat-completions answer as server-sent events: deltas, usage, ``[DONE]``."""
+    choice = response["choices"][0]
+    text = choice["message"]["content"]
+    size = max(1, -(-len(text) // pieces))
+    base = {"id": response["id"], "object": "chat.completion.chunk", "model": response["model"]}
+    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+    for start in range(0, len(text), size):
+        delta = {"content": text[start : start + size]}
+        events.append({**base, "choices": [{"index": 0, "delta": delta}]})
+    finish = {"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}
+    events.append({**base, "choices": [finish]})
+    events.append({**base, "choices": [], "usage": response["usage"]})
+    lines = [f"data: {json.dumps(event)}\n\n" for event in events]
+    return ("".join(lines) + "data: [DONE]\n\n").encode("utf-8")
 
 
 def _is_judge_request(messages: list[dict[str, Any]]) -> bool:

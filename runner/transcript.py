@@ -45,6 +45,10 @@ class TurnRecord:
     """Every attempt made for this turn, the last one being the one that counted."""
     latency_ms: float | None = None
     """Latency of the successful attempt."""
+    first_token_ms: float | None = None
+    """With streaming: time to the first token of the answer."""
+    tokens_per_s: float | None = None
+    """With streaming: completion tokens per second after the first token."""
     usage: dict[str, Any] | None = None
     """Token usage reported by the API."""
     finish_reason: str | None = None
@@ -73,7 +77,15 @@ class TurnRecord:
             "response_id": self.response_id,
             "attempts": self.attempts,
         }
-        for key in ("model", "extra", "params", "checks", "error"):
+        for key in (
+            "first_token_ms",
+            "tokens_per_s",
+            "model",
+            "extra",
+            "params",
+            "checks",
+            "error",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -92,6 +104,8 @@ class TurnRecord:
             message_index=int(data["message_index"]),
             attempts=list(data.get("attempts") or []),
             latency_ms=data.get("latency_ms"),
+            first_token_ms=data.get("first_token_ms"),
+            tokens_per_s=data.get("tokens_per_s"),
             usage=data.get("usage"),
             finish_reason=data.get("finish_reason"),
             response_id=data.get("response_id"),

@@ -151,7 +151,6 @@ def test_content_given_as_parts_is_understood() -> None:
             {"model": "offline-1", "messages": [{"role": "user"}]},
             "messages[0] must have 'role' and 'content'",
         ),
-        ({**chat("Hi"), "stream": True}, "the offline backend does not stream"),
     ],
 )
 def test_an_invalid_body_is_a_400_with_the_backends_message(

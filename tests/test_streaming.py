@@ -1,0 +1,161 @@
+"""--stream: server-sent events assembled into the same transcripts, cut streams retried."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import ChatServer, Sleeps, read_jsonl
+
+from runner.client import ChatClient
+from runner.engine import RunConfig, run_batch
+from runner.errors import TransientAPIError
+from runner.mock import answer, stream_events
+from runner.spec import Conversation, Turn
+
+LOCAL = "http://127.0.0.1:9/v1"
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+
+def sse(*events: Any, done: bool = True) -> bytes:
+    lines = [f"data: {json.dumps(e)}\n\n" for e in events]
+    return ("".join(lines) + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    delta = {"content": content} if content is not None else {}
+    delta.update(extra)
+    return {
+        "id": "s1",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def complete(payload: bytes) -> Any:
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, content=payload))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete(BODY)
+
+    return asyncio.run(go())
+
+
+def test_deltas_are_assembled_with_usage_and_first_token_time() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    payload = sse(
+        chunk(role="assistant"),
+        chunk("Hel"),
+        chunk("lo", reasoning_content="think"),
+        chunk(finish="stop"),
+        {"id": "s1", "choices": [], "usage": usage},
+    )
+    completion = complete(b": keep-alive comment\n\nevent: message\n" + payload)
+    assert completion.content == "Hello"
+    assert completion.message == {
+        "role": "assistant",
+        "content": "Hello",
+        "reasoning_content": "think",
+    }
+    assert completion.finish_reason == "stop" and completion.usage == usage
+    assert completion.response_id == "s1" and completion.first_token_ms is not None
+    assert completion.raw["choices"][0]["message"]["content"] == "Hello"
+
+
+def test_a_stream_without_done_but_finished_is_complete() -> None:
+    completion = complete(sse(chunk("All "), chunk("there.", finish="stop"), done=False))
+    assert completion.content == "All there." and completion.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (sse(chunk("Half an ans"), done=False), "stream_cut"),
+        (b"data: {not json\n\n", "stream_invalid"),
+        (sse({"error": {"message": "overloaded"}}), "stream_error"),
+    ],
+)
+def test_broken_streams_are_transient(payload: bytes, kind: str) -> None:
+    with pytest.raises(TransientAPIError) as info:
+        complete(payload)
+    assert info.value.kind == kind
+
+
+def test_an_error_status_on_a_stream_is_classified_as_usual() -> None:
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(
+            429, headers={"retry-after": "2"}, json={"error": {"message": "slow"}}
+        )
+    )
+
+    async def go() -> None:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            await client.complete(BODY)
+
+    with pytest.raises(TransientAPIError) as info:
+        asyncio.run(go())
+    assert info.value.status == 429 and info.value.retry_after == 2.0
+    assert info.value.message == "HTTP 429: slow"
+
+
+def conv(cid: str, *turns: str) -> Conversation:
+    return Conversation(id=cid, source="s.yaml", turns=tuple(Turn(t) for t in turns))
+
+
+def test_a_cut_stream_is_retried_and_its_partial_text_never_enters_the_history(
+    tmp_path: Path,
+) -> None:
+    def respond(body: dict[str, Any], n: int) -> httpx.Response | None:
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        full = answer({k: v for k, v in body.items() if k not in ("stream", "stream_options")})
+        if n == 0:
+            return httpx.Response(200, content=sse(chunk("PARTIAL-GARBAGE"), done=False))
+        return httpx.Response(200, content=stream_events(full))
+
+    server = ChatServer(respond)
+    sleeps = Sleeps()
+    config = RunConfig(
+        output=tmp_path / "o.jsonl", base_url=LOCAL, transport=server.transport, stream=True
+    )
+    result = asyncio.run(
+        run_batch([conv("c", "one", "two")], config, sleep=sleeps, clock=sleeps.clock)
+    )
+    assert result.completed == 1 and result.retries == 1
+    (record,) = read_jsonl(tmp_path / "o.jsonl")
+    assert all("PARTIAL-GARBAGE" not in str(m["content"]) for m in record["messages"])
+    assert all("PARTIAL-GARBAGE" not in str(m["content"]) for m in server.bodies[2]["messages"])
+    assert record["turns"][0]["attempts"][0]["outcome"] == "stream_cut"
+    assert "first_token_ms" in record["turns"][0]
+
+
+def test_streamed_and_plain_runs_carry_the_same_history(tmp_path: Path) -> None:
+    convs = [conv("a", "Hello", "More please"), conv("b", "Hi")]
+
+    def run(name: str, **kw: Any) -> list[dict[str, Any]]:
+        config = RunConfig(output=tmp_path / name, base_url="mock://", **kw)
+        asyncio.run(run_batch(convs, config))
+        return sorted(read_jsonl(tmp_path / name), key=lambda r: r["id"])
+
+    plain, streamed = run("plain.jsonl"), run("streamed.jsonl", stream=True)
+    assert [r["messages"] for r in plain] == [r["messages"] for r in streamed]
+    assert [t.get("usage") for r in plain for t in r["turns"]] == [
+        t.get("usage") for r in streamed for t in r["turns"]
+    ]
+    assert all("first_token_ms" in t for r in streamed for t in r["turns"])
+    assert all("first_token_ms" not in t for r in plain for t in r["turns"])
+
+
+def test_a_recording_replays_with_or_without_stream(tmp_path: Path) -> None:
+    convs = [conv("a", "Hello", "More please")]
+    record = RunConfig(
+        output=tmp_path / "r.jsonl", base_url="mock://", stream=True, record=tmp_path / "fx"
+    )
+    asyncio.run(run_batch(convs, record))
+    replay = RunConfig(output=tmp_path / "p.jsonl", replay=tmp_path / "fx")
+    result = asyncio.run(run_batch(convs, replay))
+    assert result.completed == 1
