@@ -78,6 +78,28 @@ Examples:
 {EXIT_CODES_HELP}"""
 
 
+AUTO_CEILING = 64
+AUTO_START = 8
+
+
+# ParamType is generic only from click 8.5; subscripting it would break older click.
+class _Concurrency(click.ParamType):  # type: ignore[type-arg]
+    """``-j``: a whole number from 1 to 10,000, or ``auto``."""
+
+    name = "concurrency"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
+        if not 1 <= number <= 10_000:
+            self.fail(f"{number} is not between 1 and 10,000", param, ctx)
+        return number
+
+
 class _DefaultRunGroup(click.Group):
     """A group where ``mtrun FILES...`` means ``mtrun run FILES...``."""
 
@@ -177,10 +199,12 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
 @click.option(
     "-j",
     "--concurrency",
-    type=click.IntRange(1, 10_000),
-    default=8,
+    type=_Concurrency(),
+    default="8",
     show_default=True,
-    help="Conversations in flight at once.",
+    metavar="N|auto",
+    help="Ceiling on conversations and requests in flight; 429s lower the request limit "
+    f"and clean rounds raise it back. 'auto': up to {AUTO_CEILING}, starting at {AUTO_START}.",
 )
 @click.option(
     "--timeout",
@@ -194,7 +218,8 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     type=click.IntRange(0, 100),
     default=6,
     show_default=True,
-    help="Retries of a failed request (429, 5xx, timeouts, dropped connections).",
+    help="Retries of a failed request (5xx, timeouts, dropped connections, ...); 429s get "
+    "up to 20 retries of their own. 0 disables retrying.",
 )
 @click.option(
     "--max-retry-wait",
@@ -279,7 +304,7 @@ def run_command(
     model: str | None,
     params: tuple[str, ...],
     api_key_env: str | None,
-    concurrency: int,
+    concurrency: int | str,
     timeout: float,
     max_retries: int,
     max_retry_wait: float,
@@ -329,7 +354,8 @@ def run_command(
         model=model,
         env_model=os.environ.get("MTRUN_MODEL") or None,
         params=overrides,
-        concurrency=concurrency,
+        concurrency=AUTO_CEILING if concurrency == "auto" else int(concurrency),
+        initial_limit=AUTO_START if concurrency == "auto" else None,
         timeout=timeout,
         retry=RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_wait),
         allow_insecure_key=allow_insecure_key,

@@ -57,6 +57,7 @@ from runner.events import (
 from runner.fixtures import FixtureFolder, Responder, live
 from runner.gate import EndpointGate
 from runner.judge import run_judge
+from runner.limiter import AdaptiveLimiter
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
@@ -86,7 +87,10 @@ class RunConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     """``--param`` overrides; a None value removes that parameter."""
     concurrency: int = DEFAULT_CONCURRENCY
-    """Conversations in flight at once."""
+    """Conversations in flight at once, and the ceiling for requests in flight."""
+    initial_limit: int | None = None
+    """Requests in flight to start with (default: the ceiling); 429s lower it, clean rounds
+    raise it again up to the ceiling."""
     timeout: float = DEFAULT_TIMEOUT
     """Seconds one request may take."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -297,6 +301,10 @@ class _Batch:
                 transport=transport,
             )
         self.gate = EndpointGate(sleep=self.sleep, clock=self.clock)
+        self.limiter = AdaptiveLimiter(
+            ceiling=self.config.concurrency, start=self.config.initial_limit, clock=self.clock
+        )
+        self.rate_limited = 0
         self.respond = self._fixtures(live(client.complete))
         self.judge = self.respond
         if judge_client is not None:
@@ -474,13 +482,18 @@ class _Batch:
                 f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
                 "continue with --resume and a larger --budget-tokens"
             )
-        if self.control.stopping:
-            raise asyncio.CancelledError  # stopped while waiting: this conversation is interrupted
+        epoch = await self.limiter.acquire(continuing=index > 0)
+        outcome = "other"
         try:
+            if self.control.stopping:
+                raise asyncio.CancelledError  # stopped while waiting: it is interrupted
             completion = await self.respond(
                 body, conversation_id=conversation_id, turn=index, purpose="answer"
             )
+            outcome = "ok"
         except APIError as exc:
+            outcome = "rate_limited" if exc.status == 429 else "other"
+            self.rate_limited += exc.status == 429
             self.gate.failed(exc, conversation_id)
             if self.gate.down and not self.control.stopping:
                 self.control.stop(
@@ -491,6 +504,8 @@ class _Batch:
                 )
                 raise asyncio.CancelledError from None
             raise
+        finally:
+            self.limiter.release(epoch, outcome=outcome)
         self.gate.succeeded()
         return completion
 
@@ -647,6 +662,9 @@ class _Batch:
             failures=tuple(self.failures),
             check_failures=tuple(self.check_failures),
             pass_rates=self._pass_rates(),
+            rate_limited=self.rate_limited,
+            rate_limit_wait_s=round(self.gate.held_seconds, 3),
+            limit_changes=tuple(self.limiter.changes),
             output_error=None if self.output_error is None else str(self.output_error),
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.limiter import LimitChange
 from runner.retry import AttemptRecord
 from runner.store import ResumeReport
 
@@ -141,6 +142,12 @@ class RunResult:
     """Every failed expectation of this run."""
     pass_rates: tuple[PassRate, ...] = ()
     """With ``--repeat``: pass rate per conversation."""
+    rate_limited: int = 0
+    """Requests answered 429 in this run."""
+    rate_limit_wait_s: float = 0.0
+    """Time requests waited on Retry-After holds."""
+    limit_changes: tuple[LimitChange, ...] = ()
+    """How the concurrency limit changed, and why."""
     output_error: str | None = None
     """Why the transcript could not be written, when that stopped the run."""
 

@@ -175,6 +175,13 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
             f"  pass rate: {safe(rate.conversation_id)} {rate.passed}/{rate.runs} "
             f"({rate.rate:.0%}) {verdict}"
         )
+    if result.rate_limited or result.limit_changes:
+        limits = " -> ".join(str(change.limit) for change in result.limit_changes)
+        lines.append(
+            f"rate limits: {result.rate_limited} requests answered 429, "
+            f"{result.rate_limit_wait_s:.1f}s held by Retry-After"
+            + (f"; concurrency {limits}" if limits else "")
+        )
     if result.stop_reason:
         lines.append(f"stopped early: {safe(result.stop_reason)}")
     lines.append(f"transcripts: {result.output}")

@@ -44,7 +44,10 @@ class RetryPolicy:
     """How persistently one request is retried."""
 
     max_retries: int = 6
-    """Retries after the first attempt; 0 disables retrying."""
+    """Retries after failures other than 429; 0 disables retrying."""
+    max_rate_limit_retries: int = 20
+    """Retries after 429s: being told to slow down is expected under load, not a fault,
+    so it has its own, larger allowance (still bounded, like the turn's time)."""
     max_retry_after: float = 120.0
     """Cap, in seconds, on a wait the server asks for with Retry-After."""
     backoff_base: float = 1.0
@@ -208,9 +211,22 @@ async def call_with_retries(
         assert isinstance(error, APIError)
         return next_wait(error, state.attempt_number, policy, rand)
 
+    failures = {"rate_limited": 0, "other": 0}
+
     def stop(state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number > policy.max_retries:
+        if policy.max_retries == 0:
             return True
+        outcome = state.outcome
+        assert outcome is not None
+        error = outcome.exception()
+        if isinstance(error, APIError) and error.status == 429:
+            failures["rate_limited"] += 1
+            if failures["rate_limited"] > policy.max_rate_limit_retries:
+                return True
+        else:
+            failures["other"] += 1
+            if failures["other"] > policy.max_retries:
+                return True
         upcoming = state.upcoming_sleep
         return clock() - started + upcoming > policy.max_elapsed
 

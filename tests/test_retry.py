@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -396,3 +397,38 @@ def test_a_bug_in_the_attempt_is_not_retried_or_disguised() -> None:
         run_retries(attempt, time, RetryPolicy())
     assert len(attempt.started) == 1
     assert time.waits == []
+
+
+def test_rate_limits_have_their_own_larger_allowance() -> None:
+    from runner.retry import GaveUp as _GaveUp
+
+    def rate_limited(n: int) -> Any:
+        calls = 0
+
+        async def attempt() -> str:
+            nonlocal calls
+            calls += 1
+            if calls <= n:
+                raise TransientAPIError("HTTP 429: slow", kind="http_429", status=429)
+            return "ok"
+
+        return attempt
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    policy = RetryPolicy(max_retries=2, max_rate_limit_retries=20)
+    result, records = asyncio.run(
+        call_with_retries(rate_limited(10), policy, sleep=no_wait, clock=lambda: 0.0)
+    )
+    assert result == "ok" and len(records) == 11
+    with pytest.raises(_GaveUp) as info:
+        asyncio.run(call_with_retries(rate_limited(50), policy, sleep=no_wait, clock=lambda: 0.0))
+    assert len(info.value.attempts) == 21
+    with pytest.raises(_GaveUp) as info:
+        asyncio.run(
+            call_with_retries(
+                rate_limited(5), RetryPolicy(max_retries=0), sleep=no_wait, clock=lambda: 0.0
+            )
+        )
+    assert len(info.value.attempts) == 1  # 0 disables retrying altogether

@@ -1,0 +1,129 @@
+"""Adaptive concurrency: AIMD on 429s, slots only while sending, running conversations first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+from helpers import Sleeps
+
+from runner.engine import RunConfig, run_batch
+from runner.limiter import AdaptiveLimiter
+from runner.mock import answer
+from runner.spec import Conversation, Turn
+
+
+def limiter(ceiling: int, start: int | None = None) -> AdaptiveLimiter:
+    return AdaptiveLimiter(ceiling=ceiling, start=start, clock=lambda: 0.0)
+
+
+def test_a_429_halves_the_limit_once_per_episode() -> None:
+    async def go() -> AdaptiveLimiter:
+        lim = limiter(8)
+        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
+        for epoch in epochs[:5]:  # five requests of one episode all get 429
+            lim.release(epoch, outcome="rate_limited")
+        assert lim.limit == 4
+        fresh = await lim.acquire(continuing=False)
+        lim.release(fresh, outcome="rate_limited")  # a 429 from after the cut: a new episode
+        return lim
+
+    lim = asyncio.run(go())
+    assert lim.limit == 2
+    assert [c.reason for c in lim.changes] == ["429: halved", "429: halved"]
+
+
+def test_clean_saturated_rounds_grow_the_limit_back_to_the_ceiling() -> None:
+    async def go() -> AdaptiveLimiter:
+        lim = limiter(4, start=2)
+        for _ in range(20):
+            a = await lim.acquire(continuing=False)
+            b = await lim.acquire(continuing=False)  # saturated at 2 (or more)
+            lim.release(a, outcome="ok")
+            lim.release(b, outcome="ok")
+        return lim
+
+    lim = asyncio.run(go())
+    assert lim.limit >= 3 and lim.limit <= 4
+    assert all(c.reason == "clean saturated round: +1" for c in lim.changes)
+
+
+def test_errors_other_than_429_leave_the_limit_alone() -> None:
+    async def go() -> int:
+        lim = limiter(4)
+        epoch = await lim.acquire(continuing=False)
+        lim.release(epoch, outcome="other")
+        return lim.limit
+
+    assert asyncio.run(go()) == 4
+
+
+def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
+    async def go() -> list[str]:
+        lim = limiter(1)
+        got: list[str] = []
+        held = await lim.acquire(continuing=False)
+
+        async def want(name: str, continuing: bool) -> None:
+            epoch = await lim.acquire(continuing=continuing)
+            got.append(name)
+            lim.release(epoch, outcome="ok")
+
+        new = asyncio.create_task(want("new conversation", False))
+        await asyncio.sleep(0)
+        running = asyncio.create_task(want("next turn", True))
+        await asyncio.sleep(0)
+        lim.release(held, outcome="ok")
+        await asyncio.gather(new, running)
+        return got
+
+    assert asyncio.run(go()) == ["next turn", "new conversation"]
+
+
+def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    async def go() -> int:
+        lim = limiter(1)
+        held = await lim.acquire(continuing=False)
+        waiter = asyncio.create_task(lim.acquire(continuing=False))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        lim.release(held, outcome="ok")
+        return lim.in_flight
+
+    assert asyncio.run(go()) == 0
+
+
+def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> None:
+    """A server that refuses anything beyond 2 requests in flight."""
+    in_flight = 0
+    refused = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, refused
+        if in_flight >= 2:
+            refused += 1
+            return httpx.Response(429, json={"error": {"message": "too many"}})
+        in_flight += 1
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    sleeps = Sleeps()
+    convs = [Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(40)]
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        concurrency=16,
+    )
+    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+    assert result.completed == 40 and result.failed == 0
+    assert result.rate_limited == refused > 0
+    assert result.limit_changes and result.limit_changes[0].limit == 8
+    assert min(c.limit for c in result.limit_changes) <= 2
+    # With 16 senders against room for 2, an unadaptive client is refused most of the
+    # time; here the limit settles near 2 and refusals stay a minority of the 80 answers.
+    assert refused < 60
