@@ -279,6 +279,18 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Endpoint for judge checks (default: the same as the answers; same key).",
 )
 @click.option(
+    "--rpm",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Requests per minute to stay under, when you know your limit.",
+)
+@click.option(
+    "--tpm",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Tokens per minute to stay under (prompt + max_tokens booked ahead, corrected by usage).",
+)
+@click.option(
     "--stream",
     is_flag=True,
     help="Stream answers (server-sent events) and record time to first token and tokens/s.",
@@ -317,6 +329,8 @@ def run_command(
     min_pass_rate: float,
     judge_model: str | None,
     judge_base_url: str | None,
+    rpm: float | None,
+    tpm: float | None,
     stream: bool,
     budget_tokens: int | None,
     dry_run: bool,
@@ -366,6 +380,8 @@ def run_command(
         repeat=repeat,
         budget_tokens=budget_tokens,
         stream=stream,
+        rpm=rpm,
+        tpm=tpm,
     )
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()

@@ -24,7 +24,8 @@ import httpx
 from runner import __version__
 from runner.errors import ConfigError, FatalAPIError, TransientAPIError
 from runner.jsonio import dumps_bytes
-from runner.retry import classify_status, parse_retry_after
+from runner.pacing import RateLimits
+from runner.retry import classify_status, parse_rate_limits, parse_retry_after
 from runner.streaming import read_stream
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
@@ -142,6 +143,8 @@ class Completion:
     """The whole answer as received (a stream: as assembled), for recording fixtures."""
     first_token_ms: float | None = None
     """With streaming: milliseconds from sending to the first token of the answer."""
+    rate_limits: RateLimits | None = None
+    """What the answer's ``x-ratelimit-*`` headers said, when it had any."""
 
     @property
     def content(self) -> Any:
@@ -212,7 +215,11 @@ class ChatClient:
                         return _read_response(streamed)
                     data, first_token_ms = await read_stream(streamed)
                 completion = completion_from_json(data, status=streamed.status_code)
-                return dataclasses.replace(completion, first_token_ms=first_token_ms)
+                return dataclasses.replace(
+                    completion,
+                    first_token_ms=first_token_ms,
+                    rate_limits=parse_rate_limits(streamed.headers),
+                )
             response = await self._http.post(self.url, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientAPIError(
@@ -250,7 +257,9 @@ def _read_response(response: httpx.Response) -> Completion:
             kind="invalid_json",
             status=status,
         ) from None
-    return completion_from_json(data, status=status, text=response.text)
+    completion = completion_from_json(data, status=status, text=response.text)
+    limits = parse_rate_limits(response.headers)
+    return completion if limits is None else dataclasses.replace(completion, rate_limits=limits)
 
 
 def completion_from_json(data: Any, *, status: int = 200, text: str | None = None) -> Completion:

@@ -58,6 +58,8 @@ from runner.fixtures import FixtureFolder, Responder, live
 from runner.gate import EndpointGate
 from runner.judge import run_judge
 from runner.limiter import AdaptiveLimiter
+from runner.pacing import Pacer
+from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
@@ -113,6 +115,10 @@ class RunConfig:
     """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None
     """Stop sending once this run has used this many tokens (prompt + completion)."""
+    rpm: float | None = None
+    """Requests per minute to stay under (``--rpm``)."""
+    tpm: float | None = None
+    """Tokens per minute to stay under (``--tpm``): prompt plus max_tokens, booked ahead."""
 
 
 class RunControl:
@@ -305,6 +311,9 @@ class _Batch:
             ceiling=self.config.concurrency, start=self.config.initial_limit, clock=self.clock
         )
         self.rate_limited = 0
+        self.pacer = Pacer(
+            rpm=self.config.rpm, tpm=self.config.tpm, sleep=self.sleep, clock=self.clock
+        )
         self.respond = self._fixtures(live(client.complete))
         self.judge = self.respond
         if judge_client is not None:
@@ -482,6 +491,8 @@ class _Batch:
                 f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
                 "continue with --resume and a larger --budget-tokens"
             )
+        estimate = _estimate_tokens(body)
+        await self.pacer.wait_turn(estimate)
         epoch = await self.limiter.acquire(continuing=index > 0)
         outcome = "other"
         try:
@@ -507,6 +518,10 @@ class _Batch:
         finally:
             self.limiter.release(epoch, outcome=outcome)
         self.gate.succeeded()
+        total = (completion.usage or {}).get("total_tokens")
+        self.pacer.settle(estimate, total if isinstance(total, int) else None)
+        if completion.rate_limits is not None:
+            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
         return completion
 
     async def _check(
@@ -663,10 +678,20 @@ class _Batch:
             check_failures=tuple(self.check_failures),
             pass_rates=self._pass_rates(),
             rate_limited=self.rate_limited,
-            rate_limit_wait_s=round(self.gate.held_seconds, 3),
+            rate_limit_wait_s=round(self.gate.held_seconds + self.pacer.waited_s, 3),
             limit_changes=tuple(self.limiter.changes),
             output_error=None if self.output_error is None else str(self.output_error),
         )
+
+
+def _estimate_tokens(body: Mapping[str, Any]) -> int:
+    """A request's tokens, booked ahead for --tpm: its prompt plus what it may generate."""
+    prompt = sum(
+        4 + estimate_tokens(m["content"] if isinstance(m["content"], str) else json.dumps(m))
+        for m in body["messages"]
+    )
+    cap = body.get("max_tokens", body.get("max_completion_tokens"))
+    return prompt + (cap if isinstance(cap, int) and cap > 0 else ASSUMED_ANSWER_TOKENS)
 
 
 def _repeated(conversations: Sequence[Conversation], times: int) -> Sequence[Conversation]:

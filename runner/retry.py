@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 import tenacity
 
 from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
+from runner.pacing import RateLimits
 
 T = TypeVar("T")
 
@@ -130,6 +132,41 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
         when = when.replace(tzinfo=timezone.utc)
     current = now or datetime.now(timezone.utc)
     return max(0.0, (when - current).total_seconds())
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(raw: str | None) -> float | None:
+    """Seconds in a rate-limit reset value: ``12ms``, ``1.5s``, ``6m0s``, ``1h2m``, ``30``."""
+    if raw is None:
+        return None
+    text = raw.strip().lower()
+    plain = _parse_seconds(text)
+    if plain is not None:
+        return plain
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
+    """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    def count(name: str) -> int | None:
+        value = _parse_seconds(lowered.get(name))
+        return None if value is None else int(value)
+
+    limits = RateLimits(
+        remaining_requests=count("x-ratelimit-remaining-requests"),
+        reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),
+        remaining_tokens=count("x-ratelimit-remaining-tokens"),
+        reset_tokens_s=parse_duration(lowered.get("x-ratelimit-reset-tokens")),
+    )
+    return None if limits == RateLimits() else limits
 
 
 def _parse_seconds(raw: str | None) -> float | None:

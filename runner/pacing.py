@@ -1,0 +1,86 @@
+"""Pacing: keep under a rate limit instead of waiting to be refused.
+
+Two sources say how fast we may send:
+
+- what the user knows (``--rpm``, ``--tpm``): requests are spaced so that no
+  minute holds more than the limit, and each request's tokens are booked
+  ahead, estimated as its prompt plus its ``max_tokens``, then corrected by
+  the usage the answer reports;
+- what the server says: ``x-ratelimit-remaining-requests`` /
+  ``-reset-requests`` and ``-tokens`` headers (OpenAI, Azure, vLLM behind
+  gateways, litellm, ...). When few requests remain in the window, sends are
+  spread over the time left instead of spent at once; when none or too few
+  tokens remain, sends wait for the reset.
+
+Every wait goes through the injected ``sleep``, so tests take no time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What an answer's ``x-ratelimit-*`` headers said (None: not given)."""
+
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+class Pacer:
+    """Spaces out sends to one endpoint."""
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self.sleep = sleep
+        self.clock = clock
+        self._next_request = 0.0
+        self._next_tokens = 0.0
+        self._header_interval = 0.0
+        self._header_hold = 0.0
+        self.waited_s = 0.0
+        """Total time sends waited on pacing (for the run's metadata)."""
+
+    async def wait_turn(self, estimated_tokens: int) -> None:
+        """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
+        now = self.clock()
+        interval = max(60.0 / self.rpm if self.rpm else 0.0, self._header_interval)
+        start = max(now, self._header_hold, self._next_request)
+        self._next_request = start + interval
+        if self.tpm:
+            start = max(start, self._next_tokens)
+            self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
+        wait = start - now
+        if wait > 0:
+            self.waited_s += wait
+            await self.sleep(wait)
+
+    def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
+        """Correct the token booking by what the answer really used."""
+        if self.tpm and used_tokens is not None:
+            self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
+
+    def observe(self, limits: RateLimits, *, in_flight: int) -> None:
+        """Adapt to what the server says remains of its limits."""
+        now = self.clock()
+        remaining, reset = limits.remaining_requests, limits.reset_requests_s
+        if remaining is not None and reset is not None:
+            if remaining <= 0:
+                self._header_hold = max(self._header_hold, now + reset)
+            # Spread what is left over the window, once it is nearly spent.
+            self._header_interval = reset / remaining if 0 < remaining <= 2 * in_flight else 0.0
+        tokens, token_reset = limits.remaining_tokens, limits.reset_tokens_s
+        if tokens is not None and token_reset is not None and tokens <= 0:
+            self._header_hold = max(self._header_hold, now + token_reset)

@@ -1,0 +1,123 @@
+"""Pacing under rate limits: --rpm, --tpm and the servers' x-ratelimit headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import Sleeps
+
+from runner.engine import RunConfig, run_batch
+from runner.mock import answer
+from runner.pacing import Pacer, RateLimits
+from runner.retry import parse_duration, parse_rate_limits
+from runner.spec import Conversation, Turn
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("12ms", 0.012),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("6m0s", 360.0),
+        ("1h2m3s", 3723.0),
+        ("30", 30.0),
+        ("0.25", 0.25),
+        (" 2S ", 2.0),
+    ],
+)
+def test_parse_duration(raw: str, seconds: float) -> None:
+    assert parse_duration(raw) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("raw", ["soon", "", "5x", "m", "-3", "1s junk", None])
+def test_parse_duration_garbage(raw: str | None) -> None:
+    assert parse_duration(raw) is None
+
+
+def test_parse_rate_limits() -> None:
+    headers = {
+        "X-RateLimit-Remaining-Requests": "59",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "149000",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert parse_rate_limits(headers) == RateLimits(59, 1.0, 149000, 360.0)
+    assert parse_rate_limits({"content-type": "application/json"}) is None
+
+
+def pacer(**kw: float) -> tuple[Pacer, Sleeps]:
+    sleeps = Sleeps()
+    return Pacer(sleep=sleeps, clock=sleeps.clock, **kw), sleeps  # type: ignore[arg-type]
+
+
+def test_rpm_spaces_requests_evenly() -> None:
+    p, sleeps = pacer(rpm=120)
+
+    async def go() -> None:
+        for _ in range(5):
+            await p.wait_turn(10)
+
+    asyncio.run(go())
+    assert sleeps.waits == pytest.approx([0.5, 0.5, 0.5, 0.5])  # the first goes at once
+
+
+def test_tpm_books_tokens_ahead_and_settles_by_usage() -> None:
+    p, sleeps = pacer(tpm=6000)  # 100 tokens a second
+
+    async def go() -> None:
+        await p.wait_turn(500)  # books 5 s
+        p.settle(500, 100)  # only 100 were used: 4 s given back
+        await p.wait_turn(500)
+
+    asyncio.run(go())
+    assert sleeps.waits == pytest.approx([1.0])
+
+
+def test_headers_spread_the_last_requests_and_hold_at_zero() -> None:
+    p, sleeps = pacer()
+    p.observe(RateLimits(remaining_requests=4, reset_requests_s=2.0), in_flight=4)
+
+    async def go() -> None:
+        await p.wait_turn(1)
+        await p.wait_turn(1)
+
+    asyncio.run(go())
+    assert sleeps.waits == pytest.approx([0.5])  # 2 s left for 4 requests
+    p.observe(RateLimits(remaining_requests=0, reset_requests_s=7.0), in_flight=4)
+    asyncio.run(p.wait_turn(1))
+    assert sleeps.waits[-1] >= 7.0 - 0.5
+    p.observe(RateLimits(remaining_requests=1000, reset_requests_s=60.0), in_flight=4)
+    before = len(sleeps.waits)
+    asyncio.run(p.wait_turn(1))
+    asyncio.run(p.wait_turn(1))
+    assert len(sleeps.waits) == before  # plenty left: no pacing
+
+
+def test_a_run_under_rpm_books_one_request_a_second(tmp_path: Path) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:  # time stands still: waits show the booking
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    convs = [Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(10)]
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        concurrency=8,
+        rpm=60,
+    )
+    result = asyncio.run(run_batch(convs, config, sleep=record, clock=lambda: 0.0))
+    assert result.completed == 10
+    # 20 requests at 60 a minute: the first at once, then one a second.
+    assert sorted(waits) == [float(k) for k in range(1, 20)]
+    assert result.rate_limit_wait_s == sum(range(1, 20))
