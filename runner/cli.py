@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from runner import __version__
-from runner.errors import ConfigError, InputError, RunnerError
+from runner.errors import ConfigError, InputError, OutputError, RunnerError
 
 if TYPE_CHECKING:
     from runner.events import RunResult
@@ -533,3 +533,124 @@ def diff_command(base: Path, new: Path, as_json: bool, fail_on: str, color: bool
         )
         click.echo(render_text(report, color=use_color), nl=False)
     sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)
+
+
+def _read_for_review(path: Path) -> list[dict[str, Any]]:
+    """A transcript's current records, or a one-line error and exit 2."""
+    from runner.store import read_transcript
+
+    try:
+        return read_transcript(path)
+    except RunnerError as exc:
+        _fail(exc)
+
+
+@main.command("show")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    metavar="GLOB",
+    help="Only conversations whose id matches (repeatable).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["completed", "checks_failed", "failed", "interrupted"]),
+    help="Only conversations with this status (repeatable).",
+)
+@click.option(
+    "--failed",
+    "failed_only",
+    is_flag=True,
+    help="Only conversations that failed, failed checks or were interrupted.",
+)
+@click.option(
+    "--turn", type=click.IntRange(min=1), help="Only this turn (1-based) of each conversation."
+)
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the output (default: on a terminal, unless NO_COLOR is set).",
+)
+@click.option("--pager/--no-pager", default=None, help="Page long output (default: on a terminal).")
+def show_command(
+    file: Path,
+    ids: tuple[str, ...],
+    statuses: tuple[str, ...],
+    failed_only: bool,
+    turn: int | None,
+    color: bool | None,
+    pager: bool | None,
+) -> None:
+    """Read a transcript in the terminal: each conversation turn by turn.
+
+    Works on files from interrupted or partly failed runs. Model output is
+    shown as text: control characters and escape sequences are made visible.
+    """
+    import shutil
+
+    from runner.show import Selection, render_records, select, summary_line
+
+    records = _read_for_review(file)
+    chosen = select(
+        records, Selection(ids=ids, statuses=statuses, failed_only=failed_only, turn=turn)
+    )
+    on_terminal = sys.stdout.isatty()
+    use_color = color if color is not None else on_terminal and "NO_COLOR" not in os.environ
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = (
+        line + "\n"
+        for line in (
+            *render_records(chosen, color=use_color, width=width, turn=turn),
+            summary_line(chosen),
+        )
+    )
+    if pager if pager is not None else on_terminal:
+        click.echo_via_pager(lines, color=use_color)
+    else:
+        for line in lines:
+            click.echo(line, nl=False, color=use_color)
+
+
+@main.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md"]),
+    default="md",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    metavar="GLOB",
+    help="Only conversations whose id matches (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to a file instead of standard output.",
+)
+def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | None) -> None:
+    """Export transcripts as Markdown, one section per conversation (for pull requests, issues)."""
+    from runner.markdown import render_markdown
+    from runner.show import Selection, select
+
+    chosen = select(_read_for_review(file), Selection(ids=ids))
+    text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.exists():
+        _fail(OutputError(f"{output} already exists; choose another -o"))
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(OutputError(f"cannot write {output}: {exc.strerror or exc}"))

@@ -1,0 +1,455 @@
+"""Reviewing a transcript in the terminal: what ``mtrun show`` prints.
+
+Records are read defensively: rendering never raises on a record that has
+``id``, ``status`` and ``messages``, whatever optional field is missing. Every
+string from a record is data, model output above all, and passes through
+:func:`visible`: control characters (ESC included), bidi controls, line
+separators, lone surrogates and other invisible format characters become
+escapes such as ``\\x1b``; content keeps its newlines and tabs (``\\r\\n``
+becomes ``\\n``), and every kind of space and the zero-width joiners of emoji
+sequences are kept as they are. The only escape sequences in the output are
+the SGR colours added with ``color=True``. The public helpers after
+:func:`summary_line` are shared with :mod:`runner.markdown`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import partial
+from itertools import chain
+from typing import Any, TypeGuard
+
+from runner.transcript import STATUSES
+
+FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
+"""Statuses ``--failed`` selects (besides records with a failed check)."""
+
+INDENT, CONTINUATION = "    ", "  ↪ "  # content; the rest of a code line cut to fit
+MIN_TEXT_WIDTH = 20  # the narrowest column content is wrapped to, whatever ``width``
+
+_BOLD, _DIM, _GREEN, _ALARM, _WARN = "1", "2", "32", "1;31", "1;33"
+_STATUS = {"completed": "1;32", "checks_failed": _WARN, "interrupted": _WARN, "failed": _ALARM}
+_ROLE_STYLE = {"user": "1;36", "assistant": "1;35"}
+_LAYOUT = frozenset("\n\t")
+_JOINERS = frozenset("\u200c\u200d")
+_Paint = Callable[[str, str], str]
+_LIST_ITEM = re.compile(r"\s*(?:(?:[-*+]|\d{1,3}[.)])\s+)?")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which conversations (and which turn) ``mtrun show`` displays."""
+
+    ids: tuple[str, ...] = ()
+    """Globs (fnmatch, case-sensitive) matched against the id or the ``--repeat`` group."""
+    statuses: tuple[str, ...] = ()
+    """Keep only these statuses; empty keeps all."""
+    failed_only: bool = False
+    """Keep only failed, checks_failed or interrupted records, or any with a failed check."""
+    turn: int | None = None
+    """1-based turn number: keep only records that have this turn (and show only it)."""
+
+
+@dataclass(frozen=True)
+class TurnView:
+    """One turn of a record with its messages looked up."""
+
+    number: int
+    """1-based turn number."""
+    turn: Mapping[str, Any]
+    """The turn's record."""
+    user: Mapping[str, Any] | None
+    """Its user message, when ``message_index`` points at one."""
+    answer: Mapping[str, Any] | None
+    """The assistant message that answered it, if any."""
+
+
+def select(records: Iterable[Mapping[str, Any]], selection: Selection) -> list[Mapping[str, Any]]:
+    """The records ``selection`` keeps, in their order."""
+    _check_turn(selection.turn)
+    return [record for record in records if _selected(record, selection)]
+
+
+def render_records(
+    records: Iterable[Mapping[str, Any]], *, color: bool, width: int = 100, turn: int | None = None
+) -> Iterator[str]:
+    """Lines (without newlines) showing each record, produced lazily for a pager."""
+    _check_turn(turn)
+    paint = partial(_paint, color)
+    return chain.from_iterable(
+        _conversation(r, paint, width, turn, first=n == 0) for n, r in enumerate(records)
+    )
+
+
+def summary_line(records: Sequence[Mapping[str, Any]]) -> str:
+    """One line of counts: conversations by status, answered turns and tokens."""
+    counts: dict[str, int] = {}
+    turns = tokens = 0
+    for record in records:
+        status = _text(record.get("status"))
+        counts[status] = counts.get(status, 0) + 1
+        answered, total, _ = conversation_totals(record)
+        turns += answered
+        tokens += total
+    order = [s for s in STATUSES if s in counts] + sorted(s for s in counts if s not in STATUSES)
+    by_status = ", ".join(f"{counts[s]} {visible(s) or '(no status)'}" for s in order)
+    head = f"{len(records)} conversation{'' if len(records) == 1 else 's'}"
+    head += f": {by_status}" if by_status else ""
+    return f"{head}; {turns:,} turn{'' if turns == 1 else 's'}; {tokens:,} tokens"
+
+
+def visible(text: str, *, multiline: bool = False) -> str:
+    """``text`` with every character a terminal may act on written as a visible escape.
+
+    With ``multiline`` newlines and tabs are kept (``\\r\\n`` becomes ``\\n``);
+    without, they are escaped too, so the result is one line.
+    """
+    if multiline:
+        text = text.replace("\r\n", "\n")
+    elif text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable()
+        or (multiline and ch in _LAYOUT)
+        or ch in _JOINERS
+        or unicodedata.category(ch) == "Zs"
+        else repr(ch)[1:-1]
+        for ch in text
+    )
+
+
+def content_text(content: Any) -> str | None:
+    """A message's content as text: parts joined by lines, other values as JSON; None stays."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        pieces = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+            elif isinstance(part, Mapping) and isinstance(part.get("image_url"), Mapping):
+                url = _text(part["image_url"].get("url"))
+                pieces.append(f"[image: {url[:80]}{'…' if len(url) > 80 else ''}]")
+            else:
+                pieces.append(_json(part))
+        return "\n".join(pieces)
+    return _json(content)
+
+
+def view_of(record: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[TurnView]]:
+    """The messages before the first turn (system prompt, history), and the turns."""
+    messages = [
+        m if isinstance(m, Mapping) else {"role": "?", "content": m}
+        for m in _list(record.get("messages"))
+    ]
+    turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
+    views: list[TurnView] = []
+    first = len(messages)
+    for position, turn in enumerate(turns):
+        index, at = turn.get("index"), turn.get("message_index")
+        number = index + 1 if _is_int(index) and index >= 0 else position + 1
+        user = answer = None
+        if _is_int(at) and 0 <= at < len(messages):
+            user, first = messages[at], min(first, at)
+            following = messages[at + 1] if at + 1 < len(messages) else {}
+            if turn.get("error") is None and following.get("role") == "assistant":
+                answer = following
+        views.append(TurnView(number, turn, user, answer))
+    return messages[:first], views
+
+
+def conversation_totals(record: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Answered turns, tokens and retries, summed over the turns as ``totals`` is."""
+    turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
+    answered = sum(1 for t in turns if t.get("error") is None)
+    tokens = 0
+    for usage in (t.get("usage") for t in turns):
+        if isinstance(usage, Mapping):
+            prompt, completion, total = (
+                n if _is_int(n) else 0
+                for n in (usage.get(f"{k}_tokens") for k in ("prompt", "completion", "total"))
+            )
+            tokens += total or prompt + completion
+    return answered, tokens, sum(max(len(_list(t.get("attempts"))) - 1, 0) for t in turns)
+
+
+def turn_facts(turn: Mapping[str, Any], model: str | None = None) -> list[str]:
+    """Latency, tokens, retries, finish reason (and the answering model if not ``model``)."""
+    facts = []
+    latency = _number(turn.get("latency_ms"))
+    if latency is not None:
+        facts.append(f"latency {_ms(latency)}")
+    if isinstance(usage := turn.get("usage"), Mapping):
+        n = [usage.get(f"{kind}_tokens") for kind in ("prompt", "completion")]
+        prompt, completion = (f"{v:,}" if _is_int(v) else "?" for v in n)
+        facts.append(f"tokens {prompt} prompt / {completion} completion")
+    attempts = [a for a in _list(turn.get("attempts")) if isinstance(a, Mapping)]
+    if attempts:
+        facts.append(_retries(attempts))
+    if turn.get("finish_reason") is not None:
+        facts.append(f"finish {visible(_text(turn['finish_reason']))}")
+    answered_by = turn.get("model")
+    if isinstance(answered_by, str) and model and answered_by != model:
+        facts.append(f"answered by {visible(answered_by)}")
+    return facts
+
+
+def _retries(attempts: Sequence[Mapping[str, Any]]) -> str:
+    """``no retries`` or, e.g., ``2 retries: http_429 (waited 2.1s), read_timeout``."""
+    retried = attempts[:-1]
+    if not retried:
+        return "no retries"
+    outcomes = []
+    for attempt in retried:
+        text = visible(_text(attempt.get("outcome")) or "?")
+        wait = _number(attempt.get("wait_s"))
+        outcomes.append(text if wait is None else f"{text} (waited {wait:.1f}s)")
+    return f"{len(retried)} retr{'y' if len(retried) == 1 else 'ies'}: {', '.join(outcomes)}"
+
+
+def error_text(error: Any) -> str:
+    """An error record on one line: ``kind (status N): message``."""
+    if not isinstance(error, Mapping):
+        return visible(_text(error)) or "unknown error"
+    head = visible(_text(error.get("kind"))) or "error"
+    if _is_int(error.get("status")):
+        head += f" (status {error['status']})"
+    message = visible(_text(error.get("message")))
+    return f"{head}: {message}" if message else head
+
+
+def check_name(check: Mapping[str, Any]) -> str:
+    """A check's kind, with its scope unless that is the turn's own ``expect``."""
+    name = visible(_text(check.get("kind"))) or "check"
+    scope = _text(check.get("scope"))
+    return f"{name} ({visible(scope)})" if scope and scope != "turn" else name
+
+
+def turn_extras(turn: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The turn's non-empty ``extra`` fields (e.g. reasoning) as (name, text), not yet escaped."""
+    extra = turn.get("extra")
+    if not isinstance(extra, Mapping):
+        return []
+    return [
+        (_text(key), value if isinstance(value, str) else _json(value))
+        for key, value in extra.items()
+        if value not in (None, "", [], {})
+    ]
+
+
+def stop_reason(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Where (`` at turn N`` or empty) and why the conversation failed or stopped, if it did."""
+    error = record.get("error")
+    if error is None:
+        return None
+    fields = error if isinstance(error, Mapping) else {}
+    where = f" at turn {fields['turn'] + 1}" if _is_int(fields.get("turn")) else ""
+    text = error_text(error)
+    if fields.get("kind") == record.get("status"):  # not "interrupted: interrupted: ..."
+        text = visible(_text(fields.get("message"))) or text
+    return where, text
+
+
+def field_text(value: Any) -> str:
+    """A check's ``expected``/``seen``/``message`` on one line (non-strings as JSON)."""
+    return visible(value if isinstance(value, str) else _json(value, indent=None))
+
+
+def _paint(color: bool, text: str, style: str) -> str:
+    return f"\x1b[{style}m{text}\x1b[0m" if color and style and text else text
+
+
+def _conversation(
+    record: Mapping[str, Any], paint: _Paint, width: int, only: int | None, *, first: bool
+) -> Iterator[str]:
+    if not first:
+        yield ""
+    status = _text(record.get("status"))
+    model = _text(record.get("model"))
+    head = [paint(visible(_text(record.get("id"))) or "?", _BOLD)]
+    head.append(paint(visible(status) or "(no status)", _STATUS.get(status, "")))
+    if model:
+        head.append(f"model {visible(model)}")
+    if record.get("source"):
+        head.append(f"source {visible(_text(record['source']))}")
+    if record.get("group") is not None:
+        repeat, group = visible(_text(record.get("repeat"))), visible(_text(record["group"]))
+        head.append(f"repeat {repeat} of {group}")
+    yield "━━ " + " · ".join(head)
+    answered, tokens, retries = conversation_totals(record)
+    stats = [f"{answered} turn{'' if answered == 1 else 's'} answered", f"{tokens:,} tokens"]
+    stats.append(f"{retries} retr{'y' if retries == 1 else 'ies'}")
+    stats += [visible(_text(record[k])) for k in ("base_url", "started_at") if record.get(k)]
+    yield paint("   " + " · ".join(stats), _DIM)
+    prefix, turns = view_of(record)
+    for message in prefix if only is None else ():
+        yield ""
+        history = "" if message.get("role") == "system" else " · history"
+        yield from _message(message, paint, width, history)
+    if only is not None:
+        turns = [t for t in turns if t.number == only]
+    if not turns and only is not None:
+        yield ""
+        yield paint(f"{INDENT}(no turn {only} in this conversation)", _DIM)
+    for turn in turns:
+        yield ""
+        yield from _turn(turn, model, paint, width)
+    stopped = stop_reason(record) if only is None else None
+    if stopped is not None:
+        style = _WARN if status == "interrupted" else _ALARM
+        yield ""
+        yield paint(f"✗ {visible(status) or 'error'}{stopped[0]}: {stopped[1]}", style)
+
+
+def _turn(view: TurnView, model: str, paint: _Paint, width: int) -> Iterator[str]:
+    turn = view.turn
+    if view.user is not None:
+        yield from _message(view.user, paint, width, f" · turn {view.number}")
+    else:
+        yield paint(f"▌ user · turn {view.number}", _ROLE_STYLE["user"])
+        yield paint(f"{INDENT}(message not in the transcript)", _DIM)
+    for name, text in turn_extras(turn):
+        yield ""
+        yield from _block(paint(f"▌ assistant · {visible(name)}", _DIM), text, paint, width)
+    if view.answer is not None:
+        yield ""
+        yield from _message(view.answer, paint, width, "")
+    yield from (paint(line, _DIM) for line in _facts(turn_facts(turn, model), width))
+    for check in _list(turn.get("checks")):
+        if isinstance(check, Mapping):
+            yield from _check(check, paint, width)
+    if turn.get("error") is not None:
+        failed = f"turn {view.number} failed: {error_text(turn['error'])}"
+        yield from (paint(line, _ALARM) for line in _field("  ✗ ", failed, width))
+
+
+def _check(check: Mapping[str, Any], paint: _Paint, width: int) -> Iterator[str]:
+    expected = field_text(check.get("expected"))
+    if check.get("passed") is True:
+        lines = _field("  ✓ PASS ", f"{check_name(check)}: {expected}", width)
+        yield lines[0].replace("✓ PASS", paint("✓ PASS", _GREEN), 1)
+        yield from lines[1:]
+        return
+    message = field_text(check.get("message")) or "failed"
+    for line in _field("  ✗ FAIL ", f"{check_name(check)}: {message}", width):
+        yield paint(line, _ALARM)
+    yield from _field("      expected: ", expected, width)
+    yield from _field("      seen:     ", field_text(check.get("seen")), width)
+
+
+def _field(label: str, text: str, width: int) -> list[str]:
+    room, hang = max(width, len(label) + MIN_TEXT_WIDTH), " " * len(label)
+    return textwrap.wrap(text, room, initial_indent=label, subsequent_indent=hang) or [
+        label.rstrip()
+    ]
+
+
+def _facts(facts: list[str], width: int) -> list[str]:
+    """Facts joined by `` · ``, a line broken only between two facts."""
+    lines = ["  » " + facts[0]] if facts else []
+    for fact in facts[1:]:
+        if len(lines[-1]) + 3 + len(fact) <= width:
+            lines[-1] += " · " + fact
+        else:
+            lines.append(INDENT + fact)
+    return lines
+
+
+def _message(message: Mapping[str, Any], paint: _Paint, width: int, suffix: str) -> Iterator[str]:
+    role = _text(message.get("role"))
+    label = f"▌ {visible(role) or '?'}"
+    if message.get("name") is not None:
+        label += f" ({visible(_text(message['name']))})"
+    label = paint(label + suffix, _ROLE_STYLE.get(role, _BOLD))
+    yield from _block(label, content_text(message.get("content")), paint, width)
+
+
+def _block(label: str, text: str | None, paint: _Paint, width: int) -> Iterator[str]:
+    yield label
+    if not text:
+        yield paint(INDENT + ("(no content)" if text is None else "(empty)"), _DIM)
+        return
+    yield from _wrap(visible(text, multiline=True), width)
+
+
+def _wrap(text: str, width: int) -> Iterator[str]:
+    """Content lines indented; prose wrapped at words, code lines only cut when too long."""
+    room = max(width - len(INDENT), MIN_TEXT_WIDTH)
+    in_code = False
+    for line in text.split("\n"):
+        fence = line.lstrip().startswith(("```", "~~~"))
+        in_code ^= fence
+        wide = line.expandtabs(8)
+        if not line:
+            yield ""
+        elif len(wide) <= room:
+            yield INDENT + line
+        elif in_code or fence:
+            for start in range(0, len(wide), room):
+                yield (INDENT if start == 0 else CONTINUATION) + wide[start : start + room]
+        else:
+            lead = _LIST_ITEM.match(wide)
+            hang = lead.end() if lead and lead.end() <= room // 2 else 0
+            pieces = textwrap.wrap(wide, room, subsequent_indent=" " * hang, break_on_hyphens=False)
+            yield from (INDENT + piece for piece in pieces or [""])
+
+
+def _check_turn(turn: int | None) -> None:
+    if turn is not None and turn < 1:
+        raise ValueError(f"turn numbers start at 1, not {turn}")
+
+
+def _selected(record: Mapping[str, Any], selection: Selection) -> bool:
+    status = _text(record.get("status"))
+    names = {_text(record.get("id")), _text(record.get("group") or record.get("id"))}
+    turns = view_of(record)[1]
+    failed = status in FAILED_STATUSES or any(
+        isinstance(c, Mapping) and c.get("passed") is not True
+        for t in turns
+        for c in _list(t.turn.get("checks"))
+    )
+    return (
+        (not selection.ids or any(fnmatchcase(n, p) for n in names for p in selection.ids))
+        and (not selection.statuses or status in selection.statuses)
+        and (not selection.failed_only or failed)
+        and (selection.turn is None or any(t.number == selection.turn for t in turns))
+    )
+
+
+def _ms(value: float) -> str:
+    return (
+        f"{value:.1f} ms"
+        if value < 10
+        else f"{value:.0f} ms"
+        if value < 1000
+        else f"{value / 1000:.1f} s"
+    )
+
+
+def _json(value: Any, indent: int | None = 2) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

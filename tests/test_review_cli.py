@@ -1,0 +1,76 @@
+"""mtrun show and mtrun export from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from runner.cli import main
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def transcript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        "conversations:\n"
+        "  - id: alpha\n    turns: [Hello, Again]\n"
+        "  - id: beta\n    turns:\n      - content: Hi\n        expect: {contains: NEVER}\n"
+    )
+    assert invoke("--mock", "-q", "-o", "t.jsonl", "c.yaml").exit_code == 1
+    # A torn last line, as a crash leaves it, must not stop a review.
+    with open(tmp_path / "t.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"id": "gamma", "sta')
+    return tmp_path / "t.jsonl"
+
+
+def test_show_renders_every_conversation_without_colour_in_a_pipe(transcript: Path) -> None:
+    result = invoke("show", str(transcript))
+    assert result.exit_code == 0
+    assert "\x1b" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("━━ alpha · completed") for line in lines)
+    assert any(line.startswith("━━ beta · checks_failed") for line in lines)
+    assert (
+        lines[-1]
+        == "2 conversations: 1 completed, 1 checks_failed; 3 turns; " + lines[-1].split("; ")[-1]
+    )
+
+
+def test_show_filters(transcript: Path) -> None:
+    failed = invoke("show", "--failed", str(transcript)).stdout
+    assert "━━ beta" in failed and "━━ alpha" not in failed
+    by_id = invoke("show", "--id", "al*", "--turn", "2", str(transcript)).stdout
+    assert "━━ alpha" in by_id and "▌ user · turn 2" in by_id and "▌ user · turn 1" not in by_id
+    colored = invoke("show", "--color", "--status", "completed", str(transcript)).stdout
+    assert "\x1b[" in colored and "━━ beta" not in colored
+
+
+def test_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
+    result = invoke("show", str(tmp_path / "none.jsonl"))
+    assert result.exit_code == 2 and result.stderr.startswith("mtrun: error: cannot read")
+
+
+def test_export_markdown(transcript: Path) -> None:
+    result = invoke("export", str(transcript), "--id", "beta")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("# mtrun transcript: t.jsonl\n")
+    assert "## `beta`" in result.stdout and "## `alpha`" not in result.stdout
+    assert "❌" in result.stdout
+
+
+def test_export_never_overwrites(transcript: Path) -> None:
+    out = transcript.parent / "t.md"
+    assert invoke("export", str(transcript), "-o", str(out)).exit_code == 0
+    before = out.read_text()
+    again = invoke("export", str(transcript), "-o", str(out))
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert out.read_text() == before
+    assert json.loads(transcript.read_text().splitlines()[0])["id"] in ("alpha", "beta")
