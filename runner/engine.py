@@ -453,8 +453,13 @@ class _Batch:
             params=dict(turn_spec.params) or None,
         )
 
+        slot = _Slot()
+
+        async def prepare() -> None:
+            slot.epoch = await self._wait_to_send(body, slot, index)
+
         async def attempt() -> Completion:
-            return await self._send(body, conversation.id, index)
+            return await self._send(body, slot, conversation.id, index)
 
         try:
             completion, attempts = await call_with_retries(
@@ -464,6 +469,7 @@ class _Batch:
                 clock=self.clock,
                 rng=self.rng,
                 on_retry=on_retry,
+                prepare=prepare,
             )
         except GaveUp as gave_up:
             turn.attempts = _number(earlier_attempts, gave_up.attempts)
@@ -482,8 +488,8 @@ class _Batch:
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
 
-    async def _send(self, body: dict[str, Any], conversation_id: str, index: int) -> Completion:
-        """One attempt at a turn, through the endpoint's shared gate."""
+    async def _wait_to_send(self, body: dict[str, Any], slot: _Slot, index: int) -> int:
+        """Wait out holds, pacing and the concurrency limit; return the slot's episode."""
         await self.gate.before_send()
         budget = self.config.budget_tokens
         if budget is not None and sum(self.tokens) >= budget and not self.control.stopping:
@@ -491,9 +497,17 @@ class _Batch:
                 f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
                 "continue with --resume and a larger --budget-tokens"
             )
-        estimate = _estimate_tokens(body)
-        await self.pacer.wait_turn(estimate)
-        epoch = await self.limiter.acquire(continuing=index > 0)
+        if self.control.stopping:
+            raise asyncio.CancelledError  # stopped while waiting: it is interrupted
+        slot.estimate = _estimate_tokens(body)
+        await self.pacer.wait_turn(slot.estimate)
+        return await self.limiter.acquire(continuing=index > 0)
+
+    async def _send(
+        self, body: dict[str, Any], slot: _Slot, conversation_id: str, index: int
+    ) -> Completion:
+        """One attempt at a turn, in the slot ``_wait_to_send`` took; gives the slot back."""
+        epoch, estimate = slot.epoch, slot.estimate
         outcome = "other"
         try:
             if self.control.stopping:
@@ -682,6 +696,14 @@ class _Batch:
             limit_changes=tuple(self.limiter.changes),
             output_error=None if self.output_error is None else str(self.output_error),
         )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The concurrency slot and token booking of the attempt about to be sent."""
+
+    epoch: int = 0
+    estimate: int = 0
 
 
 def _estimate_tokens(body: Mapping[str, Any]) -> int:

@@ -205,8 +205,12 @@ async def call_with_retries(
     clock: Callable[[], float],
     rng: random.Random | None = None,
     on_retry: Callable[[AttemptRecord], None] | None = None,
+    prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[T, list[AttemptRecord]]:
     """Run ``attempt`` until it succeeds, fails fatally, or retries run out.
+
+    ``prepare`` runs before each attempt and is not timed: waiting for a
+    slot or for a rate limit is not the request's latency.
 
     Returns the result and the attempt records (the successful one last).
     Raises :class:`GaveUp` with the last error and all records otherwise.
@@ -218,6 +222,8 @@ async def call_with_retries(
     last_sent = [started]
 
     async def timed_attempt() -> T:
+        if prepare is not None:
+            await prepare()
         last_sent[0] = clock()
         return await attempt()
 

@@ -121,3 +121,24 @@ def test_a_run_under_rpm_books_one_request_a_second(tmp_path: Path) -> None:
     # 20 requests at 60 a minute: the first at once, then one a second.
     assert sorted(waits) == [float(k) for k in range(1, 20)]
     assert result.rate_limit_wait_s == sum(range(1, 20))
+
+
+def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> None:
+    from helpers import read_jsonl
+
+    sleeps = Sleeps()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    convs = [Conversation(id="c", source="s", turns=(Turn("a"), Turn("b"), Turn("c")))]
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        rpm=6,  # one request every 10 s
+    )
+    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+    assert result.rate_limit_wait_s == 20.0
+    (record,) = read_jsonl(tmp_path / "o.jsonl")
+    assert [t["latency_ms"] for t in record["turns"]] == [0.0, 0.0, 0.0]
