@@ -654,3 +654,49 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         _fail(OutputError(f"cannot write {output}: {exc.strerror or exc}"))
+
+
+@main.command("report")
+@click.argument(
+    "transcripts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HTML file to write (default: beside the last transcript, .html).",
+)
+def report_command(transcripts: tuple[Path, ...], output: Path | None) -> None:
+    """Write one self-contained HTML page of a run (FILE), or comparing two (BASE NEW).
+
+    \b
+    The page needs no network: open it from disk or attach it to a CI run.
+    It shows totals, a sortable and filterable table of conversations, each
+    conversation as a chat with its checks and retries, and charts of latency
+    and tokens per turn; comparing two runs lists regressions first and shows
+    answers side by side with the differences highlighted.
+    """
+    from runner.report import build_comparison, build_report, write_report
+
+    if len(transcripts) > 2:
+        _fail(InputError("give one transcript, or two to compare: mtrun report BASE NEW"))
+    if len(transcripts) == 1:
+        (path,) = transcripts
+        page = build_report(_read_for_review(path), title=path.name, source=str(path))
+        target = output or path.with_suffix(".html")
+    else:
+        base, new = transcripts
+        page = build_comparison(
+            _read_for_review(base),
+            _read_for_review(new),
+            title=f"{base.name} vs {new.name}",
+            base_source=str(base),
+            new_source=str(new),
+        )
+        target = output or new.with_name(new.stem + ".compare.html")
+    replacing = target.exists()
+    try:
+        write_report(target, page)
+    except RunnerError as exc:
+        _fail(exc)
+    click.echo(f"wrote {target}" + (" (replacing the earlier report)" if replacing else ""))

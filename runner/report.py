@@ -1,0 +1,395 @@
+"""The HTML report: one run, or two runs compared, as one self-contained page.
+
+The page is three static assets, ``runner/assets/report.html``, ``report.css``
+and ``report.js``, put together into one file: the stylesheet and the script
+are inlined, and the report's data is embedded once as JSON in
+``<script type="application/json" id="data">``. Nothing is fetched, so the
+file opens from disk, offline, and can be attached to a CI run.
+
+Safety. The script builds every element with DOM calls and inserts every
+string from a transcript as a text node, never as HTML. The JSON block
+escapes ``<``, ``>``, ``&``, U+2028 and U+2029 (and lone surrogates) as
+``\\uXXXX``, so no answer can close the script element. A
+Content-Security-Policy allows only the inlined script and stylesheet, by
+their SHA-256 hashes, and no network at all.
+
+Size. The page shows what a transcript holds, minus what it never shows:
+the ``schema``, ``run_id`` (listed once in the run's metadata) and
+``fingerprint`` of each record, and of a judge check's ``details`` the
+model, verdict and error only (the judge's request repeats the whole
+conversation). Charts are drawn from aggregates computed here
+(:func:`run_summary`), and the page renders table rows and chats lazily, so a
+run of 10,000 conversations stays a file about the size of its transcript.
+
+Data (``mtrun.report/1``)::
+
+    {"schema", "mode": "run" | "compare", "title",
+     "runs": [{"label": "run" | "base" | "new", "source", "meta", "totals",
+               "charts", "conversations": [record, ...]}],
+     "diff": runner.diff.render_json(...), each conversation's "turns" cut to
+             [{"index", "similarity", "similarity_method"}] of the turns whose
+             answers differ; or null}
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import json
+import math
+import os
+import re
+import secrets
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runner.diff import diff_runs, render_json
+from runner.errors import OutputError
+from runner.transcript import STATUSES
+
+SCHEMA = "mtrun.report/1"
+"""Version string of the data embedded in the page."""
+
+CHART_TURNS = 60
+"""Most turn indexes drawn in the per-turn charts; later turns are counted, not drawn."""
+
+DROPPED_FIELDS = frozenset({"schema", "run_id", "fingerprint"})
+"""Record fields the page never shows per conversation."""
+
+JUDGE_DETAILS = ("model", "verdict", "error")
+"""The parts of a check's ``details`` the page shows; the rest (the judge request) is dropped."""
+
+_SLOTS = re.compile(r"\{\{(title|csp|style|script|data)\}\}")
+_JSON_UNSAFE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+
+
+def build_report(records: Sequence[Mapping[str, Any]], *, title: str, source: str) -> str:
+    """The HTML page of one run's transcript ``records``; ``source`` names the file."""
+    data = {
+        "schema": SCHEMA,
+        "mode": "run",
+        "title": title,
+        "runs": [_run(records, label="run", source=source)],
+        "diff": None,
+    }
+    return _page(title, data)
+
+
+def build_comparison(
+    base: Sequence[Mapping[str, Any]],
+    new: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    base_source: str,
+    new_source: str,
+) -> str:
+    """The HTML page comparing two runs: regressions first, then answers side by side.
+
+    Pairing, outcomes and flipped checks come from :func:`runner.diff.diff_runs`.
+    Of its per-turn entries only the turns whose answers differ are kept, with
+    their similarity: the page takes answers, tokens and latency from the
+    embedded records, which it needs anyway.
+    """
+    diff = render_json(diff_runs(base, new))
+    for conversation in diff["conversations"]:
+        conversation["turns"] = [
+            {
+                "index": turn["index"],
+                "similarity": turn["answer"]["similarity"],
+                "similarity_method": turn["answer"]["similarity_method"],
+            }
+            for turn in conversation["turns"]
+            if turn["answer"] is not None
+        ]
+    data = {
+        "schema": SCHEMA,
+        "mode": "compare",
+        "title": title,
+        "runs": [
+            _run(base, label="base", source=base_source),
+            _run(new, label="new", source=new_source),
+        ],
+        "diff": diff,
+    }
+    return _page(title, data)
+
+
+def write_report(path: Path, html: str) -> None:
+    """Write ``html`` to ``path`` atomically: a temporary file beside it, then a rename.
+
+    Raises :class:`OutputError` with a one-line message when it cannot.
+    """
+    data = html.encode("utf-8", errors="replace")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with open(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(
+            f"cannot write report {path}: {exc.strerror or exc}; "
+            "check the folder exists and is writable, or choose another -o path"
+        ) from None
+
+
+def embed_json(value: Any) -> str:
+    """``value`` as compact JSON that is safe inside a ``<script>`` element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def csp_hash(text: str) -> str:
+    """The CSP source expression allowing an inline element whose content is ``text``."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def asset(name: str) -> str:
+    """The text of one file of ``runner/assets``."""
+    return resources.files("runner").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Metadata, totals and chart aggregates of one run's records."""
+    records = [r for r in records if isinstance(r, Mapping)]
+    statuses = Counter(_text(r.get("status")) or "unknown" for r in records)
+    status_counts = {status: statuses.pop(status, 0) for status in STATUSES}
+    status_counts.update(sorted(statuses.items()))
+
+    started = [s for r in records if (s := _text(r.get("started_at")))]
+    finished = [f for r in records if (f := _text(r.get("finished_at")))]
+    start_time = _earliest(started)
+    end_time = _latest(finished)
+    wall_s = None
+    if start_time is not None and end_time is not None:
+        wall_s = round(max(0.0, (end_time[0] - start_time[0]).total_seconds()), 3)
+
+    totals: dict[str, Any] = {
+        "conversations": len(records),
+        "statuses": status_counts,
+        "turns": 0,
+        "turns_sent": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "attempts": 0,
+        "retries": 0,
+        "failed_checks": 0,
+        "latency_ms": 0.0,
+        "wall_s": wall_s,
+    }
+    latencies: dict[int, list[float]] = {}
+    prompts: dict[int, list[int]] = {}
+    completions: dict[int, list[int]] = {}
+    for record in records:
+        turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
+        record_totals = record.get("totals")
+        if not isinstance(record_totals, Mapping):
+            record_totals = {}
+        answered = 0
+        prompt = completion = total = attempts = 0
+        for position, turn in enumerate(turns):
+            index = turn["index"] if _is_int(turn.get("index")) else position
+            attempts += len(_list(turn.get("attempts")))
+            if turn.get("error") is None:
+                answered += 1
+            latency = _number(turn.get("latency_ms"))
+            if latency is not None:
+                totals["latency_ms"] += latency
+                latencies.setdefault(index, []).append(latency)
+            usage = turn.get("usage")
+            if isinstance(usage, Mapping):
+                p, c = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+                prompt, completion = prompt + p, completion + c
+                total += _int(usage.get("total_tokens")) or p + c
+                if _is_int(usage.get("prompt_tokens")):
+                    prompts.setdefault(index, []).append(p)
+                if _is_int(usage.get("completion_tokens")):
+                    completions.setdefault(index, []).append(c)
+            totals["failed_checks"] += sum(
+                1
+                for check in _list(turn.get("checks"))
+                if isinstance(check, Mapping) and check.get("passed") is not True
+            )
+        totals["turns_sent"] += len(turns)
+        for key, computed in (
+            ("turns", answered),
+            ("prompt_tokens", prompt),
+            ("completion_tokens", completion),
+            ("total_tokens", total),
+            ("attempts", attempts),
+            ("retries", attempts - len(turns)),
+        ):
+            value = record_totals.get(key)
+            totals[key] += value if _is_int(value) else computed
+    totals["latency_ms"] = round(totals["latency_ms"], 3)
+
+    indexes = sorted(latencies.keys() | prompts.keys() | completions.keys())
+    per_turn = [
+        {
+            "index": index,
+            "n": len(latencies.get(index, [])),
+            "latency": _five_numbers(latencies.get(index, [])),
+            "prompt": _median(prompts.get(index, [])),
+            "completion": _median(completions.get(index, [])),
+        }
+        for index in indexes[:CHART_TURNS]
+    ]
+    meta = {
+        "run_ids": _distinct(r.get("run_id") for r in records),
+        "models": _distinct(r.get("model") for r in records),
+        "endpoints": _distinct(r.get("base_url") for r in records),
+        "started_at": start_time[1] if start_time else None,
+        "finished_at": end_time[1] if end_time else None,
+    }
+    charts = {
+        "statuses": status_counts,
+        "turns": per_turn,
+        "turns_not_drawn": max(0, len(indexes) - CHART_TURNS),
+    }
+    return {"meta": meta, "totals": totals, "charts": charts}
+
+
+# -- the page -------------------------------------------------------------------------
+
+
+def _page(title: str, data: Mapping[str, Any]) -> str:
+    style, script = asset("report.css"), asset("report.js")
+    if "</style" in style.lower() or "</script" in script.lower():
+        raise ValueError("an asset would end its own element early")
+    csp = (
+        f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    slots = {
+        "title": html.escape(_clean(title)),
+        "csp": html.escape(csp),
+        "style": style,
+        "script": script,
+        "data": embed_json(data),
+    }
+    return _SLOTS.sub(lambda m: slots[m.group(1)], asset("report.html"))
+
+
+def _run(records: Sequence[Mapping[str, Any]], *, label: str, source: str) -> dict[str, Any]:
+    summary = run_summary(records)
+    summary["meta"]["source"] = source
+    return {
+        "label": label,
+        "source": source,
+        **summary,
+        "conversations": [_slim(r) for r in records if isinstance(r, Mapping)],
+    }
+
+
+def _slim(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record without what the page never shows (see the module docstring)."""
+    out = {key: value for key, value in record.items() if key not in DROPPED_FIELDS}
+    turns = record.get("turns")
+    if isinstance(turns, list):
+        out["turns"] = [_slim_turn(t) if isinstance(t, Mapping) else t for t in turns]
+    return out
+
+
+def _slim_turn(turn: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(turn)
+    checks = turn.get("checks")
+    if isinstance(checks, list):
+        out["checks"] = [_slim_check(c) if isinstance(c, Mapping) else c for c in checks]
+    return out
+
+
+def _slim_check(check: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(check)
+    details = check.get("details")
+    if isinstance(details, Mapping):
+        kept = {key: details[key] for key in JUDGE_DETAILS if key in details}
+        if kept:
+            out["details"] = kept
+        else:
+            del out["details"]
+    return out
+
+
+# -- small helpers --------------------------------------------------------------------
+
+
+def _five_numbers(values: list[float]) -> list[float] | None:
+    """Minimum, lower quartile, median, upper quartile and maximum (linear interpolation)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return [round(_quantile(ordered, q), 3) for q in (0.0, 0.25, 0.5, 0.75, 1.0)]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return round(_quantile(sorted(values), 0.5), 3) if values else None
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _earliest(texts: list[str]) -> tuple[datetime, str] | None:
+    parsed = [(moment, text) for text in texts if (moment := _parse_time(text)) is not None]
+    return min(parsed, key=lambda pair: pair[0]) if parsed else None
+
+
+def _latest(texts: list[str]) -> tuple[datetime, str] | None:
+    parsed = [(moment, text) for text in texts if (moment := _parse_time(text)) is not None]
+    return max(parsed, key=lambda pair: pair[0]) if parsed else None
+
+
+def _distinct(values: Any) -> list[str]:
+    """Distinct non-empty values, most frequent first."""
+    counts = Counter(text for value in values if (text := _text(value)))
+    return [value for value, _ in counts.most_common()]
+
+
+def _clean(text: str) -> str:
+    """``text`` with lone surrogates (from undecodable file names) made ``?``."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> int:
+    return value if _is_int(value) else 0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

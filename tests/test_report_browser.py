@@ -1,0 +1,385 @@
+"""The HTML report in a real browser: Debian's headless Chromium driven by Selenium.
+
+Nothing is downloaded: Selenium is given the paths of Debian's ``chromium``
+and ``chromedriver``, so Selenium Manager never runs (the ``browser`` fixture
+makes sure). Without them the tests are skipped on a developer's machine and
+fail under CI, which must run them (``.ci/run`` installs both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import ChatServer, Sleeps, error
+
+from runner.engine import RunConfig, run_batch
+from runner.loader import load_conversations
+from runner.mock import answer
+from runner.report import build_comparison, build_report, write_report
+from runner.store import read_transcript
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_S = 20.0
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+
+CONVERSATIONS = textwrap.dedent(
+    """\
+    defaults:
+      system: You are a concise assistant.
+    conversations:
+      - id: capital
+        turns:
+          - content: What is the capital of France?
+            expect: {min_chars: 5}
+          - Tell me more about it.
+      - id: fruit-bowl
+        expect_final: {contains: banana}
+        turns: [Describe a fruit bowl.]
+      - id: weather
+        turns: [Is it raining?, What about tomorrow?, And next week?]
+      - id: haiku
+        turns: [Write a haiku about retries.]
+    """
+)
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not path.is_file():
+            return f"{path} not found (apt-get install -y {package})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module; never lets Selenium Manager fetch anything."""
+    missing = browser_missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run in CI: {missing}")
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"mtrun-chromium-{os.getpid()}"
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+
+    def no_manager(*args: object, **kwargs: object) -> dict[str, str]:
+        raise AssertionError("Selenium Manager would look for (and download) a browser")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SeleniumManager, "binary_paths", no_manager)
+        driver = webdriver.Chrome(
+            options=options, service=Service(executable_path=str(CHROMEDRIVER))
+        )
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real mock run (plus a hostile record), a second run that regressed, and their pages."""
+    folder = tmp_path_factory.mktemp("reports")
+    (folder / "batch.yaml").write_text(CONVERSATIONS)
+    conversations = load_conversations([str(folder / "batch.yaml")])
+
+    asyncio.run(
+        run_batch(conversations, RunConfig(output=folder / "base.jsonl", base_url="mock://"))
+    )
+    base = read_transcript(folder / "base.jsonl")
+    hostile = json.loads(json.dumps(next(r for r in base if r["id"] == "capital")))
+    hostile["id"] = "hostile"
+    hostile["messages"][hostile["turns"][0]["message_index"] + 1]["content"] = HOSTILE
+    write_report(
+        folder / "run.html", build_report([*base, hostile], title="base run", source="base.jsonl")
+    )
+
+    throttled: list[int] = []
+
+    def respond(body: dict[str, Any], n: int) -> httpx.Response | None:
+        first = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        if first == "Is it raining?":
+            return error(400, "model not found")
+        if first == "What is the capital of France?" and not throttled:
+            throttled.append(n)
+            return error(429, "Rate limit reached", **{"retry-after": "1"})
+        if first == "Write a haiku about retries.":
+            reply = answer(body)
+            reply["choices"][0]["message"]["content"] = "Retry, wait, retry.\nBackoff grows."
+            return httpx.Response(200, json=reply)
+        return None
+
+    server = ChatServer(respond)
+    config = RunConfig(
+        output=folder / "new.jsonl", base_url="http://127.0.0.1:9/v1", transport=server.transport
+    )
+    asyncio.run(run_batch(conversations, config, sleep=Sleeps()))
+    new = read_transcript(folder / "new.jsonl")
+    write_report(
+        folder / "compare.html",
+        build_comparison(base, new, title="pr", base_source="base.jsonl", new_source="new.jsonl"),
+    )
+
+    odd: list[dict[str, Any]] = [
+        {"id": "bare"},
+        {
+            "id": "parts",
+            "status": "interrupted",
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "Be kind."}]},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": None},
+            ],
+            "turns": [{"index": 0, "message_index": 1, "attempts": []}, {"index": 1}],
+            "error": {"kind": "interrupted", "message": "stopped by Ctrl-C"},
+        },
+        {"id": "weird", "status": "unheard-of", "turns": [None, 3], "messages": [None, "x"]},
+    ]
+    write_report(folder / "odd.html", build_report(odd, title="odd", source="odd.jsonl"))
+
+    big = [dict(hostile, id=f"conversation-{k:05d}", status="completed") for k in range(10_000)]
+    write_report(folder / "big.html", build_report(big, title="big", source="big.jsonl"))
+    return {
+        "run": folder / "run.html",
+        "compare": folder / "compare.html",
+        "big": folder / "big.html",
+        "odd": folder / "odd.html",
+    }
+
+
+def open_page(browser: Any, path: Path, fragment: str = "") -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(path.as_uri() + fragment)
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.execute_script("return document.body.dataset.ready === 'true'")
+    )
+
+
+def wait_for(browser: Any, condition: Any) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT_S).until(condition)
+
+
+def css(browser: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(browser.find_elements(By.CSS_SELECTOR, selector))
+
+
+def row_ids(browser: Any) -> list[str]:
+    """The ids of the rows in the page, read at once (the table repaints as it scrolls)."""
+    ids = browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.row'), r => r.cells[0].textContent)"
+    )
+    return list(ids)
+
+
+def page_errors(browser: Any) -> list[str]:
+    """Console errors, CSP violations included."""
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_overview_shows_totals_and_the_table_filters_and_sorts(
+    browser: Any, reports: dict[str, Path]
+) -> None:
+    open_page(browser, reports["run"])
+
+    totals = {
+        tile.get_attribute("data-total"): tile.find_element("css selector", ".value").text
+        for tile in css(browser, "#totals .tile")
+    }
+    assert totals["conversations"] == "5"
+    assert totals["completed"] == "4"
+    assert totals["checks_failed"] == "1"
+    assert totals["failed"] == "0"
+    assert totals["turns"] == "9"
+    assert css(browser, "#run-meta")[0].text.count("mock://offline") == 1
+    assert row_ids(browser) == ["capital", "fruit-bowl", "haiku", "hostile", "weather"]
+    assert css(browser, "#count")[0].text == "5 of 5 conversations"
+
+    css(browser, "#search")[0].send_keys("weath")
+    wait_for(browser, lambda d: row_ids(d) == ["weather"])
+    assert css(browser, "#count")[0].text == "1 of 5 conversations"
+    css(browser, "#search")[0].clear()
+    css(browser, "#search")[0].send_keys("France")
+    wait_for(browser, lambda d: row_ids(d) == [])
+    css(browser, "#search-messages")[0].click()
+    wait_for(browser, lambda d: row_ids(d) == ["capital", "hostile"])
+    css(browser, "#search")[0].clear()
+    css(browser, "#search")[0].send_keys(" ")
+    wait_for(browser, lambda d: len(row_ids(d)) == 5)
+
+    from selenium.webdriver.support.ui import Select
+
+    Select(css(browser, "#status-filter")[0]).select_by_value("checks_failed")
+    wait_for(browser, lambda d: row_ids(d) == ["fruit-bowl"])
+    Select(css(browser, "#status-filter")[0]).select_by_value("")
+
+    tokens_header = css(browser, "th[data-key=tokens]")[0]
+    tokens_header.click()
+    assert tokens_header.get_attribute("aria-sort") == "descending"
+    assert row_ids(browser)[0] == "weather"  # three turns: the most tokens
+    tokens_header.click()
+    assert tokens_header.get_attribute("aria-sort") == "ascending"
+    assert row_ids(browser)[-1] == "weather"
+    assert page_errors(browser) == []
+
+
+def test_a_conversation_opens_as_a_chat_with_its_checks(
+    browser: Any, reports: dict[str, Path]
+) -> None:
+    open_page(browser, reports["run"])
+    next(r for r in css(browser, "tr.row") if r.text.startswith("capital")).click()
+    wait_for(browser, lambda d: css(d, "#conversation"))
+
+    assert css(browser, "#overview")[0].is_displayed() is False
+    roles = [m.get_attribute("data-role") for m in css(browser, "#chat .msg")]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    assert css(browser, "#chat .msg.user")[0].text.endswith("What is the capital of France?")
+    check = css(browser, "#chat .check.pass")[0]
+    assert "min_chars" in check.text and "expected" in check.text
+
+    css(browser, "#back")[0].click()
+    wait_for(browser, lambda d: css(d, "#overview")[0].is_displayed())
+    next(r for r in css(browser, "tr.row") if r.text.startswith("fruit-bowl")).click()
+    wait_for(browser, lambda d: css(d, "#chat .check.fail"))
+    assert "banana" in css(browser, "#chat .check.fail")[0].text
+
+
+def test_a_hostile_reply_is_shown_as_text_and_never_runs(
+    browser: Any, reports: dict[str, Path], tmp_path: Path
+) -> None:
+    open_page(browser, reports["run"], "#conv=hostile")
+    wait_for(browser, lambda d: css(d, "#chat .msg.assistant"))
+
+    assert css(browser, "#chat .msg.assistant .body")[0].text == HOSTILE
+    assert css(browser, "#chat img") == []
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    assert page_errors(browser) == []
+
+    shot = tmp_path / "conversation.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_the_charts_are_drawn_as_svg(browser: Any, reports: dict[str, Path]) -> None:
+    open_page(browser, reports["run"])
+
+    assert len(css(browser, "svg#chart-status rect")) == 2 * 4
+    assert len(css(browser, "svg#chart-latency g.latency-box")) == 3  # turns 1 to 3
+    assert len(css(browser, "svg#chart-tokens rect.bar-prompt")) == 3
+    assert len(css(browser, "svg#chart-tokens rect.bar-completion")) == 3
+
+
+def test_the_comparison_lists_the_regression_first(
+    browser: Any, reports: dict[str, Path], tmp_path: Path
+) -> None:
+    open_page(browser, reports["compare"])
+
+    regressions = css(browser, "#regressions li")
+    assert [r.get_attribute("data-id") for r in regressions] == ["weather"]
+    assert "model not found" in regressions[0].text
+    assert row_ids(browser)[0] == "weather"
+    assert css(browser, "tr.row")[0].find_element("css selector", ".badge").text == "regressed"
+    tiles = {
+        t.get_attribute("data-total"): t.text.split("\n")[0]
+        for t in css(browser, "#diff-summary .tile")
+    }
+    assert tiles["regressed"] == "1"
+    assert tiles["changed"] == "1"
+
+    regressions[0].click()
+    wait_for(browser, lambda d: css(d, "#conversation"))
+    assert "model not found" in css(browser, "#conversation .error-box")[0].text
+
+    open_page(browser, reports["compare"], "#conv=haiku")
+    wait_for(browser, lambda d: css(d, ".cmp-turn.differs"))
+    assert css(browser, "[data-side=new] .body")[0].text == "Retry, wait, retry.\nBackoff grows."
+    assert "Backoff" in " ".join(e.text for e in css(browser, "[data-side=new] ins.d"))
+    assert "offline reply" in " ".join(e.text for e in css(browser, "[data-side=base] del.d"))
+    assert page_errors(browser) == []
+
+    open_page(browser, reports["compare"], "#conv=capital")
+    wait_for(browser, lambda d: css(d, ".cmp-turn"))
+    shot = tmp_path / "comparison.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+
+
+def test_records_with_missing_fields_render_without_errors(
+    browser: Any, reports: dict[str, Path]
+) -> None:
+    open_page(browser, reports["odd"])
+    assert sorted(row_ids(browser)) == ["bare", "parts", "weird"]
+
+    for cid in ("bare", "parts", "weird"):
+        open_page(browser, reports["odd"], f"#conv={cid}")
+        wait_for(browser, lambda d: css(d, "#conversation"))
+    open_page(browser, reports["odd"], "#conv=parts")
+    bodies = [b.text for b in css(browser, "#chat .msg .body")]
+    assert bodies[0] == "Be kind."
+    assert bodies[1].startswith("[image_url] ")
+    assert bodies[2] == "(no content)"
+    assert "stopped by Ctrl-C" in css(browser, ".error-box.interrupted")[0].text
+    assert page_errors(browser) == []
+
+
+def test_ten_thousand_conversations_open_and_scroll(
+    browser: Any, reports: dict[str, Path], tmp_path: Path
+) -> None:
+    open_page(browser, reports["big"])
+
+    assert css(browser, "#count")[0].text == "10,000 of 10,000 conversations"
+    rendered = row_ids(browser)
+    assert rendered[0] == "conversation-00000"
+    assert len(rendered) < 200  # only the rows in view are in the page
+    browser.execute_script(
+        "const s = document.getElementById('conversations-scroll'); s.scrollTop = s.scrollHeight;"
+    )
+    wait_for(browser, lambda d: "conversation-09999" in row_ids(d))
+    css(browser, "#search")[0].send_keys("conversation-0424")
+    wait_for(browser, lambda d: len(row_ids(d)) == 10)
+
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot = tmp_path / "overview.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+    assert page_errors(browser) == []
