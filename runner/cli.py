@@ -302,6 +302,14 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Stop sending once the run has used N tokens; the output stays resumable.",
 )
 @click.option(
+    "--shard",
+    "shard_spec",
+    metavar="K/N|auto",
+    help="Run only shard K of N (split by a hash of the conversation id; each shard writes "
+    "its own output, combine them with 'mtrun merge'). 'auto': from MTRUN_SHARD, a Slurm "
+    "job array, or a Kubernetes Indexed Job (auto/N).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Validate and print the plan (requests, estimated prompt tokens); send nothing.",
@@ -333,6 +341,7 @@ def run_command(
     tpm: float | None,
     stream: bool,
     budget_tokens: int | None,
+    shard_spec: str | None,
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -354,14 +363,27 @@ def run_command(
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
+    shard = None
+    if shard_spec is not None:
+        from runner.shard import parse_shard
+
+        try:
+            shard = parse_shard(shard_spec, os.environ)
+        except RunnerError as exc:
+            _fail(exc)
     if dry_run:
-        _print_plan(conversations, model, overrides, repeat)
+        mine = [c for c in conversations if shard is None or shard.holds(c.id)]
+        _print_plan(mine, model, overrides, repeat)
         sys.exit(EXIT_OK)
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
         _fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
     config = RunConfig(
-        output=output or default_output_path(Path("outputs")),
+        output=output
+        or default_output_path(
+            Path("outputs"), suffix=f"-shard{shard.index}of{shard.count}" if shard else ""
+        ),
+        shard=shard,
         resume=resume,
         base_url=MOCK_BASE_URL if mock else (base_url or DEFAULT_BASE_URL),
         api_key=None if mock else find_api_key(os.environ, key_names),
@@ -700,3 +722,48 @@ def report_command(transcripts: tuple[Path, ...], output: Path | None) -> None:
     except RunnerError as exc:
         _fail(exc)
     click.echo(f"wrote {target}" + (" (replacing the earlier report)" if replacing else ""))
+
+
+@main.command("merge")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--conversations",
+    "patterns",
+    multiple=True,
+    metavar="FILES",
+    help="The batch's conversation files (repeatable): also check that none is missing.",
+)
+def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, ...]) -> None:
+    """Combine the outputs of `mtrun --shard K/N` runs into OUTPUT.
+
+    \b
+    Checks that every shard of the split is present and every conversation
+    appears exactly once (with --conversations: that none of the batch is
+    missing). Exit 0 when complete, 3 when something is missing or
+    duplicated (OUTPUT is still written, for inspection), 2 on bad input.
+    """
+    from runner.loader import load_conversations
+    from runner.shard import merge_shards
+
+    try:
+        expected = [c.id for c in load_conversations(patterns)] if patterns else None
+        report = merge_shards(output, shards, expected_ids=expected)
+    except RunnerError as exc:
+        _fail(exc)
+    click.echo(
+        f"merged {report.conversations} conversations from {len(shards)} files into {output}"
+    )
+    for index in report.missing_shards:
+        click.echo(f"missing shard: {index}/{report.shard_count}", err=True)
+    for cid, files in report.duplicates:
+        click.echo(f"duplicated: {cid} in {', '.join(files)}", err=True)
+    for cid in report.missing:
+        click.echo(f"missing conversation: {cid}", err=True)
+    if report.unfinished:
+        click.echo(
+            f"{len(report.unfinished)} conversations failed or were interrupted "
+            "(resume their shard with --resume)",
+            err=True,
+        )
+    sys.exit(EXIT_OK if report.complete else EXIT_FAILED)

@@ -61,6 +61,7 @@ from runner.limiter import AdaptiveLimiter
 from runner.pacing import Pacer
 from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
+from runner.shard import Shard
 from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
 from runner.streaming import STREAM_FIELDS
@@ -115,6 +116,8 @@ class RunConfig:
     """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None
     """Stop sending once this run has used this many tokens (prompt + completion)."""
+    shard: Shard | None = None
+    """Run only this shard's part of the batch (``--shard K/N``)."""
     rpm: float | None = None
     """Requests per minute to stay under (``--rpm``)."""
     tpm: float | None = None
@@ -232,6 +235,8 @@ class _Batch:
         clock: Callable[[], float],
         rng: random.Random | None,
     ) -> None:
+        if config.shard is not None:
+            conversations = [c for c in conversations if config.shard.holds(c.id)]
         self.conversations = _repeated(conversations, config.repeat)
         self.config = config
         self.base_url = base_url
@@ -633,6 +638,8 @@ class _Batch:
         record.finished_at = utc_now()
         record.group = conversation.group
         record.repeat = conversation.repeat
+        if self.config.shard is not None:
+            record.shard = {"index": self.config.shard.index, "count": self.config.shard.count}
         self.store.append_conversation(record)
         self.counts[record.status] += 1
         self.statuses[record.id] = record.status

@@ -442,9 +442,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def default_output_path(folder: Path, *, now: datetime | None = None) -> Path:
-    """A new file name under ``folder`` that does not exist yet."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+def default_output_path(folder: Path, *, now: datetime | None = None, suffix: str = "") -> Path:
+    """A new file name under ``folder`` that does not exist yet (``suffix``: e.g. a shard)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S") + suffix
     candidate = folder / f"mtrun-{stamp}.jsonl"
     number = 2
     while candidate.exists() or candidate.with_name(candidate.name + JOURNAL_SUFFIX).exists():

@@ -151,6 +151,8 @@ class ConversationRecord:
     """With ``--repeat``: the conversation id this record is a repetition of."""
     repeat: int | None = None
     """With ``--repeat``: which repetition (1-based)."""
+    shard: dict[str, int] | None = None
+    """With ``--shard K/N``: ``{"index": K, "count": N}``."""
 
     @property
     def completed_turns(self) -> int:
@@ -200,6 +202,8 @@ class ConversationRecord:
         if self.group is not None:
             out["group"] = self.group
             out["repeat"] = self.repeat
+        if self.shard is not None:
+            out["shard"] = self.shard
         return out
 
     @classmethod
@@ -221,6 +225,7 @@ class ConversationRecord:
             error=data.get("error"),
             group=data.get("group"),
             repeat=data.get("repeat"),
+            shard=data.get("shard"),
         )
 
 
