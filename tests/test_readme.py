@@ -55,3 +55,24 @@ def test_ci_examples_are_valid_yaml_using_real_options() -> None:
         assert used, path
         for option in used:
             assert option in help_text or option == "--fail-on", (path.name, option)
+
+
+def test_scale_out_examples_parse_and_use_real_options() -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    help_text = CliRunner().invoke(main, ["run", "--help"]).stdout
+    folder = Path(__file__).resolve().parent.parent / "docs" / "scale-out"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["github-matrix.yml", "k8s-indexed-job.yaml", "slurm-array.sbatch"]
+    for name in ("github-matrix.yml", "k8s-indexed-job.yaml"):
+        assert isinstance(yaml.safe_load((folder / name).read_text()), dict)
+    for path in folder.iterdir():
+        text = path.read_text()
+        options = set(re.findall(r"mtrun [^\n]*?(--[a-z][a-z-]+)", text))
+        options |= set(re.findall(r"^\s+(--[a-z][a-z-]+)", text, re.MULTILINE))
+        assert "--shard" in options, path.name
+        for option in options - {"--conversations"}:
+            assert option in help_text, (path.name, option)
