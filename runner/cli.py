@@ -179,8 +179,11 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
 )
 @click.option(
     "--model",
-    help="Model for every conversation (default: the file's, "
-    "else $MTRUN_MODEL, else arcee-ai/AFM-4.5B).",
+    "models",
+    multiple=True,
+    help="Model for every conversation (default: the file's, else $MTRUN_MODEL, else "
+    "arcee-ai/AFM-4.5B). Repeat it to run the batch once per model into one output "
+    "(ids become ID@MODEL); compare them with 'mtrun diff --models A B'.",
 )
 @click.option(
     "--param",
@@ -321,7 +324,7 @@ def run_command(
     resume: bool,
     mock: bool,
     base_url: str | None,
-    model: str | None,
+    models: tuple[str, ...],
     params: tuple[str, ...],
     api_key_env: str | None,
     concurrency: int | str,
@@ -373,7 +376,7 @@ def run_command(
             _fail(exc)
     if dry_run:
         mine = [c for c in conversations if shard is None or shard.holds(c.id)]
-        _print_plan(mine, model, overrides, repeat)
+        _print_plan(mine, models, overrides, repeat)
         sys.exit(EXIT_OK)
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
@@ -387,7 +390,8 @@ def run_command(
         resume=resume,
         base_url=MOCK_BASE_URL if mock else (base_url or DEFAULT_BASE_URL),
         api_key=None if mock else find_api_key(os.environ, key_names),
-        model=model,
+        model=models[0] if len(models) == 1 else None,
+        models=models if len(models) > 1 else (),
         env_model=os.environ.get("MTRUN_MODEL") or None,
         params=overrides,
         concurrency=AUTO_CEILING if concurrency == "auto" else int(concurrency),
@@ -456,7 +460,10 @@ def run_command(
 
 
 def _print_plan(
-    conversations: Sequence[Conversation], model: str | None, params: dict[str, Any], repeat: int
+    conversations: Sequence[Conversation],
+    models: Sequence[str],
+    params: dict[str, Any],
+    repeat: int,
 ) -> None:
     """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
     from runner.plan import estimate_cost, plan_lines
@@ -466,6 +473,7 @@ def _print_plan(
     plans = [
         plan_request(c, model_override=model, env_model=env_model, param_overrides=params)
         for c in conversations
+        for model in models or (None,)
         for _ in range(repeat)
     ]
     for line in plan_lines(estimate_cost(plans)):
@@ -518,7 +526,14 @@ def validate_command(files: tuple[str, ...]) -> None:
 
 @main.command("diff")
 @click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option(
+    "--models",
+    nargs=2,
+    metavar="A B",
+    help="Compare model A with model B of a several-model run (in BASE, or A in BASE "
+    "with B in NEW).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option(
     "--fail-on",
@@ -531,7 +546,14 @@ def validate_command(files: tuple[str, ...]) -> None:
 @click.option(
     "--color/--no-color", default=None, help="Colour the text report (default: on a terminal)."
 )
-def diff_command(base: Path, new: Path, as_json: bool, fail_on: str, color: bool | None) -> None:
+def diff_command(
+    base: Path,
+    new: Path | None,
+    models: tuple[str, str] | None,
+    as_json: bool,
+    fail_on: str,
+    color: bool | None,
+) -> None:
     """Compare two transcripts: BASE (e.g. main) against NEW (e.g. a pull request).
 
     \b
@@ -544,9 +566,20 @@ def diff_command(base: Path, new: Path, as_json: bool, fail_on: str, color: bool
     from runner.store import read_transcript
 
     try:
-        report = diff_runs(read_transcript(base), read_transcript(new))
+        before = read_transcript(base)
+        after = read_transcript(new) if new is not None else before
     except RunnerError as exc:
         _fail(exc)
+    if models:
+        from runner.transcript import records_of_model
+
+        before, after = records_of_model(before, models[0]), records_of_model(after, models[1])
+        for model, records in zip(models, (before, after), strict=True):
+            if not records:
+                _fail(InputError(f"--models: no conversation in the transcript used {model!r}"))
+    elif new is None:
+        _fail(InputError("give two transcripts (BASE NEW), or one with --models A B"))
+    report = diff_runs(before, after)
     if as_json:
         click.echo(json.dumps(render_json(report), ensure_ascii=False, indent=2))
     else:
@@ -688,7 +721,15 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
     type=click.Path(dir_okay=False, path_type=Path),
     help="HTML file to write (default: beside the last transcript, .html).",
 )
-def report_command(transcripts: tuple[Path, ...], output: Path | None) -> None:
+@click.option(
+    "--models",
+    nargs=2,
+    metavar="A B",
+    help="Compare model A with model B of a several-model run.",
+)
+def report_command(
+    transcripts: tuple[Path, ...], output: Path | None, models: tuple[str, str] | None
+) -> None:
     """Write one self-contained HTML page of a run (FILE), or comparing two (BASE NEW).
 
     \b
@@ -702,7 +743,22 @@ def report_command(transcripts: tuple[Path, ...], output: Path | None) -> None:
 
     if len(transcripts) > 2:
         _fail(InputError("give one transcript, or two to compare: mtrun report BASE NEW"))
-    if len(transcripts) == 1:
+    if models:
+        from runner.transcript import records_of_model
+
+        records = [_read_for_review(path) for path in transcripts]
+        base_records = records_of_model(records[0], models[0])
+        new_records = records_of_model(records[-1], models[1])
+        page = build_comparison(
+            base_records,
+            new_records,
+            title=f"{models[0]} vs {models[1]}",
+            base_source=f"{transcripts[0]} ({models[0]})",
+            new_source=f"{transcripts[-1]} ({models[1]})",
+        )
+        last = transcripts[-1]
+        target = output or last.with_name(f"{last.stem}.models.html")
+    elif len(transcripts) == 1:
         (path,) = transcripts
         page = build_report(_read_for_review(path), title=path.name, source=str(path))
         target = output or path.with_suffix(".html")

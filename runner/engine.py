@@ -85,6 +85,8 @@ class RunConfig:
     """Sent as a bearer token; required unless the endpoint is loopback or offline."""
     model: str | None = None
     """``--model``: overrides every conversation's model."""
+    models: tuple[str, ...] = ()
+    """Several ``--model``: the batch runs once per model (ids become ``ID@MODEL``)."""
     env_model: str | None = None
     """``MTRUN_MODEL``: used where a conversation names no model."""
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -156,6 +158,8 @@ def check_config(config: RunConfig) -> str:
         raise ConfigError(f"request parameters must be plain JSON values: {exc}") from None
     if config.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    if config.model is not None and config.models:
+        raise ConfigError("give one model, or several models, not both")
     if config.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
     if config.budget_tokens is not None and config.budget_tokens < 1:
@@ -237,7 +241,7 @@ class _Batch:
     ) -> None:
         if config.shard is not None:
             conversations = [c for c in conversations if config.shard.holds(c.id)]
-        self.conversations = _repeated(conversations, config.repeat)
+        self.conversations = _repeated(_per_model(conversations, config.models), config.repeat)
         self.config = config
         self.base_url = base_url
         self.store = store
@@ -638,6 +642,7 @@ class _Batch:
         record.finished_at = utc_now()
         record.group = conversation.group
         record.repeat = conversation.repeat
+        record.variant_of = conversation.variant_of
         if self.config.shard is not None:
             record.shard = {"index": self.config.shard.index, "count": self.config.shard.count}
         self.store.append_conversation(record)
@@ -721,6 +726,19 @@ def _estimate_tokens(body: Mapping[str, Any]) -> int:
     )
     cap = body.get("max_tokens", body.get("max_completion_tokens"))
     return prompt + (cap if isinstance(cap, int) and cap > 0 else ASSUMED_ANSWER_TOKENS)
+
+
+def _per_model(
+    conversations: Sequence[Conversation], models: Sequence[str]
+) -> Sequence[Conversation]:
+    """Each conversation once per model, as ``ID@MODEL``, when several models are given."""
+    if len(models) < 2:
+        return conversations
+    return [
+        dataclasses.replace(c, id=f"{c.id}@{m}", model=m, variant_of=c.id)
+        for c in conversations
+        for m in models
+    ]
 
 
 def _repeated(conversations: Sequence[Conversation], times: int) -> Sequence[Conversation]:

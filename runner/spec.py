@@ -76,6 +76,8 @@ class Conversation:
     """Expectations on every turn's answer."""
     expect_final: tuple[Check, ...] = ()
     """Expectations on the last turn's answer."""
+    variant_of: str | None = None
+    """With several ``--model``: the id this conversation is a per-model copy of."""
     group: str | None = None
     """With ``--repeat``: the id this conversation is a repetition of."""
     repeat: int | None = None

@@ -10,6 +10,7 @@ The schema is documented in the README and shipped as
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -151,6 +152,8 @@ class ConversationRecord:
     """With ``--repeat``: the conversation id this record is a repetition of."""
     repeat: int | None = None
     """With ``--repeat``: which repetition (1-based)."""
+    variant_of: str | None = None
+    """With several ``--model``: the conversation id this per-model record is a copy of."""
     shard: dict[str, int] | None = None
     """With ``--shard K/N``: ``{"index": K, "count": N}``."""
 
@@ -202,6 +205,8 @@ class ConversationRecord:
         if self.group is not None:
             out["group"] = self.group
             out["repeat"] = self.repeat
+        if self.variant_of is not None:
+            out["variant_of"] = self.variant_of
         if self.shard is not None:
             out["shard"] = self.shard
         return out
@@ -226,7 +231,22 @@ class ConversationRecord:
             group=data.get("group"),
             repeat=data.get("repeat"),
             shard=data.get("shard"),
+            variant_of=data.get("variant_of"),
         )
+
+
+def records_of_model(records: Iterable[Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The records of one model in a several-model output, under their original ids.
+
+    So two models of one run can be compared like two runs.
+    """
+    chosen = []
+    for record in records:
+        if record.get("model") == model:
+            copy = dict(record)
+            copy["id"] = record.get("variant_of") or record["id"]
+            chosen.append(copy)
+    return chosen
 
 
 def _int(value: Any) -> int:
