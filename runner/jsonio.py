@@ -8,11 +8,10 @@ ASCII escapes instead, so the line stays valid JSON and nothing is lost.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from runner.errors import OutputError
+from runner.atomic import write_atomic
 
 
 def dumps_bytes(value: Any, *, newline: bool = False) -> bytes:
@@ -26,22 +25,10 @@ def dumps_bytes(value: Any, *, newline: bool = False) -> bytes:
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write an indented JSON document through a temporary file and a rename.
-
-    Readers never see a half-written file; on failure the old file stays.
-    """
+    """Write an indented JSON document atomically (see ``atomic.py``)."""
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         data = (json.dumps(document, indent=2) + "\n").encode("ascii")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_atomic(path, data)

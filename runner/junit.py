@@ -46,18 +46,15 @@ removed from every text and attribute value.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner.errors import OutputError
+from runner.atomic import write_atomic
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -110,23 +107,12 @@ def write_junit(path: Path, records: Sequence[Mapping[str, Any]], **kw: Any) -> 
     The document goes to a temporary file in the same folder, which then
     replaces ``path``: a reader never sees half a report.
     """
-    data = junit_xml(records, **kw)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with open(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError(
-            f"cannot write JUnit report {path}: {exc.strerror or exc}; "
-            "check the folder exists and is writable, or choose another --junit path"
-        ) from None
+    write_atomic(
+        path,
+        junit_xml(records, **kw),
+        what="JUnit report",
+        hint="check the folder exists and is writable, or choose another --junit path",
+    )
 
 
 class _Counts:

@@ -34,14 +34,11 @@ Data (``mtrun.report/1``)::
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import html
 import json
 import math
-import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -49,8 +46,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from runner.atomic import write_atomic
 from runner.diff import diff_runs, render_json
-from runner.errors import OutputError
 from runner.transcript import STATUSES
 
 SCHEMA = "mtrun.report/1"
@@ -125,22 +122,12 @@ def write_report(path: Path, html: str) -> None:
 
     Raises :class:`OutputError` with a one-line message when it cannot.
     """
-    data = html.encode("utf-8", errors="replace")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with open(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError(
-            f"cannot write report {path}: {exc.strerror or exc}; "
-            "check the folder exists and is writable, or choose another -o path"
-        ) from None
+    write_atomic(
+        path,
+        html.encode("utf-8", errors="replace"),
+        what="report",
+        hint="check the folder exists and is writable, or choose another -o path",
+    )
 
 
 def embed_json(value: Any) -> str:

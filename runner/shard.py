@@ -19,12 +19,12 @@ that each conversation is there exactly once and that no shard is missing.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.atomic import write_new
 from runner.errors import ConfigError, OutputError
 from runner.jsonio import dumps_bytes
 
@@ -166,22 +166,6 @@ def merge_shards(
 
 
 def _write_new(output: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    """Write JSON Lines to a new file: through a temporary file, never over an existing one."""
-    tmp = output.with_name(output.name + ".merging")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            for record in records:
-                fh.write(dumps_bytes(dict(record), newline=True))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, output)  # fails if the output appeared meanwhile: nothing is overwritten
-    except FileExistsError:
-        raise OutputError(f"{output} already exists; choose another output") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    """Write JSON Lines to a new file: never over an existing one."""
+    data = b"".join(dumps_bytes(dict(record), newline=True) for record in records)
+    write_new(output, data, hint="choose another output for the merge")
