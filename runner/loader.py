@@ -6,17 +6,22 @@ the line and column of every value, so every message can point at it.
 
 Every problem is an :class:`~runner.errors.InputError` rendered as
 ``path:line:column: field: what is wrong``; the first one found is raised.
+
+Variables (``vars:``) are filled in here, at load time, so the specs, the
+requests and their fingerprints hold the final text; ``_fill`` and
+``_matrix_ids``, at the end, describe the syntax and how a matrix expands.
 """
 
 from __future__ import annotations
 
 import difflib
 import glob
+import itertools
 import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -48,9 +53,10 @@ CONVERSATION_KEYS = (
     "messages",
     "expect",
     "expect_final",
+    "vars",
     "turns",
 )
-DEFAULTS_KEYS = ("model", "system", "params", "messages", "expect", "expect_final")
+DEFAULTS_KEYS = ("model", "system", "params", "messages", "expect", "expect_final", "vars")
 TURN_KEYS = ("content", "params", "expect")
 MESSAGE_KEYS = ("role", "content", "name")
 RESERVED_PARAMS: Mapping[str, str] = {
@@ -61,6 +67,10 @@ RESERVED_PARAMS: Mapping[str, str] = {
 """Parameter names refused in ``params``, with the reason given to the user."""
 
 MAX_ID_LENGTH = 200
+MAX_MATRIX = 10_000
+"""Most conversations one conversation's ``vars:`` matrix may expand to."""
+MAX_FILE_CONVERSATIONS = 100_000
+"""Most conversations one file may hold once its matrices are expanded."""
 _EMPTY_TURN = "empty turn; write the user's message or remove the turn"
 
 
@@ -126,6 +136,25 @@ class _Settings:
             expect=base.expect if self.expect is None else self.expect,
             expect_final=base.expect_final if self.expect_final is None else self.expect_final,
         )
+
+
+class _Var(NamedTuple):
+    """One variable: its value as text, or a matrix variable's values in order."""
+
+    values: tuple[str, ...]
+    matrix: bool
+    node: Node
+    field: str
+
+
+class _Defaults(NamedTuple):
+    """``defaults:``: its node, read again for each conversation to fill in vars, and its vars."""
+
+    node: Node | None
+    variables: Mapping[str, _Var]
+
+
+_NO_DEFAULTS = _Defaults(None, {})
 
 
 def _locate(node: Node, path: str) -> Node:
@@ -204,11 +233,17 @@ class _Builder:
     def __init__(self, display: str, stem: str) -> None:
         self.display = display
         self.stem = stem
+        self.values: Mapping[str, str] | None = None
+        """The vars being filled in; None while only checking the ``{{...}}`` syntax."""
+        self.user = ""
+        """The conversation being built, named in errors about ``defaults:``."""
+        self.parsed_expect: dict[tuple[int, str], tuple[Check, ...]] = {}
+        """Expectations by node and scope: they use no vars, so a matrix parses them once."""
 
     def file(self, root: Node) -> list[_Loaded]:
         """The file's conversations: one mapping, a list, or ``conversations:``."""
         if isinstance(root, SequenceNode):
-            return self.conversations(root, "", _Settings())
+            return self.conversations(root, "", _NO_DEFAULTS)
         if isinstance(root, MappingNode):
             items = self.items(root, "")
             if "conversations" in items:
@@ -217,38 +252,89 @@ class _Builder:
                         message = "not allowed beside 'conversations:'; move it under 'defaults:'"
                         raise self.error(key_node, key, message)
                 self.check_keys(items, "", (*FILE_KEYS, SCHEMA_KEY))
-                defaults = _Settings()
+                defaults = _NO_DEFAULTS
                 if "defaults" in items:
                     node = items["defaults"][1]
-                    defaults = self.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
+                    self.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
+                    variables = self.own_variables(cast(MappingNode, node), "defaults")
+                    defaults = _Defaults(node, variables)  # settings() checked the type
                 node = items["conversations"][1]
                 if not isinstance(node, SequenceNode):
                     raise self.type_error(node, "conversations", "a list of conversations")
                 return self.conversations(node, "conversations", defaults)
             if "turns" in items:
-                return [self.conversation(root, "", self.stem, _Settings(), top=True)]
+                return self.conversation(root, "", self.stem, _NO_DEFAULTS, top=True)
             self.check_keys(items, "", (*CONVERSATION_KEYS, *FILE_KEYS, SCHEMA_KEY))
         message = "expected a conversation (a mapping with 'turns') or 'conversations:'"
         raise self.error(root, "", message)
 
-    def conversations(self, node: SequenceNode, field: str, defaults: _Settings) -> list[_Loaded]:
+    def conversations(self, node: SequenceNode, field: str, defaults: _Defaults) -> list[_Loaded]:
         if not node.value:
             raise self.error(node, field, "no conversations; add at least one")
         loaded = []
         for i, item in enumerate(node.value):
             default_id = f"{self.stem}-{i + 1}" if len(node.value) > 1 else self.stem
-            loaded.append(self.conversation(item, f"{field}[{i}]", default_id, defaults))
+            loaded.extend(self.conversation(item, f"{field}[{i}]", default_id, defaults))
+            if len(loaded) > MAX_FILE_CONVERSATIONS:
+                message = (
+                    f"the file makes more than {MAX_FILE_CONVERSATIONS:,} conversations "
+                    "once its vars matrices are expanded; split it into several files"
+                )
+                raise self.error(item, f"{field}[{i}]", message)
         return loaded
 
     def conversation(
-        self, node: Node, field: str, default_id: str, defaults: _Settings, *, top: bool = False
-    ) -> _Loaded:
+        self, node: Node, field: str, default_id: str, defaults: _Defaults, *, top: bool = False
+    ) -> list[_Loaded]:
+        """The conversation, once for each combination of its matrix vars (see ``_matrix_ids``)."""
         allowed = (*CONVERSATION_KEYS, SCHEMA_KEY) if top else CONVERSATION_KEYS
         what = "a conversation (a mapping with 'turns')"
-        settings = self.settings(node, field, allowed, what).over(defaults)
-        items = self.items(cast(MappingNode, node), field)  # settings() checked the type
+        if not isinstance(node, MappingNode):
+            raise self.type_error(node, field, what)
+        items = self.items(node, field)
+        self.check_keys(items, field, allowed)
+        self.user = field
+        variables = {**defaults.variables, **self.own_variables(node, field)}
+        names, combinations = self.matrix(variables)
+        built = []
+        for combination in combinations:
+            self.values = {name: var.values[0] for name, var in variables.items()}
+            self.values.update(zip(names, combination, strict=True))
+            built.append(self.build(node, field, default_id, defaults, allowed, what))
+        self.values = None
+        if not names:
+            return built
+        base = built[0]
+        ids = _matrix_ids(base.conversation.id, names, combinations)
+        if len(ids[-1]) > MAX_ID_LENGTH:
+            message = (
+                f"too long to name the {len(ids):,} conversations of its vars matrix "
+                f"('{ids[-1][-20:]}' is {len(ids[-1])} characters; at most {MAX_ID_LENGTH})"
+            )
+            raise error_at(self.display, base.mark, message, base.field)
+        return [
+            item._replace(conversation=replace(item.conversation, id=conversation_id))
+            for item, conversation_id in zip(built, ids, strict=True)
+        ]
+
+    def build(
+        self,
+        node: MappingNode,
+        field: str,
+        default_id: str,
+        defaults: _Defaults,
+        allowed: Sequence[str],
+        what: str,
+    ) -> _Loaded:
+        """One conversation, with ``self.values`` filled in."""
+        base = _Settings()
+        if defaults.node is not None:
+            base = self.settings(defaults.node, "defaults", DEFAULTS_KEYS, "a mapping")
+        settings = self.settings(node, field, allowed, what).over(base)
+        items = self.items(node, field)
         turns = self.turns(self.require(node, items, field, "turns"), _join(field, "turns"))
-        id_key, conversation_id = node, default_id
+        id_key: Node = node
+        conversation_id = default_id
         if "id" in items:
             id_key, id_node = items["id"]
             conversation_id = self.conversation_id(id_node, _join(field, "id"))
@@ -279,7 +365,7 @@ class _Builder:
                 *given["model"], "must not be empty; name a model or remove 'model'"
             )
         if "system" in given:
-            system = self.nonblank(
+            system = self.filled(
                 *given["system"], "must not be empty; write a system prompt or remove 'system'"
             )
         return _Settings(
@@ -315,13 +401,13 @@ class _Builder:
 
     def turn(self, node: Node, field: str) -> Turn:
         line = node.start_mark.line + 1
-        if not isinstance(node, MappingNode):
+        if not isinstance(node, MappingNode) or _braced_name(node) is not None:
             expected = "a string or a mapping with 'content'"
-            return Turn(content=self.nonblank(node, field, _EMPTY_TURN, expected), line=line)
+            return Turn(content=self.filled(node, field, _EMPTY_TURN, expected), line=line)
         items = self.items(node, field)
         self.check_keys(items, field, TURN_KEYS)
         content_node = self.require(node, items, field, "content")
-        content = self.nonblank(content_node, _join(field, "content"), _EMPTY_TURN)
+        content = self.filled(content_node, _join(field, "content"), _EMPTY_TURN)
         params: dict[str, Any] = {}
         if "params" in items:
             params = self.params(items["params"][1], _join(field, "params"))
@@ -332,12 +418,17 @@ class _Builder:
 
     def expect(self, node: Node, field: str, scope: str) -> tuple[Check, ...]:
         """Expectations, pointing any problem at the value it is about."""
+        known = self.parsed_expect.get((id(node), scope))
+        if known is not None:
+            return known
         try:
-            return parse_expect(self.plain(node, field), field=field, scope=scope)
+            checks = parse_expect(self.plain(node, field), field=field, scope=scope)
         except CheckSpecError as exc:
             raise self.error(
                 _locate(node, exc.field[len(field) :]), exc.field, exc.message
             ) from None
+        self.parsed_expect[id(node), scope] = checks
+        return checks
 
     def params(self, node: Node, field: str) -> dict[str, Any]:
         if not isinstance(node, MappingNode):
@@ -379,7 +470,7 @@ class _Builder:
             content = self.plain(content_node, content_field)
         else:
             expected = "a string or a list of content parts"
-            content = self.nonblank(content_node, content_field, "must not be empty", expected)
+            content = self.filled(content_node, content_field, "must not be empty", expected)
         name = None
         if "name" in items:
             name = self.nonblank(items["name"][1], _join(field, "name"), "must not be empty")
@@ -453,6 +544,78 @@ class _Builder:
             raise self.error(node, field, empty)
         return value
 
+    def own_variables(self, node: MappingNode, field: str) -> dict[str, _Var]:
+        """The ``vars:`` of a conversation or of ``defaults:`` (empty when it has none)."""
+        items = self.items(node, field)
+        if "vars" not in items:
+            return {}
+        vars_node, field = items["vars"][1], _join(field, "vars")
+        if not isinstance(vars_node, MappingNode):
+            raise self.type_error(vars_node, field, "a mapping of variable names to values")
+        variables: dict[str, _Var] = {}
+        for name, (key_node, value_node) in self.items(vars_node, field).items():
+            var_field = _join(field, name)
+            if not _VAR_NAME.fullmatch(name):
+                message = (
+                    "not a variable name; use letters, digits and _, not starting with a digit"
+                )
+                raise self.error(key_node, var_field, message)
+            if not isinstance(value_node, SequenceNode):
+                value = self.var_text(value_node, var_field, "or a list of them")
+                variables[name] = _Var((value,), False, value_node, var_field)
+                continue
+            if not value_node.value:
+                message = "empty list; give at least one value (a list makes a matrix)"
+                raise self.error(value_node, var_field, message)
+            values = tuple(
+                self.var_text(item, f"{var_field}[{i}]", "in a matrix list")
+                for i, item in enumerate(value_node.value)
+            )
+            variables[name] = _Var(values, True, value_node, var_field)
+        return variables
+
+    def var_text(self, node: Node, field: str, hint: str) -> str:
+        """A variable's value as the text it fills in: numbers as written, true or false."""
+        if isinstance(node, ScalarNode) and node.tag != NULL_TAG:
+            value = self.plain(node, field)
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return str(node.value)
+        raise self.type_error(node, field, f"a string, number or boolean {hint}")
+
+    def matrix(self, variables: Mapping[str, _Var]) -> tuple[list[str], list[tuple[str, ...]]]:
+        """The matrix variables' names and every combination of their values, in order."""
+        names = [name for name, var in variables.items() if var.matrix]
+        sizes = [len(variables[name].values) for name in names]
+        if math.prod(sizes) > MAX_MATRIX:
+            last = variables[names[-1]]
+            message = (
+                f"the vars matrix{self.used_by(last.field)} makes {math.prod(sizes):,} "
+                f"conversations ({' x '.join(map(str, sizes))}); at most {MAX_MATRIX:,} "
+                "per conversation: split it into several conversations"
+            )
+            raise self.error(last.node, last.field, message)
+        return names, list(itertools.product(*(variables[name].values for name in names)))
+
+    def filled(self, node: Node, field: str, empty: str, expected: str = "a string") -> str:
+        """Text that may use vars: :meth:`nonblank`, then every ``{{name}}`` filled in."""
+        name = _braced_name(node)
+        if name is not None:
+            hint = f'write "{{{{{name}}}}}" in quotes (bare {{{{...}}}} is a YAML mapping)'
+            raise self.error(node, field, f"expected {expected}; {hint}")
+        text = self.nonblank(node, field, empty, expected)
+        try:
+            value = _fill(text, self.values, self.used_by(field))
+        except _FillError as exc:
+            raise self.error(node, field, str(exc)) from None
+        if self.values is not None and not value.strip():
+            raise self.error(node, field, f"{empty} (it is blank once its vars are filled in)")
+        return value
+
+    def used_by(self, field: str) -> str:
+        """`` in conversations[2]`` when ``field`` is in ``defaults:``, shared by all."""
+        return f" in {self.user}" if field.startswith("defaults") and self.user else ""
+
     def type_error(self, node: Node, field: str, expected: str) -> InputError:
         """``expected ...``, with a hint when the value is null or a scalar meant as text."""
         message = f"expected {expected}"
@@ -464,3 +627,93 @@ class _Builder:
 
     def error(self, node: Node, field: str, message: str) -> InputError:
         return error_at(self.display, node.start_mark, message, field)
+
+
+# Variables and matrices: the syntax, the filling in, and the ids of a matrix.
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_VAR_NAME = re.compile(_NAME)
+_REFERENCE = re.compile(rf"\\\{{\{{|\{{\{{(?:[ \t]*(?P<name>{_NAME})[ \t]*\}}\}})?")
+_NOT_IN_IDS = re.compile(r"[^\w.+@-]+")
+
+
+class _FillError(Exception):
+    """A ``{{...}}`` that cannot be filled in; the message says why."""
+
+
+def _fill(text: str, values: Mapping[str, str] | None, used_by: str = "") -> str:
+    """``text`` with every ``{{name}}`` replaced by its value (only checked when values is None).
+
+    A reference is ``{{name}}``, spaces or tabs allowed inside the braces, where
+    the name is letters, digits and _ and does not start with a digit. Any other
+    ``{{`` is an error, so a typo is never sent as text; ``\\{{`` writes a
+    literal ``{{`` (``}}`` needs no escape). Values are inserted as they are,
+    never scanned for references. The loader fills in ``system``, message
+    ``content`` strings and turns; ``expect``, ``model``, ``params`` and message
+    names are taken as written.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if match.group(0) == "\\{{":
+            return "{{"
+        if name is None:
+            end = text.find("}}", match.start())
+            end = end + 2 if 0 <= end < match.start() + 40 else match.start() + 12
+            raise _FillError(
+                f"{text[match.start() : end]!r} is not a variable reference; "
+                "write {{name}} (letters, digits and _) to use a var, or \\{{ for a literal {{"
+            )
+        if values is None:
+            return match.group(0)
+        if name in values:
+            return values[name]
+        close = difflib.get_close_matches(name, values, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "define it under vars:"
+        raise _FillError(f"undefined variable '{name}'{used_by}; {hint}")
+
+    return _REFERENCE.sub(one, text)
+
+
+def _matrix_ids(
+    base: str, names: Sequence[str], combinations: Sequence[tuple[str, ...]]
+) -> list[str]:
+    """The ids of a matrix's conversations, in the order of ``combinations``.
+
+    A variable whose value is a list makes a matrix: the conversation is
+    repeated for every combination of the list variables' values, the first
+    variable varying slowest, in the order the keys and values are written
+    (``defaults:`` vars first; a conversation's own value for one of them keeps
+    its place). Each copy's id is the conversation's id followed by
+    ``--name=value`` for each list variable: ``trip--city=Paris--tone=formal``.
+    In ids a value keeps its letters, digits and ``. _ + @ -``; any other run of
+    characters becomes one ``_``, dropped at either end. When those ids would
+    not be unique, or one would be longer than MAX_ID_LENGTH, every copy is
+    numbered instead, from 1: ``trip--1``, ``trip--2``, ...
+    """
+    ids = [
+        base
+        + "".join(
+            f"--{name}={_id_part(value)}" for name, value in zip(names, combination, strict=True)
+        )
+        for combination in combinations
+    ]
+    if len(set(ids)) < len(ids) or any(len(i) > MAX_ID_LENGTH for i in ids):
+        return [f"{base}--{n}" for n in range(1, len(combinations) + 1)]
+    return ids
+
+
+def _id_part(value: str) -> str:
+    """A variable's value as written in an id: no spaces, slashes, quotes or glob characters."""
+    return _NOT_IN_IDS.sub("_", value).strip("_")
+
+
+def _braced_name(node: Node) -> str | None:
+    """``x`` when the node is what YAML makes of an unquoted ``{{x}}``: a mapping in a mapping."""
+    if isinstance(node, MappingNode) and len(node.value) == 1:
+        inner, value = node.value[0]
+        if isinstance(inner, MappingNode) and len(inner.value) == 1 and value.tag == NULL_TAG:
+            key, inner_value = inner.value[0]
+            if isinstance(key, ScalarNode) and inner_value.tag == NULL_TAG:
+                return str(key.value)
+    return None

@@ -12,6 +12,7 @@ can construct anything but plain data.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,21 @@ def _compose(text: str, display: str) -> Node | None:
     Composed by libyaml when available; a file it refuses is composed again by
     PyYAML's own composer, whose error messages say more (the offending
     character, the alias's name, where the second document starts).
+
+    libyaml's composer recurses in C and can overflow the stack (a crash, not
+    an error) on very deep nesting, so text that might nest deeply goes to
+    PyYAML's composer, whose recursion ends in a RecursionError we report.
     """
-    if _FAST_LOADER is yaml.SafeLoader:
-        return _compose_with(yaml.SafeLoader, text, display)
+    deep = _deep_bracket(text)
+    if _FAST_LOADER is yaml.SafeLoader or deep is not None or _deeply_indented(text):
+        try:
+            return _compose_with(yaml.SafeLoader, text, display)
+        except InputError as error:
+            if error.message != TOO_DEEP or error.line is not None or deep is None:
+                raise
+            line = text.count("\n", 0, deep)
+            column = deep - (text.rfind("\n", 0, deep) + 1)
+            raise error_at(display, Mark(display, deep, line, column, None, 0), TOO_DEEP) from None
     try:
         return _compose_with(_FAST_LOADER, text, display)
     except InputError as fast_error:
@@ -101,6 +114,32 @@ def _compose(text: str, display: str) -> Node | None:
         except InputError as error:
             raise error from None
         raise fast_error from None
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _deep_bracket(text: str) -> int | None:
+    """Offset of a bracket opened more than MAX_DEPTH deep, counting naively, or None.
+
+    Brackets inside strings count too, so this can point at a harmless file;
+    that only costs the slower composer.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth = 0
+    for found in _BRACKETS.finditer(text):
+        if found.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return found.start()
+        elif depth:
+            depth -= 1
+    return None
+
+
+def _deeply_indented(text: str) -> bool:
+    return any(len(line) - len(line.lstrip(" ")) > 4 * MAX_DEPTH for line in text.splitlines())
 
 
 def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) -> Node | None:

@@ -234,7 +234,7 @@ ERROR_CASES = [
     (
         "turns: [Hi]\ncolour: blue\n",
         ":2:1: colour: unknown key; expected one of: "
-        "id, model, system, params, messages, expect, expect_final, turns, $schema",
+        "id, model, system, params, messages, expect, expect_final, vars, turns, $schema",
         "unknown-key-no-match",
     ),
     (
@@ -245,7 +245,8 @@ ERROR_CASES = [
     (
         "conversations:\n  - turns: [Hi]\n    $schema: x\n",
         ":3:5: conversations[0].$schema: unknown key; "
-        "expected one of: id, model, system, params, messages, expect, expect_final, turns",
+        "expected one of: id, model, system, params, messages, expect, expect_final, vars, "
+        "turns",
         "schema-key-inside-conversation",
     ),
     (
@@ -261,7 +262,7 @@ ERROR_CASES = [
     (
         "defaults:\n  turns: [Hi]\nconversations:\n  - turns: [Hi]\n",
         ":2:3: defaults.turns: unknown key; expected one of: "
-        "model, system, params, messages, expect, expect_final",
+        "model, system, params, messages, expect, expect_final, vars",
         "unknown-key-in-defaults",
     ),
     (
@@ -329,7 +330,7 @@ ERROR_CASES = [
     ),
     (
         "turns: [Hi]\nparams:\n  deep: " + "[" * 1000 + "]" * 1000 + "\n",
-        ":3:108: nesting too deep (more than 100 levels)",
+        ":3:109: nesting too deep (more than 100 levels)",
         "nesting-beyond-python-recursion",
     ),
     # keys
