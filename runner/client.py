@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -226,6 +227,12 @@ class ChatClient:
                 f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            if _tls_failure(exc):
+                raise FatalAPIError(
+                    f"TLS verification failed for {public_base_url(self.base_url)}: "
+                    f"{_short(str(exc))}; check the URL, or the CA bundle (SSL_CERT_FILE)",
+                    kind="tls_error",
+                ) from None
             kind, words = _network_failure(exc)
             raise TransientAPIError(
                 f"{words}: {_short(str(exc)) or type(exc).__name__}", kind=kind
@@ -336,6 +343,18 @@ def _timeout_kind(exc: httpx.TimeoutException) -> str:
         httpx.WriteTimeout: "write_timeout",
         httpx.PoolTimeout: "pool_timeout",
     }.get(type(exc), "timeout")
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether a network error is a failed TLS verification: retrying cannot fix it."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _network_failure(exc: httpx.HTTPError) -> tuple[str, str]:

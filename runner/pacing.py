@@ -31,6 +31,10 @@ class RateLimits:
     reset_tokens_s: float | None = None
 
 
+MAX_HEADER_HOLD = 600.0
+"""Longest a rate-limit reset header can hold sends, whatever it says."""
+
+
 class Pacer:
     """Spaces out sends to one endpoint."""
 
@@ -76,6 +80,8 @@ class Pacer:
         """Adapt to what the server says remains of its limits."""
         now = self.clock()
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
+        if reset is not None:
+            reset = min(reset, MAX_HEADER_HOLD)
         if remaining is not None and reset is not None:
             if remaining <= 0:
                 self._header_hold = max(self._header_hold, now + reset)
@@ -83,4 +89,4 @@ class Pacer:
             self._header_interval = reset / remaining if 0 < remaining <= 2 * in_flight else 0.0
         tokens, token_reset = limits.remaining_tokens, limits.reset_tokens_s
         if tokens is not None and token_reset is not None and tokens <= 0:
-            self._header_hold = max(self._header_hold, now + token_reset)
+            self._header_hold = max(self._header_hold, now + min(token_reset, MAX_HEADER_HOLD))

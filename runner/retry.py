@@ -149,7 +149,8 @@ def parse_duration(raw: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(number) * scale[unit] for number, unit in parts)
+    seconds = sum(float(number) * scale[unit] for number, unit in parts)
+    return seconds if math.isfinite(seconds) else None
 
 
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
@@ -242,7 +243,8 @@ async def call_with_retries(
             latency_ms=elapsed_ms(),
             message=error.message,
             retry_after_s=error.retry_after,
-            wait_s=None if wait is None else round(wait, 3),
+            # Rounded up, so a recorded wait is never below the Retry-After it honoured.
+            wait_s=None if wait is None else math.ceil(wait * 1000) / 1000,
         )
         records.append(rec)
         return rec

@@ -172,7 +172,11 @@ class TranscriptStore:
             raise OutputError(f"{path} is a folder; -o takes a file path such as {path}/run.jsonl")
         self._main = _AppendFile(path, self._open_locked(path, new=not exists))
         if resume:
-            self._load()
+            try:
+                self._load()
+            except BaseException:
+                self._main.close()  # releases the lock: fixing the file and retrying works
+                raise
 
     def _open_locked(self, path: Path, *, new: bool) -> int:
         flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
@@ -225,7 +229,7 @@ class TranscriptStore:
                     if not isinstance(data, dict) or "id" not in data or "status" not in data:
                         raise ValueError("not a transcript record")
                     record = ConversationRecord.from_dict(data)
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OverflowError):
                     if line_end == data_end:
                         return offset, data_end - offset
                     raise OutputError(
@@ -253,7 +257,7 @@ class TranscriptStore:
             turn = TurnRecord.from_dict(entry["turn"])
             exchange = list(entry["exchange"])
             fingerprint = str(entry["fingerprint"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return
         self.run_id = self.run_id or entry.get("run_id")
         known = self._known.get(conv_id)

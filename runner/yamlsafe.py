@@ -117,6 +117,7 @@ def _compose(text: str, display: str) -> Node | None:
 
 
 _BRACKETS = re.compile(r"[\[\]{}]")
+_INDICATOR_RUN = re.compile(rf"(?:[-?:][ \t]+){{{MAX_DEPTH}}}")
 
 
 def _deep_bracket(text: str) -> int | None:
@@ -139,6 +140,10 @@ def _deep_bracket(text: str) -> int | None:
 
 
 def _deeply_indented(text: str) -> bool:
+    """Block nesting that could go deep: very deep indentation, or a long run of
+    compact block indicators on one line (``- - - - x``, ``? ? ? x``)."""
+    if _INDICATOR_RUN.search(text):
+        return True
     return any(len(line) - len(line.lstrip(" ")) > 4 * MAX_DEPTH for line in text.splitlines())
 
 

@@ -262,8 +262,8 @@ def test_transient_failures_then_success_records_every_attempt() -> None:
     assert len(time.waits) == 2
     assert 0.5 <= time.waits[0] <= 1.0
     assert 1.0 <= time.waits[1] <= 2.0
-    assert records[0].wait_s == pytest.approx(time.waits[0], abs=5e-4)
-    assert records[1].wait_s == pytest.approx(time.waits[1], abs=5e-4)
+    assert records[0].wait_s == pytest.approx(time.waits[0], abs=1e-3)
+    assert records[1].wait_s == pytest.approx(time.waits[1], abs=1e-3)
     assert records[2].wait_s is None
     assert told == records[:2]
 
@@ -326,7 +326,7 @@ def test_retries_run_out_after_max_retries() -> None:
     assert [r.number for r in failure.attempts] == [1, 2, 3]
     assert [r.outcome for r in failure.attempts] == ["http_500", "http_501", "http_502"]
     assert [r.wait_s for r in failure.attempts[:2]] == [
-        pytest.approx(w, abs=5e-4) for w in time.waits
+        pytest.approx(w, abs=1e-3) for w in time.waits
     ]
     assert failure.attempts[2].wait_s is None
     assert len(time.waits) == 2
