@@ -180,8 +180,14 @@ class TranscriptStore:
 
     def _open_locked(self, path: Path, *, new: bool) -> int:
         flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
+        if not path.parent.is_dir():
+            try:
+                path.parent.mkdir(parents=True)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot open {path}: cannot create its folder ({exc.strerror or exc})"
+                ) from None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
             raise OutputError(f"{path} already exists; pass --resume to continue it") from None
