@@ -48,6 +48,7 @@ FILE_KEYS = ("conversations", "defaults")
 CONVERSATION_KEYS = (
     "id",
     "model",
+    "models",
     "system",
     "params",
     "messages",
@@ -56,7 +57,16 @@ CONVERSATION_KEYS = (
     "vars",
     "turns",
 )
-DEFAULTS_KEYS = ("model", "system", "params", "messages", "expect", "expect_final", "vars")
+DEFAULTS_KEYS = (
+    "model",
+    "models",
+    "system",
+    "params",
+    "messages",
+    "expect",
+    "expect_final",
+    "vars",
+)
 TURN_KEYS = ("content", "params", "expect")
 MESSAGE_KEYS = ("role", "content", "name")
 RESERVED_PARAMS: Mapping[str, str] = {
@@ -112,6 +122,8 @@ class _Loaded(NamedTuple):
     conversation: Conversation
     mark: Mark
     field: str
+    models: tuple[str, ...] = ()
+    """``models:``: run it once per model (expanded by :func:`_per_model`)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ class _Settings:
     """What a conversation and ``defaults:`` may both set; None when not given."""
 
     model: str | None = None
+    models: tuple[str, ...] | None = None
     system: str | None = None
     params: Mapping[str, Any] | None = None
     messages: tuple[Message, ...] | None = None
@@ -130,6 +143,10 @@ class _Settings:
         params = {**(base.params or {}), **(self.params or {})}
         return _Settings(
             model=base.model if self.model is None else self.model,
+            # A conversation's own 'model' wins over the defaults' 'models'.
+            models=self.models
+            if self.models is not None
+            else (None if self.model is not None else base.models),
             system=base.system if self.system is None else self.system,
             params={key: value for key, value in params.items() if value is not None},
             messages=base.messages if self.messages is None else self.messages,
@@ -303,7 +320,7 @@ class _Builder:
             built.append(self.build(node, field, default_id, defaults, allowed, what))
         self.values = None
         if not names:
-            return built
+            return _per_model(built)
         base = built[0]
         ids = _matrix_ids(base.conversation.id, names, combinations)
         if len(ids[-1]) > MAX_ID_LENGTH:
@@ -312,10 +329,12 @@ class _Builder:
                 f"('{ids[-1][-20:]}' is {len(ids[-1])} characters; at most {MAX_ID_LENGTH})"
             )
             raise error_at(self.display, base.mark, message, base.field)
-        return [
-            item._replace(conversation=replace(item.conversation, id=conversation_id))
-            for item, conversation_id in zip(built, ids, strict=True)
-        ]
+        return _per_model(
+            [
+                item._replace(conversation=replace(item.conversation, id=conversation_id))
+                for item, conversation_id in zip(built, ids, strict=True)
+            ]
+        )
 
     def build(
         self,
@@ -350,7 +369,7 @@ class _Builder:
             expect=settings.expect or (),
             expect_final=settings.expect_final or (),
         )
-        return _Loaded(conversation, id_key.start_mark, _join(field, "id"))
+        return _Loaded(conversation, id_key.start_mark, _join(field, "id"), settings.models or ())
 
     def settings(self, node: Node, field: str, allowed: Sequence[str], what: str) -> _Settings:
         """Model, system, params and messages of a conversation or of ``defaults:``."""
@@ -364,12 +383,19 @@ class _Builder:
             model = self.nonblank(
                 *given["model"], "must not be empty; name a model or remove 'model'"
             )
+        models = None
+        if "models" in given:
+            if "model" in given:
+                key_node = items["models"][0]
+                raise self.error(key_node, given["models"][1], "give 'model' or 'models', not both")
+            models = self.model_list(*given["models"])
         if "system" in given:
             system = self.filled(
                 *given["system"], "must not be empty; write a system prompt or remove 'system'"
             )
         return _Settings(
             model=model,
+            models=models,
             system=system,
             params=self.params(*given["params"]) if "params" in given else None,
             messages=self.messages(*given["messages"]) if "messages" in given else None,
@@ -378,6 +404,18 @@ class _Builder:
                 self.expect(*given["expect_final"], "final") if "expect_final" in given else None
             ),
         )
+
+    def model_list(self, node: Node, field: str) -> tuple[str, ...]:
+        """``models:``: the conversation runs once per model, as ``ID@MODEL``."""
+        if not isinstance(node, SequenceNode) or not node.value:
+            raise self.type_error(node, field, "a non-empty list of model names")
+        names = []
+        for i, item in enumerate(node.value):
+            name = self.nonblank(item, f"{field}[{i}]", "must not be empty; name a model")
+            if name in names:
+                raise self.error(item, f"{field}[{i}]", f"model {name!r} is listed twice")
+            names.append(name)
+        return tuple(names)
 
     def conversation_id(self, node: Node, field: str) -> str:
         value = self.nonblank(
@@ -717,3 +755,17 @@ def _braced_name(node: Node) -> str | None:
             if isinstance(key, ScalarNode) and inner_value.tag == NULL_TAG:
                 return str(key.value)
     return None
+
+
+def _per_model(items: list[_Loaded]) -> list[_Loaded]:
+    """Each conversation that lists ``models:`` once per model, as ``ID@MODEL``."""
+    out = []
+    for item in items:
+        if not item.models:
+            out.append(item)
+            continue
+        conv = item.conversation
+        for model in item.models:
+            copy = replace(conv, id=f"{conv.id}@{model}", model=model, variant_of=conv.id)
+            out.append(item._replace(conversation=copy, models=()))
+    return out

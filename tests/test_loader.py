@@ -234,7 +234,7 @@ ERROR_CASES = [
     (
         "turns: [Hi]\ncolour: blue\n",
         ":2:1: colour: unknown key; expected one of: "
-        "id, model, system, params, messages, expect, expect_final, vars, turns, $schema",
+        "id, model, models, system, params, messages, expect, expect_final, vars, turns, $schema",
         "unknown-key-no-match",
     ),
     (
@@ -245,7 +245,7 @@ ERROR_CASES = [
     (
         "conversations:\n  - turns: [Hi]\n    $schema: x\n",
         ":3:5: conversations[0].$schema: unknown key; "
-        "expected one of: id, model, system, params, messages, expect, expect_final, vars, "
+        "expected one of: id, model, models, system, params, messages, expect, expect_final, vars, "
         "turns",
         "schema-key-inside-conversation",
     ),
@@ -262,7 +262,7 @@ ERROR_CASES = [
     (
         "defaults:\n  turns: [Hi]\nconversations:\n  - turns: [Hi]\n",
         ":2:3: defaults.turns: unknown key; expected one of: "
-        "model, system, params, messages, expect, expect_final, vars",
+        "model, models, system, params, messages, expect, expect_final, vars",
         "unknown-key-in-defaults",
     ),
     (

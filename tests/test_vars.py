@@ -391,3 +391,42 @@ def test_file_expanding_to_too_many_conversations_is_refused(
         "once its vars matrices are expanded; split it into several files"
     )
     assert loader.MAX_FILE_CONVERSATIONS < MAX_FILE_CONVERSATIONS == 10 * MAX_MATRIX
+
+
+def test_models_runs_a_conversation_once_per_model(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "defaults:\n  models: [small, large]\n"
+        "conversations:\n  - id: hi\n    turns: [Hello]\n"
+        "  - id: solo\n    model: only\n    models: null\n    turns: [Yo]\n"
+    )
+    with pytest.raises(InputError, match="give 'model' or 'models', not both"):
+        load_file(path)
+    path.write_text(
+        "defaults:\n  models: [small, large]\n"
+        "conversations:\n  - id: hi\n    vars: {x: [1, 2]}\n    turns: ['n={{x}}']\n"
+    )
+    convs = load_file(path)
+    assert [(c.id, c.model, c.variant_of) for c in convs] == [
+        ("hi--x=1@small", "small", "hi--x=1"),
+        ("hi--x=1@large", "large", "hi--x=1"),
+        ("hi--x=2@small", "small", "hi--x=2"),
+        ("hi--x=2@large", "large", "hi--x=2"),
+    ]
+    path.write_text("models: [a, a]\nturns: [Hi]\n")
+    with pytest.raises(InputError, match=r"models\[1\]: model 'a' is listed twice"):
+        load_file(path)
+
+
+def test_a_conversations_own_model_wins_over_default_models(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "defaults:\n  models: [small, large]\n"
+        "conversations:\n  - id: solo\n    model: only\n    turns: [Yo]\n"
+        "  - id: both\n    turns: [Hi]\n"
+    )
+    assert [(c.id, c.model) for c in load_file(path)] == [
+        ("solo", "only"),
+        ("both@small", "small"),
+        ("both@large", "large"),
+    ]
