@@ -222,7 +222,7 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     default=6,
     show_default=True,
     help="Retries of a failed request (5xx, timeouts, dropped connections, ...); 429s get "
-    "up to 20 retries of their own. 0 disables retrying.",
+    "up to 40 retries of their own. 0 disables retrying.",
 )
 @click.option(
     "--max-retry-wait",

@@ -527,7 +527,9 @@ class _Batch:
             outcome = "ok"
         except APIError as exc:
             outcome = "rate_limited" if exc.status == 429 else "other"
-            self.rate_limited += exc.status == 429
+            if exc.status == 429:
+                self.rate_limited += 1
+                self.pacer.refused()
             self.gate.failed(exc, conversation_id)
             if self.gate.down and not self.control.stopping:
                 self.control.stop(
@@ -541,6 +543,7 @@ class _Batch:
         finally:
             self.limiter.release(epoch, outcome=outcome)
         self.gate.succeeded()
+        self.pacer.answered()
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(estimate, total if isinstance(total, int) else None)
         if completion.rate_limits is not None:

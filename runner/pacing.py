@@ -12,11 +12,18 @@ Two sources say how fast we may send:
   spread over the time left instead of spent at once; when none or too few
   tokens remain, sends wait for the reset.
 
+- what 429s say when nobody said anything else: on the first 429 of an
+  episode, sends are paced at a little under the rate that was getting
+  answers just before (the limit is about there), and every answer after
+  that speeds the pace up by 1%, until the next 429. Concurrency alone
+  cannot find a rate limit: one request in flight can already exceed it.
+
 Every wait goes through the injected ``sleep``, so tests take no time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -31,6 +38,8 @@ class RateLimits:
     reset_tokens_s: float | None = None
 
 
+RATE_WINDOW_S = 10.0
+"""How far back answers count when estimating the rate a limit allows."""
 MAX_HEADER_HOLD = 600.0
 """Longest a rate-limit reset header can hold sends, whatever it says."""
 
@@ -53,6 +62,9 @@ class Pacer:
         self._next_request = 0.0
         self._next_tokens = 0.0
         self._header_interval = 0.0
+        self._learned_interval = 0.0
+        self._answers: deque[float] = deque()
+        self._quiet_until = 0.0
         self._header_hold = 0.0
         self.waited_s = 0.0
         """Total time sends waited on pacing (for the run's metadata)."""
@@ -60,7 +72,9 @@ class Pacer:
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
         now = self.clock()
-        interval = max(60.0 / self.rpm if self.rpm else 0.0, self._header_interval)
+        interval = max(
+            60.0 / self.rpm if self.rpm else 0.0, self._header_interval, self._learned_interval
+        )
         start = max(now, self._header_hold, self._next_request)
         self._next_request = start + interval
         if self.tpm:
@@ -75,6 +89,31 @@ class Pacer:
         """Correct the token booking by what the answer really used."""
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
+
+    def answered(self) -> None:
+        """An answer came back: note it, and speed a learned pace up a little."""
+        now = self.clock()
+        self._answers.append(now)
+        while self._answers and self._answers[0] < now - RATE_WINDOW_S:
+            self._answers.popleft()
+        if self._learned_interval:
+            self._learned_interval /= 1.01
+            if self._learned_interval < 0.001:
+                self._learned_interval = 0.0
+
+    def refused(self) -> None:
+        """A 429: pace just under the rate that was being answered (once per episode)."""
+        now = self.clock()
+        if now < self._quiet_until:
+            return
+        recent = [t for t in self._answers if t >= now - RATE_WINDOW_S]
+        span = max(1.0, now - recent[0]) if recent else 0.0
+        if len(recent) >= 2:
+            rate = len(recent) / span
+            self._learned_interval = max(self._learned_interval, 1.0 / (0.85 * rate))
+        else:
+            self._learned_interval = max(0.05, self._learned_interval * 2)
+        self._quiet_until = now + max(1.0, 4 * self._learned_interval)
 
     def observe(self, limits: RateLimits, *, in_flight: int) -> None:
         """Adapt to what the server says remains of its limits."""

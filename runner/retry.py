@@ -47,7 +47,7 @@ class RetryPolicy:
 
     max_retries: int = 6
     """Retries after failures other than 429; 0 disables retrying."""
-    max_rate_limit_retries: int = 20
+    max_rate_limit_retries: int = 40
     """Retries after 429s: being told to slow down is expected under load, not a fault,
     so it has its own, larger allowance (still bounded, like the turn's time)."""
     max_retry_after: float = 120.0
