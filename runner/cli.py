@@ -203,7 +203,7 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     "-j",
     "--concurrency",
     type=_Concurrency(),
-    default="8",
+    default="auto",
     show_default=True,
     metavar="N|auto",
     help="Ceiling on conversations and requests in flight; 429s lower the request limit "

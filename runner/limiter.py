@@ -7,7 +7,9 @@ at a modest value) and follows additive-increase / multiplicative-decrease:
 - a 429 halves the limit, once per *episode*: the 429s of requests that were
   already in flight when the limit was cut say nothing new and are ignored;
 - after as many clean answers as the limit, received while every slot was
-  busy, the limit grows by one, up to the ceiling;
+  busy, the limit grows by one, up to the ceiling; before the first 429
+  (slow start, when it began below the ceiling) every such answer adds one,
+  so the limit doubles each round until the server pushes back;
 - 5xx answers and timeouts change nothing: they say the server is unwell,
   not that we send too fast.
 
@@ -45,6 +47,7 @@ class AdaptiveLimiter:
     ) -> None:
         self.ceiling = ceiling
         self.limit = min(ceiling, start or ceiling)
+        self._slow_start = self.limit < ceiling
         self.clock = clock
         self.started = clock()
         self.in_flight = 0
@@ -82,12 +85,20 @@ class AdaptiveLimiter:
         saturated = self.in_flight >= self.limit
         self._free()
         if outcome == "rate_limited" and epoch == self._epoch:
+            self._slow_start = False
             self._epoch += 1
             self._clean = 0
             new = max(1, self.limit // 2)
             if new != self.limit:
                 self.limit = new
                 self._note("429: halved")
+        elif outcome == "ok" and saturated and self._slow_start:
+            if self.limit < self.ceiling:
+                self.limit += 1
+                self._note("slow start: +1")
+                self._wake()
+            else:
+                self._slow_start = False
         elif outcome == "ok" and saturated:
             self._clean += 1
             if self._clean >= self.limit and self.limit < self.ceiling:

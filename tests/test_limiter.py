@@ -36,19 +36,28 @@ def test_a_429_halves_the_limit_once_per_episode() -> None:
     assert [c.reason for c in lim.changes] == ["429: halved", "429: halved"]
 
 
-def test_clean_saturated_rounds_grow_the_limit_back_to_the_ceiling() -> None:
-    async def go() -> AdaptiveLimiter:
-        lim = limiter(4, start=2)
-        for _ in range(20):
-            a = await lim.acquire(continuing=False)
-            b = await lim.acquire(continuing=False)  # saturated at 2 (or more)
-            lim.release(a, outcome="ok")
-            lim.release(b, outcome="ok")
-        return lim
+def test_slow_start_doubles_until_the_first_429_then_growth_is_additive() -> None:
+    async def answers(lim: AdaptiveLimiter, held: list[int], count: int) -> None:
+        """``count`` clean answers, the slots refilled at once: always at full use."""
+        for _ in range(count):
+            lim.release(held.pop(0), outcome="ok")
+            while lim.in_flight < lim.limit:
+                held.append(await lim.acquire(continuing=False))
 
-    lim = asyncio.run(go())
-    assert lim.limit >= 3 and lim.limit <= 4
-    assert all(c.reason == "clean saturated round: +1" for c in lim.changes)
+    async def go() -> tuple[int, int, int]:
+        lim = limiter(64, start=2)
+        held = [await lim.acquire(continuing=False) for _ in range(2)]
+        await answers(lim, held, 2 + 4)  # a round of 2, then a round of 4
+        doubled = lim.limit
+        lim.release(held.pop(0), outcome="rate_limited")
+        halved = lim.limit
+        await answers(lim, held, halved)  # one clean round: +1 only
+        return doubled, halved, lim.limit
+
+    doubled, halved, grown = asyncio.run(go())
+    assert doubled == 8  # 2 -> 4 -> 8: one more per clean answer before any 429
+    assert halved == 4
+    assert grown == 5
 
 
 def test_errors_other_than_429_leave_the_limit_alone() -> None:
