@@ -350,7 +350,7 @@ def run_command(
 ) -> None:
     """Run conversations (see RUN_HELP)."""
     from runner.client import DEFAULT_BASE_URL, KEY_ENV_VARS, MOCK_BASE_URL, find_api_key
-    from runner.engine import RunConfig, RunControl, run_batch
+    from runner.engine import RunConfig, RunControl, insecure_key_warning, run_batch
     from runner.loader import load_conversations
     from runner.progress import Progress, summary_lines
     from runner.retry import RetryPolicy
@@ -409,6 +409,9 @@ def run_command(
         rpm=rpm,
         tpm=tpm,
     )
+    warning = insecure_key_warning(config)
+    if warning:
+        click.echo(f"mtrun: warning: {warning}", err=True)
     progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
     control = RunControl()
 

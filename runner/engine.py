@@ -196,6 +196,19 @@ def check_config(config: RunConfig) -> str:
     return base_url
 
 
+def insecure_key_warning(config: RunConfig) -> str | None:
+    """What to tell the user when ``--allow-insecure-key`` lets the key go over plain http."""
+    sends = config.replay is None or config.record is not None
+    if not (config.allow_insecure_key and config.api_key is not None and sends):
+        return None
+    if not config.base_url.startswith("http://") or is_loopback(config.base_url):
+        return None
+    return (
+        f"the API key goes over plain http to {public_base_url(config.base_url)} "
+        "(--allow-insecure-key): anyone on the network path can read it"
+    )
+
+
 async def run_batch(
     conversations: Sequence[Conversation],
     config: RunConfig,

@@ -381,3 +381,44 @@ def test_a_lone_surrogate_in_an_answer_is_carried_and_written(tmp_path: Path) ->
     assert server.bodies[1]["messages"][1]["content"] == "bad \ud800 text"
     (record,) = read_jsonl(tmp_path / "out.jsonl")
     assert record["messages"][1]["content"] == "bad \ud800 text"
+
+
+def test_allowing_an_insecure_key_warns(tmp_path: Path) -> None:
+    from runner.engine import insecure_key_warning
+
+    key = ApiKey("sk-x", "MTRUN_API_KEY")
+    remote = RunConfig(
+        output=tmp_path / "o",
+        base_url="http://gpu-box.lan:8000/v1",
+        api_key=key,
+        allow_insecure_key=True,
+    )
+    assert insecure_key_warning(remote) == (
+        "the API key goes over plain http to http://gpu-box.lan:8000/v1 "
+        "(--allow-insecure-key): anyone on the network path can read it"
+    )
+    for quiet in (
+        RunConfig(
+            output=tmp_path / "o",
+            base_url="http://localhost:8000/v1",
+            api_key=key,
+            allow_insecure_key=True,
+        ),
+        RunConfig(
+            output=tmp_path / "o",
+            base_url="https://api.example.com/v1",
+            api_key=key,
+            allow_insecure_key=True,
+        ),
+        RunConfig(
+            output=tmp_path / "o", base_url="http://gpu-box.lan:8000/v1", allow_insecure_key=True
+        ),
+        RunConfig(
+            output=tmp_path / "o",
+            base_url="http://gpu-box.lan:8000/v1",
+            api_key=key,
+            allow_insecure_key=True,
+            replay=tmp_path,
+        ),
+    ):
+        assert insecure_key_warning(quiet) is None
