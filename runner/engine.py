@@ -54,7 +54,7 @@ from runner.events import (
     RunStopping,
     TurnCompleted,
 )
-from runner.fixtures import FixtureFolder, Responder, live
+from runner.fixtures import FixtureFolder, Responder, by_purpose, live
 from runner.gate import EndpointGate
 from runner.judge import run_judge
 from runner.limiter import AdaptiveLimiter
@@ -336,10 +336,12 @@ class _Batch:
         self.pacer = Pacer(
             rpm=self.config.rpm, tpm=self.config.tpm, sleep=self.sleep, clock=self.clock
         )
-        self.respond = self._fixtures(live(client.complete))
-        self.judge = self.respond
+        upstream = live(client.complete)
         if judge_client is not None:
-            self.judge = self._fixtures(live(judge_client.complete))
+            upstream = by_purpose(upstream, live(judge_client.complete))
+        # One responder for both, so one fixture folder owns each conversation's file.
+        self.respond = self._fixtures(upstream)
+        self.judge = self.respond
         self.control._on_stop = self._stop
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [

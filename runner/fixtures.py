@@ -52,6 +52,18 @@ def live(complete: Callable[[Mapping[str, Any]], Awaitable[Completion]]) -> Resp
     return respond
 
 
+def by_purpose(answers: Responder, judge: Responder) -> Responder:
+    """Send answer requests to one responder and judge requests to another."""
+
+    async def respond(
+        body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
+    ) -> Completion:
+        chosen = judge if purpose == "judge" else answers
+        return await chosen(body, conversation_id=conversation_id, turn=turn, purpose=purpose)
+
+    return respond
+
+
 def request_key(body: Mapping[str, Any]) -> str:
     """The hash that identifies a request: its canonical JSON, key order ignored.
 

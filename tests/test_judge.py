@@ -111,3 +111,35 @@ def test_a_judge_that_fails_or_rambles_fails_the_check() -> None:
     assert not result.passed
     assert result.message == "the judge gave no verdict: It is fine, I suppose."
     assert result.details["request"]["model"] == "answer-model"
+
+
+def test_a_judge_endpoint_gets_only_judge_requests_and_fixtures_keep_both(tmp_path: Any) -> None:
+    import json as _json
+
+    import httpx
+
+    from runner.engine import RunConfig, run_batch
+    from runner.spec import Conversation, Turn
+
+    hosts: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = _json.loads(request.content)
+        role = "judge" if body["messages"][0]["content"].startswith(JUDGE_MARKER) else "answer"
+        hosts.append((role, request.url.host))
+        return httpx.Response(200, json=answer(body))
+
+    (check,) = parse_expect({"judge": "fine"}, field="expect", scope="turn")
+    conv = Conversation(id="c", source="s", turns=(Turn("Hi", expect=(check,)),))
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        judge_base_url="http://127.0.0.2:9/v1",
+        transport=httpx.MockTransport(handler),
+        record=tmp_path / "fx",
+    )
+    result = asyncio.run(run_batch([conv], config))
+    assert result.completed == 1
+    assert hosts == [("answer", "127.0.0.1"), ("judge", "127.0.0.2")]
+    exchanges = _json.loads((tmp_path / "fx" / "c.json").read_text())["exchanges"]
+    assert [e["purpose"] for e in exchanges] == ["answer", "judge"]
