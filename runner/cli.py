@@ -78,7 +78,7 @@ Examples:
 {EXIT_CODES_HELP}"""
 
 
-AUTO_CEILING = 64
+AUTO_CEILING = 32
 AUTO_START = 8
 
 

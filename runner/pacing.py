@@ -15,7 +15,7 @@ Two sources say how fast we may send:
 - what 429s say when nobody said anything else: on the first 429 of an
   episode, sends are paced at a little under the rate that was getting
   answers just before (the limit is about there), and every answer after
-  that speeds the pace up by 1%, until the next 429. Concurrency alone
+  that speeds the pace up by 0.25%, until the next 429. Concurrency alone
   cannot find a rate limit: one request in flight can already exceed it.
 
 Every wait goes through the injected ``sleep``, so tests take no time.
@@ -97,7 +97,7 @@ class Pacer:
         while self._answers and self._answers[0] < now - RATE_WINDOW_S:
             self._answers.popleft()
         if self._learned_interval:
-            self._learned_interval /= 1.01
+            self._learned_interval /= 1.0025
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 

@@ -216,7 +216,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
                 ("(b) MT-bench 8 threads", "b", 8, 1),
                 ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
                 ("(d) mtrun -j 32", "mtrun", 32, 1),
-                ("(d) mtrun (defaults, -j 8)", "mtrun", 0, 1),
+                ("(d) mtrun (defaults: -j auto)", "mtrun", 0, 1),
                 ("(d) mtrun -j auto", "mtrun", -1, 1),
             ],
         ),
@@ -258,7 +258,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
                 ("(a) openai sequential", "a", 1, 1),
                 ("(b) MT-bench 8 threads", "b", 8, 1),
                 ("(c) AsyncOpenAI + Semaphore(8)", "c", 8, 1),
-                ("(d) mtrun (defaults, -j 8)", "mtrun", 0, 1),
+                ("(d) mtrun (defaults: -j auto)", "mtrun", 0, 1),
             ],
         ),
         "mock": Workload(
