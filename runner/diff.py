@@ -58,6 +58,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.records import as_int as _int
+from runner.records import as_list as _list
+from runner.records import as_number as _number
+from runner.records import as_text as _text
+from runner.records import is_int as _is_int
+
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
 
@@ -565,28 +571,6 @@ def _delta(base: float | None, new: float | None) -> float | None:
 def _error(record: Mapping[str, Any]) -> dict[str, Any] | None:
     error = record.get("error")
     return dict(error) if isinstance(error, Mapping) else None
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> int:
-    return value if _is_int(value) else 0
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 def _canonical(value: Any) -> str:

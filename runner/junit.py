@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.atomic import write_atomic
+from runner.records import as_list as _list
+from runner.records import as_text as _text
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -355,16 +357,6 @@ def _indented(text: str, width: int) -> str:
 def _clean(text: str) -> str:
     """``text`` without the characters XML 1.0 does not allow."""
     return _ILLEGAL_XML.sub("", text)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _number(value: Any) -> float | None:

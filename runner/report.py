@@ -48,6 +48,11 @@ from typing import Any
 
 from runner.atomic import write_atomic
 from runner.diff import diff_runs, render_json
+from runner.records import as_int as _int
+from runner.records import as_list as _list
+from runner.records import as_number as _number
+from runner.records import as_text as _text
+from runner.records import is_int as _is_int
 from runner.transcript import STATUSES
 
 SCHEMA = "mtrun.report/1"
@@ -358,25 +363,3 @@ def _distinct(values: Any) -> list[str]:
 def _clean(text: str) -> str:
     """``text`` with lone surrogates (from undecodable file names) made ``?``."""
     return text.encode("utf-8", errors="replace").decode("utf-8")
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> int:
-    return value if _is_int(value) else 0
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
 from itertools import chain
-from typing import Any, TypeGuard
+from typing import Any
 
+from runner.records import as_list as _list
+from runner.records import as_number as _number
+from runner.records import as_text as _text
+from runner.records import is_int as _is_int
 from runner.transcript import STATUSES
 
 FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
@@ -435,21 +439,3 @@ def _ms(value: float) -> str:
 
 def _json(value: Any, indent: int | None = 2) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
