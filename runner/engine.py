@@ -523,7 +523,8 @@ class _Batch:
             )
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
-        slot.estimate = _estimate_tokens(body)
+        # Only --tpm books tokens ahead: skip the walk over the history otherwise.
+        slot.estimate = _estimate_tokens(body) if self.config.tpm else 0
         await self.pacer.wait_turn(slot.estimate)
         return await self.limiter.acquire(continuing=index > 0)
 

@@ -110,39 +110,26 @@ async def run_judge(
     def ask() -> Awaitable[Any]:
         return respond(body, conversation_id=conversation_id, turn=turn, purpose="judge")
 
+    def result(passed: bool, message: str) -> CheckResult:
+        return CheckResult(
+            kind=check.kind,
+            scope=check.scope,
+            passed=passed,
+            expected=check.describe(),
+            seen=seen,
+            message=message,
+            details=details,
+        )
+
     try:
         completion, _ = await call_with_retries(ask, policy, sleep=sleep, clock=clock, rng=rng)
     except GaveUp as gave_up:
         details["error"] = gave_up.error.message
-        return CheckResult(
-            kind=check.kind,
-            scope=check.scope,
-            passed=False,
-            expected=check.describe(),
-            seen=seen,
-            message=f"the judge gave no verdict: {gave_up.error.message}",
-            details=details,
-        )
+        return result(False, f"the judge gave no verdict: {gave_up.error.message}")
     details["reply"] = completion.content
     verdict = parse_verdict(completion.content)
     if verdict is None:
-        return CheckResult(
-            kind=check.kind,
-            scope=check.scope,
-            passed=False,
-            expected=check.describe(),
-            seen=seen,
-            message=f"the judge gave no verdict: {excerpt(str(completion.content), 120)}",
-            details=details,
-        )
+        return result(False, f"the judge gave no verdict: {excerpt(str(completion.content), 120)}")
     passed, reason = verdict
     details["verdict"] = {"pass": passed, "reason": reason}
-    return CheckResult(
-        kind=check.kind,
-        scope=check.scope,
-        passed=passed,
-        expected=check.describe(),
-        seen=seen,
-        message="" if passed else f"the judge says: {reason}",
-        details=details,
-    )
+    return result(passed, "" if passed else f"the judge says: {reason}")
