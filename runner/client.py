@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import json
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,6 +29,7 @@ from runner.jsonio import dumps_bytes
 from runner.pacing import RateLimits
 from runner.retry import classify_status, parse_rate_limits, parse_retry_after
 from runner.streaming import read_stream
+from runner.transport import HTTP11Transport
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
 MOCK_BASE_URL = "mock://offline"
@@ -170,6 +172,13 @@ class ChatClient:
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        # The network goes through our HTTP/1.1 transport (see transport.py for why),
+        # unless an environment proxy applies: then httpx's own transport handles it.
+        trust_env = transport is None and _env_proxy(self.base_url)
+        if transport is None and not trust_env:
+            transport = HTTP11Transport(
+                ssl_context=_ssl_context(self.base_url), max_connections=max_connections
+            )
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
@@ -178,7 +187,7 @@ class ChatClient:
             ),
             transport=transport,
             follow_redirects=False,
-            trust_env=transport is None,
+            trust_env=trust_env,
         )
 
     def __repr__(self) -> str:
@@ -334,6 +343,24 @@ def _short(text: str) -> str:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _env_proxy(base_url: str) -> bool:
+    """Whether an HTTP(S)_PROXY / ALL_PROXY setting applies to ``base_url`` (NO_PROXY aside)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(base_url)
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    # proxy_bypass_environment is public but missing from typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return not bypass(parts.hostname or "", proxies)
+
+
+def _ssl_context(base_url: str) -> ssl.SSLContext | None:
+    """The verifying TLS context for an https endpoint (honours SSL_CERT_FILE / SSL_CERT_DIR)."""
+    if urlsplit(base_url).scheme != "https":
+        return None
+    return httpx.create_ssl_context(trust_env=True)
 
 
 def _timeout_kind(exc: httpx.TimeoutException) -> str:

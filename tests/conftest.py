@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 
 KEY_VARS = ("MTRUN_API_KEY", "ARCEE_API_KEY", "OPENAI_API_KEY", "MTRUN_BASE_URL", "MTRUN_MODEL")
+NETWORK_VARS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's real keys or endpoint settings."""
+    """Tests never see the developer's real keys, endpoint, proxy or CA settings."""
     for name in KEY_VARS:
         monkeypatch.delenv(name, raising=False)
+    for name in NETWORK_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

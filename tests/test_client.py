@@ -32,6 +32,7 @@ from runner.errors import (
     QuotaExhaustedError,
     TransientAPIError,
 )
+from runner.transport import HTTP11Transport
 
 KEY = "sk-test-SECRET-123"
 BASE = "https://api.example.test/v1"
@@ -524,6 +525,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     """Answers any POST with ANSWER, or drops the connection when the server says so."""
 
     server: LoopbackServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as real API servers do
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -609,6 +611,47 @@ def test_a_server_that_hangs_up_gives_a_transient_error(dropping_server: Loopbac
     assert info.value.kind in ("connection_dropped", "network_error")
     assert info.value.status is None
     assert len(dropping_server.seen) == 1
+
+
+def test_an_environment_proxy_carries_the_requests(
+    chat_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loopback chat server stands in for the proxy: it sees the absolute-form target.
+    monkeypatch.setenv("HTTP_PROXY", chat_server.base_url.removesuffix("/v1"))
+    monkeypatch.setenv("NO_PROXY", "")
+    completion = complete_over_network("http://chat.mtrun-proxy-test.invalid/v1")
+
+    assert completion.content == "Hi."
+    [(path, _, _)] = chat_server.seen
+    assert path == "http://chat.mtrun-proxy-test.invalid/v1/chat/completions"
+
+
+def test_no_proxy_sends_the_requests_direct(
+    chat_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nothing_there = sock.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{nothing_there}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    completion = complete_over_network(chat_server.base_url)
+
+    assert completion.content == "Hi."
+    [(path, _, _)] = chat_server.seen
+    assert path == "/v1/chat/completions"
+
+
+def test_requests_share_keep_alive_connections(chat_server: LoopbackServer) -> None:
+    async def go() -> int:
+        async with ChatClient(chat_server.base_url, api_key=None, timeout=10.0) as client:
+            for _ in range(5):
+                await client.complete(BODY)
+            transport = client._http._transport
+            assert isinstance(transport, HTTP11Transport)
+            return transport.connections_opened
+
+    assert asyncio.run(go()) == 1
+    assert len(chat_server.seen) == 5
 
 
 def test_nothing_listening_gives_a_connect_error(no_proxy: None) -> None:

@@ -23,7 +23,7 @@ from helpers import read_jsonl
 from runner.cli import main
 from runner.client import ApiKey, ChatClient, find_api_key
 from runner.engine import RunConfig, run_batch
-from runner.errors import ConfigError
+from runner.errors import ConfigError, TransientAPIError
 from runner.loader import load_conversations
 
 KEY = "sk-CANARY-" + secrets.token_hex(16)
@@ -236,7 +236,7 @@ def test_the_key_is_refused_over_plain_http_to_another_host(
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "cli.jsonl").exists()
 
 
-def test_tls_verification_is_always_on(tmp_path: Path) -> None:
+def test_tls_verification_is_always_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip(
         "cryptography", reason="the cryptography package is needed to make a self-signed cert"
     )
@@ -304,12 +304,22 @@ def test_tls_verification_is_always_on(tmp_path: Path) -> None:
             timeout=2.0,
         )
         result = asyncio.run(run_batch(load_conversations([str(tmp_path / "c.yaml")]), config))
+        assert seen == []  # the key never went to a server that could not prove who it is
+        # Trusted through SSL_CERT_FILE, the same server gets the request (and answers 500).
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+        with pytest.raises(TransientAPIError, match="HTTP 500"):
+            asyncio.run(_complete_once(config.base_url, config.api_key))
+        assert seen == [f"Bearer {KEY}"]
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
     assert result.completed == 0
-    assert seen == []  # the key never went to a server that could not prove who it is
     text = (tmp_path / "out.jsonl").read_text()
     assert "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower()
     assert KEY not in text
+
+
+async def _complete_once(base_url: str, api_key: ApiKey | None) -> None:
+    async with ChatClient(base_url, api_key=api_key, timeout=2.0) as client:
+        await client.complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]})

@@ -1,0 +1,398 @@
+"""The HTTP/1.1 transport, against scripted servers on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from runner.transport import HTTP11Transport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
+
+
+class Server:
+    """A loopback server in the test's own event loop; ``handler`` runs once per connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bool:
+        """Read one request into ``requests``; False when the client closed instead."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False
+        line, *fields = head.decode("latin-1").split("\r\n")[:-2]
+        headers = {k.lower(): v.strip() for k, v in (f.split(":", 1) for f in fields)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append((line, headers, body))
+        return True
+
+
+def ok(body: bytes = b'{"ok": true}', *extra: str) -> bytes:
+    head = [
+        "HTTP/1.1 200 OK",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *extra,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+    """Answer every request on the connection, keeping it open."""
+    while await s.read_request(reader):
+        s.in_flight += 1
+        s.max_in_flight = max(s.max_in_flight, s.in_flight)
+        await asyncio.sleep(0.01)
+        s.in_flight -= 1
+        writer.write(ok(json.dumps({"n": len(s.requests)}).encode()))
+        await writer.drain()
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    async def go() -> Any:
+        return await coro
+
+    return asyncio.run(go())
+
+
+def client(transport: HTTP11Transport, **timeouts: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts))
+
+
+def test_sequential_requests_share_one_keep_alive_connection() -> None:
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            transport = HTTP11Transport(max_connections=4)
+            async with client(transport) as http:
+                for n in range(1, 6):
+                    r = await http.post(server.url, json={"turn": n})
+                    assert r.status_code == 200 and r.json() == {"n": n}
+            assert server.connections == 1 and transport.connections_opened == 1
+            line, headers, body = server.requests[0]
+            assert line == "POST /v1/chat/completions HTTP/1.1"
+            assert headers["host"].startswith("127.0.0.1:")
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body) == {"turn": 1}
+
+    run(go())
+
+
+def test_never_more_connections_than_the_limit() -> None:
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            async with client(HTTP11Transport(max_connections=3)) as http:
+                answers = await asyncio.gather(
+                    *(http.post(server.url, json={"i": i}) for i in range(12))
+                )
+            assert [r.status_code for r in answers] == [200] * 12
+            assert server.connections == 3
+            assert server.max_in_flight == 3
+
+    run(go())
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    async def one_then_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+        # then hang up without saying so (a server's keep-alive timeout)
+
+    async def go() -> None:
+        async with Server(one_then_close) as server:
+            async with client(HTTP11Transport()) as http:
+                for _ in range(3):
+                    assert (await http.post(server.url, content=b"{}")).status_code == 200
+                    await asyncio.sleep(0.05)  # the close reaches the client
+            assert server.connections == 3
+
+    run(go())
+
+
+def test_connection_close_in_the_answer_means_a_new_connection() -> None:
+    async def close_each(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        while await s.read_request(reader):
+            writer.write(ok(b"{}", "Connection: close"))
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(close_each) as server:
+            async with client(HTTP11Transport()) as http:
+                for _ in range(3):
+                    assert (await http.post(server.url, content=b"{}")).status_code == 200
+            assert server.connections == 3
+
+    run(go())
+
+
+def test_idle_connections_expire() -> None:
+    now = [0.0]
+
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            transport = HTTP11Transport(keepalive_expiry=5.0, clock=lambda: now[0])
+            async with client(transport) as http:
+                await http.post(server.url, content=b"{}")
+                now[0] = 4.0
+                await http.post(server.url, content=b"{}")
+                assert server.connections == 1
+                now[0] = 9.5
+                await http.post(server.url, content=b"{}")
+            assert server.connections == 2
+
+    run(go())
+
+
+def test_a_chunked_answer_streams_as_it_arrives() -> None:
+    async def slow_chunks(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for word in (b"data: one\n\n", b"data: two\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(word), word))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await s.read_request(reader)  # keep-alive: the connection stays open
+
+    async def go() -> list[tuple[str, float]]:
+        seen: list[tuple[str, float]] = []
+        loop = asyncio.get_running_loop()
+        async with Server(slow_chunks) as server:
+            async with client(HTTP11Transport()) as http:
+                async with http.stream("POST", server.url, content=b"{}") as r:
+                    async for line in r.aiter_lines():
+                        if line:
+                            seen.append((line, loop.time()))
+        return seen
+
+    seen = run(go())
+    assert [line for line, _ in seen] == ["data: one", "data: two"]
+    assert seen[1][1] - seen[0][1] >= 0.04  # the first line did not wait for the second
+
+
+def test_a_large_request_and_answer_arrive_whole() -> None:
+    big = json.dumps({"content": "x" * 3_000_000}).encode()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(reader):
+            await asyncio.sleep(0.05)  # let the client's buffers fill
+            writer.write(ok(s.requests[-1][2] * 2))
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(echo) as server:
+            async with client(HTTP11Transport()) as http:
+                r = await http.post(server.url, content=big)
+                assert r.content == big * 2
+                r = await http.post(server.url, content=b"{}")
+                assert r.content == b"{}{}"
+            assert server.connections == 1
+
+    run(go())
+
+
+def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot() -> None:
+    async def hang_first(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+        if len(s.requests) == 1:
+            # Never answer; the client must hang up.
+            hung_up.append(await asyncio.wait_for(reader.read(), 5) == b"")
+            return
+        writer.write(ok())
+        await writer.drain()
+
+    hung_up: list[bool] = []
+
+    async def go() -> None:
+        async with Server(hang_first) as server:
+            transport = HTTP11Transport(max_connections=1)
+            async with client(transport, read=0.1) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(server.url, content=b"{}")
+                assert (await http.post(server.url, content=b"{}")).status_code == 200
+            assert server.connections == 2  # the timed-out connection was not reused
+            assert hung_up == [True]
+
+    run(go())
+
+
+def test_no_free_connection_within_the_pool_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(reader)
+        await asyncio.sleep(0.5)
+        writer.write(ok())
+        await writer.drain()
+
+    async def go() -> None:
+        async with Server(slow) as server:
+            async with client(HTTP11Transport(max_connections=1), pool=0.05) as http:
+                first = asyncio.ensure_future(http.post(server.url, content=b"{}"))
+                await asyncio.sleep(0.01)
+                with pytest.raises(httpx.PoolTimeout):
+                    await http.post(server.url, content=b"{}")
+                assert (await first).status_code == 200
+
+    run(go())
+
+
+def test_a_cancelled_request_gives_its_slot_back() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(reader)
+        if len(s.requests) == 1:
+            await asyncio.sleep(10)
+        writer.write(ok())
+        await writer.drain()
+
+    async def go() -> None:
+        async with Server(hang) as server:
+            async with client(HTTP11Transport(max_connections=1), pool=1.0) as http:
+                task = asyncio.ensure_future(http.post(server.url, content=b"{}"))
+                while not server.requests:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert (await http.post(server.url, content=b"{}")).status_code == 200
+            assert server.connections == 2
+
+    run(go())
+
+
+def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped() -> None:
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            async with client(HTTP11Transport(max_connections=1)) as http:
+                order: list[int] = []
+
+                async def post(i: int) -> None:
+                    await http.post(server.url, json={"i": i})
+                    order.append(i)
+
+                tasks = [asyncio.ensure_future(post(i)) for i in range(4)]
+                await asyncio.sleep(0)
+                tasks[2].cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                assert order == [0, 1, 3]
+                await post(9)  # every slot came back
+                assert order == [0, 1, 3, 9]
+
+    run(go())
+
+
+def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
+    async def go() -> None:
+        transport = HTTP11Transport(max_connections=1)
+        await transport._take_slot(None)
+        waiting = asyncio.ensure_future(transport._take_slot(None))
+        await asyncio.sleep(0)
+        transport._give_slot()  # to the waiter...
+        waiting.cancel()  # ...which is cancelled before it could run
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.wait_for(transport._take_slot(None), 1.0)  # the slot was not lost
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"", httpx.RemoteProtocolError),  # hung up without an answer
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"cut', httpx.RemoteProtocolError),
+        (b"this is not HTTP\r\n\r\n", httpx.RemoteProtocolError),
+    ],
+    ids=["no-answer", "cut-body", "garbage"],
+)
+def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
+    reply: bytes, error: type[Exception]
+) -> None:
+    async def broken_first(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        while await s.read_request(reader):
+            if len(s.requests) == 1:
+                writer.write(reply)
+                await writer.drain()
+                return  # and close
+            writer.write(ok())
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(broken_first) as server:
+            async with client(HTTP11Transport(max_connections=1)) as http:
+                with pytest.raises(error):
+                    r = await http.post(server.url, content=b"{}")
+                    r.raise_for_status()
+                assert (await http.post(server.url, content=b"{}")).status_code == 200
+
+    run(go())
+
+
+def test_nothing_listening_is_a_connect_error() -> None:
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            url = server.url
+        await asyncio.sleep(0.01)
+        async with client(HTTP11Transport()) as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.post(url, content=b"{}")
+
+    run(go())
+
+
+def test_only_http_and_https_urls() -> None:
+    async def go() -> None:
+        transport = HTTP11Transport()
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.handle_async_request(httpx.Request("GET", "ftp://example.com/"))
+
+    run(go())
+
+
+def test_at_least_one_connection() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        HTTP11Transport(max_connections=0)
