@@ -17,12 +17,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from jsonschema.exceptions import SchemaError, best_match
-from jsonschema.protocols import Validator
-from jsonschema.validators import Draft202012Validator, validator_for
-from referencing.exceptions import Unresolvable
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+# jsonschema itself is imported where a json_schema check needs it: it is a
+# fifth of mtrun's start-up time, and most runs have no such check.
 
 KINDS: tuple[str, ...] = (
     "contains",
@@ -488,6 +488,9 @@ def _is_json(_arg: bool, text: str, _: Observation) -> _Outcome:
 
 
 def _parse_schema(value: Any, field: str) -> Schema:
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import Draft202012Validator, validator_for
+
     if not isinstance(value, Mapping):
         raise _wrong(field, "a mapping (a JSON Schema)", value)
     cls: type[Validator] = Draft202012Validator
@@ -511,6 +514,9 @@ def _parse_schema(value: Any, field: str) -> Schema:
 
 
 def _json_schema(arg: Schema, text: str, _: Observation) -> _Outcome:
+    from jsonschema.exceptions import best_match
+    from referencing.exceptions import Unresolvable
+
     found, value, problem = _find_json(text)
     if not found:
         return _Outcome(problem)

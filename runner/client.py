@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -347,6 +347,10 @@ def _str_or_none(value: Any) -> str | None:
 
 def _env_proxy(base_url: str) -> bool:
     """Whether an HTTP(S)_PROXY / ALL_PROXY setting applies to ``base_url`` (NO_PROXY aside)."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return False  # the common case, without importing urllib.request (~13 ms)
+    import urllib.request
+
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(base_url)
     if not (proxies.get(parts.scheme) or proxies.get("all")):
