@@ -281,16 +281,22 @@ async def call_with_retries(
         if on_retry is not None:
             on_retry(rec)
 
-    retrying = tenacity.AsyncRetrying(
-        sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception_type(TransientAPIError),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
     try:
-        result: T = await retrying(timed_attempt)
+        try:
+            # Most requests succeed at once, and tenacity's machinery costs more
+            # than the rest of a turn's bookkeeping: it takes over only after a
+            # transient failure, which it sees as its own first attempt.
+            result: T = await timed_attempt()
+        except TransientAPIError as error:
+            retrying = tenacity.AsyncRetrying(
+                sleep=sleep,
+                stop=stop,
+                wait=wait,
+                retry=tenacity.retry_if_exception_type(TransientAPIError),
+                before_sleep=before_sleep,
+                reraise=True,
+            )
+            result = await retrying(_after_failing(error, timed_attempt))
     except APIError as error:
         records.append(
             AttemptRecord(
@@ -307,3 +313,17 @@ async def call_with_retries(
         AttemptRecord(number=len(records) + 1, outcome="ok", status=200, latency_ms=elapsed_ms())
     )
     return result, records
+
+
+def _after_failing(
+    error: TransientAPIError, attempt: Callable[[], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """``attempt``, except that its first call raises ``error``: the attempt already made."""
+    pending = [error]
+
+    async def call() -> T:
+        if pending:
+            raise pending.pop()
+        return await attempt()
+
+    return call
