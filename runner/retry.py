@@ -153,9 +153,21 @@ def parse_duration(raw: str | None) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+_RATE_LIMIT_HEADERS = frozenset(
+    {
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    }
+)
+
+
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
     """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
-    lowered = {k.lower(): v for k, v in headers.items()}
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
+    if not lowered:
+        return None  # most answers: nothing to parse, on every request
 
     def count(name: str) -> int | None:
         value = _parse_seconds(lowered.get(name))
