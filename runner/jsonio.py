@@ -13,15 +13,20 @@ from typing import Any
 
 from runner.atomic import write_atomic
 
+# Built once: json.dumps with options builds a new encoder on every call, and
+# these encode every request body and every transcript and journal line.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))
+
 
 def dumps_bytes(value: Any, *, newline: bool = False) -> bytes:
     """Compact UTF-8 JSON for ``value``; ASCII-escaped if it holds lone surrogates."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = _COMPACT.encode(value)
     end = "\n" if newline else ""
     try:
         return (text + end).encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(value, separators=(",", ":")) + end).encode("ascii")
+        return (_COMPACT_ASCII.encode(value) + end).encode("ascii")
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:

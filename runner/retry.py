@@ -153,9 +153,21 @@ def parse_duration(raw: str | None) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+_RATE_LIMIT_HEADERS = frozenset(
+    {
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    }
+)
+
+
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
     """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
-    lowered = {k.lower(): v for k, v in headers.items()}
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
+    if not lowered:
+        return None  # most answers: nothing to parse, on every request
 
     def count(name: str) -> int | None:
         value = _parse_seconds(lowered.get(name))
@@ -281,16 +293,22 @@ async def call_with_retries(
         if on_retry is not None:
             on_retry(rec)
 
-    retrying = tenacity.AsyncRetrying(
-        sleep=sleep,
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception_type(TransientAPIError),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
     try:
-        result: T = await retrying(timed_attempt)
+        try:
+            # Most requests succeed at once, and tenacity's machinery costs more
+            # than the rest of a turn's bookkeeping: it takes over only after a
+            # transient failure, which it sees as its own first attempt.
+            result: T = await timed_attempt()
+        except TransientAPIError as error:
+            retrying = tenacity.AsyncRetrying(
+                sleep=sleep,
+                stop=stop,
+                wait=wait,
+                retry=tenacity.retry_if_exception_type(TransientAPIError),
+                before_sleep=before_sleep,
+                reraise=True,
+            )
+            result = await retrying(_after_failing(error, timed_attempt))
     except APIError as error:
         records.append(
             AttemptRecord(
@@ -307,3 +325,17 @@ async def call_with_retries(
         AttemptRecord(number=len(records) + 1, outcome="ok", status=200, latency_ms=elapsed_ms())
     )
     return result, records
+
+
+def _after_failing(
+    error: TransientAPIError, attempt: Callable[[], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """``attempt``, except that its first call raises ``error``: the attempt already made."""
+    pending = [error]
+
+    async def call() -> T:
+        if pending:
+            raise pending.pop()
+        return await attempt()
+
+    return call

@@ -268,6 +268,36 @@ def test_transient_failures_then_success_records_every_attempt() -> None:
     assert told == records[:2]
 
 
+def test_prepare_runs_untimed_before_every_attempt_and_no_attempt_is_sent_twice() -> None:
+    time = FakeTime()
+    steps: list[str] = []
+    script = Script(time, transient(), transient(), "the answer", latency=0.25)
+
+    async def prepare() -> None:
+        steps.append("prepare")
+        time.now += 5.0  # waiting for a slot is not the request's latency
+
+    async def attempt() -> object:
+        steps.append("send")
+        return await script()
+
+    result, records = asyncio.run(
+        call_with_retries(
+            attempt,
+            RetryPolicy(),
+            sleep=time.sleep,
+            clock=time.clock,
+            rng=random.Random(3),
+            prepare=prepare,
+        )
+    )
+
+    assert result == "the answer"
+    assert steps == ["prepare", "send"] * 3
+    assert [r.number for r in records] == [1, 2, 3]
+    assert [r.latency_ms for r in records] == [250.0, 250.0, 250.0]
+
+
 def test_attempt_records_as_stored_leave_out_empty_fields() -> None:
     time = FakeTime()
     limited = TransientAPIError("HTTP 429: slow down", kind="http_429", status=429, retry_after=1)

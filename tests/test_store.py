@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from runner.errors import OutputError
 from runner.events import RunResult
 from runner.spec import Conversation, Turn
 from runner.store import TranscriptStore, default_output_path, read_transcript
-from runner.transcript import ConversationRecord
+from runner.transcript import ConversationRecord, TurnRecord
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -234,3 +236,49 @@ def test_a_journal_left_by_a_crash_is_not_reused_by_a_new_run(
         "b question 2",
         "c question 1",
     ]
+
+
+def test_a_turn_is_on_disk_when_recorded_and_a_failed_fsync_is_an_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.journal"
+    fsynced_sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        fsynced_sizes.append(os.fstat(fd).st_size)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    record = ConversationRecord(
+        run_id="r",
+        id="a",
+        source="batch.yaml",
+        model="m",
+        base_url=LOCAL,
+        params={},
+        fingerprint="f",
+        started_at="t",
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    )
+
+    async def main() -> None:
+        store = TranscriptStore(path)
+        try:
+            monkeypatch.setattr(os, "fsync", fsync)
+            await store.record_turn(record, TurnRecord(index=0, message_index=0, attempts=[]))
+            assert fsynced_sizes == [journal.stat().st_size]  # the whole line, before returning
+
+            monkeypatch.setattr(os, "fsync", failing_fsync)
+            second = TurnRecord(index=1, message_index=0, attempts=[])
+            with pytest.raises(OutputError, match=r"cannot write .*Input/output error"):
+                await store.record_turn(record, second)
+            with pytest.raises(OutputError, match="cannot write"):
+                await store.record_turn(record, second)  # nothing more goes to a broken file
+        finally:
+            store.close(finished=False)
+
+    asyncio.run(main())
