@@ -264,7 +264,10 @@ def test_endpoint_going_down_mid_run_leaves_a_resumable_output(
 
         stopper = threading.Thread(target=stop_soon)
         stopper.start()
-        result, _, _ = run(batch, server, out, base_url=url)
+        # Waits take no time here, so one conversation could spend a small retry
+        # budget before the others' failures add up to "down": give it room.
+        policy = RetryPolicy(max_retries=30, backoff_base=0.01, max_retry_after=10.0)
+        result, _, _ = run(batch, server, out, base_url=url, policy=policy)
         stopper.join()
     assert result.stop_reason is not None and "unreachable" in result.stop_reason
     assert {r["status"] for r in read_jsonl(out)} <= {"interrupted", "completed"}
