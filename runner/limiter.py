@@ -74,7 +74,7 @@ class AdaptiveLimiter:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._free()  # the slot was handed over just as we were cancelled
-            else:
+            elif entry in self._waiters:  # _wake may have dropped it already
                 self._waiters.remove(entry)
                 heapq.heapify(self._waiters)
             raise

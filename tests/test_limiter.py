@@ -106,6 +106,22 @@ def test_a_cancelled_waiter_gives_up_its_place() -> None:
     assert asyncio.run(go()) == 0
 
 
+def test_a_waiter_cancelled_just_before_a_slot_frees_stays_cancelled() -> None:
+    async def go() -> tuple[int, list[object]]:
+        lim = limiter(1)
+        held = await lim.acquire(continuing=False)
+        waiter = asyncio.create_task(lim.acquire(continuing=False))
+        await asyncio.sleep(0)
+        waiter.cancel()  # ...and before it runs, the slot frees and skips it
+        lim.release(held, outcome="ok")
+        outcome = await asyncio.gather(waiter, return_exceptions=True)
+        return lim.in_flight, outcome
+
+    in_flight, [outcome] = asyncio.run(go())
+    assert in_flight == 0
+    assert isinstance(outcome, asyncio.CancelledError)
+
+
 def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> None:
     """A server that refuses anything beyond 2 requests in flight."""
     in_flight = 0
