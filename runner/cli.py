@@ -79,7 +79,7 @@ Examples:
 
 
 AUTO_CEILING = 32
-AUTO_START = 8
+AUTO_START = 16
 
 
 # ParamType is generic only from click 8.5; subscripting it would break older click.
@@ -206,8 +206,9 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     default="auto",
     show_default=True,
     metavar="N|auto",
-    help="Ceiling on conversations and requests in flight; 429s lower the request limit "
-    f"and clean rounds raise it back. 'auto': up to {AUTO_CEILING}, starting at {AUTO_START}.",
+    help="Ceiling on requests in flight (a quarter more conversations run, ready to send); "
+    "429s lower the limit and clean rounds raise it back. "
+    f"'auto': up to {AUTO_CEILING}, starting at {AUTO_START}.",
 )
 @click.option(
     "--timeout",

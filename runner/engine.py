@@ -2,8 +2,9 @@
 
 Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
-Up to ``concurrency`` conversations run at once on one event loop and one
-shared HTTP connection pool; conversations are pulled from the batch lazily,
+Up to ``concurrency`` requests are in flight at once (and a quarter more
+conversations are running, see ``conversations_in_flight``), on one event
+loop and one shared HTTP connection pool; conversations are pulled from the batch lazily,
 so memory is bounded by the conversations in flight, not the batch size.
 
 A turn that fails for good ends its conversation (recorded ``failed`` with
@@ -69,6 +70,18 @@ from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_no
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 120.0
+
+
+def conversations_in_flight(concurrency: int) -> int:
+    """How many conversations run at once for ``concurrency`` requests in flight.
+
+    A conversation between two turns (recording the answer, checking it)
+    sends nothing; a quarter more conversations than request slots means
+    another one is always waiting to take a freed slot at once, so the
+    server never idles on our turnaround. Below 4 there is no headroom:
+    ``-j 1`` replays one conversation after another.
+    """
+    return concurrency + concurrency // 4
 
 
 @dataclass(frozen=True)
@@ -345,7 +358,8 @@ class _Batch:
         self.control._on_stop = self._stop
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [
-                asyncio.create_task(self._worker(pending)) for _ in range(self.config.concurrency)
+                asyncio.create_task(self._worker(pending))
+                for _ in range(conversations_in_flight(self.config.concurrency))
             ]
             try:
                 outcomes = await asyncio.gather(*self.workers, return_exceptions=True)

@@ -13,10 +13,12 @@ Two sources say how fast we may send:
   tokens remain, sends wait for the reset.
 
 - what 429s say when nobody said anything else: on the first 429 of an
-  episode, sends are paced at a little under the rate that was getting
-  answers just before (the limit is about there), and every answer after
-  that speeds the pace up by 0.25%, until the next 429. Concurrency alone
-  cannot find a rate limit: one request in flight can already exceed it.
+  episode, sends are paced at 85% of the rate that was getting answers just
+  before (the limit is about there). Every answer after that speeds the pace
+  up by 0.25% until it is back at 95% of that rate, then by only 0.02%: the
+  pace probes for a higher limit without running into the known one every
+  few seconds. Concurrency alone cannot find a rate limit: one request in
+  flight can already exceed it.
 
 Every wait goes through the injected ``sleep``, so tests take no time.
 """
@@ -40,6 +42,13 @@ class RateLimits:
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""
+LEARNED_SHARE = 0.85
+"""After a 429, the pace is this share of the rate that was being answered."""
+PROBE_SPEEDUP = 1.0025
+"""Per answer, how much faster a learned pace gets while well under the refused rate..."""
+NEAR_SHARE = 0.95
+NEAR_SPEEDUP = 1.0002
+"""...and once above NEAR_SHARE of it."""
 MAX_HEADER_HOLD = 600.0
 """Longest a rate-limit reset header can hold sends, whatever it says."""
 
@@ -63,6 +72,7 @@ class Pacer:
         self._next_tokens = 0.0
         self._header_interval = 0.0
         self._learned_interval = 0.0
+        self._refused_interval = 0.0
         self._answers: deque[float] = deque()
         self._quiet_until = 0.0
         self._header_hold = 0.0
@@ -97,7 +107,8 @@ class Pacer:
         while self._answers and self._answers[0] < now - RATE_WINDOW_S:
             self._answers.popleft()
         if self._learned_interval:
-            self._learned_interval /= 1.0025
+            near = self._learned_interval * NEAR_SHARE <= self._refused_interval
+            self._learned_interval /= NEAR_SPEEDUP if near else PROBE_SPEEDUP
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 
@@ -110,7 +121,8 @@ class Pacer:
         span = max(1.0, now - recent[0]) if recent else 0.0
         if len(recent) >= 2:
             rate = len(recent) / span
-            self._learned_interval = max(self._learned_interval, 1.0 / (0.85 * rate))
+            self._refused_interval = 1.0 / rate
+            self._learned_interval = max(self._learned_interval, 1.0 / (LEARNED_SHARE * rate))
         else:
             self._learned_interval = max(0.05, self._learned_interval * 2)
         self._quiet_until = now + max(1.0, 4 * self._learned_interval)

@@ -243,6 +243,43 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
     assert peak == 4
 
 
+@pytest.mark.parametrize(("concurrency", "running"), [(1, 1), (3, 3), (8, 10)])
+def test_a_quarter_more_conversations_run_than_requests_fly(
+    tmp_path: Path, concurrency: int, running: int
+) -> None:
+    # Between two turns a conversation sends nothing; the extra ones keep every slot busy.
+    in_flight = peak_in_flight = peak_open = 0
+    open_conversations: set[str] = set()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak_in_flight, peak_open
+        import json
+
+        body = json.loads(request.content)
+        key = body["messages"][0]["content"]
+        users = sum(m["role"] == "user" for m in body["messages"])
+        open_conversations.add(key)
+        peak_open = max(peak_open, len(open_conversations))
+        in_flight += 1
+        peak_in_flight = max(peak_in_flight, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        if users == 3:
+            open_conversations.discard(key)
+        return httpx.Response(200, json=answer(body))
+
+    convs = [conv(f"c{i}", f"start {i}", "b", "c") for i in range(40)]
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        concurrency=concurrency,
+    )
+    result = asyncio.run(run_batch(convs, config))
+    assert result.completed == 40
+    assert (peak_in_flight, peak_open) == (concurrency, running)
+
+
 def test_turns_of_one_conversation_never_overlap(tmp_path: Path) -> None:
     busy: set[str] = set()
     overlaps = []

@@ -145,3 +145,49 @@ def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> N
     assert result.rate_limit_wait_s == 20.0
     (record,) = read_jsonl(tmp_path / "o.jsonl")
     assert [t["latency_ms"] for t in record["turns"]] == [0.0, 0.0, 0.0]
+
+
+def allowed_rate(p: Pacer, sleeps: Sleeps) -> float:
+    """Requests per second the pacer lets through now."""
+
+    async def go() -> None:
+        await p.wait_turn(0)
+        await p.wait_turn(0)
+
+    asyncio.run(go())
+    return 1.0 / sleeps.waits[-1]
+
+
+def test_a_429_teaches_a_pace_that_probes_slowly_near_the_refused_rate() -> None:
+    p, sleeps = pacer()
+    for _ in range(100):  # ten answers a second for ten seconds, then a 429
+        sleeps.now += 0.1
+        p.answered()
+    p.refused()
+    refused_rate = 100 / 9.9  # what the window saw
+    assert allowed_rate(p, sleeps) == pytest.approx(0.85 * refused_rate)
+
+    for _ in range(46):  # 0.25% faster per answer, back to 95% of the refused rate
+        p.answered()
+    assert 0.95 * refused_rate <= allowed_rate(p, sleeps) < 0.96 * refused_rate
+    for _ in range(200):  # then only 0.02% per answer: it stays under the known limit
+        p.answered()
+    assert allowed_rate(p, sleeps) < refused_rate
+    for _ in range(2000):  # but keeps probing, in case the limit went up
+        p.answered()
+    assert allowed_rate(p, sleeps) > 1.3 * refused_rate
+
+
+def test_429s_of_one_episode_teach_the_pace_once() -> None:
+    p, sleeps = pacer()
+    for _ in range(100):
+        sleeps.now += 0.1
+        p.answered()
+    p.refused()
+    first = allowed_rate(p, sleeps)
+    sleeps.now += 0.5  # no answers meanwhile: the window's rate looks lower now
+    p.refused()  # another request that was in flight
+    assert allowed_rate(p, sleeps) == pytest.approx(first)
+    sleeps.now += 2.0  # a new episode, later: it learns again, from the lower rate
+    p.refused()
+    assert allowed_rate(p, sleeps) < first
