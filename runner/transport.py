@@ -223,6 +223,31 @@ class _Connection(asyncio.Protocol):
                     f"unexpected {type(event).__name__} in the answer's body"
                 )
 
+    def skip_rest(self) -> bool:
+        """Without waiting, skip what is left of an answer that has already arrived.
+
+        A streamed answer is read up to ``data: [DONE]``; the end of its body
+        usually came in the same packet. Skipping it keeps the connection for
+        the next request instead of opening a new one (a TLS handshake).
+        """
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._buffered = 0
+            try:
+                self._h11.receive_data(data)
+            except RuntimeError:
+                return False
+        try:
+            while True:
+                event = self._h11.next_event()
+                if isinstance(event, h11.EndOfMessage):
+                    return True
+                if not isinstance(event, h11.Data):
+                    return False  # NEED_DATA: the rest is not here yet
+        except h11.RemoteProtocolError:
+            return False
+
 
 async def _wait(
     loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float | None
@@ -267,7 +292,8 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._pool._release(self._origin, self._conn, reusable=self._complete)
+            reusable = self._complete or self._conn.skip_rest()
+            self._pool._release(self._origin, self._conn, reusable=reusable)
 
 
 class HTTP11Transport(httpx.AsyncBaseTransport):

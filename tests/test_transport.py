@@ -396,3 +396,43 @@ def test_only_http_and_https_urls() -> None:
 def test_at_least_one_connection() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         HTTP11Transport(max_connections=0)
+
+
+def test_a_stream_left_after_its_last_event_keeps_the_connection_when_its_end_arrived() -> None:
+    events = b"data: one\n\ndata: [DONE]\n\n"
+
+    async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(reader):
+            chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(sse) as server:
+            async with client(HTTP11Transport()) as http:
+                for _ in range(3):
+                    async with http.stream("POST", server.url, content=b"{}") as r:
+                        async for line in r.aiter_lines():
+                            if line == "data: [DONE]":
+                                break  # as the stream reader does
+            assert server.connections == 1
+
+    run(go())
+
+
+def test_an_answer_closed_before_its_end_arrived_drops_the_connection() -> None:
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(half) as server:
+            async with client(HTTP11Transport(), read=0.5) as http:
+                for _ in range(2):
+                    async with http.stream("POST", server.url, content=b"{}") as r:
+                        async for _chunk in r.aiter_raw():
+                            break
+            assert server.connections == 2
+
+    run(go())
