@@ -4,8 +4,11 @@ Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
 Up to ``concurrency`` requests are in flight at once (and a quarter more
 conversations are running, see ``conversations_in_flight``), on one event
-loop and one shared HTTP connection pool; conversations are pulled from the batch lazily,
-so memory is bounded by the conversations in flight, not the batch size.
+loop and one shared HTTP connection pool. Histories, records and answers
+exist only for the conversations in flight: each finished conversation is
+written out and dropped. The batch's specs and a status per conversation
+stay in memory (about 1 KB for a two-turn conversation), because the
+longest conversations go first and a run's summary covers them all.
 
 A turn that fails for good ends its conversation (recorded ``failed`` with
 its completed turns and the error, which never enters the history); the
