@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from faultserver import FaultServer, closed_port_url
-from helpers import read_jsonl
+from helpers import read_jsonl, self_signed_cert
 
 from runner.cli import main
 from runner.client import ApiKey, ChatClient, find_api_key
@@ -240,43 +240,11 @@ def test_tls_verification_is_always_on(tmp_path: Path, monkeypatch: pytest.Monke
     pytest.importorskip(
         "cryptography", reason="the cryptography package is needed to make a self-signed cert"
     )
-    import datetime
     import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(private, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    self_signed_cert(tmp_path)
     seen: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):

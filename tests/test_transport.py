@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import self_signed_cert
 
 from runner.transport import HTTP11Transport
 
@@ -18,8 +21,9 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Await
 class Server:
     """A loopback server in the test's own event loop; ``handler`` runs once per connection."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.connections = 0
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.in_flight = 0
@@ -27,7 +31,7 @@ class Server:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -38,7 +42,8 @@ class Server:
     def url(self) -> str:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1/chat/completions"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{port}/v1/chat/completions"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -434,5 +439,42 @@ def test_an_answer_closed_before_its_end_arrived_drops_the_connection() -> None:
                         async for _chunk in r.aiter_raw():
                             break
             assert server.connections == 2
+
+    run(go())
+
+
+def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography", reason="needed to make a self-signed certificate")
+    cert, key = self_signed_cert(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def answer_or_stream(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        while await s.read_request(reader):
+            if b"stream" in s.requests[-1][2]:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(b"b\r\ndata: one\n\n\r\n0\r\n\r\n")
+            else:
+                writer.write(ok())
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(answer_or_stream, tls=server_tls) as server:
+            trusting = ssl.create_default_context(cafile=str(cert))
+            async with client(HTTP11Transport(ssl_context=trusting)) as http:
+                for _ in range(3):
+                    assert (await http.post(server.url, content=b"{}")).json() == {"ok": True}
+                async with http.stream("POST", server.url, content=b'{"stream": 1}') as r:
+                    assert [line async for line in r.aiter_lines() if line] == ["data: one"]
+                assert (await http.post(server.url, content=b"{}")).status_code == 200
+            assert server.connections == 1
+            # A client that does not trust the certificate never gets to send.
+            async with client(HTTP11Transport(ssl_context=ssl.create_default_context())) as http:
+                with pytest.raises(httpx.ConnectError) as info:
+                    await http.post(server.url, content=b"{}")
+                assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+            assert len(server.requests) == 5
 
     run(go())
