@@ -357,7 +357,9 @@ class _Batch:
             upstream = by_purpose(upstream, live(judge_client.complete))
         # One responder for both, so one fixture folder owns each conversation's file.
         self.respond = self._fixtures(upstream)
-        self.judge = self.respond
+        # On the answers' endpoint, judge requests share its limits (slots, pacing,
+        # Retry-After holds, the token budget); another endpoint has limits of its own.
+        self.judge = self.respond if judge_client is not None else self._ask_judge
         self.control._on_stop = self._stop
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [
@@ -545,8 +547,24 @@ class _Batch:
         await self.pacer.wait_turn(slot.estimate)
         return await self.limiter.acquire(continuing=index > 0)
 
+    async def _ask_judge(
+        self, body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
+    ) -> Completion:
+        """One judge request, sent like an answer's: it waits its turn and counts."""
+        request, slot = dict(body), _Slot()
+        slot.epoch = await self._wait_to_send(request, slot, index=1)  # finishing a turn: first
+        completion = await self._send(request, slot, conversation_id, turn, purpose=purpose)
+        self._count_tokens(completion)
+        return completion
+
     async def _send(
-        self, body: dict[str, Any], slot: _Slot, conversation_id: str, index: int
+        self,
+        body: dict[str, Any],
+        slot: _Slot,
+        conversation_id: str,
+        index: int,
+        *,
+        purpose: str = "answer",
     ) -> Completion:
         """One attempt at a turn, in the slot ``_wait_to_send`` took; gives the slot back."""
         epoch, estimate = slot.epoch, slot.estimate
@@ -555,7 +573,7 @@ class _Batch:
             if self.control.stopping:
                 raise asyncio.CancelledError  # stopped while waiting: it is interrupted
             completion = await self.respond(
-                body, conversation_id=conversation_id, turn=index, purpose="answer"
+                body, conversation_id=conversation_id, turn=index, purpose=purpose
             )
             outcome = "ok"
         except APIError as exc:
@@ -657,6 +675,10 @@ class _Batch:
         turn.model = completion.model
         turn.extra = extra or None
         record.turns.append(turn)
+        self._count_tokens(completion)
+
+    def _count_tokens(self, completion: Completion) -> None:
+        """Add an answer's usage to the run's totals (and to what --budget-tokens sees)."""
         usage = completion.usage or {}
         for slot, key in enumerate(("prompt_tokens", "completion_tokens")):
             value = usage.get(key)

@@ -143,3 +143,75 @@ def test_a_judge_endpoint_gets_only_judge_requests_and_fixtures_keep_both(tmp_pa
     assert hosts == [("answer", "127.0.0.1"), ("judge", "127.0.0.2")]
     exchanges = _json.loads((tmp_path / "fx" / "c.json").read_text())["exchanges"]
     assert [e["purpose"] for e in exchanges] == ["answer", "judge"]
+
+
+def judged_batch(n: int) -> list[Any]:
+    from runner.spec import Conversation, Turn
+
+    (check,) = parse_expect({"judge": "fine"}, field="expect", scope="turn")
+    return [
+        Conversation(id=f"c{i}", source="s", turns=(Turn(f"Hi {i}", expect=(check,)),))
+        for i in range(n)
+    ]
+
+
+def test_judge_requests_on_the_answers_endpoint_share_its_request_slots(tmp_path: Any) -> None:
+    import json as _json
+
+    import httpx
+
+    from runner.engine import RunConfig, run_batch
+
+    in_flight = peak = judged = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak, judged
+        body = _json.loads(request.content)
+        judged += body["messages"][0]["content"].startswith(JUDGE_MARKER)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.003)
+        in_flight -= 1
+        return httpx.Response(200, json=answer(body))
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        concurrency=4,  # five conversations run: one may be judging while four answer
+    )
+    result = asyncio.run(run_batch(judged_batch(20), config))
+    assert result.completed + result.checks_failed == 20
+    assert judged == 20
+    assert peak == 4
+
+
+def test_judge_tokens_count_toward_the_run_and_its_budget(tmp_path: Any) -> None:
+    from runner.engine import RunConfig, run_batch
+
+    def config(out: str, budget: int | None = None) -> RunConfig:
+        return RunConfig(
+            output=tmp_path / out,
+            base_url="mock://",
+            concurrency=1,
+            budget_tokens=budget,
+        )
+
+    plain = asyncio.run(run_batch(judged_batch(1), config("one.jsonl")))
+    (record,) = [_read(tmp_path / "one.jsonl")]
+    answer_tokens = record["turns"][0]["usage"]["total_tokens"]
+    judged_tokens = plain.prompt_tokens + plain.completion_tokens
+    assert judged_tokens > answer_tokens  # the judge's usage is in the run's totals
+
+    # A budget the answers alone would not reach within 3 conversations, the judges do.
+    budget = 3 * answer_tokens + 1
+    result = asyncio.run(run_batch(judged_batch(10), config("budget.jsonl", budget)))
+    assert result.stop_reason is not None and "budget" in result.stop_reason
+    assert result.completed + result.checks_failed < 3
+
+
+def _read(path: Any) -> dict[str, Any]:
+    import json as _json
+
+    (line,) = path.read_text().splitlines()
+    return _json.loads(line)  # type: ignore[no-any-return]
