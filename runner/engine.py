@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import random
 import time
@@ -70,6 +69,7 @@ from runner.spec import Conversation, RequestPlan, plan_request
 from runner.store import TranscriptStore
 from runner.streaming import STREAM_FIELDS
 from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_now
+from runner.variants import Variants
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 120.0
@@ -270,7 +270,7 @@ class _Batch:
     ) -> None:
         if config.shard is not None:
             conversations = [c for c in conversations if config.shard.holds(c.id)]
-        self.conversations = _repeated(_per_model(conversations, config.models), config.repeat)
+        self.conversations = Variants(conversations, config.models, config.repeat)
         self.config = config
         self.base_url = base_url
         self.store = store
@@ -321,8 +321,12 @@ class _Batch:
             )
         )
         # Longest first: a long chain of turns started last would set the batch's end.
-        by_length = sorted(self.conversations, key=lambda c: len(c.turns), reverse=True)
-        pending = (c for c in by_length if not self.store.is_completed(c.id))
+        # Indices, not conversations: variants are made as they start (see variants.py).
+        batch = self.conversations
+        by_length = sorted(range(len(batch)), key=batch.turn_count, reverse=True)
+        pending = (
+            c for c in map(batch.__getitem__, by_length) if not self.store.is_completed(c.id)
+        )
         transport = self.config.transport
         if transport is None and self.base_url == MOCK_BASE_URL:
             from runner.mock import OfflineBackend
@@ -784,30 +788,6 @@ def _estimate_tokens(body: Mapping[str, Any]) -> int:
     )
     cap = body.get("max_tokens", body.get("max_completion_tokens"))
     return prompt + (cap if isinstance(cap, int) and cap > 0 else ASSUMED_ANSWER_TOKENS)
-
-
-def _per_model(
-    conversations: Sequence[Conversation], models: Sequence[str]
-) -> Sequence[Conversation]:
-    """Each conversation once per model, as ``ID@MODEL``, when several models are given."""
-    if len(models) < 2:
-        return conversations
-    return [
-        dataclasses.replace(c, id=f"{c.id}@{m}", model=m, variant_of=c.id)
-        for c in conversations
-        for m in models
-    ]
-
-
-def _repeated(conversations: Sequence[Conversation], times: int) -> Sequence[Conversation]:
-    """Each conversation ``times`` times, as independent conversations ``id#1``, ``id#2``, ..."""
-    if times == 1:
-        return conversations
-    return [
-        dataclasses.replace(c, id=f"{c.id}#{k}", group=c.id, repeat=k)
-        for c in conversations
-        for k in range(1, times + 1)
-    ]
 
 
 def _number(earlier: list[dict[str, Any]], attempts: list[AttemptRecord]) -> list[dict[str, Any]]:

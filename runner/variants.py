@@ -1,0 +1,63 @@
+"""The batch as the engine runs it: every conversation per model and per repetition.
+
+``--model A --model B`` runs each conversation once per model (ids
+``ID@MODEL``), and ``--repeat N`` runs each of those N times (ids ``ID#k``).
+:class:`Variants` is that expansion as a sequence that makes each variant
+when it is asked for, so 100,000 conversations repeated 10 times cost the
+memory of 100,000 specs, not a million copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+from runner.spec import Conversation
+
+
+class Variants(Sequence[Conversation]):
+    """``base`` expanded per model (when 2+ are given), then ``repeat`` times; base-major order."""
+
+    def __init__(self, base: Sequence[Conversation], models: Sequence[str], repeat: int) -> None:
+        if repeat < 1:
+            raise ValueError("repeat must be at least 1")
+        self.base = base
+        self.models = tuple(models) if len(models) >= 2 else ()
+        self.repeat = repeat
+        self._per_base = max(1, len(self.models)) * repeat
+
+    def __len__(self) -> int:
+        return len(self.base) * self._per_base
+
+    @overload
+    def __getitem__(self, index: int) -> Conversation: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Conversation]: ...
+
+    def __getitem__(self, index: int | slice) -> Conversation | Sequence[Conversation]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("variant index out of range")
+        position, rest = divmod(index, self._per_base)
+        which_model, k = divmod(rest, self.repeat)
+        conv = self.base[position]
+        if self.models:
+            model = self.models[which_model]
+            conv = dataclasses.replace(
+                conv, id=f"{conv.id}@{model}", model=model, variant_of=conv.id
+            )
+        if self.repeat > 1:
+            conv = dataclasses.replace(conv, id=f"{conv.id}#{k + 1}", group=conv.id, repeat=k + 1)
+        return conv
+
+    def __iter__(self) -> Iterator[Conversation]:
+        return (self[i] for i in range(len(self)))
+
+    def turn_count(self, index: int) -> int:
+        """How many turns variant ``index`` has, without making it."""
+        return len(self.base[index // self._per_base].turns)
