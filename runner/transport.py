@@ -112,7 +112,8 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         """Whether an idle connection can carry another request: no close, no stray bytes."""
         return (
-            not self._eof
+            not self._closed
+            and not self._eof
             and not self._buffer
             and self._h11.our_state is h11.IDLE
             and self._h11.their_state is h11.IDLE
