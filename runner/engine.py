@@ -44,6 +44,7 @@ from runner.client import (
     is_loopback,
     public_base_url,
 )
+from runner.dispatch import Dispatcher, Slot
 from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
 from runner.events import (
     CheckFailure,
@@ -58,11 +59,7 @@ from runner.events import (
     TurnCompleted,
 )
 from runner.fixtures import FixtureFolder, Responder, by_purpose, live
-from runner.gate import EndpointGate
 from runner.judge import run_judge
-from runner.limiter import AdaptiveLimiter
-from runner.pacing import Pacer
-from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
 from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.shard import Shard
 from runner.spec import Conversation, RequestPlan, plan_request
@@ -108,7 +105,7 @@ class RunConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     """``--param`` overrides; a None value removes that parameter."""
     concurrency: int = DEFAULT_CONCURRENCY
-    """Conversations in flight at once, and the ceiling for requests in flight."""
+    """The ceiling for requests in flight (a quarter more conversations run at once)."""
     initial_limit: int | None = None
     """Requests in flight to start with (default: the ceiling); 429s lower it, clean rounds
     raise it again up to the ceiling."""
@@ -286,7 +283,6 @@ class _Batch:
         )
         self.check_failures: list[CheckFailure] = []
         self.statuses: dict[str, str] = {}
-        self.tokens = [0, 0]
         self.failures: list[Failure] = []
         self.started = 0
         self.output_error: OutputError | None = None
@@ -348,22 +344,26 @@ class _Batch:
                 max_connections=self.config.concurrency,
                 transport=transport,
             )
-        self.gate = EndpointGate(sleep=self.sleep, clock=self.clock)
-        self.limiter = AdaptiveLimiter(
-            ceiling=self.config.concurrency, start=self.config.initial_limit, clock=self.clock
-        )
-        self.rate_limited = 0
-        self.pacer = Pacer(
-            rpm=self.config.rpm, tpm=self.config.tpm, sleep=self.sleep, clock=self.clock
-        )
         upstream = live(client.complete)
         if judge_client is not None:
             upstream = by_purpose(upstream, live(judge_client.complete))
         # One responder for both, so one fixture folder owns each conversation's file.
-        self.respond = self._fixtures(upstream)
+        respond = self._fixtures(upstream)
+        self.dispatch = Dispatcher(
+            respond,
+            base_url=self.base_url,
+            control=self.control,
+            ceiling=self.config.concurrency,
+            initial_limit=self.config.initial_limit,
+            rpm=self.config.rpm,
+            tpm=self.config.tpm,
+            budget_tokens=self.config.budget_tokens,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.
-        self.judge = self.respond if judge_client is not None else self._ask_judge
+        self.judge = respond if judge_client is not None else self.dispatch.ask_judge
         self.control._on_stop = self._stop
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [
@@ -500,13 +500,13 @@ class _Batch:
             params=dict(turn_spec.params) or None,
         )
 
-        slot = _Slot()
+        slot = Slot()
 
         async def prepare() -> None:
-            slot.epoch = await self._wait_to_send(body, slot, index)
+            await self.dispatch.wait_to_send(body, slot, continuing=index > 0)
 
         async def attempt() -> Completion:
-            return await self._send(body, slot, conversation.id, index)
+            return await self.dispatch.send(body, slot, conversation_id=conversation.id, turn=index)
 
         try:
             completion, attempts = await call_with_retries(
@@ -534,76 +534,6 @@ class _Batch:
         if index + 1 < len(conversation.turns):
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
-
-    async def _wait_to_send(self, body: dict[str, Any], slot: _Slot, index: int) -> int:
-        """Wait out holds, pacing and the concurrency limit; return the slot's episode."""
-        await self.gate.before_send()
-        budget = self.config.budget_tokens
-        if budget is not None and sum(self.tokens) >= budget and not self.control.stopping:
-            self.control.stop(
-                f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
-                "continue with --resume and a larger --budget-tokens"
-            )
-        if self.control.stopping:
-            raise asyncio.CancelledError  # stopped while waiting: it is interrupted
-        # Only --tpm books tokens ahead: skip the walk over the history otherwise.
-        slot.estimate = _estimate_tokens(body) if self.config.tpm else 0
-        await self.pacer.wait_turn(slot.estimate)
-        return await self.limiter.acquire(continuing=index > 0)
-
-    async def _ask_judge(
-        self, body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
-    ) -> Completion:
-        """One judge request, sent like an answer's: it waits its turn and counts."""
-        request, slot = dict(body), _Slot()
-        slot.epoch = await self._wait_to_send(request, slot, index=1)  # finishing a turn: first
-        completion = await self._send(request, slot, conversation_id, turn, purpose=purpose)
-        self._count_tokens(completion)
-        return completion
-
-    async def _send(
-        self,
-        body: dict[str, Any],
-        slot: _Slot,
-        conversation_id: str,
-        index: int,
-        *,
-        purpose: str = "answer",
-    ) -> Completion:
-        """One attempt at a turn, in the slot ``_wait_to_send`` took; gives the slot back."""
-        epoch, estimate = slot.epoch, slot.estimate
-        outcome = "other"
-        try:
-            if self.control.stopping:
-                raise asyncio.CancelledError  # stopped while waiting: it is interrupted
-            completion = await self.respond(
-                body, conversation_id=conversation_id, turn=index, purpose=purpose
-            )
-            outcome = "ok"
-        except APIError as exc:
-            outcome = "rate_limited" if exc.status == 429 else "other"
-            if exc.status == 429:
-                self.rate_limited += 1
-                self.pacer.refused()
-            self.gate.failed(exc, conversation_id)
-            if self.gate.down and not self.control.stopping:
-                self.control.stop(
-                    f"{public_base_url(self.base_url)} is unreachable: "
-                    f"{self.gate.down_after} requests in a row got no answer "
-                    f"(last: {self.gate.last_error}); check the URL and the network, "
-                    "then continue with --resume"
-                )
-                raise asyncio.CancelledError from None
-            raise
-        finally:
-            self.limiter.release(epoch, outcome=outcome)
-        self.gate.succeeded()
-        self.pacer.answered()
-        total = (completion.usage or {}).get("total_tokens")
-        self.pacer.settle(estimate, total if isinstance(total, int) else None)
-        if completion.rate_limits is not None:
-            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
-        return completion
 
     async def _check(
         self,
@@ -679,15 +609,7 @@ class _Batch:
         turn.model = completion.model
         turn.extra = extra or None
         record.turns.append(turn)
-        self._count_tokens(completion)
-
-    def _count_tokens(self, completion: Completion) -> None:
-        """Add an answer's usage to the run's totals (and to what --budget-tokens sees)."""
-        usage = completion.usage or {}
-        for slot, key in enumerate(("prompt_tokens", "completion_tokens")):
-            value = usage.get(key)
-            if isinstance(value, int):
-                self.tokens[slot] += value
+        self.dispatch.count_tokens(completion)
 
     def _fail(self, record: ConversationRecord, turn: TurnRecord, error: APIError) -> None:
         turn.error = {"kind": error.kind, "status": error.status, "message": error.message}
@@ -756,8 +678,8 @@ class _Batch:
             not_started=total - already - self.started,
             already_completed=already,
             turns=self.counts["turns"],
-            prompt_tokens=self.tokens[0],
-            completion_tokens=self.tokens[1],
+            prompt_tokens=self.dispatch.tokens[0],
+            completion_tokens=self.dispatch.tokens[1],
             retries=self.counts["retries"],
             wall_seconds=wall,
             stop_reason=self.control.reason,
@@ -765,29 +687,11 @@ class _Batch:
             failures=tuple(self.failures),
             check_failures=tuple(self.check_failures),
             pass_rates=self._pass_rates(),
-            rate_limited=self.rate_limited,
-            rate_limit_wait_s=round(self.gate.held_seconds + self.pacer.waited_s, 3),
-            limit_changes=tuple(self.limiter.changes),
+            rate_limited=self.dispatch.rate_limited,
+            rate_limit_wait_s=round(self.dispatch.waited_s, 3),
+            limit_changes=tuple(self.dispatch.limiter.changes),
             output_error=None if self.output_error is None else str(self.output_error),
         )
-
-
-@dataclass(slots=True)
-class _Slot:
-    """The concurrency slot and token booking of the attempt about to be sent."""
-
-    epoch: int = 0
-    estimate: int = 0
-
-
-def _estimate_tokens(body: Mapping[str, Any]) -> int:
-    """A request's tokens, booked ahead for --tpm: its prompt plus what it may generate."""
-    prompt = sum(
-        4 + estimate_tokens(m["content"] if isinstance(m["content"], str) else json.dumps(m))
-        for m in body["messages"]
-    )
-    cap = body.get("max_tokens", body.get("max_completion_tokens"))
-    return prompt + (cap if isinstance(cap, int) and cap > 0 else ASSUMED_ANSWER_TOKENS)
 
 
 def _number(earlier: list[dict[str, Any]], attempts: list[AttemptRecord]) -> list[dict[str, Any]]:

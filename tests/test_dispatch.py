@@ -1,0 +1,98 @@
+"""The send path: slots, budget and accounting around each request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from helpers import Sleeps
+
+from runner.client import Completion, completion_from_json
+from runner.dispatch import Dispatcher, Slot
+from runner.engine import RunControl
+from runner.errors import TransientAPIError
+from runner.mock import answer
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def dispatcher(
+    replies: list[Exception | None], control: RunControl, budget: int | None = None
+) -> Dispatcher:
+    async def respond(body: Mapping[str, Any], **_: Any) -> Completion:
+        reply = replies.pop(0)
+        if reply is not None:
+            raise reply
+        return completion_from_json(answer(dict(body)))
+
+    sleeps = Sleeps()
+    return Dispatcher(
+        respond,
+        base_url="http://127.0.0.1:9/v1",
+        control=control,
+        ceiling=2,
+        initial_limit=None,
+        rpm=None,
+        tpm=None,
+        budget_tokens=budget,
+        sleep=sleeps,
+        clock=sleeps.clock,
+    )
+
+
+async def attempt(d: Dispatcher, conversation_id: str = "c") -> Completion:
+    slot = Slot()
+    await d.wait_to_send(BODY, slot, continuing=False)
+    return await d.send(BODY, slot, conversation_id=conversation_id, turn=0)
+
+
+def test_a_429_is_counted_halves_the_limit_and_gives_the_slot_back() -> None:
+    refused = TransientAPIError("HTTP 429", kind="http_429", status=429)
+    d = dispatcher([refused, None], RunControl())
+
+    async def go() -> None:
+        with pytest.raises(TransientAPIError):
+            await attempt(d)
+        await attempt(d)
+
+    asyncio.run(go())
+    assert d.rate_limited == 1
+    first = d.limiter.changes[0]
+    assert (first.limit, first.reason) == (1, "429: halved")
+    assert d.limiter.in_flight == 0  # both slots came back
+
+
+def test_judge_requests_count_their_tokens_and_a_spent_budget_stops_the_run() -> None:
+    control = RunControl()
+    d = dispatcher([None, None], control, budget=1)
+
+    async def go() -> None:
+        await d.ask_judge(BODY, conversation_id="c", turn=0, purpose="judge")
+        with pytest.raises(asyncio.CancelledError):
+            await attempt(d)
+
+    asyncio.run(go())
+    assert sum(d.tokens) > 0
+    assert control.stopping and "budget" in (control.reason or "")
+
+
+def test_failures_that_reach_nobody_across_conversations_stop_the_run() -> None:
+    down = [TransientAPIError("cannot connect", kind="connect_error") for _ in range(12)]
+    control = RunControl()
+    d = dispatcher(list(down), control)
+
+    async def go() -> int:
+        sent = 0
+        for n in range(12):
+            try:
+                await attempt(d, conversation_id=f"c{n % 2}")
+            except TransientAPIError:
+                sent += 1
+            except asyncio.CancelledError:
+                return sent + 1
+        return sent
+
+    assert asyncio.run(go()) == 12
+    assert control.stopping and "unreachable" in (control.reason or "")
