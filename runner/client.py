@@ -220,7 +220,9 @@ class ChatClient:
                 async with self._http.stream(
                     "POST", self.url, content=content, headers=headers
                 ) as streamed:
-                    if not 200 <= streamed.status_code <= 299:
+                    media = streamed.headers.get("content-type", "").split(";")[0].strip()
+                    if not 200 <= streamed.status_code <= 299 or media == "application/json":
+                        # An error, or a server that ignores "stream": one JSON answer.
                         await streamed.aread()
                         return _read_response(streamed)
                     data, first_token_ms = await read_stream(streamed)

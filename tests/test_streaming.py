@@ -103,6 +103,23 @@ def test_an_error_status_on_a_stream_is_classified_as_usual() -> None:
     assert info.value.message == "HTTP 429: slow"
 
 
+def test_a_server_that_ignores_stream_and_answers_json_is_read_as_one_answer() -> None:
+    whole = answer({"model": "m", "messages": BODY["messages"]})
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(
+            200, headers={"content-type": "application/json; charset=utf-8"}, json=whole
+        )
+    )
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete(BODY)
+
+    completion = asyncio.run(go())
+    assert completion.content == whole["choices"][0]["message"]["content"]
+    assert completion.first_token_ms is None  # no stream, so no time to first token
+
+
 def conv(cid: str, *turns: str) -> Conversation:
     return Conversation(id=cid, source="s.yaml", turns=tuple(Turn(t) for t in turns))
 
