@@ -2,8 +2,8 @@
 
 Every error a user can cause or meet derives from :class:`RunnerError`; its
 message is one line that names what it is about (file, line, conversation,
-turn) and says what to do next. ``cli.py`` turns them into exit codes; the
-core never prints or exits.
+turn) and says what to do next. The ``cli`` package turns them into exit
+codes; the core never prints or exits.
 
     RunnerError
     ├── InputError          bad conversation files, globs, or options (exit 2)

@@ -1,8 +1,4 @@
-"""The ``mtrun`` command: parses options, calls the core, renders, picks the exit code.
-
-This is the only module that knows about click, the terminal, signals and
-exit codes; everything it does is also possible from Python.
-"""
+"""``mtrun run`` (also plain ``mtrun FILES...``) and ``mtrun validate``."""
 
 from __future__ import annotations
 
@@ -14,52 +10,25 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner import __version__
-from runner.errors import ConfigError, InputError, OutputError, RunnerError
+from runner.cli.base import (
+    EXIT_CHECKS_FAILED,
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    fail,
+    main,
+)
+from runner.errors import ConfigError, InputError, RunnerError
 
 if TYPE_CHECKING:
     from runner.events import RunResult
     from runner.spec import Conversation
 
-EXIT_OK = 0
-EXIT_CHECKS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 3
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0    every conversation completed and every expectation passed
-  1    an expectation failed (with --repeat: a pass rate below
-       --min-pass-rate)
-  2    invalid input or usage: bad conversation file, option, key or output
-       path; nothing was sent
-  3    some conversation failed (API error after retries, or a non-retryable
-       one, or a replay miss), or the run stopped early (quota exhausted,
-       output not writable)
-  130  interrupted (Ctrl-C); the output is valid, continue it with --resume
-When several apply, the first in this order wins: 130, 3, 1.
-"""
-
-MAIN_HELP = f"""Replay scripted multi-turn dialogues against an OpenAI-compatible chat API.
-
-\b
-Examples:
-  mtrun --mock conversations/*.yaml          run offline, no key needed
-  mtrun conversations/                       run every .yaml under a folder
-  mtrun -j 16 -o outputs/nightly.jsonl conversations/
-  mtrun --resume -o outputs/nightly.jsonl conversations/
-  mtrun --base-url http://localhost:8000/v1 --model my-model conversations/
-  mtrun validate conversations/*.yaml        check files, send nothing
-
-`mtrun FILES...` is short for `mtrun run FILES...`; see `mtrun run --help`
-for every option.
-
-{EXIT_CODES_HELP}"""
 
 RUN_HELP = f"""Replay conversation FILES (files, folders or globs) and write transcripts.
 
@@ -98,29 +67,6 @@ class _Concurrency(click.ParamType):  # type: ignore[type-arg]
         if not 1 <= number <= 10_000:
             self.fail(f"{number} is not between 1 and 10,000", param, ctx)
         return number
-
-
-class _DefaultRunGroup(click.Group):
-    """A group where ``mtrun FILES...`` means ``mtrun run FILES...``."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(
-    cls=_DefaultRunGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]}
-)
-@click.version_option(__version__, prog_name="mtrun")
-def main() -> None:
-    """The mtrun command group."""
-
-
-def _fail(exc: RunnerError) -> NoReturn:
-    """Print one error line and exit with the code for its kind."""
-    click.echo(f"mtrun: error: {exc}", err=True)
-    sys.exit(EXIT_USAGE)
 
 
 def _parse_params(values: Sequence[str]) -> dict[str, Any]:
@@ -358,12 +304,12 @@ def run_command(
     from runner.store import default_output_path
 
     if resume and output is None:
-        _fail(ConfigError("--resume needs -o PATH: the output to continue"))
+        fail(ConfigError("--resume needs -o PATH: the output to continue"))
     try:
         overrides = _parse_params(params)
         conversations = load_conversations(files)
     except RunnerError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
@@ -374,14 +320,14 @@ def run_command(
         try:
             shard = parse_shard(shard_spec, os.environ)
         except RunnerError as exc:
-            _fail(exc)
+            fail(exc)
     if dry_run:
         mine = [c for c in conversations if shard is None or shard.holds(c.id)]
         _print_plan(mine, models, overrides, repeat)
         sys.exit(EXIT_OK)
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
-        _fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
+        fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
     config = RunConfig(
         output=output
         or default_output_path(
@@ -441,7 +387,7 @@ def run_command(
         result = asyncio.run(go())
     except RunnerError as exc:
         progress.close()
-        _fail(exc)
+        fail(exc)
     progress.close()
     code = exit_code(result, min_pass_rate)
     try:
@@ -520,310 +466,9 @@ def validate_command(files: tuple[str, ...]) -> None:
     try:
         conversations = load_conversations(files)
     except RunnerError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     sources = {c.source for c in conversations}
     turns = sum(len(c.turns) for c in conversations)
     click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")
-
-
-@main.command("diff")
-@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("new", type=click.Path(dir_okay=False, path_type=Path), required=False)
-@click.option(
-    "--models",
-    nargs=2,
-    metavar="A B",
-    help="Compare model A with model B of a several-model run (in BASE, or A in BASE "
-    "with B in NEW).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option(
-    "--fail-on",
-    type=click.Choice(["regressed", "changed", "never"]),
-    default="regressed",
-    show_default=True,
-    help="Exit 1 when a conversation regressed (newly failed, a check flipped to failing), "
-    "when anything changed, or never.",
-)
-@click.option(
-    "--color/--no-color", default=None, help="Colour the text report (default: on a terminal)."
-)
-def diff_command(
-    base: Path,
-    new: Path | None,
-    models: tuple[str, str] | None,
-    as_json: bool,
-    fail_on: str,
-    color: bool | None,
-) -> None:
-    """Compare two transcripts: BASE (e.g. main) against NEW (e.g. a pull request).
-
-    \b
-    Pairs conversations by id and turns by index, and reports conversations
-    added or removed, status changes, the first turn where answers diverge
-    (with a unified diff and a similarity), checks that flipped, and token and
-    latency deltas. Exit 1 per --fail-on, 2 when a file cannot be read.
-    """
-    from runner.diff import diff_runs, render_json, render_text, should_fail
-    from runner.store import read_transcript
-
-    try:
-        before = read_transcript(base)
-        after = read_transcript(new) if new is not None else before
-    except RunnerError as exc:
-        _fail(exc)
-    if models:
-        from runner.transcript import records_of_model
-
-        before, after = records_of_model(before, models[0]), records_of_model(after, models[1])
-        for model, records in zip(models, (before, after), strict=True):
-            if not records:
-                _fail(InputError(f"--models: no conversation in the transcript used {model!r}"))
-    elif new is None:
-        _fail(InputError("give two transcripts (BASE NEW), or one with --models A B"))
-    report = diff_runs(before, after)
-    if as_json:
-        click.echo(json.dumps(render_json(report), ensure_ascii=False, indent=2))
-    else:
-        use_color = (
-            color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        )
-        click.echo(render_text(report, color=use_color), nl=False)
-    sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)
-
-
-def _read_for_review(path: Path) -> list[dict[str, Any]]:
-    """A transcript's current records, or a one-line error and exit 2."""
-    from runner.store import read_transcript
-
-    try:
-        return read_transcript(path)
-    except RunnerError as exc:
-        _fail(exc)
-
-
-@main.command("show")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--id",
-    "ids",
-    multiple=True,
-    metavar="GLOB",
-    help="Only conversations whose id matches (repeatable).",
-)
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    type=click.Choice(["completed", "checks_failed", "failed", "interrupted"]),
-    help="Only conversations with this status (repeatable).",
-)
-@click.option(
-    "--failed",
-    "failed_only",
-    is_flag=True,
-    help="Only conversations that failed, failed checks or were interrupted.",
-)
-@click.option(
-    "--turn", type=click.IntRange(min=1), help="Only this turn (1-based) of each conversation."
-)
-@click.option(
-    "--color/--no-color",
-    default=None,
-    help="Colour the output (default: on a terminal, unless NO_COLOR is set).",
-)
-@click.option("--pager/--no-pager", default=None, help="Page long output (default: on a terminal).")
-def show_command(
-    file: Path,
-    ids: tuple[str, ...],
-    statuses: tuple[str, ...],
-    failed_only: bool,
-    turn: int | None,
-    color: bool | None,
-    pager: bool | None,
-) -> None:
-    """Read a transcript in the terminal: each conversation turn by turn.
-
-    Works on files from interrupted or partly failed runs. Model output is
-    shown as text: control characters and escape sequences are made visible.
-    """
-    import shutil
-
-    from runner.show import Selection, render_records, select, summary_line
-
-    records = _read_for_review(file)
-    chosen = select(
-        records, Selection(ids=ids, statuses=statuses, failed_only=failed_only, turn=turn)
-    )
-    on_terminal = sys.stdout.isatty()
-    use_color = color if color is not None else on_terminal and "NO_COLOR" not in os.environ
-    width = shutil.get_terminal_size((100, 24)).columns
-    lines = (
-        line + "\n"
-        for line in (
-            *render_records(chosen, color=use_color, width=width, turn=turn),
-            summary_line(chosen),
-        )
-    )
-    if pager if pager is not None else on_terminal:
-        click.echo_via_pager(lines, color=use_color)
-    else:
-        for line in lines:
-            click.echo(line, nl=False, color=use_color)
-
-
-@main.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["md"]),
-    default="md",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "--id",
-    "ids",
-    multiple=True,
-    metavar="GLOB",
-    help="Only conversations whose id matches (repeatable).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to a file instead of standard output.",
-)
-def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | None) -> None:
-    """Export transcripts as Markdown, one section per conversation (for pull requests, issues)."""
-    from runner.markdown import render_markdown
-    from runner.show import Selection, select
-
-    chosen = select(_read_for_review(file), Selection(ids=ids))
-    text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    if output.exists():
-        _fail(OutputError(f"{output} already exists; choose another -o"))
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        _fail(OutputError(f"cannot write {output}: {exc.strerror or exc}"))
-
-
-@main.command("report")
-@click.argument(
-    "transcripts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="HTML file to write (default: beside the last transcript, .html).",
-)
-@click.option(
-    "--models",
-    nargs=2,
-    metavar="A B",
-    help="Compare model A with model B of a several-model run.",
-)
-def report_command(
-    transcripts: tuple[Path, ...], output: Path | None, models: tuple[str, str] | None
-) -> None:
-    """Write one self-contained HTML page of a run (FILE), or comparing two (BASE NEW).
-
-    \b
-    The page needs no network: open it from disk or attach it to a CI run.
-    It shows totals, a sortable and filterable table of conversations, each
-    conversation as a chat with its checks and retries, and charts of latency
-    and tokens per turn; comparing two runs lists regressions first and shows
-    answers side by side with the differences highlighted.
-    """
-    from runner.report import build_comparison, build_report, write_report
-
-    if len(transcripts) > 2:
-        _fail(InputError("give one transcript, or two to compare: mtrun report BASE NEW"))
-    if models:
-        from runner.transcript import records_of_model
-
-        records = [_read_for_review(path) for path in transcripts]
-        base_records = records_of_model(records[0], models[0])
-        new_records = records_of_model(records[-1], models[1])
-        page = build_comparison(
-            base_records,
-            new_records,
-            title=f"{models[0]} vs {models[1]}",
-            base_source=f"{transcripts[0]} ({models[0]})",
-            new_source=f"{transcripts[-1]} ({models[1]})",
-        )
-        last = transcripts[-1]
-        target = output or last.with_name(f"{last.stem}.models.html")
-    elif len(transcripts) == 1:
-        (path,) = transcripts
-        page = build_report(_read_for_review(path), title=path.name, source=str(path))
-        target = output or path.with_suffix(".html")
-    else:
-        base, new = transcripts
-        page = build_comparison(
-            _read_for_review(base),
-            _read_for_review(new),
-            title=f"{base.name} vs {new.name}",
-            base_source=str(base),
-            new_source=str(new),
-        )
-        target = output or new.with_name(new.stem + ".compare.html")
-    replacing = target.exists()
-    try:
-        write_report(target, page)
-    except RunnerError as exc:
-        _fail(exc)
-    click.echo(f"wrote {target}" + (" (replacing the earlier report)" if replacing else ""))
-
-
-@main.command("merge")
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--conversations",
-    "patterns",
-    multiple=True,
-    metavar="FILES",
-    help="The batch's conversation files (repeatable): also check that none is missing.",
-)
-def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, ...]) -> None:
-    """Combine the outputs of `mtrun --shard K/N` runs into OUTPUT.
-
-    \b
-    Checks that every shard of the split is present and every conversation
-    appears exactly once (with --conversations: that none of the batch is
-    missing). Exit 0 when complete, 3 when something is missing or
-    duplicated (OUTPUT is still written, for inspection), 2 on bad input.
-    """
-    from runner.loader import load_conversations
-    from runner.shard import merge_shards
-
-    try:
-        expected = [c.id for c in load_conversations(patterns)] if patterns else None
-        report = merge_shards(output, shards, expected_ids=expected)
-    except RunnerError as exc:
-        _fail(exc)
-    click.echo(
-        f"merged {report.conversations} conversations from {len(shards)} files into {output}"
-    )
-    for index in report.missing_shards:
-        click.echo(f"missing shard: {index}/{report.shard_count}", err=True)
-    for cid, files in report.duplicates:
-        click.echo(f"duplicated: {cid} in {', '.join(files)}", err=True)
-    for cid in report.missing:
-        click.echo(f"missing conversation: {cid}", err=True)
-    if report.unfinished:
-        click.echo(
-            f"{len(report.unfinished)} conversations failed or were interrupted "
-            "(resume their shard with --resume)",
-            err=True,
-        )
-    sys.exit(EXIT_OK if report.complete else EXIT_FAILED)

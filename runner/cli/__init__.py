@@ -1,0 +1,8 @@
+"""The ``mtrun`` command (see ``base.py``); importing it registers every subcommand."""
+
+from __future__ import annotations
+
+from runner.cli import review, run  # noqa: F401 - importing them registers their commands
+from runner.cli.base import main
+
+__all__ = ["main"]
