@@ -126,6 +126,8 @@ class Dispatcher:
                 outcome = "rate_limited"
                 self.rate_limited += 1
                 self.pacer.refused()
+            elif exc.kind == "read_timeout":
+                outcome = "timed_out"  # sent, then no answer in time: likely queued behind others
             self.gate.failed(exc, conversation_id)
             if self.gate.down and not self.control.stopping:
                 self.control.stop(

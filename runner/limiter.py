@@ -6,12 +6,15 @@ at a modest value) and follows additive-increase / multiplicative-decrease:
 
 - a 429 halves the limit, once per *episode*: the 429s of requests that were
   already in flight when the limit was cut say nothing new and are ignored;
+- so does an answer that did not come within ``--timeout``: a server that
+  queues what it cannot serve yet (llama.cpp, Ollama, vLLM past its batch)
+  never says 429, and the requests at the back of its queue time out;
 - after as many clean answers as the limit, received while every slot was
   busy, the limit grows by one, up to the ceiling; before the first 429
   (slow start, when it began below the ceiling) every such answer adds one,
   so the limit doubles each round until the server pushes back;
-- 5xx answers and timeouts change nothing: they say the server is unwell,
-  not that we send too fast.
+- 5xx answers, dropped connections and failed connects change nothing:
+  they say the server is unwell, not that we send too fast.
 
 A request holds a slot only while it is being sent and answered, never while
 it sleeps in backoff. When a slot frees, a conversation that is already
@@ -81,17 +84,17 @@ class AdaptiveLimiter:
         return self._epoch
 
     def release(self, epoch: int, *, outcome: str) -> None:
-        """Give the slot back; ``outcome`` is ``ok``, ``rate_limited`` or ``other``."""
+        """Give the slot back; ``outcome``: ``ok``, ``rate_limited``, ``timed_out`` or ``other``."""
         saturated = self.in_flight >= self.limit
         self._free()
-        if outcome == "rate_limited" and epoch == self._epoch:
+        if outcome in ("rate_limited", "timed_out") and epoch == self._epoch:
             self._slow_start = False
             self._epoch += 1
             self._clean = 0
             new = max(1, self.limit // 2)
             if new != self.limit:
                 self.limit = new
-                self._note("429: halved")
+                self._note("429: halved" if outcome == "rate_limited" else "timeout: halved")
         elif outcome == "ok" and saturated and self._slow_start:
             if self.limit < self.ceiling:
                 self.limit += 1

@@ -261,6 +261,20 @@ def workloads(quick: bool) -> dict[str, Workload]:
                 ("(d) mtrun (defaults: -j auto)", "mtrun", 0, 1),
             ],
         ),
+        "queued": Workload(
+            "queued",
+            "Queued: one request at a time, answers taking 1/6 of --timeout, nothing configured",
+            [
+                {"id": f"q{i:03d}", "turns": [f"Queued {i}, turn {t}." for t in range(3)]}
+                for i in range(20)
+            ],
+            _latency(0.5, 0.0, 1),
+            [
+                ("(d) mtrun (defaults) --timeout 3", "mtrun", 0, 1),
+                ("(d) mtrun -j 1 --timeout 3", "mtrun", 1, 1),
+            ],
+            mtrun_args=["--timeout", "3"],
+        ),
         "mock": Workload(
             "mock",
             f"{10_000 if quick else 100_000:,} two-turn conversations through mtrun --mock",
@@ -537,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--workload",
         action="append",
-        choices=["mtbench", "skewed", "ratelimited", "zerolat", "mock", "all"],
+        choices=["mtbench", "skewed", "ratelimited", "zerolat", "queued", "mock", "all"],
         help="repeatable; default: all",
     )
     p.add_argument("--clients", help="comma-separated subset of a,b,c,mtrun,mock")

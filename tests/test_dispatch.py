@@ -96,3 +96,16 @@ def test_failures_that_reach_nobody_across_conversations_stop_the_run() -> None:
 
     assert asyncio.run(go()) == 12
     assert control.stopping and "unreachable" in (control.reason or "")
+
+
+def test_an_answer_that_timed_out_halves_the_limit_but_teaches_no_pace() -> None:
+    timed_out = TransientAPIError("no answer within the timeout", kind="read_timeout")
+    d = dispatcher([timed_out], RunControl())
+
+    async def go() -> None:
+        with pytest.raises(TransientAPIError):
+            await attempt(d)
+
+    asyncio.run(go())
+    assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "timeout: halved")]
+    assert d.rate_limited == 0 and d.pacer.waited_s == 0

@@ -70,6 +70,18 @@ def test_errors_other_than_429_leave_the_limit_alone() -> None:
     assert asyncio.run(go()) == 4
 
 
+def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
+    # A server that queues instead of refusing: the requests at the back time out.
+    async def go() -> list[tuple[int, str]]:
+        lim = limiter(8)
+        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
+        for epoch in epochs:  # all eight were in flight when the first timed out
+            lim.release(epoch, outcome="timed_out")
+        return [(c.limit, c.reason) for c in lim.changes]
+
+    assert asyncio.run(go()) == [(4, "timeout: halved")]
+
+
 def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
     async def go() -> list[str]:
         lim = limiter(1)
