@@ -3,9 +3,10 @@
 ``ChatClient`` talks to the network through this transport instead of
 httpx's default (httpcore), because httpcore's pool costs grow with the
 number of connections: on every request and every response it scans each
-connection and asks its socket whether it is readable, through several layers
-of anyio. At 32 connections that cost 2 ms of CPU per request here, four times
-the rest of a turn, and it is what capped a zero-latency run at ~600 turns/s.
+connection and asks its socket whether it is readable, through several
+layers of anyio. At 32 connections that cost 2 ms of CPU per request here
+(see ``scripts/bench_transport.py``), four times the rest of a turn, and it
+is what capped a zero-latency run at ~600 turns/s.
 
 This transport does one thing: HTTP/1.1 requests over a pool of keep-alive
 connections, with httpx's timeouts and exceptions, so everything above it
@@ -42,7 +43,6 @@ import httpx
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept: the default keep-alive of uvicorn and httpx."""
-_READ_SIZE = 64 * 1024
 _MAX_BUFFERED = 1024 * 1024
 """Bytes received but not yet read before the connection stops reading from the socket."""
 
