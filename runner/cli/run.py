@@ -153,7 +153,7 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     show_default=True,
     metavar="N|auto",
     help="Ceiling on requests in flight (a quarter more conversations run, ready to send); "
-    "429s lower the limit and clean rounds raise it back. "
+    "429s and timed-out answers lower the limit and clean rounds raise it back. "
     f"'auto': up to {AUTO_CEILING}, starting at {AUTO_START}.",
 )
 @click.option(
