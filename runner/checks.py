@@ -24,21 +24,6 @@ if TYPE_CHECKING:
 # jsonschema itself is imported where a json_schema check needs it: it is a
 # fifth of mtrun's start-up time, and most runs have no such check.
 
-KINDS: tuple[str, ...] = (
-    "contains",
-    "not_contains",
-    "matches",
-    "not_matches",
-    "equals",
-    "is_json",
-    "json_schema",
-    "min_chars",
-    "max_chars",
-    "finish_reason",
-    "max_latency_ms",
-    "max_tokens",
-    "judge",
-)
 SCOPES = ("turn", "every_turn", "final")
 """Where a check came from: a turn's ``expect``, the conversation's, or ``expect_final``."""
 
@@ -640,3 +625,5 @@ _KINDS: dict[str, _Kind] = {
     "max_tokens": _Kind(_count, lambda n: f"at most {_plural(n, 'completion token')}", _tokens),
     "judge": _Kind(_parse_judge, _describe_judge, _unevaluated),
 }
+KINDS: tuple[str, ...] = tuple(_KINDS)
+"""Every check's name in YAML, in the order the spec lists them."""

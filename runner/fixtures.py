@@ -100,8 +100,6 @@ class FixtureFolder:
         self.replay = replay
         self.record = record
         self.upstream = upstream
-        self.hits = 0
-        self.recorded = 0
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
     def _path(self, conversation_id: str) -> Path:
@@ -134,7 +132,6 @@ class FixtureFolder:
         if self.replay:
             for exchange in self._exchanges(conversation_id):
                 if exchange.get("key") == key:
-                    self.hits += 1
                     return completion_from_json(exchange.get("response"))
             if not self.record:
                 raise FatalAPIError(
@@ -173,7 +170,6 @@ class FixtureFolder:
         exchanges.sort(key=lambda e: (_turn_of(e), e.get("purpose") != "answer"))
         document = {"schema": SCHEMA, "conversation": conversation_id, "exchanges": exchanges}
         write_json_atomic(self._path(conversation_id), document)
-        self.recorded += 1
 
 
 def _turn_of(exchange: Mapping[str, Any]) -> int:

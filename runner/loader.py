@@ -57,16 +57,8 @@ CONVERSATION_KEYS = (
     "vars",
     "turns",
 )
-DEFAULTS_KEYS = (
-    "model",
-    "models",
-    "system",
-    "params",
-    "messages",
-    "expect",
-    "expect_final",
-    "vars",
-)
+DEFAULTS_KEYS = tuple(key for key in CONVERSATION_KEYS if key not in ("id", "turns"))
+"""What ``defaults:`` may set: everything a conversation may, except its id and turns."""
 TURN_KEYS = ("content", "params", "expect")
 MESSAGE_KEYS = ("role", "content", "name")
 RESERVED_PARAMS: Mapping[str, str] = {
@@ -764,8 +756,6 @@ def _per_model(items: list[_Loaded]) -> list[_Loaded]:
         if not item.models:
             out.append(item)
             continue
-        conv = item.conversation
         for model in item.models:
-            copy = replace(conv, id=f"{conv.id}@{model}", model=model, variant_of=conv.id)
-            out.append(item._replace(conversation=copy, models=()))
+            out.append(item._replace(conversation=item.conversation.for_model(model), models=()))
     return out

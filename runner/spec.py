@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.checks import Check
@@ -87,6 +87,14 @@ class Conversation:
         """Every expectation that applies to turn ``index``'s answer."""
         final = self.expect_final if index == len(self.turns) - 1 else ()
         return (*self.turns[index].expect, *self.expect, *final)
+
+    def for_model(self, model: str) -> Conversation:
+        """This conversation run with ``model``, as its own conversation ``ID@MODEL``."""
+        return replace(self, id=f"{self.id}@{model}", model=model, variant_of=self.id)
+
+    def repetition(self, k: int) -> Conversation:
+        """The ``k``-th (from 1) of independent runs of this conversation, as ``ID#k``."""
+        return replace(self, id=f"{self.id}#{k}", group=self.id, repeat=k)
 
     def prefix(self) -> list[dict[str, Any]]:
         """The messages sent before the first scripted turn."""

@@ -9,7 +9,6 @@ memory of 100,000 specs, not a million copies.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -47,12 +46,9 @@ class Variants(Sequence[Conversation]):
         which_model, k = divmod(rest, self.repeat)
         conv = self.base[position]
         if self.models:
-            model = self.models[which_model]
-            conv = dataclasses.replace(
-                conv, id=f"{conv.id}@{model}", model=model, variant_of=conv.id
-            )
+            conv = conv.for_model(self.models[which_model])
         if self.repeat > 1:
-            conv = dataclasses.replace(conv, id=f"{conv.id}#{k + 1}", group=conv.id, repeat=k + 1)
+            conv = conv.repetition(k + 1)
         return conv
 
     def __iter__(self) -> Iterator[Conversation]:

@@ -35,8 +35,7 @@ def _cpu() -> float:
 
 async def _measure(url: str, transport: httpx.AsyncBaseTransport, n: int, j: int) -> float:
     """CPU milliseconds per request for ``n`` requests, ``j`` at a time."""
-    limits = httpx.Limits(max_connections=j, max_keepalive_connections=j)
-    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=30.0) as client:
+    async with httpx.AsyncClient(transport=transport, limits=_limits(j), timeout=30.0) as client:
         gate = asyncio.Semaphore(j)
 
         async def one() -> None:
