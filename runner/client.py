@@ -10,12 +10,13 @@ go through exactly the same code.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,52 +25,34 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from runner import __version__
+from runner.deadline import Deadline
 from runner.errors import ConfigError, FatalAPIError, TransientAPIError
 from runner.jsonio import dumps_bytes
 from runner.pacing import RateLimits
 from runner.retry import classify_status, parse_rate_limits, parse_retry_after
-from runner.streaming import read_stream
+from runner.secrets import KEY_ENV_VARS, ApiKey, find_api_key
+from runner.streaming import StreamAnswer
 from runner.transport import HTTP11Transport
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "KEY_ENV_VARS",
+    "MOCK_BASE_URL",
+    "ApiKey",
+    "ChatClient",
+    "Completion",
+    "check_base_url",
+    "completion_from_json",
+    "find_api_key",
+    "is_loopback",
+    "public_base_url",
+]
 
 DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
 MOCK_BASE_URL = "mock://offline"
 """Where the built-in offline backend answers (``--mock``)."""
-KEY_ENV_VARS = ("MTRUN_API_KEY", "ARCEE_API_KEY", "OPENAI_API_KEY")
-"""Environment variables searched for the API key, in order."""
-
 _MAX_ERROR_CHARS = 500
-
-
-class ApiKey:
-    """An API key that never shows itself in a repr, str, log or traceback."""
-
-    __slots__ = ("_value", "source")
-
-    def __init__(self, value: str, source: str) -> None:
-        self._value = value
-        self.source = source
-        """Name of the environment variable it came from."""
-
-    def reveal(self) -> str:
-        """The secret itself, for the Authorization header only."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"ApiKey(from ${self.source})"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("an API key cannot be pickled")
-
-
-def find_api_key(env: Mapping[str, str], names: tuple[str, ...] = KEY_ENV_VARS) -> ApiKey | None:
-    """The first non-empty key among ``names`` in ``env``, or None."""
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return ApiKey(value, name)
-    return None
+_JSON_MEDIA = ("application/json", "text/json")
 
 
 def is_loopback(base_url: str) -> bool:
@@ -85,6 +68,7 @@ def is_loopback(base_url: str) -> bool:
 
 def public_base_url(base_url: str) -> str:
     """The base URL without credentials, query or fragment: safe to record."""
+    base_url = _without_userinfo(base_url)
     parts = urlsplit(base_url)
     if parts.scheme == "mock":
         return MOCK_BASE_URL
@@ -100,19 +84,36 @@ def public_base_url(base_url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _without_userinfo(url: str) -> str:
+    """``url`` without anything before the last ``@`` of what follows its scheme.
+
+    Cruder than URL parsing on purpose: a key with ``/``, ``?`` or ``#`` in it
+    breaks parsing (``ftp://user:ab/cd@host`` has the host ``user``), and no
+    part of it may be shown.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    after = rest.rpartition("@")[2]
+    return f"{scheme}://{after}" if sep else after
+
+
 def check_base_url(base_url: str) -> str:
     """Validate a base URL and return it without a trailing slash."""
     parts = urlsplit(base_url)
     if parts.scheme == "mock":
         return MOCK_BASE_URL
     example = "expected e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
+    if _without_userinfo(base_url) != base_url:
+        raise ConfigError(
+            "--base-url must not contain credentials (user:key@); "
+            "put the key in MTRUN_API_KEY instead"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"--base-url {public_base_url(base_url)!r} is not an http(s) URL; {example}"
-        )
-    if parts.username or parts.password:
-        raise ConfigError(
-            "--base-url must not contain credentials; put the key in MTRUN_API_KEY instead"
         )
     try:
         parts.port  # noqa: B018 - parsing the port is the check
@@ -156,7 +157,13 @@ class Completion:
 
 
 class ChatClient:
-    """Sends chat-completions requests over one shared connection pool."""
+    """Sends chat-completions requests over one shared connection pool.
+
+    ``timeout`` is a deadline for the whole request, connecting included. A
+    streamed answer may take longer as long as it keeps coming: for it the
+    timeout limits the silence before the first event with data, and between
+    two of them (comments such as ``: ping`` do not count).
+    """
 
     def __init__(
         self,
@@ -169,6 +176,8 @@ class ChatClient:
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.url = f"{self.base_url}/chat/completions"
+        self.timeout = timeout
+        self._key = api_key
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
@@ -213,71 +222,152 @@ class ChatClient:
 
         A body with ``"stream": true`` is read as server-sent events.
         """
-        content = dumps_bytes(body)
-        headers = {"Content-Type": "application/json"}
+        request = _Request(dumps_bytes(body))
+        streamed = bool(body.get("stream"))
         try:
-            if body.get("stream"):
-                async with self._http.stream(
-                    "POST", self.url, content=content, headers=headers
-                ) as streamed:
-                    media = streamed.headers.get("content-type", "").split(";")[0].strip()
-                    if not 200 <= streamed.status_code <= 299 or media == "application/json":
-                        # An error, or a server that ignores "stream": one JSON answer.
-                        await streamed.aread()
-                        return _read_response(streamed)
-                    data, first_token_ms = await read_stream(streamed)
-                completion = completion_from_json(data, status=streamed.status_code)
-                return dataclasses.replace(
-                    completion,
-                    first_token_ms=first_token_ms,
-                    rate_limits=parse_rate_limits(streamed.headers),
+            async with Deadline(self.timeout) as deadline:
+                if streamed:
+                    return await self._streamed(request, deadline)
+                response = await self._http.post(
+                    self.url, content=request.content, headers=_HEADERS, extensions=request.ext
                 )
-            response = await self._http.post(self.url, content=content, headers=headers)
+        except TimeoutError:
+            raise TransientAPIError(
+                _deadline_words(self.timeout, streamed=streamed, connecting=request.connecting),
+                kind="connect_timeout" if request.connecting else "read_timeout",
+            ) from None
         except httpx.TimeoutException as exc:
             raise TransientAPIError(
                 f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            said = _short(self._scrub(str(exc)))
             if _tls_failure(exc):
                 raise FatalAPIError(
-                    f"TLS verification failed for {public_base_url(self.base_url)}: "
-                    f"{_short(str(exc))}; check the URL, or the CA bundle (SSL_CERT_FILE)",
+                    f"TLS verification failed for {self._scrub(public_base_url(self.base_url))}: "
+                    f"{said}; check the URL, or the CA bundle (SSL_CERT_FILE)",
                     kind="tls_error",
                 ) from None
             kind, words = _network_failure(exc)
-            raise TransientAPIError(
-                f"{words}: {_short(str(exc)) or type(exc).__name__}", kind=kind
-            ) from None
+            raise TransientAPIError(f"{words}: {said or type(exc).__name__}", kind=kind) from None
         except httpx.HTTPError as exc:
+            said = _short(self._scrub(str(exc)))
             raise FatalAPIError(
-                f"request failed: {_short(str(exc)) or type(exc).__name__}", kind="request_error"
+                f"request failed: {said or type(exc).__name__}", kind="request_error"
             ) from None
-        return _read_response(response)
-
-
-def _read_response(response: httpx.Response) -> Completion:
-    status = response.status_code
-    if not 200 <= status <= 299:
-        details, code = _error_details(response)
-        cls = classify_status(status, code=code)
-        retry_after = parse_retry_after(response.headers)
-        raise cls(
-            f"HTTP {status}: {details}",
-            kind=f"http_{status}",
-            status=status,
-            retry_after=retry_after,
+        return self._read_response(
+            response.status_code, response.headers, response.content, response.reason_phrase
         )
-    try:
-        data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        raise TransientAPIError(
-            f"HTTP {status} with a body that is not valid JSON: {_short(response.text)!r}",
-            kind="invalid_json",
-            status=status,
-        ) from None
-    completion = completion_from_json(data, status=status, text=response.text)
-    limits = parse_rate_limits(response.headers)
-    return completion if limits is None else dataclasses.replace(completion, rate_limits=limits)
+
+    async def _streamed(self, request: _Request, deadline: Deadline) -> Completion:
+        """One streamed request: its events assembled, or a JSON answer read as usual."""
+        async with self._http.stream(
+            "POST", self.url, content=request.content, headers=_HEADERS, extensions=request.ext
+        ) as response:
+            status, headers = response.status_code, response.headers
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if not 200 <= status <= 299 or media in _JSON_MEDIA:
+                # An error, or a server that ignores "stream": one JSON answer.
+                data = await response.aread()
+                return self._read_response(status, headers, data, response.reason_phrase)
+            chunks: AsyncIterator[bytes] = response.aiter_bytes()
+            if media != "text/event-stream":
+                first = await _first_bytes(chunks)
+                if first.lstrip()[:1] == b"{":  # JSON without a Content-Type saying so
+                    data = first + b"".join([chunk async for chunk in chunks])
+                    return self._read_response(status, headers, data, response.reason_phrase)
+                chunks = _prepend(first, chunks)
+            stream = StreamAnswer()
+            try:
+                await stream.read(chunks, on_event=deadline.extend, scrub=self._scrub)
+            except httpx.TransportError:
+                if not stream.complete:
+                    raise  # cut before the answer was whole
+            except asyncio.CancelledError:
+                if not (deadline.expired and stream.complete):
+                    raise  # interrupted, or silent before the answer was whole
+        completion = completion_from_json(stream.answer(), status=status)
+        return dataclasses.replace(
+            completion, first_token_ms=stream.first_token_ms, rate_limits=parse_rate_limits(headers)
+        )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the API key: for everything a server said."""
+        return text if self._key is None else self._key.scrub(text)
+
+    def _read_response(
+        self, status: int, headers: httpx.Headers, content: bytes, reason: str
+    ) -> Completion:
+        """The Completion in a whole (non-streamed) answer, or its typed error."""
+        text = self._scrub(content.decode("utf-8", errors="replace"))
+        try:
+            data: Any = json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            data = _NOT_JSON
+        else:
+            data = data if self._key is None else self._key.scrub_json(data)
+        if not 200 <= status <= 299:
+            details, code = _error_details(data, text, self._scrub(reason))
+            cls = classify_status(status, code=code)
+            raise cls(
+                f"HTTP {status}: {details}",
+                kind=f"http_{status}",
+                status=status,
+                retry_after=parse_retry_after(headers),
+            )
+        if data is _NOT_JSON:
+            raise TransientAPIError(
+                f"HTTP {status} with a body that is not valid JSON: {_short(text)!r}",
+                kind="invalid_json",
+                status=status,
+            )
+        completion = completion_from_json(data, status=status, text=text)
+        limits = parse_rate_limits(headers)
+        return completion if limits is None else dataclasses.replace(completion, rate_limits=limits)
+
+
+_HEADERS = {"Content-Type": "application/json"}
+_NOT_JSON = object()
+
+
+class _Request:
+    """One request's body, and whether it is still connecting (told by the transport)."""
+
+    __slots__ = ("connecting", "content", "ext")
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.connecting = False
+        self.ext: dict[str, Any] = {"trace": self._trace}
+
+    async def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpx's ``trace`` extension: ``connection.connect_tcp.started`` and the like."""
+        if event.startswith("connection."):
+            self.connecting = event.endswith(".started")
+
+
+def _deadline_words(timeout: float, *, streamed: bool, connecting: bool) -> str:
+    if connecting:
+        return f"no connection within the timeout ({timeout:g} s)"
+    if streamed:
+        return f"the stream sent no data for {timeout:g} s (--timeout)"
+    return f"no whole answer within the timeout ({timeout:g} s)"
+
+
+async def _first_bytes(chunks: AsyncIterator[bytes]) -> bytes:
+    """The body up to its first chunk with more than whitespace (all of it, if none has)."""
+    seen = b""
+    async for chunk in chunks:
+        seen += chunk
+        if seen.strip():
+            break
+    return seen
+
+
+async def _prepend(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in chunks:
+        yield chunk
 
 
 def completion_from_json(data: Any, *, status: int = 200, text: str | None = None) -> Completion:
@@ -312,13 +402,10 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
     )
 
 
-def _error_details(response: httpx.Response) -> tuple[str, str | None]:
+def _error_details(data: Any, text: str, reason: str) -> tuple[str, str | None]:
     """The API's own error message and code, from the common error shapes."""
-    try:
-        data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        text = _short(response.text.strip())
-        return (text or response.reason_phrase or "no details"), None
+    if data is _NOT_JSON:
+        return (_short(text.strip()) or reason or "no details"), None
     code: str | None = None
     message: Any = None
     if isinstance(data, dict):

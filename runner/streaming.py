@@ -1,56 +1,145 @@
 """Streamed answers (``--stream``): server-sent events assembled into one Completion.
 
 A chat-completions stream is a series of ``data: {json}`` events, each with
-a delta of the answer, usually ended by ``data: [DONE]``. Some servers end
-the stream without ``[DONE]``; an answer whose last chunk gave a
-``finish_reason`` is complete anyway. A stream that ends with neither was cut
-mid-way: that raises a transient error so the turn is retried, and the
-partial text is discarded, never put in the history.
+a delta of the answer, usually ended by ``data: [DONE]``. The bytes are split
+into events by the rules of the SSE specification (WHATWG HTML, "Parsing an
+event stream"), not by ``str.splitlines``: a line ends only at CR, LF or
+CRLF, so U+2028, U+2029 or U+0085 inside an answer stay text; the ``data:``
+lines of one event are joined with LF; comments (``: ping``) and other fields
+(``event:``, ``id:``, ``retry:``, unknown ones) are ignored; an event counts
+once a blank line ends it.
 
-Besides the answer, a stream tells when the first token came: the time to
-first token is recorded, and with the usage the server reports in its last
-chunk (``stream_options.include_usage``), the generation speed.
+An answer is complete once the stream said ``[DONE]`` or a choice gave a
+``finish_reason``; what comes after that (a usage chunk, a cut connection)
+cannot make it incomplete. A stream that ends before either was cut mid-way:
+that raises a transient ``stream_cut`` error so the turn is retried, and the
+partial text is discarded, never put in the history. A stream that never
+showed a choice (only ``[DONE]``, only usage, empty chunks, Azure's
+``prompt_filter_results``) is no answer at all: ``no_choices``, retried like
+a plain answer with ``choices: []``.
+
+The assembled message has the API's shape: ``content`` is the joined text,
+or null when no delta carried content (an answer of tool calls only), as in
+a non-streamed answer. Besides the answer, a stream tells when the first token
+came, recorded with the usage of its last chunk (``stream_options``).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-import httpx
 
 from runner.errors import TransientAPIError
 
 STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 """What ``--stream`` adds to every request body."""
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
-async def read_stream(
-    response: httpx.Response, *, clock: Callable[[], float] = time.monotonic
-) -> tuple[dict[str, Any], float | None]:
-    """The answer assembled from a streamed response, and the time to first token in ms.
 
-    The answer has the shape of a non-streamed chat-completions response, so
-    it is recorded and replayed like any other.
-    """
-    started = clock()
-    first_token_ms: float | None = None
-    content: list[str] = []
-    extra: dict[str, list[str]] = {}
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    response_id: str | None = None
-    model: str | None = None
-    done = False
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue  # blank separators, comments (":"), "event:" and "id:" fields
-        data = line[5:].strip()
-        if data == "[DONE]":
-            done = True
-            break
+class SSEParser:
+    """Bytes of an event stream in, the data of each complete event out (pure, no I/O)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial: list[str] = []
+        """The start of a line whose end has not arrived yet."""
+        self._data: list[str] = []
+        """The ``data`` lines of the event being read."""
+        self._after_cr = False
+        self._started = False
+
+    def feed(self, data: bytes) -> list[str]:
+        """The data of every event that ``data`` completes, in order."""
+        text = self._decoder.decode(data)
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")  # the spec drops one leading BOM
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split across two reads
+        self._after_cr = text.endswith("\r")
+        lines = _LINE_END.split(text)
+        if len(lines) == 1:
+            self._partial.append(text)
+            return []
+        lines[0] = "".join(self._partial) + lines[0]
+        last = lines.pop()
+        self._partial = [last] if last else []
+        events = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> str | None:
+        """Take in one line; the event's data when the line is the blank one that ends it."""
+        if not line:
+            if not self._data:
+                return None
+            data = "\n".join(self._data)
+            self._data = []
+            return data
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None  # a comment (an empty field name) or another field
+
+
+class StreamAnswer:
+    """The answer assembled from a stream's events, and whether it is complete yet."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self.first_token_ms: float | None = None
+        """Milliseconds from the start to the first content of the answer."""
+        self.done = False
+        """Whether ``[DONE]`` arrived."""
+        self.events = 0
+        self._choice_seen = False
+        self._content: list[str] | None = None
+        self._extra: dict[str, list[str]] = {}
+        self._finish_reason: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self._id: str | None = None
+        self._model: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the answer is whole: ``[DONE]`` or a ``finish_reason`` came."""
+        return self.done or self._finish_reason is not None
+
+    async def read(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        on_event: Callable[[], None] = lambda: None,
+        scrub: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        """Read ``chunks`` up to ``[DONE]`` or their end, calling ``on_event`` for each event.
+
+        ``scrub`` cleans each event's text before it is parsed (the API key out).
+        """
+        parser = SSEParser()
+        async for chunk in chunks:
+            for data in parser.feed(chunk):
+                on_event()
+                if self.add(scrub(data)):
+                    return
+
+    def add(self, data: str) -> bool:
+        """Take in one event's data; True when it was ``[DONE]``."""
+        self.events += 1
+        if data.strip() == "[DONE]":
+            self.done = True
+            return True
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -58,45 +147,65 @@ async def read_stream(
                 f"the stream sent an event that is not JSON: {data[:200]!r}", kind="stream_invalid"
             ) from None
         if not isinstance(chunk, dict):
-            continue
+            return False
         if "error" in chunk:
             error = chunk["error"]
             said = error.get("message") if isinstance(error, dict) else error
             raise TransientAPIError(f"the stream reported an error: {said}", kind="stream_error")
-        response_id = response_id or _text(chunk.get("id"))
-        model = model or _text(chunk.get("model"))
+        self._id = self._id or _text(chunk.get("id"))
+        self._model = self._model or _text(chunk.get("model"))
         if isinstance(chunk.get("usage"), dict):
-            usage = chunk["usage"]
+            self._usage = chunk["usage"]
         choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            continue
-        choice = choices[0]
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("index", 0) in (0, None):
+                    self._add_choice(choice)
+                    break
+        return False
+
+    def _add_choice(self, choice: dict[str, Any]) -> None:
+        self._choice_seen = True
         delta = choice.get("delta")
         if isinstance(delta, dict):
             for key, value in delta.items():
-                if key == "content" and isinstance(value, str) and value:
-                    if first_token_ms is None:
-                        first_token_ms = round((clock() - started) * 1000.0, 1)
-                    content.append(value)
-                elif key not in ("role", "content") and isinstance(value, str):
-                    extra.setdefault(key, []).append(value)
-        finish_reason = _text(choice.get("finish_reason")) or finish_reason
-    if not done and finish_reason is None:
-        raise TransientAPIError(
-            "the stream ended before the answer was complete (no finish_reason, no [DONE]); "
-            "the partial answer was discarded",
-            kind="stream_cut",
-        )
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-    message.update({key: "".join(parts) for key, parts in extra.items()})
-    answer = {
-        "id": response_id,
-        "object": "chat.completion",
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": usage,
-    }
-    return answer, first_token_ms
+                if not isinstance(value, str) or key == "role":
+                    continue
+                if key == "content":
+                    if value and self.first_token_ms is None:
+                        self.first_token_ms = round((self._clock() - self._started) * 1000.0, 1)
+                    if self._content is None:
+                        self._content = []
+                    self._content.append(value)
+                else:
+                    self._extra.setdefault(key, []).append(value)
+        self._finish_reason = _text(choice.get("finish_reason")) or self._finish_reason
+
+    def answer(self) -> dict[str, Any]:
+        """The answer in the shape of a non-streamed one, or the transient error it is."""
+        if not self.complete:
+            raise TransientAPIError(
+                "the stream ended before the answer was complete (no finish_reason, no [DONE]); "
+                "the partial answer was discarded",
+                kind="stream_cut",
+            )
+        if not self._choice_seen:
+            raise TransientAPIError(
+                f"HTTP 200 with no choices in the streamed answer ({self.events} events, "
+                "none with a choice)",
+                kind="no_choices",
+                status=200,
+            )
+        content = None if self._content is None else "".join(self._content)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        message.update({key: "".join(parts) for key, parts in self._extra.items()})
+        return {
+            "id": self._id,
+            "object": "chat.completion",
+            "model": self._model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason}],
+            "usage": self._usage,
+        }
 
 
 def _text(value: Any) -> str | None:

@@ -250,6 +250,13 @@ class _Connection(asyncio.Protocol):
             return False
 
 
+async def _trace(request: httpx.Request, event: str) -> None:
+    """Tell the request's ``trace`` extension (as httpcore does) where it is."""
+    trace = request.extensions.get("trace")
+    if trace is not None:
+        await trace(event, {"request": request})
+
+
 async def _wait(
     loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float | None
 ) -> bool:
@@ -422,7 +429,9 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
         try:
             conn = self._idle_connection(origin)
             if conn is None:
+                await _trace(request, "connection.connect_tcp.started")
                 conn = await self._connect(origin, timeouts.get("connect"))
+                await _trace(request, "connection.connect_tcp.complete")
             head = await conn.send(request)
         except BaseException:
             if conn is not None:

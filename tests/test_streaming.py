@@ -176,3 +176,142 @@ def test_a_recording_replays_with_or_without_stream(tmp_path: Path) -> None:
     replay = RunConfig(output=tmp_path / "p.jsonl", replay=tmp_path / "fx")
     result = asyncio.run(run_batch(convs, replay))
     assert result.completed == 1
+
+
+# --- answers a stream must or must not be taken for -------------------------------
+
+AZURE_FILTER = {
+    "id": "",
+    "choices": [],
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"data: [DONE]\n\n",
+        sse({"id": "s1", "choices": [], "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+        sse({}, {"choices": []}, {"choices": None}),
+        sse(AZURE_FILTER),
+        sse(AZURE_FILTER, done=False) + b"data: [DONE]\n\n",
+    ],
+    ids=["done-only", "usage-only", "empty-chunks", "azure-filter", "azure-filter-done"],
+)
+def test_a_stream_without_any_choice_is_no_answer_and_retried_like_no_choices(
+    payload: bytes,
+) -> None:
+    with pytest.raises(TransientAPIError) as info:
+        complete(payload)
+    assert info.value.kind == "no_choices" and info.value.status == 200
+
+
+def test_a_choiceless_stream_is_retried_and_never_enters_the_history(tmp_path: Path) -> None:
+    def respond(body: dict[str, Any], n: int) -> httpx.Response | None:
+        full = answer({k: v for k, v in body.items() if k not in ("stream", "stream_options")})
+        return httpx.Response(200, content=b"data: [DONE]\n\n" if n == 0 else stream_events(full))
+
+    server = ChatServer(respond)
+    sleeps = Sleeps()
+    config = RunConfig(
+        output=tmp_path / "o.jsonl", base_url=LOCAL, transport=server.transport, stream=True
+    )
+    result = asyncio.run(
+        run_batch([conv("c", "one", "two")], config, sleep=sleeps, clock=sleeps.clock)
+    )
+    assert result.completed == 1 and result.retries == 1
+    (record,) = read_jsonl(tmp_path / "o.jsonl")
+    assert [m["content"] != "" for m in record["messages"]] == [True] * 4
+    assert record["turns"][0]["attempts"][0]["outcome"] == "no_choices"
+
+
+def test_content_is_null_when_no_delta_carried_any_as_without_streaming() -> None:
+    tool_only = sse(
+        chunk(role="assistant"),
+        {"choices": [{"index": 0, "delta": {"content": None}, "finish_reason": "tool_calls"}]},
+    )
+    assert complete(tool_only).message == {"role": "assistant", "content": None}
+    plain = {"choices": [{"message": {"role": "assistant", "content": None}}]}
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json=plain))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete({"model": "m", "messages": []})
+
+    assert asyncio.run(go()).content is None
+    assert complete(sse(chunk(""), chunk(finish="stop"))).content == ""
+    assert complete(sse(chunk("a"), chunk(""), chunk("b", finish="stop"))).content == "ab"
+
+
+# --- reading the event stream by the SSE specification ---------------------------
+
+
+def test_unicode_line_separators_inside_the_answer_are_text() -> None:
+    text = "one\u2028two\u2029three\u0085four\x0bfive\x0csix\x1cseven"
+    events = [chunk(text), chunk(finish="stop")]
+    payload = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events)
+    completion = complete(payload.encode() + b"data: [DONE]\n\n")
+    assert completion.content == text
+
+
+@pytest.mark.parametrize("end", ["\n", "\r", "\r\n"], ids=["lf", "cr", "crlf"])
+def test_lines_end_at_cr_lf_or_crlf_and_data_lines_are_joined(end: str) -> None:
+    whole = json.dumps(chunk("Hi", finish="stop"), indent=1).split("\n")
+    event = end.join(["data:" + whole[0], *(f"data: {line}" for line in whole[1:])])
+    payload = end.join([": ping", "event: message", "id: 7", "retry: 10", "x-unknown: 1", ""])
+    payload += event + end + end + "data:[DONE]" + end + end
+    assert complete(payload.encode()).content == "Hi"
+
+
+def test_a_json_answer_to_a_stream_without_a_content_type_is_read_as_json() -> None:
+    whole = answer({"model": "m", "messages": BODY["messages"]})
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(200, content=b"\n  " + json.dumps(whole).encode())
+    )
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete(BODY)
+
+    completion = asyncio.run(go())
+    assert completion.content == whole["choices"][0]["message"]["content"]
+    assert completion.first_token_ms is None
+
+
+class _CutAfter(httpx.AsyncByteStream):
+    """A body that yields ``data`` in small pieces, then dies like a dropped connection."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> Any:
+        for start in range(0, len(self.data), 7):
+            yield self.data[start : start + 7]
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message")
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["with-done", "finish-only"])
+def test_a_complete_stream_whose_body_is_cut_after_its_last_event_is_complete(
+    done: bool,
+) -> None:
+    data = sse(chunk("All "), chunk("there.", finish="stop"), done=done)
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, stream=_CutAfter(data)))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete(BODY)
+
+    assert asyncio.run(go()).content == "All there."
+
+
+def test_a_stream_cut_before_its_answer_was_whole_is_still_an_error() -> None:
+    data = sse(chunk("All "), chunk("there."), done=False)
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, stream=_CutAfter(data)))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport) as client:
+            return await client.complete(BODY)
+
+    with pytest.raises(TransientAPIError) as info:
+        asyncio.run(go())
+    assert info.value.kind == "connection_dropped"

@@ -161,7 +161,9 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
-    help="Seconds one request may take.",
+    help="Seconds one request may take, from connecting to the whole answer. With --stream: "
+    "the longest silence before the first data event and between two (a ': ping' comment "
+    "is silence), so a long answer that keeps coming is never cut.",
 )
 @click.option(
     "--max-retries",
@@ -328,6 +330,10 @@ def run_command(
     key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
     if api_key_env and not os.environ.get(api_key_env, "").strip():
         fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
+    try:
+        api_key = None if mock else find_api_key(os.environ, key_names)
+    except RunnerError as exc:
+        fail(exc)
     config = RunConfig(
         output=output
         or default_output_path(
@@ -336,7 +342,7 @@ def run_command(
         shard=shard,
         resume=resume,
         base_url=MOCK_BASE_URL if mock else (base_url or DEFAULT_BASE_URL),
-        api_key=None if mock else find_api_key(os.environ, key_names),
+        api_key=api_key,
         model=models[0] if len(models) == 1 else None,
         models=models if len(models) > 1 else (),
         env_model=os.environ.get("MTRUN_MODEL") or None,
