@@ -286,7 +286,10 @@ class ChatClient:
             except asyncio.CancelledError:
                 if not (deadline.expired and stream.complete):
                     raise  # interrupted, or silent before the answer was whole
-        completion = completion_from_json(stream.answer(), status=status)
+        answer = stream.answer()  # the key may be split across deltas: scrub the whole too
+        completion = completion_from_json(
+            answer if self._key is None else self._key.scrub_json(answer), status=status
+        )
         return dataclasses.replace(
             completion, first_token_ms=stream.first_token_ms, rate_limits=parse_rate_limits(headers)
         )

@@ -55,6 +55,20 @@ RETRY_AFTER_FAULTS = (
 BODY_FAULTS = ("drop", "hang", "truncated_json", "no_choices")
 STREAM_FAULTS = ("stream_cut", "stream_truncated", "stream_no_done")
 FAULTS = (*ERROR_STATUSES, *RETRY_AFTER_FAULTS, *BODY_FAULTS, *STREAM_FAULTS, "quota")
+ECHO_FAULTS = (
+    "echo_400",
+    "echo_401",
+    "echo_429",
+    "echo_500",
+    "echo_escaped_401",
+    "echo_text_500",
+    "echo_header_503",
+    "echo_reason_503",
+    "echo_stream_error",
+    "echo_stream_invalid",
+    "echo_answer",
+)
+"""Faults that echo the request's API key back: in a body, a header, a stream, an answer."""
 
 Rule = Callable[[dict[str, Any], str, int, int], "str | None"]
 
@@ -280,6 +294,8 @@ class FaultServer:
                     data = stream_events(reply).removesuffix(b"data: [DONE]\n\n")
                     server._delivered(key, messages, message)
                     self._chunked(data)
+                elif fault.startswith("echo_"):
+                    self._echo(fault, body, reply)
                 else:
                     raise AssertionError(f"unknown fault {fault!r}")
 
@@ -325,6 +341,39 @@ class FaultServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+            def _echo(self, fault: str, body: dict[str, Any], reply: dict[str, Any]) -> None:
+                """Say the key back (see ECHO_FAULTS)."""
+                key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                said = f"Incorrect API key provided: {key}"
+                if fault in ("echo_400", "echo_401", "echo_429", "echo_500"):
+                    self._json(int(fault[-3:]), _error(said, "invalid_api_key"))
+                elif fault == "echo_escaped_401":
+                    escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+                    data = b'{"error": {"message": "no such key: ' + escaped.encode() + b'"}}'
+                    self._raw(401, data, "application/json")
+                elif fault == "echo_text_500":
+                    self._raw(500, said.encode(), "text/plain")
+                elif fault == "echo_header_503":
+                    echoed = {
+                        "X-Echo": key,
+                        "WWW-Authenticate": f"Bearer {key}",
+                        "Retry-After": key,
+                    }
+                    self._raw(503, b"", "application/json", echoed)
+                elif fault == "echo_reason_503":
+                    self.send_response(503, said)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif fault in ("echo_stream_error", "echo_stream_invalid"):
+                    event = json.dumps(_error(said, "x")) if fault == "echo_stream_error" else said
+                    self._chunked(f"data: {event}\n\n".encode())
+                else:  # echo_answer: an answer that quotes the key, in pieces when streamed
+                    reply["choices"][0]["message"]["content"] = f"Your key is {key}, right?"
+                    if body.get("stream"):
+                        self._chunked(stream_events(reply, pieces=9))
+                    else:
+                        self._json(200, reply)
 
         return Handler
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,58 @@ def test_tls_verification_is_always_on(tmp_path: Path, monkeypatch: pytest.Monke
 async def _complete_once(base_url: str, api_key: ApiKey | None) -> None:
     async with ChatClient(base_url, api_key=api_key, timeout=2.0) as client:
         await client.complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"),
+    [
+        (KEY[:14] + "\n" + KEY[14:], "a line break"),
+        (KEY + "\r\nX-Injected: 1", "a line break"),
+        (KEY[:14] + "\r" + KEY[14:], "a line break"),
+        (KEY + "é", "a non-ASCII character"),
+        ("sk-\u2018" + KEY[3:], "a non-ASCII character"),
+        (KEY[:14] + "\x1b" + KEY[14:], "a control character"),
+        (KEY[:14] + " " + KEY[14:], "a space"),
+    ],
+    ids=["lf", "crlf-injection", "cr", "accent", "smart-quote", "escape", "space"],
+)
+def test_a_key_that_cannot_go_in_a_header_is_refused_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str, what: str
+) -> None:
+    connections = _Connections(monkeypatch)
+    (tmp_path / "c.yaml").write_text("turns: [hello]\n")
+    out, junit, summary = tmp_path / "o.jsonl", tmp_path / "j.xml", tmp_path / "s.json"
+    for env, variable in (
+        ({"MTRUN_API_KEY": bad}, []),
+        ({"MY_KEY": bad}, ["--api-key-env", "MY_KEY"]),
+    ):
+        result = CliRunner().invoke(
+            main,
+            [
+                "--base-url",
+                "https://api.example.com/v1",
+                *variable,
+                "-o",
+                str(out),
+                "--junit",
+                str(junit),
+                "--summary-json",
+                str(summary),
+                str(tmp_path / "c.yaml"),
+            ],
+            env=env,
+            catch_exceptions=False,
+        )
+        name = next(iter(env))
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"mtrun: error: ${name} holds {what}, which cannot be sent in an HTTP header; "
+            "set it again to the key alone\n"
+        )
+        assert KEY[10:20] not in result.output
+    assert connections.attempts == []
+    assert not out.exists() and not junit.exists() and not summary.exists()
+    with pytest.raises(ConfigError) as info:
+        ApiKey(bad, "MTRUN_API_KEY")
+    rendered = "".join(traceback.format_exception(info.value))
+    assert KEY[10:20] not in rendered and str(info.value).startswith("$MTRUN_API_KEY holds")
