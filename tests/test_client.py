@@ -663,3 +663,51 @@ def test_nothing_listening_gives_a_connect_error(no_proxy: None) -> None:
 
     assert info.value.kind == "connect_error"
     assert info.value.message.startswith("cannot connect: ")
+
+
+async def bounded(coro: Any, seconds: float = 5.0) -> Any:
+    """``coro``, failing the test if it hangs instead of hanging the suite."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"still waiting after {seconds} s")
+    return task.result()
+
+
+class _NeverConnects(httpx.AsyncBaseTransport):
+    """Says it started connecting (the ``trace`` extension, as httpcore does), then hangs."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.extensions["trace"]("connection.connect_tcp.started", {})
+        await asyncio.Event().wait()
+        raise AssertionError("never reached")
+
+
+class _NeverAnswers(httpx.AsyncBaseTransport):
+    """Connects, then never sends the answer's head."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.extensions["trace"]("connection.connect_tcp.started", {})
+        await request.extensions["trace"]("connection.connect_tcp.complete", {})
+        await asyncio.Event().wait()
+        raise AssertionError("never reached")
+
+
+@pytest.mark.parametrize(
+    ("transport", "kind", "message"),
+    [
+        (_NeverConnects, "connect_timeout", "no connection within the timeout (0.05 s)"),
+        (_NeverAnswers, "read_timeout", "no whole answer within the timeout (0.05 s)"),
+    ],
+)
+def test_the_deadline_says_whether_it_expired_connecting_or_waiting(
+    transport: type[httpx.AsyncBaseTransport], kind: str, message: str
+) -> None:
+    async def go() -> Completion:
+        async with ChatClient(BASE, api_key=None, timeout=0.05, transport=transport()) as client:
+            return await client.complete(BODY)
+
+    with pytest.raises(TransientAPIError) as info:
+        asyncio.run(bounded(go()))
+    assert (info.value.kind, info.value.message) == (kind, message)

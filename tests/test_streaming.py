@@ -315,3 +315,67 @@ def test_a_stream_cut_before_its_answer_was_whole_is_still_an_error() -> None:
     with pytest.raises(TransientAPIError) as info:
         asyncio.run(go())
     assert info.value.kind == "connection_dropped"
+
+
+async def bounded(coro: Any, seconds: float = 5.0) -> Any:
+    """``coro``, failing the test if it hangs instead of hanging the suite."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"still waiting after {seconds} s")
+    return task.result()
+
+
+class _ThenSilence(httpx.AsyncByteStream):
+    """A body that sends ``data`` and then nothing, ever."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.sent = asyncio.Event()
+
+    async def __aiter__(self) -> Any:
+        yield self.data
+        self.sent.set()
+        await asyncio.Event().wait()
+        yield b""  # never reached
+
+
+def test_a_finished_stream_that_falls_silent_is_a_whole_answer_after_the_timeout() -> None:
+    body = _ThenSilence(sse(chunk("All "), chunk("there.", finish="stop"), done=False))
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, stream=body))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport, timeout=0.05) as client:
+            return await client.complete(BODY)
+
+    assert asyncio.run(bounded(go())).content == "All there."
+
+
+def test_an_unfinished_stream_that_falls_silent_times_out() -> None:
+    body = _ThenSilence(sse(chunk("Half"), done=False))
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, stream=body))
+
+    async def go() -> Any:
+        async with ChatClient(LOCAL, api_key=None, transport=transport, timeout=0.05) as client:
+            return await client.complete(BODY)
+
+    with pytest.raises(TransientAPIError) as info:
+        asyncio.run(bounded(go()))
+    assert info.value.kind == "read_timeout"
+    assert info.value.message == "the stream sent no data for 0.05 s (--timeout)"
+
+
+def test_cancelling_a_finished_stream_still_cancels() -> None:
+    body = _ThenSilence(sse(chunk("All "), chunk("there.", finish="stop"), done=False))
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, stream=body))
+
+    async def go() -> None:
+        async with ChatClient(LOCAL, api_key=None, transport=transport, timeout=10.0) as client:
+            task = asyncio.create_task(client.complete(BODY))
+            await body.sent.wait()
+            task.cancel()
+            await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(bounded(go()))
