@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import json
 import os
 import ssl
@@ -20,13 +19,20 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from runner import __version__
 from runner.deadline import Deadline
-from runner.errors import ConfigError, FatalAPIError, TransientAPIError
+from runner.endpoint import (
+    DEFAULT_BASE_URL,
+    MOCK_BASE_URL,
+    check_base_url,
+    is_loopback,
+    public_base_url,
+)
+from runner.errors import FatalAPIError, TransientAPIError
 from runner.jsonio import dumps_bytes
 from runner.pacing import RateLimits
 from runner.retry import classify_status, parse_rate_limits, parse_retry_after
@@ -48,85 +54,8 @@ __all__ = [
     "public_base_url",
 ]
 
-DEFAULT_BASE_URL = "https://api.arcee.ai/api/v1"
-MOCK_BASE_URL = "mock://offline"
-"""Where the built-in offline backend answers (``--mock``)."""
 _MAX_ERROR_CHARS = 500
 _JSON_MEDIA = ("application/json", "text/json")
-
-
-def is_loopback(base_url: str) -> bool:
-    """Whether the endpoint is on this machine (a local vLLM, Ollama, llama.cpp)."""
-    host = urlsplit(base_url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def public_base_url(base_url: str) -> str:
-    """The base URL without credentials, query or fragment: safe to record."""
-    base_url = _without_userinfo(base_url)
-    parts = urlsplit(base_url)
-    if parts.scheme == "mock":
-        return MOCK_BASE_URL
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` without anything before the last ``@`` of what follows its scheme.
-
-    Cruder than URL parsing on purpose: a key with ``/``, ``?`` or ``#`` in it
-    breaks parsing (``ftp://user:ab/cd@host`` has the host ``user``), and no
-    part of it may be shown.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" not in rest:
-        return url
-    after = rest.rpartition("@")[2]
-    return f"{scheme}://{after}" if sep else after
-
-
-def check_base_url(base_url: str) -> str:
-    """Validate a base URL and return it without a trailing slash."""
-    parts = urlsplit(base_url)
-    if parts.scheme == "mock":
-        return MOCK_BASE_URL
-    example = "expected e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
-    if _without_userinfo(base_url) != base_url:
-        raise ConfigError(
-            "--base-url must not contain credentials (user:key@); "
-            "put the key in MTRUN_API_KEY instead"
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"--base-url {public_base_url(base_url)!r} is not an http(s) URL; {example}"
-        )
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise ConfigError(
-            f"--base-url {parts.scheme}://{parts.hostname}: bad port; {example}"
-        ) from None
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            f"--base-url {public_base_url(base_url)!r}: a query or fragment is not supported; "
-            "give the API root only, requests go to BASE_URL/chat/completions"
-        )
-    return base_url.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +195,7 @@ class ChatClient:
         ) as response:
             status, headers = response.status_code, response.headers
             media = headers.get("content-type", "").split(";")[0].strip().lower()
-            if not 200 <= status <= 299 or media in _JSON_MEDIA:
+            if not 200 <= status <= 299 or media in _JSON_MEDIA or media.endswith("+json"):
                 # An error, or a server that ignores "stream": one JSON answer.
                 data = await response.aread()
                 return self._read_response(status, headers, data, response.reason_phrase)
