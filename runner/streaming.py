@@ -104,6 +104,7 @@ class StreamAnswer:
         """Whether ``[DONE]`` arrived."""
         self.events = 0
         self._choice_seen = False
+        self._index: Any = None
         self._content: list[str] | None = None
         self._extra: dict[str, list[str]] = {}
         self._finish_reason: str | None = None
@@ -159,12 +160,15 @@ class StreamAnswer:
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                if isinstance(choice, dict) and choice.get("index", 0) in (0, None):
+                # With n > 1 the choices' deltas interleave: follow the first one seen.
+                if isinstance(choice, dict) and self._index in (None, choice.get("index")):
+                    self._index = choice.get("index")
                     self._add_choice(choice)
                     break
         return False
 
     def _add_choice(self, choice: dict[str, Any]) -> None:
+        """Take in the delta and finish_reason of the choice being followed."""
         self._choice_seen = True
         delta = choice.get("delta")
         if isinstance(delta, dict):

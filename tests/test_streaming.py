@@ -379,3 +379,13 @@ def test_cancelling_a_finished_stream_still_cancels() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(bounded(go()))
+
+
+def test_with_several_choices_the_first_one_is_followed() -> None:
+    def two(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
+        delta = {"content": text}
+        return {"choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+    payload = sse(two(0, "A1 "), two(1, "B1 "), two(0, "A2", "stop"), two(1, "B2", "length"))
+    completion = complete(payload)
+    assert (completion.content, completion.finish_reason) == ("A1 A2", "stop")
