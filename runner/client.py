@@ -6,6 +6,13 @@ that says whether the failure is worth retrying. It never retries itself
 (``retry.py`` does) and never logs. The transport is a seam: the real network,
 the offline backend (``mock.py``) or an ``httpx.MockTransport`` in tests all
 go through exactly the same code.
+
+Two rules hold for every attempt. The whole of it runs under one
+:class:`~runner.deadline.Deadline` (``--timeout``; for a stream, the longest
+silence between events with data). And everything the server said (bodies,
+events, the reason phrase, exception texts) passes through
+:meth:`ApiKey.scrub <runner.secrets.ApiKey.scrub>` before it is kept in a
+Completion or an error, so a server that echoes the key cannot get it stored.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ is unchanged. What makes it cheap:
   expire after ``keepalive_expiry`` seconds;
 - one timer per wait, only when a wait is needed.
 
+Like httpcore, it tells a request's ``trace`` extension when it starts and
+finishes connecting (``connection.connect_tcp.started`` / ``.complete``), so
+the client can say whether a deadline passed while connecting or waiting.
+
 Not here: HTTP/2 and proxies. ``ChatClient`` keeps httpx's default transport
 when an environment proxy applies to the endpoint.
 
