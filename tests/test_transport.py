@@ -478,3 +478,27 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
             assert len(server.requests) == 5
 
     run(go())
+
+
+def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
+    events: list[str] = []
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        events.append(event)
+
+    async def go() -> None:
+        async with Server(answer_all) as server:
+            async with client(HTTP11Transport(max_connections=1)) as http:
+                for _ in range(2):
+                    r = await http.post(server.url, json={}, extensions={"trace": trace})
+                    assert r.status_code == 200
+                    events.append("answered")
+
+    run(go())
+    # The second request reuses the kept-alive connection: nothing to connect.
+    assert events == [
+        "connection.connect_tcp.started",
+        "connection.connect_tcp.complete",
+        "answered",
+        "answered",
+    ]
