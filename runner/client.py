@@ -11,7 +11,7 @@ Two rules hold for every attempt. The whole of it runs under one
 :class:`~runner.deadline.Deadline` (``--timeout``; for a stream, the longest
 silence between events with data). And everything the server said (bodies,
 events, the reason phrase, exception texts) passes through
-:meth:`ApiKey.scrub <runner.secrets.ApiKey.scrub>` before it is kept in a
+:meth:`ApiKey.scrub <runner.apikey.ApiKey.scrub>` before it is kept in a
 Completion or an error, so a server that echoes the key cannot get it stored.
 """
 
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from runner import __version__
+from runner.apikey import KEY_ENV_VARS, ApiKey, find_api_key
 from runner.deadline import Deadline
 from runner.endpoint import (
     DEFAULT_BASE_URL,
@@ -43,7 +44,6 @@ from runner.errors import FatalAPIError, TransientAPIError
 from runner.jsonio import dumps_bytes
 from runner.pacing import RateLimits
 from runner.retry import classify_status, parse_rate_limits, parse_retry_after
-from runner.secrets import KEY_ENV_VARS, ApiKey, find_api_key
 from runner.streaming import StreamAnswer
 from runner.transport import HTTP11Transport
 
