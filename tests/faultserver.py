@@ -69,6 +69,9 @@ ECHO_FAULTS = (
     "echo_answer",
 )
 """Faults that echo the request's API key back: in a body, a header, a stream, an answer."""
+ODD_STREAM_FAULTS = ("stream_choiceless", "stream_cut_after_last", "stream_untyped_json")
+"""A stream with no choice (retried), a whole one cut after its last event, a JSON answer
+without a Content-Type (both answers)."""
 
 Rule = Callable[[dict[str, Any], str, int, int], "str | None"]
 
@@ -296,6 +299,18 @@ class FaultServer:
                     self._chunked(data)
                 elif fault.startswith("echo_"):
                     self._echo(fault, body, reply)
+                elif fault == "stream_choiceless":
+                    self._chunked(
+                        b'data: {"choices": [], "prompt_filter_results": []}\n\ndata: [DONE]\n\n'
+                    )
+                elif fault == "stream_cut_after_last":  # whole, then the connection dies
+                    server._delivered(key, messages, message)
+                    data = stream_events(reply).removesuffix(b"data: [DONE]\n\n")
+                    self._chunked(data, finish=False)
+                    self._drop()
+                elif fault == "stream_untyped_json":
+                    server._delivered(key, messages, message)
+                    self._raw(200, json.dumps(reply).encode(), "")
                 else:
                     raise AssertionError(f"unknown fault {fault!r}")
 
@@ -312,7 +327,8 @@ class FaultServer:
                 headers: dict[str, str] | None = None,
             ) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", content_type)
+                if content_type:
+                    self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)

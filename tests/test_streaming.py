@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from faultserver import ODD_STREAM_FAULTS, FaultServer
 from helpers import ChatServer, Sleeps, read_jsonl
 
 from runner.client import ChatClient
@@ -389,3 +390,29 @@ def test_with_several_choices_the_first_one_is_followed() -> None:
     payload = sse(two(0, "A1 "), two(1, "B1 "), two(0, "A2", "stop"), two(1, "B2", "length"))
     completion = complete(payload)
     assert (completion.content, completion.finish_reason) == ("A1 A2", "stop")
+
+
+@pytest.mark.parametrize("fault", ODD_STREAM_FAULTS)
+def test_odd_streams_on_real_sockets_give_the_transcript_of_a_fault_free_run(
+    fault: str, tmp_path: Path
+) -> None:
+    convs = [conv("a", "first question", "second one"), conv("b", "other question")]
+
+    odd = {("first question", 0): [fault], ("other question", 0): [fault]}
+    outputs = {}
+    for name, faults in (("clean", {}), ("odd", odd)):
+        with FaultServer(faults=faults) as server:
+            sleeps = Sleeps()
+            config = RunConfig(
+                output=tmp_path / f"{name}.jsonl", base_url=server.base_url, stream=True
+            )
+            result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+        assert result.completed == 2 and server.violations == []
+        outputs[name] = {r["id"]: r for r in read_jsonl(tmp_path / f"{name}.jsonl")}
+        outcomes = [a["outcome"] for r in outputs[name].values() for a in r["turns"][0]["attempts"]]
+        if name == "odd":
+            retried = fault == "stream_choiceless"
+            assert outcomes == (["no_choices", "ok"] * 2 if retried else ["ok", "ok"]), outcomes
+    assert {k: r["messages"] for k, r in outputs["clean"].items()} == {
+        k: r["messages"] for k, r in outputs["odd"].items()
+    }
