@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from runner.errors import APIError
+from runner.retry import is_server_wait
 
 UNREACHABLE = frozenset(
     {"connect_error", "connect_timeout", "connection_dropped", "network_error", "pool_timeout"}
@@ -64,7 +65,11 @@ class EndpointGate:
 
     def failed(self, error: APIError, conversation_id: str) -> None:
         """Record a failed attempt: start a hold, count unreachability."""
-        if error.retry_after is not None and error.status in (429, 503):
+        if (
+            error.retry_after is not None
+            and is_server_wait(error.retry_after)
+            and error.status in (429, 503)
+        ):
             until = self.clock() + min(error.retry_after, self.max_hold)
             self.hold_until = max(self.hold_until, until)
         if error.kind in UNREACHABLE:

@@ -6,9 +6,11 @@ One place decides all of it:
   error class: 408, 409, 429 and 5xx are transient; other 4xx are fatal; a 429
   whose code says the quota or billing is exhausted stops the run.
 - ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
-  (seconds, fractional allowed, or an HTTP-date).
-- ``next_wait`` honours the server's wait up to a cap, with a little jitter,
-  and otherwise backs off exponentially with jitter.
+  (seconds, fractional allowed, or an HTTP-date); only a positive, finite
+  wait counts.
+- ``next_wait`` honours the server's wait up to a cap (a longer one waits
+  the cap), with a little jitter, and otherwise backs off exponentially with
+  jitter.
 - ``call_with_retries`` runs one request under those rules with tenacity and
   returns every attempt it made, so transcripts can say what happened.
 
@@ -111,11 +113,14 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     """Seconds the server asks us to wait, or None when it says nothing usable.
 
     ``retry-after-ms`` wins over ``retry-after``. ``retry-after`` may be
-    seconds (fractions allowed) or an HTTP-date. Negative, non-finite and
-    unparsable values are ignored; a date in the past means "now" (0).
+    seconds (fractions allowed) or an HTTP-date. Only a positive, finite,
+    parsable wait is the server's word: zero, negative, non-finite and
+    unparsable values, and dates that are not in the future, are None, so
+    the request backs off instead of coming straight back. A huge value is
+    returned as is; :func:`next_wait` caps it.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = _parse_seconds(lowered.get("retry-after-ms"))
+    millis = _positive(_parse_seconds(lowered.get("retry-after-ms")))
     if millis is not None:
         return millis / 1000.0
     raw = lowered.get("retry-after")
@@ -123,7 +128,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
         return None
     seconds = _parse_seconds(raw)
     if seconds is not None:
-        return seconds
+        return _positive(seconds)
     try:
         when = email.utils.parsedate_to_datetime(raw.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -131,7 +136,12 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     current = now or datetime.now(timezone.utc)
-    return max(0.0, (when - current).total_seconds())
+    return _positive((when - current).total_seconds())
+
+
+def _positive(seconds: float | None) -> float | None:
+    """``seconds`` when it is a wait worth honouring (more than 0), else None."""
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -197,14 +207,23 @@ def _parse_seconds(raw: str | None) -> float | None:
 def next_wait(
     error: APIError, attempt_number: int, policy: RetryPolicy, rng: random.Random
 ) -> float:
-    """Seconds to wait after failed attempt ``attempt_number`` (1-based)."""
-    if error.retry_after is not None:
+    """Seconds to wait after failed attempt ``attempt_number`` (1-based).
+
+    A positive, finite Retry-After is honoured up to ``policy.max_retry_after``
+    (a longer one waits the cap, then retries); anything else backs off.
+    """
+    if error.retry_after is not None and is_server_wait(error.retry_after):
         asked = min(error.retry_after, policy.max_retry_after)
         # A little jitter, never less than asked: many conversations that were
         # told the same instant should not all come back at that instant.
         return float(asked + rng.uniform(0.0, min(1.0, 0.1 * asked + 0.05)))
     step = min(policy.backoff_max, policy.backoff_base * 2.0 ** (attempt_number - 1))
     return float(step / 2 + rng.uniform(0.0, step / 2))
+
+
+def is_server_wait(seconds: float | None) -> bool:
+    """Whether ``seconds`` is a wait the server asked for: positive and finite."""
+    return seconds is not None and math.isfinite(seconds) and seconds > 0
 
 
 Sleep = Callable[[float], Awaitable[None]]
