@@ -68,13 +68,14 @@ class Dispatcher:
         budget_tokens: int | None,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
+        max_hold: float = 120.0,
     ) -> None:
         self.respond = respond
         self.base_url = base_url
         self.control = control
         self.tpm = tpm
         self.budget_tokens = budget_tokens
-        self.gate = EndpointGate(sleep=sleep, clock=clock)
+        self.gate = EndpointGate(sleep=sleep, clock=clock, max_hold=max_hold)
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock)
         self.rate_limited = 0

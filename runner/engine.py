@@ -360,6 +360,7 @@ class _Batch:
             budget_tokens=self.config.budget_tokens,
             sleep=self.sleep,
             clock=self.clock,
+            max_hold=self.config.retry.max_retry_after,
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.

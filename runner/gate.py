@@ -44,7 +44,7 @@ class EndpointGate:
         self.down_after = down_after
         """Consecutive unreachable failures (over 2+ conversations) that mean 'down'."""
         self.max_hold = max_hold
-        """Longest hold a single Retry-After can impose."""
+        """Longest hold a single Retry-After can impose (``--max-retry-wait``)."""
         self.hold_until = 0.0
         self.held_seconds = 0.0
         """Total time requests waited on a Retry-After hold (for the run's metadata)."""

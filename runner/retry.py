@@ -20,6 +20,7 @@ so a scheduler can release a concurrency slot while a request waits.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import math
 import random
@@ -79,7 +80,9 @@ class AttemptRecord:
     retry_after_s: float | None = None
     """The wait the server asked for, when it asked."""
     wait_s: float | None = None
-    """How long mtrun waited before the next attempt (None for the last one)."""
+    """How long mtrun waited before the next attempt was sent: the backoff or Retry-After,
+    plus any endpoint-wide hold, pacing and wait for a slot after it (None for the last one).
+    Told to ``on_retry`` before the wait, it is the wait planned."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as stored in transcripts, without empty fields."""
@@ -246,17 +249,24 @@ async def call_with_retries(
 
     Returns the result and the attempt records (the successful one last).
     Raises :class:`GaveUp` with the last error and all records otherwise.
-    ``on_retry`` is told about each failed attempt before the wait.
+    ``on_retry`` is told about each failed attempt before the wait, with the
+    wait planned; the records returned say the wait that happened.
     """
     rand = rng or random.Random()
     records: list[AttemptRecord] = []
     started = clock()
     last_sent = [started]
+    failed_at: list[float] = []  # when the last failure was recorded, until the next send
 
     async def timed_attempt() -> T:
         if prepare is not None:
             await prepare()
         last_sent[0] = clock()
+        if failed_at:
+            # What was waited, not what was planned: a Retry-After hold, pacing or
+            # a busy endpoint may have kept the attempt waiting after its backoff.
+            waited = math.ceil((last_sent[0] - failed_at.pop()) * 1000) / 1000
+            records[-1] = dataclasses.replace(records[-1], wait_s=waited)
         return await attempt()
 
     def elapsed_ms() -> float:
@@ -309,6 +319,7 @@ async def call_with_retries(
     def before_sleep(state: tenacity.RetryCallState) -> None:
         assert state.next_action is not None
         rec = record_failure(state, state.next_action.sleep)
+        failed_at.append(clock())
         if on_retry is not None:
             on_retry(rec)
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import httpx
 from helpers import Sleeps, read_jsonl
+from virtualtime import run_virtual
 
 from runner.engine import RunConfig, run_batch
 from runner.errors import TransientAPIError
 from runner.gate import EndpointGate
 from runner.mock import answer
+from runner.retry import RetryPolicy
 from runner.spec import Conversation, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
@@ -165,3 +167,74 @@ def test_longest_conversations_start_first(tmp_path: Path) -> None:
     convs = [conv("short", 1), conv("long", 5), conv("mid", 3), conv("mid2", 3)]
     asyncio.run(run_batch(convs, config))
     assert order == ["long", "mid", "mid2", "short"]
+
+
+def slow_down(retry_after: str) -> httpx.Response:
+    return httpx.Response(
+        429, headers={"retry-after": retry_after}, json={"error": {"message": "slow"}}
+    )
+
+
+def test_max_retry_wait_caps_the_endpoint_wide_hold_too(tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(1)
+        if len(asked) == 1:
+            return slow_down("300")
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(max_retry_after=2.0),
+    )
+
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        result = await run_batch([conv("a")], config, sleep=asyncio.sleep, clock=loop.time)
+        assert result.completed == 1
+        return loop.time() - began
+
+    took = run_virtual(go())
+    assert 2.0 <= took < 3.5  # the capped wait and its jitter, not a 120 s hold
+    (record,) = read_jsonl(tmp_path / "o.jsonl")
+    first = record["turns"][0]["attempts"][0]
+    assert first["retry_after_s"] == 300.0
+    assert 2.0 <= first["wait_s"] <= took
+
+
+def test_the_recorded_wait_includes_the_hold_waited_after_the_backoff(tmp_path: Path) -> None:
+    """b's 503 backs off under a second, then waits out the hold a's 429 started."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        first = body["messages"][0]["content"]
+        seen[first] = seen.get(first, 0) + 1
+        if seen[first] == 1:
+            if first == "a 0":
+                await asyncio.sleep(0.1)  # b has failed by now, and is backing off
+                return slow_down("10")
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json=answer(body))
+
+    seen: dict[str, int] = {}
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        concurrency=2,
+    )
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        await run_batch([conv("a", 1), conv("b", 1)], config, sleep=asyncio.sleep, clock=loop.time)
+
+    run_virtual(go())
+    waits = {
+        r["id"]: r["turns"][0]["attempts"][0]["wait_s"] for r in read_jsonl(tmp_path / "o.jsonl")
+    }
+    assert 10.0 <= waits["a"] <= 11.1
+    assert 10.0 <= waits["b"] <= 10.2  # not the backoff alone (0.5 to 1 s)

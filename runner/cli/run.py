@@ -176,7 +176,8 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     type=click.FloatRange(min=0),
     default=120.0,
     show_default=True,
-    help="Cap in seconds on a wait asked for by Retry-After.",
+    help="Cap in seconds on a wait asked for by Retry-After, and on the hold it puts on "
+    "every request to the endpoint; a longer wait waits the cap.",
 )
 @click.option(
     "--allow-insecure-key",
