@@ -29,7 +29,7 @@ from runner.errors import APIError
 from runner.fixtures import Responder
 from runner.gate import EndpointGate
 from runner.limiter import AdaptiveLimiter
-from runner.pacing import Pacer
+from runner.pacing import Pacer, WaitSpans
 from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
 
 
@@ -75,9 +75,10 @@ class Dispatcher:
         self.control = control
         self.tpm = tpm
         self.budget_tokens = budget_tokens
-        self.gate = EndpointGate(sleep=sleep, clock=clock, max_hold=max_hold)
+        self.waits = WaitSpans()
+        self.gate = EndpointGate(sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits)
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
-        self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock)
+        self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.rate_limited = 0
         """Requests refused with 429."""
         self.tokens = [0, 0]
@@ -85,8 +86,8 @@ class Dispatcher:
 
     @property
     def waited_s(self) -> float:
-        """Seconds requests waited on Retry-After holds and pacing."""
-        return self.gate.held_seconds + self.pacer.waited_s
+        """Wall-clock seconds during which some request waited on a Retry-After hold or pacing."""
+        return self.waits.seconds
 
     async def wait_to_send(self, body: Mapping[str, Any], slot: Slot, *, continuing: bool) -> None:
         """Steps 1-3: wait out holds, the budget, pacing and the request limit."""

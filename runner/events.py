@@ -145,7 +145,8 @@ class RunResult:
     rate_limited: int = 0
     """Requests answered 429 in this run."""
     rate_limit_wait_s: float = 0.0
-    """Time requests waited on Retry-After holds and on pacing under rate limits."""
+    """Wall-clock seconds during which sends were held by Retry-After or paced under a rate
+    limit (many requests waiting at once count once)."""
     limit_changes: tuple[LimitChange, ...] = ()
     """How the concurrency limit changed, and why."""
     output_error: str | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from runner.errors import APIError
+from runner.pacing import WaitSpans
 from runner.retry import is_server_wait
 
 UNREACHABLE = frozenset(
@@ -38,6 +39,7 @@ class EndpointGate:
         clock: Callable[[], float],
         down_after: int = 12,
         max_hold: float = 120.0,
+        waits: WaitSpans | None = None,
     ) -> None:
         self.sleep = sleep
         self.clock = clock
@@ -46,16 +48,17 @@ class EndpointGate:
         self.max_hold = max_hold
         """Longest hold a single Retry-After can impose (``--max-retry-wait``)."""
         self.hold_until = 0.0
-        self.held_seconds = 0.0
-        """Total time requests waited on a Retry-After hold (for the run's metadata)."""
+        self.waits = waits or WaitSpans()
+        """Wall-clock time requests waited on a Retry-After hold (shared with the pacer by the
+        dispatcher): ten requests held for the same 5 s count 5 s."""
         self._unreachable = 0
         self._conversations: set[str] = set()
         self.last_error: str | None = None
 
     async def before_send(self) -> None:
         """Wait while a Retry-After hold is in force."""
-        while (wait := self.hold_until - self.clock()) > 0:
-            self.held_seconds += wait
+        while (wait := self.hold_until - (now := self.clock())) > 0:
+            self.waits.add(now, self.hold_until)
             await self.sleep(wait)
 
     def succeeded(self) -> None:

@@ -53,6 +53,26 @@ MAX_HEADER_HOLD = 600.0
 """Longest a rate-limit reset header can hold sends, whatever it says."""
 
 
+class WaitSpans:
+    """Wall-clock time during which at least one send was waiting (for the summary).
+
+    Many requests wait out the same hold or pace at once: adding up their
+    waits would count the same seconds many times over. Spans are added as
+    each wait starts, so starts come in order and the union is a running sum.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        """Length of the union of every span added."""
+        self._until = float("-inf")
+
+    def add(self, start: float, end: float) -> None:
+        """A send waits from ``start`` (now, or later than any earlier start) to ``end``."""
+        if end > self._until:
+            self.seconds += end - max(start, self._until)
+            self._until = end
+
+
 class Pacer:
     """Spaces out sends to one endpoint."""
 
@@ -63,6 +83,7 @@ class Pacer:
         tpm: float | None = None,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
+        waits: WaitSpans | None = None,
     ) -> None:
         self.rpm = rpm
         self.tpm = tpm
@@ -76,8 +97,8 @@ class Pacer:
         self._answers: deque[float] = deque()
         self._quiet_until = 0.0
         self._header_hold = 0.0
-        self.waited_s = 0.0
-        """Total time sends waited on pacing (for the run's metadata)."""
+        self.waits = waits or WaitSpans()
+        """Wall-clock time sends waited on pacing (shared with the gate by the dispatcher)."""
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
@@ -92,7 +113,7 @@ class Pacer:
             self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
         wait = start - now
         if wait > 0:
-            self.waited_s += wait
+            self.waits.add(now, start)
             await self.sleep(wait)
 
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:

@@ -179,7 +179,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
         limits = " -> ".join(str(change.limit) for change in result.limit_changes)
         lines.append(
             f"rate limits: {result.rate_limited} requests answered 429, "
-            f"{result.rate_limit_wait_s:.1f}s held by Retry-After"
+            f"sends held {result.rate_limit_wait_s:.1f}s (Retry-After, pacing)"
             + (f"; concurrency {limits}" if limits else "")
         )
     if result.stop_reason:

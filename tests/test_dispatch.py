@@ -108,4 +108,4 @@ def test_an_answer_that_timed_out_halves_the_limit_but_teaches_no_pace() -> None
 
     asyncio.run(go())
     assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "timeout: halved")]
-    assert d.rate_limited == 0 and d.pacer.waited_s == 0
+    assert d.rate_limited == 0 and d.waited_s == 0

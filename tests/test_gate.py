@@ -12,8 +12,10 @@ from virtualtime import run_virtual
 
 from runner.engine import RunConfig, run_batch
 from runner.errors import TransientAPIError
+from runner.events import RunResult
 from runner.gate import EndpointGate
 from runner.mock import answer
+from runner.progress import summary_lines
 from runner.retry import RetryPolicy
 from runner.spec import Conversation, Turn
 
@@ -35,7 +37,7 @@ def test_a_retry_after_holds_every_request() -> None:
     asyncio.run(gate.before_send())
     assert sleeps.waits == [5.0]
     asyncio.run(gate.before_send())  # the hold is over
-    assert sleeps.waits == [5.0] and gate.held_seconds == 5.0
+    assert sleeps.waits == [5.0] and gate.waits.seconds == 5.0
     gate.failed(TransientAPIError("x", kind="http_429", status=429, retry_after=999.0), "a")
     asyncio.run(gate.before_send())
     assert sleeps.waits[-1] == 120.0  # capped
@@ -238,3 +240,35 @@ def test_the_recorded_wait_includes_the_hold_waited_after_the_backoff(tmp_path: 
     }
     assert 10.0 <= waits["a"] <= 11.1
     assert 10.0 <= waits["b"] <= 10.2  # not the backoff alone (0.5 to 1 s)
+
+
+def test_time_held_is_wall_clock_time_not_every_requests_wait_added_up(tmp_path: Path) -> None:
+    """Eight conversations held together for 10 s: 10 s held, not 80."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["messages"][0]["content"] == "c0 0" and not refused:
+            refused.append(1)
+            return slow_down("10")
+        await asyncio.sleep(0.5)
+        return httpx.Response(200, json=answer(body))
+
+    refused: list[int] = []
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        concurrency=8,
+    )
+
+    async def go() -> RunResult:
+        loop = asyncio.get_running_loop()
+        convs = [conv(f"c{i}", 3) for i in range(8)]
+        return await run_batch(convs, config, sleep=asyncio.sleep, clock=loop.time)
+
+    result = run_virtual(go())
+    assert result.completed == 8 and result.rate_limited == 1
+    assert 9.0 <= result.rate_limit_wait_s <= 11.1
+    assert f"sends held {result.rate_limit_wait_s:.1f}s (Retry-After, pacing)" in "\n".join(
+        summary_lines(result)
+    )
