@@ -10,7 +10,8 @@ through one :class:`Dispatcher`, in this order:
 3. take a request slot (``limiter.py``: adaptive concurrency); a conversation
    already running goes before one that has not started;
 4. send it, give the slot back, and tell the limiter, the pacer and the gate
-   how it went. A run of failures that reached nobody stops the run.
+   how it went. A run of failures that reached nobody, or of requests that
+   timed out with nothing answered, stops the run (``gate.py``).
 
 The retry layer calls steps 1-3 before every attempt and step 4 as the
 attempt, so a request sleeping in backoff holds no slot.
@@ -69,6 +70,7 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
         max_hold: float = 120.0,
+        timeout: float | None = None,
     ) -> None:
         self.respond = respond
         self.base_url = base_url
@@ -76,7 +78,10 @@ class Dispatcher:
         self.tpm = tpm
         self.budget_tokens = budget_tokens
         self.waits = WaitSpans()
-        self.gate = EndpointGate(sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits)
+        self.clock = clock
+        self.gate = EndpointGate(
+            sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits, timeout=timeout
+        )
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.rate_limited = 0
@@ -116,6 +121,7 @@ class Dispatcher:
     ) -> Completion:
         """Step 4: one attempt, in the slot ``wait_to_send`` took; gives the slot back."""
         outcome = "other"
+        sent = self.clock()
         try:
             if self.control.stopping:
                 raise asyncio.CancelledError  # stopped while waiting: it is interrupted
@@ -128,16 +134,13 @@ class Dispatcher:
                 outcome = "rate_limited"
                 self.rate_limited += 1
                 self.pacer.refused()
-            elif exc.kind == "read_timeout":
-                outcome = "timed_out"  # sent, then no answer in time: likely queued behind others
-            self.gate.failed(exc, conversation_id)
+            elif exc.kind == "read_timeout" and self.gate.answered_since(sent):
+                # Others were answered while this one waited: it was queued behind them.
+                # With nothing answered at all, the server is unwell, not overloaded by us.
+                outcome = "timed_out"
+            self.gate.failed(exc, conversation_id, sent_at=sent)
             if self.gate.down and not self.control.stopping:
-                self.control.stop(
-                    f"{public_base_url(self.base_url)} is unreachable: "
-                    f"{self.gate.down_after} requests in a row got no answer "
-                    f"(last: {self.gate.last_error}); check the URL and the network, "
-                    "then continue with --resume"
-                )
+                self.control.stop(self._down_reason())
                 raise asyncio.CancelledError from None
             raise
         finally:
@@ -149,6 +152,22 @@ class Dispatcher:
         if completion.rate_limits is not None:
             self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
         return completion
+
+    def _down_reason(self) -> str:
+        """Why the run stops when the endpoint is down, and what to do next."""
+        url, gate = public_base_url(self.base_url), self.gate
+        if gate.unreachable:
+            return (
+                f"{url} is unreachable: {gate.down_after} requests in a row got no answer "
+                f"(last: {gate.last_error}); check the URL and the network, "
+                "then continue with --resume"
+            )
+        return (
+            f"{url} is not answering: {gate.timed_out} requests in a row timed out "
+            f"(--timeout {gate.timeout:g}s) and nothing was answered for "
+            f"{gate.unanswered_s:.1f}s; check the server (or allow a longer --timeout), "
+            "then continue with --resume"
+        )
 
     async def ask_judge(
         self, body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str

@@ -361,6 +361,7 @@ class _Batch:
             sleep=self.sleep,
             clock=self.clock,
             max_hold=self.config.retry.max_retry_after,
+            timeout=self.config.timeout,
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.

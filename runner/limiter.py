@@ -6,9 +6,12 @@ at a modest value) and follows additive-increase / multiplicative-decrease:
 
 - a 429 halves the limit, once per *episode*: the 429s of requests that were
   already in flight when the limit was cut say nothing new and are ignored;
-- so does an answer that did not come within ``--timeout``: a server that
-  queues what it cannot serve yet (llama.cpp, Ollama, vLLM past its batch)
-  never says 429, and the requests at the back of its queue time out;
+- so does an answer that did not come within ``--timeout`` while other
+  requests were being answered: a server that queues what it cannot serve
+  yet (llama.cpp, Ollama, vLLM past its batch) never says 429, and the
+  requests at the back of its queue time out (the dispatcher decides which
+  timeouts are these; with nothing answered at all, the endpoint is down,
+  not overloaded, and ``gate.py`` stops the run instead);
 - after as many clean answers as the limit, received while every slot was
   busy, the limit grows by one, up to the ceiling; before the first 429
   (slow start, when it began below the ceiling) every such answer adds one,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import Sleeps, read_jsonl
 from virtualtime import run_virtual
 
@@ -272,3 +273,72 @@ def test_time_held_is_wall_clock_time_not_every_requests_wait_added_up(tmp_path:
     assert f"sends held {result.rate_limit_wait_s:.1f}s (Retry-After, pacing)" in "\n".join(
         summary_lines(result)
     )
+
+
+def timed_out() -> TransientAPIError:
+    return TransientAPIError("no answer within the timeout (ReadTimeout)", kind="read_timeout")
+
+
+def test_two_timeouts_with_nothing_answered_for_two_timeouts_mean_down() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    sent = sleeps.now
+    sleeps.now += 5.0
+    gate.failed(timed_out(), "a", sent_at=sent)
+    assert not gate.down  # one timeout: could be one slow answer
+    sleeps.now += 0.7  # the retry's backoff
+    sent = sleeps.now
+    sleeps.now += 5.0
+    gate.failed(timed_out(), "a", sent_at=sent)  # the same conversation (-j 1)
+    assert gate.down and gate.unanswering and not gate.unreachable
+    assert gate.unanswered_s == pytest.approx(10.7)
+
+
+def test_a_wave_of_timeouts_is_not_down_until_its_retries_time_out_too() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    sent = sleeps.now
+    sleeps.now += 5.0
+    for name in "abcdefgh":  # -j 8: all sent together, all timed out together
+        gate.failed(timed_out(), name, sent_at=sent)
+    assert not gate.down
+    sleeps.now += 0.5
+    sent = sleeps.now
+    sleeps.now += 5.0
+    gate.failed(timed_out(), "a", sent_at=sent)
+    assert gate.down
+
+
+def test_a_slow_server_that_answers_now_and_then_is_not_down() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    for _ in range(20):
+        for name in "ab":
+            sent = sleeps.now
+            sleeps.now += 5.0
+            gate.failed(timed_out(), name, sent_at=sent)
+        gate.succeeded()  # an answer, even only now and then, resets the count
+        assert not gate.down
+    gate.failed(TransientAPIError("HTTP 503", kind="http_503", status=503), "a")
+    assert not gate.down and gate.timed_out == 0  # an error status is an answer too
+
+
+def test_time_held_before_the_first_unanswered_request_does_not_count() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    gate.succeeded()
+    sleeps.now += 60.0  # held by a Retry-After, then a wave is sent
+    sent = sleeps.now
+    sleeps.now += 5.0
+    gate.failed(timed_out(), "a", sent_at=sent)
+    gate.failed(timed_out(), "b", sent_at=sent)
+    assert not gate.down  # one timeout's worth of quiet, not 65 s
+
+
+def test_timeouts_never_mean_down_without_a_timeout() -> None:
+    sleeps = Sleeps()
+    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock)
+    for _ in range(5):
+        sleeps.now += 100.0
+        gate.failed(timed_out(), "a", sent_at=sleeps.now - 100.0)
+    assert not gate.down
