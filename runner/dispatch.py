@@ -30,8 +30,9 @@ from runner.errors import APIError
 from runner.fixtures import Responder
 from runner.gate import EndpointGate
 from runner.limiter import AdaptiveLimiter
-from runner.pacing import Pacer, WaitSpans
+from runner.pacing import RECHECK_S, Pacer, WaitSpans
 from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
+from runner.retry import is_server_wait
 
 
 class Stoppable(Protocol):
@@ -84,6 +85,7 @@ class Dispatcher:
         )
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
+        self.sleep = sleep
         self.rate_limited = 0
         """Requests refused with 429."""
         self.tokens = [0, 0]
@@ -146,12 +148,32 @@ class Dispatcher:
         finally:
             self.limiter.release(slot.epoch, outcome=outcome)
         self.gate.succeeded()
+        storms = self.pacer.storms_ended
         self.pacer.answered()
+        if self.pacer.storms_ended != storms:
+            self.limiter.recover()  # the cuts of a storm said nothing about concurrency
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
         if completion.rate_limits is not None:
             self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
         return completion
+
+    async def back_off(self, seconds: float, error: APIError) -> None:
+        """Wait ``seconds`` before retrying a request that failed with ``error``.
+
+        After a 429 that named no wait, the wait ends when the endpoint answers
+        again after a storm of 429s (``pacing.py``): pacing and the request
+        limit, not each request's own backoff grown long during the storm, say
+        how fast to go again.
+        """
+        if error.status != 429 or is_server_wait(error.retry_after):
+            await self.sleep(seconds)
+            return
+        storms, slept = self.pacer.storms_ended, 0.0
+        while slept < seconds and self.pacer.storms_ended == storms:
+            step = min(seconds - slept, RECHECK_S)
+            await self.sleep(step)
+            slept += step
 
     def _down_reason(self) -> str:
         """Why the run stops when the endpoint is down, and what to do next."""

@@ -519,6 +519,7 @@ class _Batch:
                 rng=self.rng,
                 on_retry=on_retry,
                 prepare=prepare,
+                back_off=self.dispatch.back_off,
             )
         except GaveUp as gave_up:
             turn.attempts = _number(earlier_attempts, gave_up.attempts)

@@ -241,6 +241,7 @@ async def call_with_retries(
     rng: random.Random | None = None,
     on_retry: Callable[[AttemptRecord], None] | None = None,
     prepare: Callable[[], Awaitable[None]] | None = None,
+    back_off: Callable[[float, APIError], Awaitable[None]] | None = None,
 ) -> tuple[T, list[AttemptRecord]]:
     """Run ``attempt`` until it succeeds, fails fatally, or retries run out.
 
@@ -251,6 +252,9 @@ async def call_with_retries(
     Raises :class:`GaveUp` with the last error and all records otherwise.
     ``on_retry`` is told about each failed attempt before the wait, with the
     wait planned; the records returned say the wait that happened.
+    ``back_off(seconds, error)``, when given, does the waiting between
+    attempts instead of ``sleep`` (the dispatcher ends a wait early when the
+    endpoint answers again after a storm of 429s).
     """
     rand = rng or random.Random()
     records: list[AttemptRecord] = []
@@ -316,12 +320,24 @@ async def call_with_retries(
         upcoming = state.upcoming_sleep
         return clock() - started + upcoming > policy.max_elapsed
 
+    last_error: list[APIError] = []
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         assert state.next_action is not None
         rec = record_failure(state, state.next_action.sleep)
         failed_at.append(clock())
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert isinstance(error, APIError)
+        last_error[:] = [error]
         if on_retry is not None:
             on_retry(rec)
+
+    async def pause(seconds: float) -> None:
+        if back_off is not None and last_error:
+            await back_off(seconds, last_error[0])
+        else:
+            await sleep(seconds)
 
     try:
         try:
@@ -331,7 +347,7 @@ async def call_with_retries(
             result: T = await timed_attempt()
         except TransientAPIError as error:
             retrying = tenacity.AsyncRetrying(
-                sleep=sleep,
+                sleep=pause,
                 stop=stop,
                 wait=wait,
                 retry=tenacity.retry_if_exception_type(TransientAPIError),

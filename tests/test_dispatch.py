@@ -137,3 +137,24 @@ def test_timeouts_with_nothing_answered_leave_the_limit_alone() -> None:
 
     asyncio.run(go())
     assert d.limiter.changes == [] and d.limiter.limit == 2
+
+
+def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> None:
+    d = dispatcher([], RunControl())
+    sleeps = d.sleep
+    assert isinstance(sleeps, Sleeps)
+    refused = TransientAPIError("HTTP 429", kind="http_429", status=429)
+    busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
+
+    async def go() -> None:
+        d.pacer.refused()  # refused with nothing answered: a storm
+        waiting = asyncio.create_task(d.back_off(30.0, refused))
+        await asyncio.sleep(0)
+        d.pacer.answered()  # ...and it is over
+        await waiting
+        assert sum(sleeps.waits) <= 2.0
+        sleeps.waits.clear()
+        await d.back_off(30.0, busy)  # other failures back off as planned
+        assert sleeps.waits == [30.0]
+
+    asyncio.run(go())

@@ -82,6 +82,32 @@ def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
     assert asyncio.run(go()) == [(4, "timeout: halved")]
 
 
+def test_after_a_storm_the_limit_grows_back_to_where_answers_last_came() -> None:
+    async def go() -> list[int]:
+        lim = limiter(8)
+        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
+        lim.release(epochs.pop(), outcome="ok")  # answered at 8
+        for epoch in epochs:
+            lim.release(epoch, outcome="rate_limited")  # the storm begins: 8 -> 4
+        for _ in range(3):  # and goes on: every new request refused, 4 -> 2 -> 1 -> 1
+            lim.release(await lim.acquire(continuing=False), outcome="rate_limited")
+        limits = [lim.limit]
+        lim.recover()  # the server answers again (the pacer says when)
+        limits.append(lim.limit)
+        for _ in range(8):  # one request at a time: not saturated, still +1 each
+            lim.release(await lim.acquire(continuing=False), outcome="ok")
+            limits.append(lim.limit)
+        return limits
+
+    assert asyncio.run(go()) == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]
+
+
+def test_recovering_from_a_storm_before_any_answer_changes_nothing() -> None:
+    lim = limiter(16)
+    lim.recover()
+    assert lim.limit == 16 and lim.changes == []
+
+
 def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
     async def go() -> list[str]:
         lim = limiter(1)

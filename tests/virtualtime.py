@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-REAL_WAIT_S = 0.0005
+REAL_WAIT_S = 0.001
 """Real seconds the loop waits for other threads before its clock jumps."""
 
 
