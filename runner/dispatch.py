@@ -72,6 +72,7 @@ class Dispatcher:
         clock: Callable[[], float],
         max_hold: float = 120.0,
         timeout: float | None = None,
+        on_hold: Callable[[float, str], None] | None = None,
     ) -> None:
         self.respond = respond
         self.base_url = base_url
@@ -86,6 +87,8 @@ class Dispatcher:
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.sleep = sleep
+        self.on_hold = on_hold
+        """Told (seconds, why) when a Retry-After hold starts or grows by a second or more."""
         self.rate_limited = 0
         """Requests refused with 429."""
         self.tokens = [0, 0]
@@ -140,7 +143,9 @@ class Dispatcher:
                 # Others were answered while this one waited: it was queued behind them.
                 # With nothing answered at all, the server is unwell, not overloaded by us.
                 outcome = "timed_out"
+            held = self.gate.hold_until
             self.gate.failed(exc, conversation_id, sent_at=sent)
+            self._tell_hold(held, exc)
             if self.gate.down and not self.control.stopping:
                 self.control.stop(self._down_reason())
                 raise asyncio.CancelledError from None
@@ -157,6 +162,13 @@ class Dispatcher:
         if completion.rate_limits is not None:
             self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
         return completion
+
+    def _tell_hold(self, before: float, error: APIError) -> None:
+        """Tell ``on_hold`` about a hold that ``error`` started or extended noticeably."""
+        now = self.clock()
+        until = self.gate.hold_until
+        if self.on_hold is not None and until > now and until >= max(before, now) + 1.0:
+            self.on_hold(until - now, error.message)
 
     async def back_off(self, seconds: float, error: APIError) -> None:
         """Wait ``seconds`` before retrying a request that failed with ``error``.

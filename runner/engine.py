@@ -56,6 +56,7 @@ from runner.events import (
     RunResult,
     RunStarted,
     RunStopping,
+    SendsHeld,
     TurnCompleted,
 )
 from runner.fixtures import FixtureFolder, Responder, by_purpose, live
@@ -362,6 +363,7 @@ class _Batch:
             clock=self.clock,
             max_hold=self.config.retry.max_retry_after,
             timeout=self.config.timeout,
+            on_hold=lambda seconds, why: self.emit(SendsHeld(seconds, why)),
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.

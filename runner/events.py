@@ -62,13 +62,23 @@ class ConversationFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class SendsHeld:
+    """A Retry-After holds every request to the endpoint (started, or extended)."""
+
+    seconds: float
+    """How long from now no request is sent."""
+    reason: str
+    """The failure that asked for the hold."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopping:
     """No new requests will be sent."""
 
     reason: str
 
 
-Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | RunStopping
+Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | SendsHeld | RunStopping
 
 
 @dataclass(frozen=True, slots=True)

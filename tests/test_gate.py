@@ -13,7 +13,7 @@ from virtualtime import run_virtual
 
 from runner.engine import RunConfig, run_batch
 from runner.errors import TransientAPIError
-from runner.events import RunResult
+from runner.events import Event, RunResult, SendsHeld
 from runner.gate import EndpointGate
 from runner.mock import answer
 from runner.progress import summary_lines
@@ -342,3 +342,31 @@ def test_timeouts_never_mean_down_without_a_timeout() -> None:
         sleeps.now += 100.0
         gate.failed(timed_out(), "a", sent_at=sleeps.now - 100.0)
     assert not gate.down
+
+
+def test_a_hold_is_reported_once_when_it_starts(tmp_path: Path) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        n = len(sent)
+        await asyncio.sleep(0.01)  # all three are in flight together
+        if n <= 3:  # three 429s at once: one hold, which the other two extend only a little
+            return slow_down(["10", "10.5", "10.2"][n - 1])
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    sent: list[int] = []
+    events: list[Event] = []
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(handler),
+        concurrency=3,
+    )
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        convs = [conv("a", 1), conv("b", 1), conv("c", 1)]
+        await run_batch(convs, config, sleep=asyncio.sleep, clock=loop.time, on_event=events.append)
+
+    run_virtual(go())
+    held = [e for e in events if isinstance(e, SendsHeld)]
+    assert held == [SendsHeld(10.0, "HTTP 429: slow")]

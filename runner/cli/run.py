@@ -380,9 +380,15 @@ def run_command(
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_interrupt)
-        return await run_batch(
-            conversations, config, on_event=None if quiet else progress, control=control
-        )
+        # The live line ticks on its own: a run held by a Retry-After must not look hung.
+        ticker = asyncio.create_task(progress.ticking()) if progress.live else None
+        try:
+            return await run_batch(
+                conversations, config, on_event=None if quiet else progress, control=control
+            )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
 
     try:
         result = asyncio.run(go())
