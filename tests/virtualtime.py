@@ -5,19 +5,24 @@ real concurrency: ``asyncio.sleep`` and every timer work as usual, only the
 loop's clock moves straight to the next timer whenever nothing is ready.
 Pass ``sleep=asyncio.sleep, clock=loop.time`` to the engine. For mock
 transports only: real sockets would not wait for virtual time.
+
+The one real wait a run has is the transcript store's fsync, done on a
+thread: while one is outstanding the clock does not jump, the loop really
+waits for it, so a slow disk cannot make a turn take virtual seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 REAL_WAIT_S = 0.001
-"""Real seconds the loop waits for other threads before its clock jumps."""
+"""Real seconds of each wait for a thread's work (which wakes the loop when done)."""
 
 
 class _Selector(selectors.DefaultSelector):
@@ -26,12 +31,14 @@ class _Selector(selectors.DefaultSelector):
     loop: VirtualTimeLoop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None:
-            return super().select(None)  # nothing scheduled: only a thread can wake us
-        # A short real wait first, so that work handed to a thread (the store's
-        # fsyncs) is not overtaken by a jump of the clock.
-        events = super().select(min(timeout, REAL_WAIT_S))
-        if not events and timeout > 0:
+        if timeout is None or timeout <= 0:
+            return super().select(timeout)  # work is ready, or only a thread can wake us
+        while any(not work.done() for work in self.loop.thread_work):
+            events = super().select(REAL_WAIT_S)  # an fsync is under way: really wait
+            if events:
+                return events
+        events = super().select(0)
+        if not events:
             self.loop.now += timeout
         return events
 
@@ -44,9 +51,18 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         selector.loop = self
         self.now = start
+        self.thread_work: set[asyncio.Future[Any]] = set()
+        """Futures a thread of the store will complete (its fsyncs), not yet done."""
 
     def time(self) -> float:
         return self.now
+
+    def create_future(self) -> asyncio.Future[Any]:
+        future = super().create_future()
+        if sys._getframe(1).f_globals.get("__name__") == "runner.store":
+            self.thread_work.add(future)
+            future.add_done_callback(self.thread_work.discard)
+        return future
 
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:
