@@ -79,14 +79,14 @@ class Dispatcher:
         self.control = control
         self.tpm = tpm
         self.budget_tokens = budget_tokens
-        self.waits = WaitSpans()
+        self.sleep = sleep
         self.clock = clock
+        self.waits = WaitSpans()
         self.gate = EndpointGate(
             sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits, timeout=timeout
         )
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
-        self.sleep = sleep
         self.on_hold = on_hold
         """Told (seconds, why) when a Retry-After hold starts or grows by a second or more."""
         self.rate_limited = 0

@@ -20,8 +20,8 @@ Two sources say how fast we may send:
   few seconds. Concurrency alone cannot find a rate limit: one request in
   flight can already exceed it.
 
-- a storm: 429s keep coming with (almost) nothing answered since the last
-  episode. That says nothing new about the rate, only that the server
+- a storm: 429s keep coming with (almost) nothing answered since the
+  previous episode. That says nothing new about the rate, only that the server
   refuses everything for now, so it must not wear the learned pace down:
   sends are spaced further apart (twice as far each episode, up to
   ``STORM_MAX_INTERVAL``) on top of it, and the first answer after the storm
@@ -110,6 +110,7 @@ class Pacer:
         self._refused_interval = 0.0
         self._storm_interval = 0.0
         self._answered_since_refused = 0
+        self._episodes = 0
         self.storms_ended = 0
         """Storms of 429s that an answer ended (every booking is dropped then)."""
         self._answers: deque[float] = deque()
@@ -189,9 +190,12 @@ class Pacer:
             rate = len(recent) / span
             self._refused_interval = 1.0 / rate
             self._learned_interval = max(self._learned_interval, 1.0 / (LEARNED_SHARE * rate))
+        elif not self._episodes:  # refused before anything was answered: a first guess
+            self._learned_interval = max(0.05, self._learned_interval * 2)
         else:  # a storm: nothing new about the rate; space sends out, keep the pace
             current = max(self._learned_interval, self._storm_interval)
             self._storm_interval = min(STORM_MAX_INTERVAL, max(0.05, current * 2))
+        self._episodes += 1
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 

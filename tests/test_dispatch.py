@@ -147,7 +147,9 @@ def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> N
     busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
 
     async def go() -> None:
-        d.pacer.refused()  # refused with nothing answered: a storm
+        d.pacer.refused()
+        sleeps.now += 1.5
+        d.pacer.refused()  # refused again, with nothing answered in between: a storm
         waiting = asyncio.create_task(d.back_off(30.0, refused))
         await asyncio.sleep(0)
         d.pacer.answered()  # ...and it is over

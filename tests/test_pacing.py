@@ -200,6 +200,15 @@ def test_429s_of_one_episode_teach_the_pace_once() -> None:
     assert allowed_rate(p, sleeps) < first
 
 
+def test_a_first_429_before_any_answer_is_a_guess_not_a_storm() -> None:
+    p, sleeps = pacer()
+    p.refused()
+    assert allowed_rate(p, sleeps) == pytest.approx(20.0)
+    p.answered()
+    assert p.storms_ended == 0
+    assert allowed_rate(p, sleeps) == pytest.approx(20.0 * 1.0025)  # probing up, slowly
+
+
 def test_a_storm_of_429s_spaces_sends_out_without_wearing_the_learned_pace_down() -> None:
     p, sleeps = pacer()
     for _ in range(100):  # ten answers a second, then a 429
