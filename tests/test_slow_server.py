@@ -18,6 +18,8 @@ import pytest
 from faultserver import FaultServer
 from helpers import Sleeps, read_jsonl
 
+from runner.cli.base import EXIT_FAILED
+from runner.cli.run import exit_code
 from runner.engine import RunConfig, run_batch
 from runner.events import RunResult
 from runner.loader import load_conversations
@@ -85,6 +87,7 @@ def test_an_endpoint_that_never_answers_stops_the_run_within_about_two_timeouts(
     assert result.stop_reason is not None
     assert result.stop_reason.startswith(f"{url} is not answering: ")
     assert "(--timeout 0.3s)" in result.stop_reason and "--resume" in result.stop_reason
+    assert exit_code(result) == EXIT_FAILED  # 3
     assert result.failed == 0 and result.completed == 0
     assert result.interrupted >= 1 and result.interrupted + result.not_started == COUNT
     records = read_jsonl(out)
