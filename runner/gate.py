@@ -89,8 +89,13 @@ class EndpointGate:
         self.timed_out = 0
         self.last_answer = self.clock()
 
-    def failed(self, error: APIError, conversation_id: str, *, sent_at: float = 0.0) -> None:
-        """Record a failed attempt sent at ``sent_at``: start a hold, count what got no answer."""
+    def failed(
+        self, error: APIError, conversation_id: str, *, sent_at: float | None = None
+    ) -> None:
+        """Record a failed attempt sent at ``sent_at``: start a hold, count what got no answer.
+
+        Without ``sent_at``, a timed-out request counts as sent one timeout ago.
+        """
         if (
             error.retry_after is not None
             and is_server_wait(error.retry_after)
@@ -104,7 +109,8 @@ class EndpointGate:
             self.last_error = error.message
         elif error.kind in UNANSWERED:
             if not self.timed_out:
-                self._quiet_since = max(sent_at, self.last_answer)
+                sent = self.clock() - (self.timeout or 0.0) if sent_at is None else sent_at
+                self._quiet_since = max(sent, self.last_answer)
             self.timed_out += 1
             self.last_error = error.message
         else:
