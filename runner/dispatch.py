@@ -10,7 +10,8 @@ through one :class:`Dispatcher`, in this order:
 3. take a request slot (``limiter.py``: adaptive concurrency); a conversation
    already running goes before one that has not started;
 4. send it, give the slot back, and tell the limiter, the pacer and the gate
-   how it went. A run of failures that reached nobody stops the run.
+   how it went. A run of failures that reached nobody, or of requests that
+   timed out with nothing answered, stops the run (``gate.py``).
 
 The retry layer calls steps 1-3 before every attempt and step 4 as the
 attempt, so a request sleeping in backoff holds no slot.
@@ -29,8 +30,9 @@ from runner.errors import APIError
 from runner.fixtures import Responder
 from runner.gate import EndpointGate
 from runner.limiter import AdaptiveLimiter
-from runner.pacing import Pacer
+from runner.pacing import RECHECK_S, Pacer, WaitSpans
 from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
+from runner.retry import is_server_wait
 
 
 class Stoppable(Protocol):
@@ -68,15 +70,25 @@ class Dispatcher:
         budget_tokens: int | None,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
+        max_hold: float = 120.0,
+        timeout: float | None = None,
+        on_hold: Callable[[float, str], None] | None = None,
     ) -> None:
         self.respond = respond
         self.base_url = base_url
         self.control = control
         self.tpm = tpm
         self.budget_tokens = budget_tokens
-        self.gate = EndpointGate(sleep=sleep, clock=clock)
+        self.sleep = sleep
+        self.clock = clock
+        self.waits = WaitSpans()
+        self.gate = EndpointGate(
+            sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits, timeout=timeout
+        )
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
-        self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock)
+        self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
+        self.on_hold = on_hold
+        """Told (seconds, why) when a Retry-After hold starts or grows by a second or more."""
         self.rate_limited = 0
         """Requests refused with 429."""
         self.tokens = [0, 0]
@@ -84,8 +96,8 @@ class Dispatcher:
 
     @property
     def waited_s(self) -> float:
-        """Seconds requests waited on Retry-After holds and pacing."""
-        return self.gate.held_seconds + self.pacer.waited_s
+        """Wall-clock seconds during which some request waited on a Retry-After hold or pacing."""
+        return self.waits.seconds
 
     async def wait_to_send(self, body: Mapping[str, Any], slot: Slot, *, continuing: bool) -> None:
         """Steps 1-3: wait out holds, the budget, pacing and the request limit."""
@@ -114,6 +126,7 @@ class Dispatcher:
     ) -> Completion:
         """Step 4: one attempt, in the slot ``wait_to_send`` took; gives the slot back."""
         outcome = "other"
+        sent = self.clock()
         try:
             if self.control.stopping:
                 raise asyncio.CancelledError  # stopped while waiting: it is interrupted
@@ -126,27 +139,69 @@ class Dispatcher:
                 outcome = "rate_limited"
                 self.rate_limited += 1
                 self.pacer.refused()
-            elif exc.kind == "read_timeout":
-                outcome = "timed_out"  # sent, then no answer in time: likely queued behind others
-            self.gate.failed(exc, conversation_id)
+            elif exc.kind == "read_timeout" and self.gate.answered_since(sent):
+                # Others were answered while this one waited: it was queued behind them.
+                # With nothing answered at all, the server is unwell, not overloaded by us.
+                outcome = "timed_out"
+            held = self.gate.hold_until
+            self.gate.failed(exc, conversation_id, sent_at=sent)
+            self._tell_hold(held, exc)
             if self.gate.down and not self.control.stopping:
-                self.control.stop(
-                    f"{public_base_url(self.base_url)} is unreachable: "
-                    f"{self.gate.down_after} requests in a row got no answer "
-                    f"(last: {self.gate.last_error}); check the URL and the network, "
-                    "then continue with --resume"
-                )
+                self.control.stop(self._down_reason())
                 raise asyncio.CancelledError from None
             raise
         finally:
             self.limiter.release(slot.epoch, outcome=outcome)
         self.gate.succeeded()
+        storms = self.pacer.storms_ended
         self.pacer.answered()
+        if self.pacer.storms_ended != storms:
+            self.limiter.recover()  # the cuts of a storm said nothing about concurrency
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
         if completion.rate_limits is not None:
             self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
         return completion
+
+    def _tell_hold(self, before: float, error: APIError) -> None:
+        """Tell ``on_hold`` about a hold that ``error`` started or extended noticeably."""
+        now = self.clock()
+        until = self.gate.hold_until
+        if self.on_hold is not None and until > now and until >= max(before, now) + 1.0:
+            self.on_hold(until - now, error.message)
+
+    async def back_off(self, seconds: float, error: APIError) -> None:
+        """Wait ``seconds`` before retrying a request that failed with ``error``.
+
+        After a 429 that named no wait, the wait ends when the endpoint answers
+        again after a storm of 429s (``pacing.py``): pacing and the request
+        limit, not each request's own backoff grown long during the storm, say
+        how fast to go again.
+        """
+        if error.status != 429 or is_server_wait(error.retry_after):
+            await self.sleep(seconds)
+            return
+        storms, slept = self.pacer.storms_ended, 0.0
+        while slept < seconds and self.pacer.storms_ended == storms:
+            step = min(seconds - slept, RECHECK_S)
+            await self.sleep(step)
+            slept += step
+
+    def _down_reason(self) -> str:
+        """Why the run stops when the endpoint is down, and what to do next."""
+        url, gate = public_base_url(self.base_url), self.gate
+        if gate.unreachable:
+            return (
+                f"{url} is unreachable: {gate.down_after} requests in a row got no answer "
+                f"(last: {gate.last_error}); check the URL and the network, "
+                "then continue with --resume"
+            )
+        return (
+            f"{url} is not answering: {gate.timed_out} requests in a row timed out "
+            f"(--timeout {gate.timeout:g}s) and nothing was answered for "
+            f"{gate.unanswered_s:.1f}s; check the server (or allow a longer --timeout), "
+            "then continue with --resume"
+        )
 
     async def ask_judge(
         self, body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str

@@ -56,6 +56,7 @@ from runner.events import (
     RunResult,
     RunStarted,
     RunStopping,
+    SendsHeld,
     TurnCompleted,
 )
 from runner.fixtures import FixtureFolder, Responder, by_purpose, live
@@ -360,6 +361,9 @@ class _Batch:
             budget_tokens=self.config.budget_tokens,
             sleep=self.sleep,
             clock=self.clock,
+            max_hold=self.config.retry.max_retry_after,
+            timeout=self.config.timeout,
+            on_hold=lambda seconds, why: self.emit(SendsHeld(seconds, why)),
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.
@@ -517,6 +521,7 @@ class _Batch:
                 rng=self.rng,
                 on_retry=on_retry,
                 prepare=prepare,
+                back_off=self.dispatch.back_off,
             )
         except GaveUp as gave_up:
             turn.attempts = _number(earlier_attempts, gave_up.attempts)

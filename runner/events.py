@@ -62,13 +62,23 @@ class ConversationFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class SendsHeld:
+    """A Retry-After holds every request to the endpoint (started, or extended)."""
+
+    seconds: float
+    """How long from now no request is sent."""
+    reason: str
+    """The failure that asked for the hold."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopping:
     """No new requests will be sent."""
 
     reason: str
 
 
-Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | RunStopping
+Event = RunStarted | TurnCompleted | RetryScheduled | ConversationFinished | SendsHeld | RunStopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,8 @@ class RunResult:
     rate_limited: int = 0
     """Requests answered 429 in this run."""
     rate_limit_wait_s: float = 0.0
-    """Time requests waited on Retry-After holds and on pacing under rate limits."""
+    """Wall-clock seconds during which sends were held by Retry-After or paced under a rate
+    limit (many requests waiting at once count once)."""
     limit_changes: tuple[LimitChange, ...] = ()
     """How the concurrency limit changed, and why."""
     output_error: str | None = None

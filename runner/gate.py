@@ -13,6 +13,17 @@ are shared too:
   conversation exhaust its retries one after another, and leaves a
   resumable output. Any answer, even an error status, proves the endpoint is
   up and resets the count.
+- **So does an endpoint that accepts and never answers.** Requests that
+  time out say nothing was answered either, but one timeout costs a whole
+  ``--timeout``, so counting to twelve would take many of them. The
+  endpoint is down once at least two requests timed out with no answer in
+  between and two timeouts' worth of time has passed with no answer: a
+  conversation timing out twice in a row (``-j 1``) or a whole wave timing
+  out and its retries timing out again (``-j 16``) stops the run within
+  about two timeouts, while a slow server that still answers now and then
+  resets the count with every answer. The quiet time starts at the last
+  answer, or when the first unanswered request was sent, if later (so time
+  spent held or paced before it does not count).
 """
 
 from __future__ import annotations
@@ -20,11 +31,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from runner.errors import APIError
+from runner.pacing import WaitSpans
+from runner.retry import is_server_wait
 
 UNREACHABLE = frozenset(
     {"connect_error", "connect_timeout", "connection_dropped", "network_error", "pool_timeout"}
 )
 """Failure kinds that say nothing answered at all."""
+UNANSWERED = frozenset({"read_timeout", "write_timeout", "timeout"})
+"""Failure kinds of a request that reached the endpoint and got no answer in time."""
 
 
 class EndpointGate:
@@ -37,44 +52,90 @@ class EndpointGate:
         clock: Callable[[], float],
         down_after: int = 12,
         max_hold: float = 120.0,
+        waits: WaitSpans | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.sleep = sleep
         self.clock = clock
         self.down_after = down_after
         """Consecutive unreachable failures (over 2+ conversations) that mean 'down'."""
         self.max_hold = max_hold
-        """Longest hold a single Retry-After can impose."""
+        """Longest hold a single Retry-After can impose (``--max-retry-wait``)."""
         self.hold_until = 0.0
-        self.held_seconds = 0.0
-        """Total time requests waited on a Retry-After hold (for the run's metadata)."""
+        self.waits = waits or WaitSpans()
+        """Wall-clock time requests waited on a Retry-After hold (shared with the pacer by the
+        dispatcher): ten requests held for the same 5 s count 5 s."""
+        self.timeout = timeout
+        """Seconds a request may take (``--timeout``); None: timeouts never mean 'down'."""
         self._unreachable = 0
         self._conversations: set[str] = set()
+        self.timed_out = 0
+        """Requests that timed out since the last answer."""
+        self._quiet_since = 0.0
+        self.last_answer = float("-inf")
+        """When the last answer arrived (any status)."""
         self.last_error: str | None = None
 
     async def before_send(self) -> None:
         """Wait while a Retry-After hold is in force."""
-        while (wait := self.hold_until - self.clock()) > 0:
-            self.held_seconds += wait
+        while (wait := self.hold_until - (now := self.clock())) > 0:
+            self.waits.add(now, self.hold_until)
             await self.sleep(wait)
 
     def succeeded(self) -> None:
         """An answer arrived: the endpoint is up."""
         self._unreachable = 0
         self._conversations.clear()
+        self.timed_out = 0
+        self.last_answer = self.clock()
 
-    def failed(self, error: APIError, conversation_id: str) -> None:
-        """Record a failed attempt: start a hold, count unreachability."""
-        if error.retry_after is not None and error.status in (429, 503):
+    def failed(
+        self, error: APIError, conversation_id: str, *, sent_at: float | None = None
+    ) -> None:
+        """Record a failed attempt sent at ``sent_at``: start a hold, count what got no answer.
+
+        Without ``sent_at``, a timed-out request counts as sent one timeout ago.
+        """
+        if (
+            error.retry_after is not None
+            and is_server_wait(error.retry_after)
+            and error.status in (429, 503)
+        ):
             until = self.clock() + min(error.retry_after, self.max_hold)
             self.hold_until = max(self.hold_until, until)
         if error.kind in UNREACHABLE:
             self._unreachable += 1
             self._conversations.add(conversation_id)
             self.last_error = error.message
+        elif error.kind in UNANSWERED:
+            if not self.timed_out:
+                sent = self.clock() - (self.timeout or 0.0) if sent_at is None else sent_at
+                self._quiet_since = max(sent, self.last_answer)
+            self.timed_out += 1
+            self.last_error = error.message
         else:
             self.succeeded()
+
+    def answered_since(self, moment: float) -> bool:
+        """Whether some request got an answer at or after ``moment``."""
+        return self.last_answer >= moment
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether connecting keeps failing, for more than one conversation."""
+        return self._unreachable >= self.down_after and len(self._conversations) >= 2
+
+    @property
+    def unanswered_s(self) -> float:
+        """Seconds with requests timing out and nothing answered (0 until two timed out)."""
+        return self.clock() - self._quiet_since if self.timed_out >= 2 else 0.0
+
+    @property
+    def unanswering(self) -> bool:
+        """Whether the endpoint accepts requests but has stopped answering them."""
+        return self.timeout is not None and self.unanswered_s >= 2 * self.timeout
 
     @property
     def down(self) -> bool:
         """Whether the endpoint looks down for everyone."""
-        return self._unreachable >= self.down_after and len(self._conversations) >= 2
+        return self.unreachable or self.unanswering

@@ -6,13 +6,21 @@ at a modest value) and follows additive-increase / multiplicative-decrease:
 
 - a 429 halves the limit, once per *episode*: the 429s of requests that were
   already in flight when the limit was cut say nothing new and are ignored;
-- so does an answer that did not come within ``--timeout``: a server that
-  queues what it cannot serve yet (llama.cpp, Ollama, vLLM past its batch)
-  never says 429, and the requests at the back of its queue time out;
+- so does an answer that did not come within ``--timeout`` while other
+  requests were being answered: a server that queues what it cannot serve
+  yet (llama.cpp, Ollama, vLLM past its batch) never says 429, and the
+  requests at the back of its queue time out (the dispatcher decides which
+  timeouts are these; with nothing answered at all, the endpoint is down,
+  not overloaded, and ``gate.py`` stops the run instead);
 - after as many clean answers as the limit, received while every slot was
   busy, the limit grows by one, up to the ceiling; before the first 429
   (slow start, when it began below the ceiling) every such answer adds one,
   so the limit doubles each round until the server pushes back;
+- after a storm, when the server refused everything for a while
+  (``pacing.py`` tells them apart from 429s of sending too fast), the cuts
+  it made said nothing about concurrency: once the server answers again,
+  every clean answer adds one until the limit is back where it was when
+  answers last came (:meth:`AdaptiveLimiter.recover`);
 - 5xx answers, dropped connections and failed connects change nothing:
   they say the server is unwell, not that we send too fast.
 
@@ -57,6 +65,9 @@ class AdaptiveLimiter:
         self.changes: list[LimitChange] = []
         self._epoch = 0
         self._clean = 0
+        self._answered_at = 0
+        """The limit when a request sent since the last cut was last answered (0: never)."""
+        self._recover_to = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
@@ -87,6 +98,8 @@ class AdaptiveLimiter:
         """Give the slot back; ``outcome``: ``ok``, ``rate_limited``, ``timed_out`` or ``other``."""
         saturated = self.in_flight >= self.limit
         self._free()
+        if outcome == "ok" and epoch == self._epoch:
+            self._answered_at = self.limit
         if outcome in ("rate_limited", "timed_out") and epoch == self._epoch:
             self._slow_start = False
             self._epoch += 1
@@ -95,6 +108,10 @@ class AdaptiveLimiter:
             if new != self.limit:
                 self.limit = new
                 self._note("429: halved" if outcome == "rate_limited" else "timeout: halved")
+        elif outcome == "ok" and self.limit < self._recover_to:
+            self.limit += 1
+            self._note("answered again: +1")
+            self._wake()
         elif outcome == "ok" and saturated and self._slow_start:
             if self.limit < self.ceiling:
                 self.limit += 1
@@ -109,6 +126,14 @@ class AdaptiveLimiter:
                 self.limit += 1
                 self._note("clean saturated round: +1")
                 self._wake()
+
+    def recover(self) -> None:
+        """A storm of refusals is over: grow back quickly to the limit answers last came at."""
+        self._recover_to = self._answered_at
+        if self.limit < self._recover_to:
+            self.limit += 1
+            self._note("answered again: +1")
+            self._wake()
 
     def _free(self) -> None:
         self.in_flight -= 1

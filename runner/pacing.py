@@ -20,6 +20,15 @@ Two sources say how fast we may send:
   few seconds. Concurrency alone cannot find a rate limit: one request in
   flight can already exceed it.
 
+- a storm: 429s keep coming with (almost) nothing answered since the
+  previous episode. That says nothing new about the rate, only that the server
+  refuses everything for now, so it must not wear the learned pace down:
+  sends are spaced further apart (twice as far each episode, up to
+  ``STORM_MAX_INTERVAL``) on top of it, and the first answer after the storm
+  ends that at once. Sends already booked far ahead during the storm are
+  booked again at the pace that applies then, so the rate returns to what
+  it was within seconds instead of the minutes a slowly probing pace needs.
+
 Every wait goes through the injected ``sleep``, so tests take no time.
 """
 
@@ -51,6 +60,31 @@ NEAR_SPEEDUP = 1.0002
 """...and once above NEAR_SHARE of it."""
 MAX_HEADER_HOLD = 600.0
 """Longest a rate-limit reset header can hold sends, whatever it says."""
+STORM_MAX_INTERVAL = 2.0
+"""Widest spacing of sends while 429s keep coming and nothing is answered: the first
+answer after a storm arrives at most this long after the server answers again."""
+RECHECK_S = 1.0
+"""Longest single sleep of a waiting send, so it notices a pace that sped up."""
+
+
+class WaitSpans:
+    """Wall-clock time during which at least one send was waiting (for the summary).
+
+    Many requests wait out the same hold or pace at once: adding up their
+    waits would count the same seconds many times over. Spans are added as
+    each wait starts, so starts come in order and the union is a running sum.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        """Length of the union of every span added."""
+        self._until = float("-inf")
+
+    def add(self, start: float, end: float) -> None:
+        """A send waits from ``start`` (now, or later than any earlier start) to ``end``."""
+        if end > self._until:
+            self.seconds += end - max(start, self._until)
+            self._until = end
 
 
 class Pacer:
@@ -63,6 +97,7 @@ class Pacer:
         tpm: float | None = None,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
+        waits: WaitSpans | None = None,
     ) -> None:
         self.rpm = rpm
         self.tpm = tpm
@@ -73,27 +108,52 @@ class Pacer:
         self._header_interval = 0.0
         self._learned_interval = 0.0
         self._refused_interval = 0.0
+        self._storm_interval = 0.0
+        self._answered_since_refused = 0
+        self._episodes = 0
+        self.storms_ended = 0
+        """Storms of 429s that an answer ended (every booking is dropped then)."""
         self._answers: deque[float] = deque()
         self._quiet_until = 0.0
         self._header_hold = 0.0
-        self.waited_s = 0.0
-        """Total time sends waited on pacing (for the run's metadata)."""
+        self.waits = waits or WaitSpans()
+        """Wall-clock time sends waited on pacing (shared with the gate by the dispatcher)."""
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
         now = self.clock()
+        tokens_free = now
+        if self.tpm:
+            tokens_free = max(now, self._next_tokens)
+            self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
+        while True:
+            storms = self.storms_ended
+            now = self.clock()
+            start = max(self._book_request(now), tokens_free)
+            if start <= now:
+                return
+            self.waits.add(now, start)
+            # Slept in steps (counted, not read off the clock, so any sleep will do):
+            # when the pace speeds up meanwhile, the send is booked again.
+            slept, wait = 0.0, start - now
+            while slept < wait and storms == self.storms_ended:
+                step = min(wait - slept, RECHECK_S)
+                await self.sleep(step)
+                slept += step
+            if storms == self.storms_ended:
+                return
+
+    def _book_request(self, now: float) -> float:
+        """Book the next request slot at the current pace; return when it starts."""
         interval = max(
-            60.0 / self.rpm if self.rpm else 0.0, self._header_interval, self._learned_interval
+            60.0 / self.rpm if self.rpm else 0.0,
+            self._header_interval,
+            self._learned_interval,
+            self._storm_interval,
         )
         start = max(now, self._header_hold, self._next_request)
         self._next_request = start + interval
-        if self.tpm:
-            start = max(start, self._next_tokens)
-            self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
-        wait = start - now
-        if wait > 0:
-            self.waited_s += wait
-            await self.sleep(wait)
+        return start
 
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
         """Correct the token booking by what the answer really used."""
@@ -106,7 +166,14 @@ class Pacer:
         self._answers.append(now)
         while self._answers and self._answers[0] < now - RATE_WINDOW_S:
             self._answers.popleft()
-        if self._learned_interval:
+        self._answered_since_refused += 1
+        if self._storm_interval:
+            # Answered again: the storm is over. Back to the pace learned before it,
+            # and what was booked at the storm's spacing is booked again.
+            self._storm_interval = 0.0
+            self._next_request = min(self._next_request, now)
+            self.storms_ended += 1
+        elif self._learned_interval:
             near = self._learned_interval * NEAR_SHARE <= self._refused_interval
             self._learned_interval /= NEAR_SPEEDUP if near else PROBE_SPEEDUP
             if self._learned_interval < 0.001:
@@ -119,13 +186,18 @@ class Pacer:
             return
         recent = [t for t in self._answers if t >= now - RATE_WINDOW_S]
         span = max(1.0, now - recent[0]) if recent else 0.0
-        if len(recent) >= 2:
+        if len(recent) >= 2 and self._answered_since_refused >= 2:
             rate = len(recent) / span
             self._refused_interval = 1.0 / rate
             self._learned_interval = max(self._learned_interval, 1.0 / (LEARNED_SHARE * rate))
-        else:
+        elif not self._episodes:  # refused before anything was answered: a first guess
             self._learned_interval = max(0.05, self._learned_interval * 2)
-        self._quiet_until = now + max(1.0, 4 * self._learned_interval)
+        else:  # a storm: nothing new about the rate; space sends out, keep the pace
+            current = max(self._learned_interval, self._storm_interval)
+            self._storm_interval = min(STORM_MAX_INTERVAL, max(0.05, current * 2))
+        self._episodes += 1
+        self._answered_since_refused = 0
+        self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 
     def observe(self, limits: RateLimits, *, in_flight: int) -> None:
         """Adapt to what the server says remains of its limits."""

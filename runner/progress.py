@@ -1,15 +1,18 @@
 """Terminal rendering of a run: live progress on stderr and the closing summary.
 
-On a terminal, one status line is redrawn in place; elsewhere (CI logs, a
-pipe) each event is one plain line. Model output never reaches the terminal
+On a terminal, one status line is redrawn in place, on every event and, via
+:meth:`Progress.ticking`, every second even when nothing happens (a run held
+by a Retry-After must not look hung); elsewhere (CI logs, a pipe) each event
+is one plain line. Model output never reaches the terminal
 from here, only ids, counts and error messages, with control characters
 escaped so that nothing from a file or an API can drive the terminal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from runner.events import (
@@ -19,10 +22,13 @@ from runner.events import (
     RunResult,
     RunStarted,
     RunStopping,
+    SendsHeld,
     TurnCompleted,
 )
 
 MAX_FAILURES_SHOWN = 20
+TICK_S = 1.0
+"""How often the live status line is redrawn when nothing happens."""
 
 
 def safe(text: str) -> str:
@@ -51,6 +57,7 @@ class Progress:
         self.retries = 0
         self._last_draw = 0.0
         self._drawn = False
+        self._held_until = 0.0
 
     def __call__(self, event: Event) -> None:
         """Handle one engine event."""
@@ -79,9 +86,28 @@ class Progress:
                     f"{event.status:<11} {safe(event.conversation_id)} "
                     f"({event.completed_turns}/{event.turns} turns){detail}"
                 )
+        elif isinstance(event, SendsHeld):
+            self._held_until = self.clock() + event.seconds
+            self._line(
+                f"held   every request waits {event.seconds:.1f}s (Retry-After): "
+                f"{safe(event.reason)}",
+                quiet_when_live=True,
+            )
         elif isinstance(event, RunStopping):
             self._line(f"stopping: {safe(event.reason)}")
         self._draw()
+
+    def tick(self) -> None:
+        """Redraw the live status line (its clock and any hold) though nothing happened."""
+        self._draw(force=True)
+
+    async def ticking(
+        self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, every: float = TICK_S
+    ) -> None:
+        """Tick every ``every`` seconds until cancelled: run it beside the run, on a terminal."""
+        while True:
+            await sleep(every)
+            self.tick()
 
     def _started_text(self, event: RunStarted) -> str:
         parts = [f"run {event.run_id}: {event.total} conversations -> {event.output}"]
@@ -103,10 +129,13 @@ class Progress:
         self.stream.flush()
 
     def _status(self) -> str:
-        elapsed = self.clock() - self.started
+        now = self.clock()
+        held = self._held_until - now
         return (
             f"[{self.done}/{self.total} conversations | {self.turns} turns | "
-            f"{self.failed} failed | {self.retries} retries | {_clock(elapsed)}]"
+            f"{self.failed} failed | {self.retries} retries | {_clock(now - self.started)}"
+            + (f" | sends held by Retry-After, {_clock(held + 0.999)} left" if held > 0 else "")
+            + "]"
         )
 
     def _draw(self, *, force: bool = False) -> None:
@@ -179,7 +208,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
         limits = " -> ".join(str(change.limit) for change in result.limit_changes)
         lines.append(
             f"rate limits: {result.rate_limited} requests answered 429, "
-            f"{result.rate_limit_wait_s:.1f}s held by Retry-After"
+            f"sends held {result.rate_limit_wait_s:.1f}s (Retry-After, pacing)"
             + (f"; concurrency {limits}" if limits else "")
         )
     if result.stop_reason:

@@ -6,9 +6,11 @@ One place decides all of it:
   error class: 408, 409, 429 and 5xx are transient; other 4xx are fatal; a 429
   whose code says the quota or billing is exhausted stops the run.
 - ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
-  (seconds, fractional allowed, or an HTTP-date).
-- ``next_wait`` honours the server's wait up to a cap, with a little jitter,
-  and otherwise backs off exponentially with jitter.
+  (seconds, fractional allowed, or an HTTP-date); only a positive, finite
+  wait counts.
+- ``next_wait`` honours the server's wait up to a cap (a longer one waits
+  the cap), with a little jitter, and otherwise backs off exponentially with
+  jitter.
 - ``call_with_retries`` runs one request under those rules with tenacity and
   returns every attempt it made, so transcripts can say what happened.
 
@@ -18,6 +20,7 @@ so a scheduler can release a concurrency slot while a request waits.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import math
 import random
@@ -77,7 +80,9 @@ class AttemptRecord:
     retry_after_s: float | None = None
     """The wait the server asked for, when it asked."""
     wait_s: float | None = None
-    """How long mtrun waited before the next attempt (None for the last one)."""
+    """How long mtrun waited before the next attempt was sent: the backoff or Retry-After,
+    plus any endpoint-wide hold, pacing and wait for a slot after it (None for the last one).
+    Told to ``on_retry`` before the wait, it is the wait planned."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as stored in transcripts, without empty fields."""
@@ -111,11 +116,14 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     """Seconds the server asks us to wait, or None when it says nothing usable.
 
     ``retry-after-ms`` wins over ``retry-after``. ``retry-after`` may be
-    seconds (fractions allowed) or an HTTP-date. Negative, non-finite and
-    unparsable values are ignored; a date in the past means "now" (0).
+    seconds (fractions allowed) or an HTTP-date. Only a positive, finite,
+    parsable wait is the server's word: zero, negative, non-finite and
+    unparsable values, and dates that are not in the future, are None, so
+    the request backs off instead of coming straight back. A huge value is
+    returned as is; :func:`next_wait` caps it.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = _parse_seconds(lowered.get("retry-after-ms"))
+    millis = _positive(_parse_seconds(lowered.get("retry-after-ms")))
     if millis is not None:
         return millis / 1000.0
     raw = lowered.get("retry-after")
@@ -123,7 +131,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
         return None
     seconds = _parse_seconds(raw)
     if seconds is not None:
-        return seconds
+        return _positive(seconds)
     try:
         when = email.utils.parsedate_to_datetime(raw.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -131,7 +139,12 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     current = now or datetime.now(timezone.utc)
-    return max(0.0, (when - current).total_seconds())
+    return _positive((when - current).total_seconds())
+
+
+def _positive(seconds: float | None) -> float | None:
+    """``seconds`` when it is a wait worth honouring (more than 0), else None."""
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -197,14 +210,23 @@ def _parse_seconds(raw: str | None) -> float | None:
 def next_wait(
     error: APIError, attempt_number: int, policy: RetryPolicy, rng: random.Random
 ) -> float:
-    """Seconds to wait after failed attempt ``attempt_number`` (1-based)."""
-    if error.retry_after is not None:
+    """Seconds to wait after failed attempt ``attempt_number`` (1-based).
+
+    A positive, finite Retry-After is honoured up to ``policy.max_retry_after``
+    (a longer one waits the cap, then retries); anything else backs off.
+    """
+    if error.retry_after is not None and is_server_wait(error.retry_after):
         asked = min(error.retry_after, policy.max_retry_after)
         # A little jitter, never less than asked: many conversations that were
         # told the same instant should not all come back at that instant.
         return float(asked + rng.uniform(0.0, min(1.0, 0.1 * asked + 0.05)))
     step = min(policy.backoff_max, policy.backoff_base * 2.0 ** (attempt_number - 1))
     return float(step / 2 + rng.uniform(0.0, step / 2))
+
+
+def is_server_wait(seconds: float | None) -> bool:
+    """Whether ``seconds`` is a wait the server asked for: positive and finite."""
+    return seconds is not None and math.isfinite(seconds) and seconds > 0
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -219,6 +241,7 @@ async def call_with_retries(
     rng: random.Random | None = None,
     on_retry: Callable[[AttemptRecord], None] | None = None,
     prepare: Callable[[], Awaitable[None]] | None = None,
+    back_off: Callable[[float, APIError], Awaitable[None]] | None = None,
 ) -> tuple[T, list[AttemptRecord]]:
     """Run ``attempt`` until it succeeds, fails fatally, or retries run out.
 
@@ -227,17 +250,27 @@ async def call_with_retries(
 
     Returns the result and the attempt records (the successful one last).
     Raises :class:`GaveUp` with the last error and all records otherwise.
-    ``on_retry`` is told about each failed attempt before the wait.
+    ``on_retry`` is told about each failed attempt before the wait, with the
+    wait planned; the records returned say the wait that happened.
+    ``back_off(seconds, error)``, when given, does the waiting between
+    attempts instead of ``sleep`` (the dispatcher ends a wait early when the
+    endpoint answers again after a storm of 429s).
     """
     rand = rng or random.Random()
     records: list[AttemptRecord] = []
     started = clock()
     last_sent = [started]
+    failed_at: list[float] = []  # when the last failure was recorded, until the next send
 
     async def timed_attempt() -> T:
         if prepare is not None:
             await prepare()
         last_sent[0] = clock()
+        if failed_at:
+            # What was waited, not what was planned: a Retry-After hold, pacing or
+            # a busy endpoint may have kept the attempt waiting after its backoff.
+            waited = math.ceil((last_sent[0] - failed_at.pop()) * 1000) / 1000
+            records[-1] = dataclasses.replace(records[-1], wait_s=waited)
         return await attempt()
 
     def elapsed_ms() -> float:
@@ -287,11 +320,24 @@ async def call_with_retries(
         upcoming = state.upcoming_sleep
         return clock() - started + upcoming > policy.max_elapsed
 
+    last_error: list[APIError] = []
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         assert state.next_action is not None
         rec = record_failure(state, state.next_action.sleep)
+        failed_at.append(clock())
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert isinstance(error, APIError)
+        last_error[:] = [error]
         if on_retry is not None:
             on_retry(rec)
+
+    async def pause(seconds: float) -> None:
+        if back_off is not None and last_error:
+            await back_off(seconds, last_error[0])
+        else:
+            await sleep(seconds)
 
     try:
         try:
@@ -301,7 +347,7 @@ async def call_with_retries(
             result: T = await timed_attempt()
         except TransientAPIError as error:
             retrying = tenacity.AsyncRetrying(
-                sleep=sleep,
+                sleep=pause,
                 stop=stop,
                 wait=wait,
                 retry=tenacity.retry_if_exception_type(TransientAPIError),

@@ -98,14 +98,65 @@ def test_failures_that_reach_nobody_across_conversations_stop_the_run() -> None:
     assert control.stopping and "unreachable" in (control.reason or "")
 
 
-def test_an_answer_that_timed_out_halves_the_limit_but_teaches_no_pace() -> None:
+def test_an_answer_that_timed_out_while_others_were_answered_halves_the_limit() -> None:
+    """A queueing server: one request waits behind another that is answered, then times out."""
     timed_out = TransientAPIError("no answer within the timeout", kind="read_timeout")
-    d = dispatcher([timed_out], RunControl())
+    answered = asyncio.Event()
+    d = dispatcher([], RunControl())
+
+    async def respond(body: Mapping[str, Any], *, conversation_id: str, **_: Any) -> Completion:
+        if conversation_id == "queued":
+            await answered.wait()
+            raise timed_out
+        answered.set()
+        return completion_from_json(answer(dict(body)))
+
+    d.respond = respond
 
     async def go() -> None:
+        queued = asyncio.create_task(attempt(d, "queued"))
+        await asyncio.sleep(0)
+        await attempt(d, "served")
         with pytest.raises(TransientAPIError):
-            await attempt(d)
+            await queued
 
     asyncio.run(go())
     assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "timeout: halved")]
-    assert d.rate_limited == 0 and d.pacer.waited_s == 0
+    assert d.rate_limited == 0 and d.waited_s == 0
+
+
+def test_timeouts_with_nothing_answered_leave_the_limit_alone() -> None:
+    """Nothing answers: the server is unwell, and halving would only hide it."""
+    timed_out = TransientAPIError("no answer within the timeout", kind="read_timeout")
+    d = dispatcher([timed_out, timed_out], RunControl())
+
+    async def go() -> None:
+        for _ in range(2):
+            with pytest.raises(TransientAPIError):
+                await attempt(d)
+
+    asyncio.run(go())
+    assert d.limiter.changes == [] and d.limiter.limit == 2
+
+
+def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> None:
+    d = dispatcher([], RunControl())
+    sleeps = d.sleep
+    assert isinstance(sleeps, Sleeps)
+    refused = TransientAPIError("HTTP 429", kind="http_429", status=429)
+    busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
+
+    async def go() -> None:
+        d.pacer.refused()
+        sleeps.now += 1.5
+        d.pacer.refused()  # refused again, with nothing answered in between: a storm
+        waiting = asyncio.create_task(d.back_off(30.0, refused))
+        await asyncio.sleep(0)
+        d.pacer.answered()  # ...and it is over
+        await waiting
+        assert sum(sleeps.waits) <= 2.0
+        sleeps.waits.clear()
+        await d.back_off(30.0, busy)  # other failures back off as planned
+        assert sleeps.waits == [30.0]
+
+    asyncio.run(go())

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import httpx
 from helpers import Sleeps
+from virtualtime import run_virtual
 
 from runner.engine import RunConfig, run_batch
+from runner.events import RunResult
 from runner.limiter import AdaptiveLimiter
 from runner.mock import answer
 from runner.spec import Conversation, Turn
@@ -80,6 +82,32 @@ def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
         return [(c.limit, c.reason) for c in lim.changes]
 
     assert asyncio.run(go()) == [(4, "timeout: halved")]
+
+
+def test_after_a_storm_the_limit_grows_back_to_where_answers_last_came() -> None:
+    async def go() -> list[int]:
+        lim = limiter(8)
+        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
+        lim.release(epochs.pop(), outcome="ok")  # answered at 8
+        for epoch in epochs:
+            lim.release(epoch, outcome="rate_limited")  # the storm begins: 8 -> 4
+        for _ in range(3):  # and goes on: every new request refused, 4 -> 2 -> 1 -> 1
+            lim.release(await lim.acquire(continuing=False), outcome="rate_limited")
+        limits = [lim.limit]
+        lim.recover()  # the server answers again (the pacer says when)
+        limits.append(lim.limit)
+        for _ in range(8):  # one request at a time: not saturated, still +1 each
+            lim.release(await lim.acquire(continuing=False), outcome="ok")
+            limits.append(lim.limit)
+        return limits
+
+    assert asyncio.run(go()) == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]
+
+
+def test_recovering_from_a_storm_before_any_answer_changes_nothing() -> None:
+    lim = limiter(16)
+    lim.recover()
+    assert lim.limit == 16 and lim.changes == []
 
 
 def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
@@ -167,3 +195,42 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
     # With 16 senders against room for 2, an unadaptive client is refused most of the
     # time; here the limit settles near 2 and refusals stay a minority of the 80 answers.
     assert refused < 60
+
+
+def test_a_queueing_server_halves_the_limit_by_timing_out_and_does_not_stop_the_run(
+    tmp_path: Path,
+) -> None:
+    """One request served at a time, a second each; those queued past --timeout time out."""
+    timeout = 3.0
+
+    async def go() -> RunResult:
+        loop = asyncio.get_running_loop()
+        free_at = [loop.time()]
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            now = loop.time()
+            done = max(now, free_at[0]) + 1.0
+            if done - now > timeout:
+                await asyncio.sleep(timeout)
+                raise httpx.ReadTimeout("timed out", request=request)
+            free_at[0] = done
+            await asyncio.sleep(done - now)
+            return httpx.Response(200, json=answer(json.loads(request.content)))
+
+        convs = [
+            Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(8)
+        ]
+        config = RunConfig(
+            output=tmp_path / "o.jsonl",
+            base_url="http://127.0.0.1:9/v1",
+            transport=httpx.MockTransport(handler),
+            concurrency=8,
+            timeout=timeout,
+        )
+        return await run_batch(convs, config, sleep=asyncio.sleep, clock=loop.time)
+
+    result = run_virtual(go())
+    assert result.stop_reason is None  # answers keep coming: slow, not down
+    assert result.completed == 8 and result.failed == 0
+    assert [c.reason for c in result.limit_changes][:1] == ["timeout: halved"]
+    assert min(c.limit for c in result.limit_changes) <= 2

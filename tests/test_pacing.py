@@ -9,10 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Sleeps
+from virtualtime import run_virtual
 
 from runner.engine import RunConfig, run_batch
+from runner.events import RunResult
 from runner.mock import answer
-from runner.pacing import Pacer, RateLimits
+from runner.pacing import STORM_MAX_INTERVAL, Pacer, RateLimits
 from runner.retry import parse_duration, parse_rate_limits
 from runner.spec import Conversation, Turn
 
@@ -92,8 +94,9 @@ def test_headers_spread_the_last_requests_and_hold_at_zero() -> None:
     asyncio.run(go())
     assert sleeps.waits == pytest.approx([0.5])  # 2 s left for 4 requests
     p.observe(RateLimits(remaining_requests=0, reset_requests_s=7.0), in_flight=4)
+    before = len(sleeps.waits)
     asyncio.run(p.wait_turn(1))
-    assert sleeps.waits[-1] >= 7.0 - 0.5
+    assert sum(sleeps.waits[before:]) >= 7.0 - 0.5
     p.observe(RateLimits(remaining_requests=1000, reset_requests_s=60.0), in_flight=4)
     before = len(sleeps.waits)
     asyncio.run(p.wait_turn(1))
@@ -101,14 +104,11 @@ def test_headers_spread_the_last_requests_and_hold_at_zero() -> None:
     assert len(sleeps.waits) == before  # plenty left: no pacing
 
 
-def test_a_run_under_rpm_books_one_request_a_second(tmp_path: Path) -> None:
-    waits: list[float] = []
-
-    async def record(seconds: float) -> None:  # time stands still: waits show the booking
-        waits.append(seconds)
-        await asyncio.sleep(0)
+def test_a_run_under_rpm_sends_one_request_a_second(tmp_path: Path) -> None:
+    sent: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(asyncio.get_running_loop().time())
         return httpx.Response(200, json=answer(json.loads(request.content)))
 
     convs = [Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(10)]
@@ -119,11 +119,17 @@ def test_a_run_under_rpm_books_one_request_a_second(tmp_path: Path) -> None:
         concurrency=8,
         rpm=60,
     )
-    result = asyncio.run(run_batch(convs, config, sleep=record, clock=lambda: 0.0))
+
+    async def go() -> RunResult:
+        loop = asyncio.get_running_loop()
+        return await run_batch(convs, config, sleep=asyncio.sleep, clock=loop.time)
+
+    result = run_virtual(go())
     assert result.completed == 10
     # 20 requests at 60 a minute: the first at once, then one a second.
-    assert sorted(waits) == [float(k) for k in range(1, 20)]
-    assert result.rate_limit_wait_s == sum(range(1, 20))
+    assert [round(t - sent[0], 6) for t in sent] == [float(k) for k in range(20)]
+    # Wall-clock time held, not the sum of every request's wait (which is 190 s).
+    assert result.rate_limit_wait_s == pytest.approx(19.0)
 
 
 def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> None:
@@ -150,12 +156,13 @@ def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> N
 def allowed_rate(p: Pacer, sleeps: Sleeps) -> float:
     """Requests per second the pacer lets through now."""
 
-    async def go() -> None:
+    async def go() -> float:
         await p.wait_turn(0)
+        before = len(sleeps.waits)
         await p.wait_turn(0)
+        return sum(sleeps.waits[before:])  # a long wait is slept in steps
 
-    asyncio.run(go())
-    return 1.0 / sleeps.waits[-1]
+    return 1.0 / asyncio.run(go())
 
 
 def test_a_429_teaches_a_pace_that_probes_slowly_near_the_refused_rate() -> None:
@@ -191,3 +198,55 @@ def test_429s_of_one_episode_teach_the_pace_once() -> None:
     sleeps.now += 2.0  # a new episode, later: it learns again, from the lower rate
     p.refused()
     assert allowed_rate(p, sleeps) < first
+
+
+def test_a_first_429_before_any_answer_is_a_guess_not_a_storm() -> None:
+    p, sleeps = pacer()
+    p.refused()
+    assert allowed_rate(p, sleeps) == pytest.approx(20.0)
+    p.answered()
+    assert p.storms_ended == 0
+    assert allowed_rate(p, sleeps) == pytest.approx(20.0 * 1.0025)  # probing up, slowly
+
+
+def test_a_storm_of_429s_spaces_sends_out_without_wearing_the_learned_pace_down() -> None:
+    p, sleeps = pacer()
+    for _ in range(100):  # ten answers a second, then a 429
+        sleeps.now += 0.1
+        p.answered()
+    p.refused()
+    learned = allowed_rate(p, sleeps)
+    for _ in range(30):  # then 30 s of nothing but 429s
+        sleeps.now += 1.0
+        p.refused()
+    assert allowed_rate(p, sleeps) == pytest.approx(1 / STORM_MAX_INTERVAL)
+    p.answered()  # the server answers again
+    assert allowed_rate(p, sleeps) == pytest.approx(learned, rel=0.01)
+
+
+def test_sends_booked_during_a_storm_go_at_the_pace_once_it_ends() -> None:
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        p = Pacer(sleep=asyncio.sleep, clock=loop.time)
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            p.answered()
+        p.refused()
+        for _ in range(30):
+            await asyncio.sleep(1.0)
+            p.refused()
+        began = loop.time()
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            started.append(loop.time() - began)
+
+        sends = [asyncio.create_task(send()) for _ in range(6)]  # booked 2 s apart
+        await asyncio.sleep(0.1)
+        p.answered()
+        await asyncio.gather(*sends)
+        return started
+
+    started = run_virtual(go())
+    assert max(started) < 1.5  # not 10 s: re-booked at the learned pace (about 8.5 a second)

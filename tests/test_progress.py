@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
+
+import pytest
 
 from runner.events import (
     ConversationFinished,
@@ -12,6 +15,7 @@ from runner.events import (
     RunResult,
     RunStarted,
     RunStopping,
+    SendsHeld,
     TurnCompleted,
 )
 from runner.progress import Progress, safe, summary_lines
@@ -98,4 +102,42 @@ def test_summary_names_failures_and_the_output() -> None:
         "7 turns, 1,234 tokens (1,000 prompt + 234 completion), 2 retries, 3.2s",
         "  failed: conv-1 (a.yaml) turn 2: HTTP 400: too long",
         "transcripts: outputs/x.jsonl",
+    ]
+
+
+def test_the_live_line_ticks_on_its_own_and_says_until_when_sends_are_held() -> None:
+    out = io.StringIO()
+    clock = Clock()
+    progress = Progress(out, live=True, clock=clock)
+    progress(started(2))
+    progress(SendsHeld(30.0, "HTTP 429: slow down"))
+    ticks = 0
+
+    async def sleep(seconds: float) -> None:  # the ticker's only wait: time moves on
+        nonlocal ticks
+        ticks += 1
+        if ticks > 32:
+            raise asyncio.CancelledError
+        clock.now += seconds
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(progress.ticking(sleep=sleep))
+    frames = out.getvalue().split("\r\x1b[2K")
+    base = "[0/2 conversations | 0 turns | 0 failed | 0 retries | "
+    assert len(frames) == 1 + 32  # the first line, then a frame a second
+    assert frames[1] == base + "00:01 | sends held by Retry-After, 00:29 left]"
+    assert frames[2] == base + "00:02 | sends held by Retry-After, 00:28 left]"
+    assert frames[29] == base + "00:29 | sends held by Retry-After, 00:01 left]"
+    assert frames[30] == base + "00:30]"  # the hold is over
+    assert frames[-1] == base + "00:32]"
+    assert "HTTP 429" not in out.getvalue()  # a terminal gets the status line, not a line each
+
+
+def test_a_hold_is_one_plain_line_in_logs() -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress(SendsHeld(12.5, "HTTP 429: slow down"))
+    progress.tick()  # nothing to redraw in a log
+    assert out.getvalue().splitlines() == [
+        "held   every request waits 12.5s (Retry-After): HTTP 429: slow down"
     ]

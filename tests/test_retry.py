@@ -69,7 +69,9 @@ def test_garbage_retry_after_ms_falls_back_to_retry_after() -> None:
     assert parse_retry_after({"retry-after-ms": "soon", "retry-after": "4"}) == 4.0
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("3", 3.0), ("0", 0.0), ("1.5", 1.5), (" 7 ", 7.0)])
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("3", 3.0), ("0.02", 0.02), ("1.5", 1.5), (" 7 ", 7.0)]
+)
 def test_retry_after_in_seconds(value: str, seconds: float) -> None:
     assert parse_retry_after({"retry-after": value}) == seconds
 
@@ -79,9 +81,18 @@ def test_retry_after_as_a_future_http_date_is_the_seconds_until_then() -> None:
     assert parse_retry_after({"retry-after": when}, now=NOW) == 30.0
 
 
-def test_retry_after_as_a_past_http_date_means_now() -> None:
-    when = format_datetime(NOW - timedelta(hours=1), usegmt=True)
-    assert parse_retry_after({"retry-after": when}, now=NOW) == 0.0
+@pytest.mark.parametrize("ago", [timedelta(hours=1), timedelta(0)])
+def test_retry_after_as_a_past_http_date_is_no_wait_asked(ago: timedelta) -> None:
+    when = format_datetime(NOW - ago, usegmt=True)
+    assert parse_retry_after({"retry-after": when}, now=NOW) is None
+
+
+def test_a_huge_retry_after_is_the_servers_word_and_waits_the_cap() -> None:
+    asked = parse_retry_after({"retry-after": "99999999999999999999"})
+    assert asked == 1e20
+    error = TransientAPIError("HTTP 429", kind="http_429", status=429, retry_after=asked)
+    wait = next_wait(error, 1, RetryPolicy(max_retry_after=5.0), random.Random(3))
+    assert 5.0 <= wait <= 6.0
 
 
 @pytest.mark.parametrize(
@@ -104,7 +115,20 @@ def test_no_header_means_no_wait_was_asked() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["soon", "", "   ", "-3", "nan", "inf", "-inf", "1e999", "Fri, 32 Foo 2025 99:99:99 GMT"],
+    [
+        "soon",
+        "",
+        "   ",
+        "0",
+        "0.0",
+        "-0",
+        "-3",
+        "nan",
+        "inf",
+        "-inf",
+        "1e999",
+        "Fri, 32 Foo 2025 99:99:99 GMT",
+    ],
 )
 @pytest.mark.parametrize("name", ["retry-after", "retry-after-ms"])
 def test_unusable_values_are_ignored(name: str, value: str) -> None:
@@ -128,8 +152,51 @@ def test_any_text_gives_none_or_a_finite_non_negative_wait(name: str, value: str
 )
 def test_any_http_date_gives_the_whole_seconds_until_it(when: datetime) -> None:
     header = format_datetime(when, usegmt=True)
-    expected = max(0.0, (when.replace(microsecond=0) - NOW).total_seconds())
-    assert parse_retry_after({"retry-after": header}, now=NOW) == expected
+    until = (when.replace(microsecond=0) - NOW).total_seconds()
+    assert parse_retry_after({"retry-after": header}, now=NOW) == (until if until > 0 else None)
+
+
+def test_a_zero_retry_after_ms_falls_back_to_retry_after_or_backoff() -> None:
+    assert parse_retry_after({"retry-after-ms": "0", "retry-after": "4"}) == 4.0
+    assert parse_retry_after({"retry-after-ms": "0"}) is None
+
+
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(10**25), max_value=10**25).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["0", "-0", "0.0", "nan", "NaN", "inf", "-inf", "Infinity", "1e999", "1e-9"]),
+)
+_DATES = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)
+).map(lambda d: format_datetime(d, usegmt=True))
+_VALUES = st.one_of(_NUMBERS, _DATES, st.text(max_size=40))
+
+
+@settings(database=None, max_examples=300)
+@given(
+    seconds=st.none() | _VALUES,
+    millis=st.none() | _VALUES,
+    cap=st.floats(min_value=0.0, max_value=600.0),
+    attempt=st.integers(min_value=1, max_value=30),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_any_retry_after_headers_give_a_bounded_wait_and_backoff_unless_positive(
+    seconds: str | None, millis: str | None, cap: float, attempt: int, seed: int
+) -> None:
+    headers = {k: v for k, v in (("Retry-After", seconds), ("retry-after-ms", millis)) if v}
+    asked = parse_retry_after(headers, now=NOW)
+    policy = RetryPolicy(max_retry_after=cap, backoff_base=1.0, backoff_max=60.0)
+    error = TransientAPIError("HTTP 429", kind="http_429", status=429, retry_after=asked)
+    wait = next_wait(error, attempt, policy, random.Random(seed))
+    assert math.isfinite(wait)
+    if asked is None:
+        # Not a positive, finite wait: exponential backoff, never a quick return.
+        step = min(60.0, 2.0 ** (attempt - 1))
+        assert step / 2 <= wait <= step
+    else:
+        assert math.isfinite(asked) and asked > 0
+        honoured = min(asked, cap)
+        assert honoured <= wait <= honoured + 1.0
 
 
 # --- next_wait ---------------------------------------------------------------
@@ -139,7 +206,7 @@ def transient(retry_after: float | None = None, kind: str = "http_503") -> Trans
     return TransientAPIError(f"failed: {kind}", kind=kind, retry_after=retry_after)
 
 
-@pytest.mark.parametrize("asked", [0.0, 0.5, 2.0, 7.0, 119.0])
+@pytest.mark.parametrize("asked", [0.5, 2.0, 7.0, 119.0])
 def test_a_server_asked_wait_is_honoured_with_at_most_a_second_of_jitter(asked: float) -> None:
     rng = random.Random(42)
     waits = [next_wait(transient(asked), 1, RetryPolicy(), rng) for _ in range(50)]
@@ -152,6 +219,13 @@ def test_a_server_asked_wait_ignores_the_attempt_number() -> None:
     waits = [next_wait(transient(3.0), n, RetryPolicy(), random.Random(7)) for n in (1, 5, 9)]
     assert waits[0] == waits[1] == waits[2]
     assert 3.0 <= waits[0] <= 4.0
+
+
+@pytest.mark.parametrize("asked", [0.0, -1.0, math.nan, math.inf])
+def test_a_wait_that_is_not_positive_and_finite_backs_off(asked: float) -> None:
+    policy = RetryPolicy(backoff_base=2.0)
+    waits = [next_wait(transient(asked), 3, policy, random.Random(s)) for s in range(20)]
+    assert all(4.0 <= w <= 8.0 for w in waits)  # the third step, not a quick return
 
 
 @pytest.mark.parametrize(("cap", "asked"), [(120.0, 3600.0), (10.0, 30.0), (5.0, 1e300)])

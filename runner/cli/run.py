@@ -178,7 +178,8 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     type=click.FloatRange(min=0),
     default=120.0,
     show_default=True,
-    help="Cap in seconds on a wait asked for by Retry-After.",
+    help="Cap in seconds on a wait asked for by Retry-After, and on the hold it puts on "
+    "every request to the endpoint; a longer wait waits the cap.",
 )
 @click.option(
     "--allow-insecure-key",
@@ -385,9 +386,15 @@ def run_command(
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_interrupt)
-        return await run_batch(
-            conversations, config, on_event=None if quiet else progress, control=control
-        )
+        # The live line ticks on its own: a run held by a Retry-After must not look hung.
+        ticker = asyncio.create_task(progress.ticking()) if progress.live else None
+        try:
+            return await run_batch(
+                conversations, config, on_event=None if quiet else progress, control=control
+            )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
 
     try:
         result = asyncio.run(go())
