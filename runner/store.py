@@ -33,18 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
+import stat
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from runner.errors import OutputError
-from runner.jsonio import dumps_bytes
+from runner.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
 from runner.transcript import FINISHED, ConversationRecord, TurnRecord
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
@@ -211,6 +210,8 @@ class TranscriptStore:
         self._known: dict[str, _Known] = {}
         self._superseded = False
         self._journal: _AppendFile | None = None
+        self._journal_end = 0
+        """Where the journal's last whole line ends (as read when resuming)."""
         self.resume_report = ResumeReport(0, 0, 0)
         exists = path.exists()
         if exists and not resume:
@@ -242,11 +243,16 @@ class TranscriptStore:
                     f"cannot open {path}: cannot create its folder ({exc.strerror or exc})"
                 ) from None
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags | os.O_NONBLOCK, 0o644)  # a FIFO must not block the open
         except FileExistsError:
             raise OutputError(f"{path} already exists; pass --resume to continue it") from None
         except OSError as exc:
             raise OutputError(f"cannot open {path}: {exc.strerror or exc}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise OutputError(f"cannot use {path} as the output: {not_regular(mode)}")
+        os.set_blocking(fd, True)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -266,8 +272,7 @@ class TranscriptStore:
         if torn:
             os.ftruncate(self._main.fd, good_end)
             os.fsync(self._main.fd)
-        for entry in _read_lines(self.journal_path, tolerate_torn=True):
-            self._apply_journal(entry)
+        self._load_journal()
         for known in self._known.values():
             completed += known.status in FINISHED
         self.resume_report = ResumeReport(
@@ -276,40 +281,47 @@ class TranscriptStore:
 
     def _scan_transcript(self) -> tuple[int, int]:
         """Index the transcript; return (end of the last whole line, torn bytes)."""
-        with open(self.path, "rb") as fh:
-            data_end = os.fstat(fh.fileno()).st_size
-            offset = 0
-            number = 0
-            for raw in fh:
-                number += 1
-                line_end = offset + len(raw)
-                whole = raw.endswith(b"\n")
-                try:
-                    data = json.loads(raw)
-                    if not isinstance(data, dict) or "id" not in data or "status" not in data:
-                        raise ValueError("not a transcript record")
-                    record = ConversationRecord.from_dict(data)
-                except (ValueError, KeyError, TypeError, OverflowError):
-                    if line_end == data_end:
-                        return offset, data_end - offset
-                    raise OutputError(
-                        f"{self.path}:{number}: not a valid transcript line; "
-                        "the file was changed by something other than mtrun "
-                        "(fix or remove the line)"
-                    ) from None
-                self.run_id = self.run_id or record.run_id
-                if record.id in self._known:
-                    self._superseded = True
-                self._known[record.id] = _Known(
-                    record.status, record.fingerprint, record.source, _progress_of(record)
+        offset = 0
+        for line in json_lines(self.path):
+            problem = line.problem
+            record = None
+            if problem is None:
+                record, problem = _record_of(line.value)
+            if record is None:
+                if line.last and not line.too_long:
+                    return line.offset, len(line.raw)
+                raise OutputError(
+                    f"{self.path}:{line.number}: not a valid transcript line ({problem}); "
+                    "the file was changed by something other than mtrun "
+                    "(fix or remove the line)"
                 )
-                offset = line_end
-                if not whole:
-                    # A whole record that only lacks its newline: keep it, end the line.
-                    os.lseek(self._main.fd, 0, os.SEEK_END)
-                    os.write(self._main.fd, b"\n")
-                    break
+            self.run_id = self.run_id or record.run_id
+            if record.id in self._known:
+                self._superseded = True
+            self._known[record.id] = _Known(
+                record.status, record.fingerprint, record.source, _progress_of(record)
+            )
+            offset = line.end
+            if not line.whole:
+                # A whole record that only lacks its newline: keep it, end the line.
+                os.lseek(self._main.fd, 0, os.SEEK_END)
+                os.write(self._main.fd, b"\n")
+                offset += 1
         return offset, 0
+
+    def _load_journal(self) -> None:
+        """Extend conversations with the journal's turns; note where its last whole line ends."""
+        for line in json_lines(self.journal_path, missing_ok=True):
+            if line.too_long:
+                raise OutputError(
+                    f"{self.journal_path}:{line.number}: not a valid journal line "
+                    f"({line.problem}); remove the journal to resume without it "
+                    "(the turns it holds are sent again)"
+                )
+            if line.problem is None and isinstance(line.value, dict):
+                self._apply_journal(line.value)
+            if line.whole:
+                self._journal_end = line.end
 
     def _apply_journal(self, entry: dict[str, Any]) -> None:
         try:
@@ -390,14 +402,9 @@ class TranscriptStore:
             fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise _write_error(self.journal_path, exc) from None
-        size = os.fstat(fd).st_size
-        if size:
+        if os.fstat(fd).st_size != self._journal_end:
             # Cut a torn last line so that new lines start on a line of their own.
-            with open(self.journal_path, "rb") as fh:
-                data = fh.read()
-            keep = data.rfind(b"\n") + 1
-            if keep != size:
-                os.ftruncate(fd, keep)
+            os.ftruncate(fd, self._journal_end)
         return fd
 
     async def record_conversation(self, record: ConversationRecord) -> None:
@@ -435,15 +442,19 @@ class TranscriptStore:
     def _compact(self) -> None:
         """Rewrite the transcript keeping only the last line of each conversation."""
         last: dict[str, int] = {}
-        for number, data in enumerate(_read_lines(self.path, tolerate_torn=False)):
-            last[str(data["id"])] = number
-        keep = set(last.values())
+        odd: set[int] = set()  # not written by mtrun (nor read by it): kept as they are
+        for line in json_lines(self.path):
+            if line.problem is None and isinstance(line.value, dict) and "id" in line.value:
+                last[str(line.value["id"])] = line.number
+            else:
+                odd.add(line.number)
+        keep = set(last.values()) | odd
         tmp = self.path.with_name(self.path.name + ".compacting")
         try:
-            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
-                for number, raw in enumerate(src):
-                    if number in keep:
-                        dst.write(raw)
+            with open(tmp, "wb") as dst:
+                for line in json_lines(self.path):
+                    if line.number in keep:
+                        dst.write(line.raw)
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, self.path)
@@ -475,24 +486,6 @@ def _progress_of(record: ConversationRecord) -> Progress | None:
     )
 
 
-def _read_lines(path: Path, *, tolerate_torn: bool) -> Iterator[dict[str, Any]]:
-    """JSON objects from a JSON Lines file, skipping a torn last line when tolerated."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with fh:
-        for raw in fh:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                if tolerate_torn:
-                    continue
-                raise
-            if isinstance(data, dict):
-                yield data
-
-
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -521,24 +514,33 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
     """The current record of each conversation in a transcript (last line per id wins).
 
     Tolerates a torn last line, as left by a crash; other broken lines raise
-    :class:`OutputError` naming the line.
+    :class:`OutputError` naming the line, as does a path that is not a
+    regular file (see :func:`runner.jsonio.json_lines`).
     """
     records: dict[str, dict[str, Any]] = {}
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        lines = fh.readlines()
-    for number, raw in enumerate(lines, start=1):
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or "id" not in data:
-                raise ValueError
-        except ValueError:
-            if number == len(lines):
+    for line in json_lines(path):
+        problem = line.problem or _not_a_record(line)
+        if problem is not None:
+            if line.last and not line.too_long:
                 break
-            raise OutputError(f"{path}:{number}: not a valid transcript line") from None
-        records.pop(str(data["id"]), None)
-        records[str(data["id"])] = data
+            raise OutputError(f"{path}:{line.number}: not a valid transcript line ({problem})")
+        conv_id = str(line.value["id"])
+        records.pop(conv_id, None)
+        records[conv_id] = line.value
     return list(records.values())
+
+
+def _not_a_record(line: JsonLine) -> str | None:
+    if not isinstance(line.value, dict) or "id" not in line.value:
+        return "not a transcript record"
+    return None
+
+
+def _record_of(value: Any) -> tuple[ConversationRecord | None, str | None]:
+    """A transcript line's record, or None and why it is not one."""
+    if not isinstance(value, dict) or "id" not in value or "status" not in value:
+        return None, "not a transcript record"
+    try:
+        return ConversationRecord.from_dict(value), None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None, "a field has the wrong type"
