@@ -301,12 +301,13 @@ class _Batch:
         if self.config.resume:
             for conv in self.conversations:
                 plan = self.plan(conv)
-                self.store.check_unchanged(conv.id, plan.fingerprint(), conv.source)
+                self.store.check_resumable(conv, plan.fingerprint())
                 if self.store.is_completed(conv.id):
                     already += 1
                     status = self.store.status(conv.id) or "completed"
                     self.statuses[conv.id] = status
                     self.counts[status] += 1
+            self.store.check_same_batch()
         self.emit(
             RunStarted(
                 self.run_id,

@@ -20,7 +20,11 @@ Resuming reads both files. In the transcript the last line for an id wins;
 a torn last line (a crash mid-write) is cut off. A conversation recorded as
 completed is skipped; one recorded as failed or interrupted continues after
 its last completed turn; journal lines extend a conversation turn by turn
-(a line counts only if it is the next turn). A resumed conversation appends
+(a line counts only if it is the next turn of the same run). Before a
+conversation continues, its recorded turns are checked against its file
+(``resume.py``); what does not match is discarded, sent again, and reported.
+An output holding conversations that are not in the batch is refused: it is
+another batch's. A resumed conversation appends
 a new line that supersedes its old one, and when the run ends the transcript
 is compacted (written beside, fsynced, renamed over) so it holds each
 conversation exactly once.
@@ -37,14 +41,18 @@ import os
 import queue
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
 from runner.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
+from runner.resume import Progress, keep_matching, tokens_of
 from runner.transcript import FINISHED, ConversationRecord, TurnRecord
+
+if TYPE_CHECKING:
+    from runner.spec import Conversation
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
     import fcntl
@@ -52,20 +60,8 @@ except ImportError:  # pragma: no cover - exercised only on Windows
     fcntl = None  # type: ignore[assignment]
 
 JOURNAL_SUFFIX = ".journal"
-
-
-@dataclass(slots=True)
-class Progress:
-    """Where a resumed conversation picks up."""
-
-    started_at: str
-    """When the conversation was first started."""
-    turns: list[TurnRecord] = field(default_factory=list)
-    """Its completed turns, in order."""
-    exchanges: list[dict[str, Any]] = field(default_factory=list)
-    """The user and assistant messages of those turns, after the prefix."""
-    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
-    """Attempts already spent on the next turn before it failed."""
+MAX_NOTES = 20
+"""Discarded lines and turns reported one by one; the rest are counted."""
 
 
 @dataclass(slots=True)
@@ -74,6 +70,9 @@ class _Known:
     fingerprint: str
     source: str
     progress: Progress | None
+    tokens: int = 0
+    """Tokens a finished conversation's turns used."""
+    shard: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,8 @@ class ResumeReport:
     """Conversations cut short that will continue from their last completed turn."""
     torn_bytes: int
     """Bytes of an incomplete last line that were cut off the transcript."""
+    discarded: tuple[str, ...] = ()
+    """Recorded lines and turns not trusted, each saying why (sent again)."""
 
 
 class _AppendFile:
@@ -212,6 +213,11 @@ class TranscriptStore:
         self._journal: _AppendFile | None = None
         self._journal_end = 0
         """Where the journal's last whole line ends (as read when resuming)."""
+        self._notes: list[str] = []
+        self._more_notes = 0
+        self._other_runs: dict[str, int] = {}
+        self._seen: set[str] = set()
+        self._changed: OutputError | None = None
         self.resume_report = ResumeReport(0, 0, 0)
         exists = path.exists()
         if exists and not resume:
@@ -299,7 +305,12 @@ class TranscriptStore:
             if record.id in self._known:
                 self._superseded = True
             self._known[record.id] = _Known(
-                record.status, record.fingerprint, record.source, _progress_of(record)
+                record.status,
+                record.fingerprint,
+                record.source,
+                _progress_of(record, f"{self.path.name} line {line.number}"),
+                tokens_of(record.turns) if record.status in FINISHED else 0,
+                record.shard,
             )
             offset = line.end
             if not line.whole:
@@ -319,19 +330,45 @@ class TranscriptStore:
                     "(the turns it holds are sent again)"
                 )
             if line.problem is None and isinstance(line.value, dict):
-                self._apply_journal(line.value)
+                self._apply_journal(line.value, line.number)
+            elif not line.last:  # a torn last line is a crash's: cut without a word
+                problem = line.problem or "not a journal entry"
+                self._note(f"journal line {line.number} is corrupt ({problem})")
             if line.whole:
                 self._journal_end = line.end
+        for run_id, count in self._other_runs.items():
+            self._note(
+                f"discarded {count} journal line{'s' * (count > 1)} of another run "
+                f"({run_id!r}; this output is run {self.run_id!r})"
+            )
 
-    def _apply_journal(self, entry: dict[str, Any]) -> None:
+    def _note(self, text: str) -> None:
+        """Remember something discarded, to report when the run starts."""
+        if len(self._notes) < MAX_NOTES:
+            self._notes.append(text)
+        else:
+            self._more_notes += 1
+
+    def _apply_journal(self, entry: dict[str, Any], number: int) -> None:
         try:
             conv_id = str(entry["id"])
             turn = TurnRecord.from_dict(entry["turn"])
             exchange = list(entry["exchange"])
             fingerprint = str(entry["fingerprint"])
+            run_id = str(entry["run_id"])
         except (KeyError, TypeError, ValueError, OverflowError):
+            self._note(f"journal line {number} is not a journal entry (a field is missing or odd)")
             return
-        self.run_id = self.run_id or entry.get("run_id")
+        self.run_id = self.run_id or run_id
+        if run_id != self.run_id:
+            self._other_runs[run_id] = self._other_runs.get(run_id, 0) + 1
+            return
+        if len(exchange) != 2 or not all(isinstance(m, dict) for m in exchange):
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}): its exchange "
+                "is not a user message and an answer"
+            )
+            return
         known = self._known.get(conv_id)
         if known is None:
             known = _Known(
@@ -342,24 +379,102 @@ class TranscriptStore:
             )
             self._known[conv_id] = known
         progress = known.progress
-        if progress is None or known.fingerprint != fingerprint:
+        if progress is None or turn.index < len(progress.turns):
+            return  # finished since, or a turn already known: a crash at the right moment
+        if known.fingerprint != fingerprint:
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}) is for another "
+                "version of the conversation than the transcript's"
+            )
             return
-        if turn.index == len(progress.turns):
-            progress.turns.append(turn)
-            progress.exchanges.extend(exchange)
-            progress.failed_attempts = []
+        if turn.index > len(progress.turns):
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}) does not follow "
+                f"its {len(progress.turns)} recorded turns"
+            )
+            return
+        progress.turns.append(turn)
+        progress.exchanges.extend(exchange)
+        progress.origins.append(f"{self.journal_path.name} line {number}")
+        progress.failed_attempts = []
+        progress.failed_index = None
 
     # -- what the engine asks -------------------------------------------------------
 
-    def check_unchanged(self, conv_id: str, fingerprint: str, source: str) -> None:
-        """Refuse to resume a conversation whose requests would now differ."""
-        known = self._known.get(conv_id)
-        if known is not None and known.fingerprint != fingerprint:
-            raise OutputError(
-                f"{source}: conversation {conv_id!r} has changed since {self.path} recorded it "
-                "(its turns, system prompt, messages, model or params differ); "
-                "resume only with the same files and options, or write to a new output with -o"
+    def check_resumable(self, conversation: Conversation, fingerprint: str) -> None:
+        """Note a conversation of the batch; keep only its recorded turns that continue it.
+
+        A conversation whose requests would now differ is refused by
+        :meth:`check_same_batch`, after the whole batch was seen.
+        """
+        self._seen.add(conversation.id)
+        known = self._known.get(conversation.id)
+        if known is None:
+            return
+        if known.fingerprint != fingerprint:
+            if self._changed is None:
+                self._changed = self._changed_error(conversation, known)
+            return
+        if known.progress is not None and known.status not in FINISHED:
+            note = keep_matching(known.progress, conversation)
+            if note is not None:
+                self._note(note)
+
+    def _changed_error(self, conversation: Conversation, known: _Known) -> OutputError:
+        if known.source != conversation.source:
+            return OutputError(
+                f"{self.path} is the output of another batch: it holds conversation "
+                f"{conversation.id!r} from {known.source}, this batch has another one of that "
+                f"id from {conversation.source}; resume only with the same files and options, "
+                "or write to a new output with -o"
             )
+        return OutputError(
+            f"{conversation.source}: conversation {conversation.id!r} has changed since "
+            f"{self.path} recorded it (its turns, system prompt, messages, model or params "
+            "differ); resume only with the same files and options, or write to a new output "
+            "with -o"
+        )
+
+    def check_same_batch(self) -> None:
+        """Refuse an output of another batch; report what resuming discarded.
+
+        Call after :meth:`check_resumable` for every conversation of the batch.
+        """
+        foreign = [cid for cid in self._known if cid not in self._seen]
+        self._seen = set()
+        if foreign:
+            known = self._known[foreign[0]]
+            shard = known.shard
+            where = f"from {known.source or 'an unnamed file'}"
+            if isinstance(shard, dict):
+                where += f", shard {shard.get('index')}/{shard.get('count')}"
+            raise OutputError(
+                f"{self.path} holds {len(foreign)} conversation{'s' * (len(foreign) > 1)} "
+                f"that {'are' if len(foreign) > 1 else 'is'} not in this batch "
+                f"(e.g. {foreign[0]!r} {where}): it is the output of another batch or other "
+                "options (files, --model, --repeat, --shard); resume it with the same ones, "
+                "or write to a new output with -o"
+            )
+        if self._changed is not None:
+            raise self._changed
+        notes = list(self._notes)
+        if self._more_notes:
+            notes.append(f"... and {self._more_notes} more discarded")
+        self.resume_report = replace(self.resume_report, discarded=tuple(notes))
+
+    def tokens_used(self) -> int:
+        """Prompt and completion tokens the output's conversations already used.
+
+        So ``--budget-tokens`` holds for the output across resumes; counts the
+        turns kept by :meth:`check_resumable`.
+        """
+        total = 0
+        for known in self._known.values():
+            if known.status in FINISHED or known.progress is None:
+                total += known.tokens
+            else:
+                total += tokens_of(known.progress.turns)
+        return total
 
     def status(self, conv_id: str) -> str | None:
         """The status the output holds for a conversation, if any."""
@@ -468,21 +583,23 @@ class TranscriptStore:
             ) from None
 
 
-def _progress_of(record: ConversationRecord) -> Progress | None:
-    """Where a transcript record of a cut-short conversation continues."""
+def _progress_of(record: ConversationRecord, where: str) -> Progress | None:
+    """Where a transcript record of a cut-short conversation continues (unchecked)."""
     if record.status in FINISHED:
         return None
     done = [t for t in record.turns if t.completed]
-    exchanges: list[dict[str, Any]] = []
-    if done:
-        first = done[0].message_index
-        exchanges = record.messages[first : first + 2 * len(done)]
     failed = [t for t in record.turns if not t.completed]
+    first = (done or failed)[0].message_index if record.turns else None
+    prefix = None if first is None else record.messages[: max(first, 0)]
+    start = max(first or 0, 0)
     return Progress(
         started_at=record.started_at,
         turns=done,
-        exchanges=exchanges,
+        exchanges=record.messages[start : start + 2 * len(done)],
         failed_attempts=list(failed[0].attempts) if failed else [],
+        prefix=prefix,
+        origins=[where] * len(done),
+        failed_index=failed[0].index if failed else None,
     )
 
 
