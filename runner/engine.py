@@ -130,7 +130,8 @@ class RunConfig:
     stream: bool = False
     """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None
-    """Stop sending once this run has used this many tokens (prompt + completion)."""
+    """Stop sending once the output has used this many tokens (prompt + completion),
+    counting what the runs it resumes used."""
     shard: Shard | None = None
     """Run only this shard's part of the batch (``--shard K/N``)."""
     rpm: float | None = None
@@ -361,11 +362,14 @@ class _Batch:
             budget_tokens=self.config.budget_tokens,
             sleep=self.sleep,
             clock=self.clock,
+            spent_before=self.store.tokens_used(),
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.
         self.judge = respond if judge_client is not None else self.dispatch.ask_judge
         self.control._on_stop = self._stop
+        if already < len(self.conversations):
+            self.dispatch.check_budget()  # spent by earlier runs: send nothing
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [
                 asyncio.create_task(self._worker(pending))

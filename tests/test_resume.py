@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from helpers import ChatServer, read_jsonl
@@ -16,6 +17,7 @@ from runner.cli import main
 from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
 from runner.events import Event, RunResult, RunStarted
+from runner.mock import answer
 from runner.shard import Shard
 from runner.spec import Conversation, Turn
 
@@ -305,3 +307,58 @@ def test_the_same_batch_with_its_options_still_resumes(
     again = Run(path, batch=batch, resume=True, **options)
     assert again.result.completed == first.result.completed and again.discarded == ()
     assert len(again.server.bodies) == len(records)  # only the second turns
+
+
+# -- the token budget holds for the output ------------------------------------------------
+
+
+def budget_run(path: Path, budget: int, *, resume: bool) -> tuple[RunResult, int]:
+    """A run of five two-turn conversations whose every answer costs 100 tokens."""
+    sent = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        data = answer(json.loads(request.content))
+        data["usage"] = {"prompt_tokens": 60, "completion_tokens": 40, "total_tokens": 100}
+        return httpx.Response(200, json=data)
+
+    config = RunConfig(
+        output=path,
+        resume=resume,
+        base_url=LOCAL,
+        concurrency=1,
+        transport=httpx.MockTransport(handler),
+        budget_tokens=budget,
+    )
+    result = asyncio.run(run_batch([conv(f"k{i}", 2) for i in range(5)], config))
+    return result, sent
+
+
+def test_rerunning_the_same_command_never_spends_the_budget_again(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    first, sent = budget_run(path, 250, resume=True)
+    assert sent == 3 and first.completed == 1 and first.interrupted == 1
+    for _ in range(4):
+        again, sent = budget_run(path, 250, resume=True)
+        assert sent == 0
+        assert (
+            again.stop_reason
+            == first.stop_reason
+            == (
+                "the token budget is spent (300 of 250 tokens used); "
+                "continue with --resume and a larger --budget-tokens"
+            )
+        )
+        assert again.not_started == 4 and again.interrupted == 0
+    assert [r["status"] for r in read_jsonl(path)] == ["completed", "interrupted"]
+    larger, sent = budget_run(path, 450, resume=True)
+    assert sent == 2  # 300 already used: 400 after the first, 500 after the second
+    assert larger.stop_reason is not None and "(500 of 450 tokens used)" in larger.stop_reason
+
+
+def test_an_output_already_complete_is_not_stopped_by_its_budget(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    budget_run(path, 10_000, resume=False)
+    result, sent = budget_run(path, 100, resume=True)
+    assert sent == 0 and result.stop_reason is None and result.already_completed == 5
