@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -241,14 +242,18 @@ async def run_batch(
     """
     base_url = check_config(config)
     store = TranscriptStore(config.output, resume=config.resume)
-    finished = False
     try:
         batch = _Batch(conversations, config, base_url, store, on_event, control, sleep, clock, rng)
         result = await batch.run()
-        finished = True
-        return result
-    finally:
-        store.close(finished=finished)
+    except BaseException:
+        store.close(finished=False)
+        raise
+    try:
+        store.close(finished=True)
+    except OutputError as exc:  # the final compaction: the run happened, say how it went
+        earlier = f"{result.output_error}; " if result.output_error else ""
+        return dataclasses.replace(result, output_error=earlier + str(exc))
+    return result
 
 
 class _Batch:

@@ -579,7 +579,8 @@ class TranscriptStore:
                 tmp.unlink()
             raise OutputError(
                 f"cannot compact {self.path}: {exc.strerror or exc}; it is still valid "
-                "(a conversation may appear twice: the last line for an id is the current one)"
+                "(a conversation may appear twice: the last line for an id is the current one); "
+                "run the same command again with --resume to compact it"
             ) from None
 
 
