@@ -67,7 +67,11 @@ def matching_turns(progress: Progress, conversation: Conversation) -> tuple[int,
             return i, "its record is not numbered as that turn"
         if pair[0] != {"role": "user", "content": conversation.turns[i].content}:
             return i, "its user message is not the turn's content"
-        if not (isinstance(pair[1], dict) and pair[1].get("role") == "assistant"):
+        if not (
+            isinstance(pair[1], dict)
+            and pair[1].get("role") == "assistant"
+            and "content" in pair[1]
+        ):
             return i, "its answer is not an assistant message"
         if not well_formed(turn):
             return i, "its record has fields of the wrong type"
