@@ -324,3 +324,38 @@ def test_hypothesis_mutations_through_every_reader(
 ) -> None:
     transcript, journal = mutated(random.Random(seed), reference)
     check_every_reader(Case(tmp_path, transcript, journal), reference)
+
+
+# -- lone surrogates: kept by the reader, for every writer to escape ------------------------
+
+SURROGATE_COMMANDS = {
+    "show": ["show", "--no-pager", "{t}"],
+    "export": ["export", "{t}"],
+    "export-file": ["export", "{t}", "-o", "{d}/t.md"],
+    "report": ["report", "{t}", "-o", "{d}/t.html"],
+    "diff": ["diff", "{t}", "{t}"],
+    "diff-json": pytest.param(
+        ["diff", "--json", "{t}", "{t}"],
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="renderer (review helper): diff --json prints json.dumps(ensure_ascii=False) "
+            "and a lone surrogate cannot be encoded: UnicodeEncodeError",
+        ),
+    ),
+    "merge": ["merge", "{d}/merged.jsonl", "{t}"],
+}
+
+
+@pytest.mark.parametrize("args", SURROGATE_COMMANDS.values(), ids=SURROGATE_COMMANDS.keys())
+def test_lone_surrogates_are_read_and_every_command_copes(
+    tmp_path: Path, reference: dict[str, dict[str, Any]], args: list[str]
+) -> None:
+    record = copy.deepcopy(reference["a"])
+    record["id"] = "a\ud800"
+    record["messages"][-1]["content"] = "answer \udfff"
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(lines([record]))  # json.dumps writes them as \\udXXX escapes
+    assert read_transcript(path)[0]["id"] == "a\ud800"
+    result = CliRunner().invoke(main, [a.format(t=path, d=tmp_path) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 0, result.output
