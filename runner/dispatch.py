@@ -73,6 +73,7 @@ class Dispatcher:
         max_hold: float = 120.0,
         timeout: float | None = None,
         on_hold: Callable[[float, str], None] | None = None,
+        spent_before: int = 0,
     ) -> None:
         self.respond = respond
         self.base_url = base_url
@@ -85,6 +86,8 @@ class Dispatcher:
         self.gate = EndpointGate(
             sleep=sleep, clock=clock, max_hold=max_hold, waits=self.waits, timeout=timeout
         )
+        self.spent_before = spent_before
+        """Tokens the output already used before this run (a resume): the budget counts them."""
         self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.on_hold = on_hold
@@ -102,18 +105,23 @@ class Dispatcher:
     async def wait_to_send(self, body: Mapping[str, Any], slot: Slot, *, continuing: bool) -> None:
         """Steps 1-3: wait out holds, the budget, pacing and the request limit."""
         await self.gate.before_send()
-        budget = self.budget_tokens
-        if budget is not None and sum(self.tokens) >= budget and not self.control.stopping:
-            self.control.stop(
-                f"the token budget is spent ({sum(self.tokens):,} of {budget:,} tokens used); "
-                "continue with --resume and a larger --budget-tokens"
-            )
+        self.check_budget()
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
         # Only --tpm books tokens ahead: skip the walk over the history otherwise.
         slot.estimate = estimate_request_tokens(body) if self.tpm else 0
         await self.pacer.wait_turn(slot.estimate)
         slot.epoch = await self.limiter.acquire(continuing=continuing)
+
+    def check_budget(self) -> None:
+        """Stop the run once the token budget is spent (this run's tokens and earlier ones)."""
+        budget = self.budget_tokens
+        spent = self.spent_before + sum(self.tokens)
+        if budget is not None and spent >= budget and not self.control.stopping:
+            self.control.stop(
+                f"the token budget is spent ({spent:,} of {budget:,} tokens used); "
+                "continue with --resume and a larger --budget-tokens"
+            )
 
     async def send(
         self,

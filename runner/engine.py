@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -131,7 +132,8 @@ class RunConfig:
     stream: bool = False
     """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None
-    """Stop sending once this run has used this many tokens (prompt + completion)."""
+    """Stop sending once the output has used this many tokens (prompt + completion),
+    counting what the runs it resumes used."""
     shard: Shard | None = None
     """Run only this shard's part of the batch (``--shard K/N``)."""
     rpm: float | None = None
@@ -241,14 +243,18 @@ async def run_batch(
     """
     base_url = check_config(config)
     store = TranscriptStore(config.output, resume=config.resume)
-    finished = False
     try:
         batch = _Batch(conversations, config, base_url, store, on_event, control, sleep, clock, rng)
         result = await batch.run()
-        finished = True
-        return result
-    finally:
-        store.close(finished=finished)
+    except BaseException:
+        store.close(finished=False)
+        raise
+    try:
+        store.close(finished=True)
+    except OutputError as exc:  # the final compaction: the run happened, say how it went
+        earlier = f"{result.output_error}; " if result.output_error else ""
+        return dataclasses.replace(result, output_error=earlier + str(exc))
+    return result
 
 
 class _Batch:
@@ -302,12 +308,13 @@ class _Batch:
         if self.config.resume:
             for conv in self.conversations:
                 plan = self.plan(conv)
-                self.store.check_unchanged(conv.id, plan.fingerprint(), conv.source)
+                self.store.check_resumable(conv, plan.fingerprint())
                 if self.store.is_completed(conv.id):
                     already += 1
                     status = self.store.status(conv.id) or "completed"
                     self.statuses[conv.id] = status
                     self.counts[status] += 1
+            self.store.check_same_batch()
         self.emit(
             RunStarted(
                 self.run_id,
@@ -364,11 +371,14 @@ class _Batch:
             max_hold=self.config.retry.max_retry_after,
             timeout=self.config.timeout,
             on_hold=lambda seconds, why: self.emit(SendsHeld(seconds, why)),
+            spent_before=self.store.tokens_used(),
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.
         self.judge = respond if judge_client is not None else self.dispatch.ask_judge
         self.control._on_stop = self._stop
+        if already < len(self.conversations):
+            self.dispatch.check_budget()  # spent by earlier runs: send nothing
         async with client, judge_client or contextlib.nullcontext():
             self.workers = [
                 asyncio.create_task(self._worker(pending))

@@ -64,6 +64,8 @@ class Progress:
         if isinstance(event, RunStarted):
             self.total = event.total - event.already_completed
             self._line(self._started_text(event))
+            for note in event.resume.discarded:
+                self._line(f"resume: {safe(note)}")
         elif isinstance(event, TurnCompleted):
             self.turns += 1
         elif isinstance(event, RetryScheduled):

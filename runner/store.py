@@ -20,7 +20,11 @@ Resuming reads both files. In the transcript the last line for an id wins;
 a torn last line (a crash mid-write) is cut off. A conversation recorded as
 completed is skipped; one recorded as failed or interrupted continues after
 its last completed turn; journal lines extend a conversation turn by turn
-(a line counts only if it is the next turn). A resumed conversation appends
+(a line counts only if it is the next turn of the same run). Before a
+conversation continues, its recorded turns are checked against its file
+(``resume.py``); what does not match is discarded, sent again, and reported.
+An output holding conversations that are not in the batch is refused: it is
+another batch's. A resumed conversation appends
 a new line that supersedes its old one, and when the run ends the transcript
 is compacted (written beside, fsynced, renamed over) so it holds each
 conversation exactly once.
@@ -33,19 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
+import stat
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
-from runner.jsonio import dumps_bytes
+from runner.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
+from runner.resume import Progress, keep_matching, tokens_of
 from runner.transcript import FINISHED, ConversationRecord, TurnRecord
+
+if TYPE_CHECKING:
+    from runner.spec import Conversation
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
     import fcntl
@@ -53,20 +60,8 @@ except ImportError:  # pragma: no cover - exercised only on Windows
     fcntl = None  # type: ignore[assignment]
 
 JOURNAL_SUFFIX = ".journal"
-
-
-@dataclass(slots=True)
-class Progress:
-    """Where a resumed conversation picks up."""
-
-    started_at: str
-    """When the conversation was first started."""
-    turns: list[TurnRecord] = field(default_factory=list)
-    """Its completed turns, in order."""
-    exchanges: list[dict[str, Any]] = field(default_factory=list)
-    """The user and assistant messages of those turns, after the prefix."""
-    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
-    """Attempts already spent on the next turn before it failed."""
+MAX_NOTES = 20
+"""Discarded lines and turns reported one by one; the rest are counted."""
 
 
 @dataclass(slots=True)
@@ -75,6 +70,9 @@ class _Known:
     fingerprint: str
     source: str
     progress: Progress | None
+    tokens: int = 0
+    """Tokens a finished conversation's turns used."""
+    shard: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +85,8 @@ class ResumeReport:
     """Conversations cut short that will continue from their last completed turn."""
     torn_bytes: int
     """Bytes of an incomplete last line that were cut off the transcript."""
+    discarded: tuple[str, ...] = ()
+    """Recorded lines and turns not trusted, each saying why (sent again)."""
 
 
 class _AppendFile:
@@ -211,6 +211,13 @@ class TranscriptStore:
         self._known: dict[str, _Known] = {}
         self._superseded = False
         self._journal: _AppendFile | None = None
+        self._journal_end = 0
+        """Where the journal's last whole line ends (as read when resuming)."""
+        self._notes: list[str] = []
+        self._more_notes = 0
+        self._other_runs: dict[str, int] = {}
+        self._seen: set[str] = set()
+        self._changed: OutputError | None = None
         self.resume_report = ResumeReport(0, 0, 0)
         exists = path.exists()
         if exists and not resume:
@@ -242,11 +249,16 @@ class TranscriptStore:
                     f"cannot open {path}: cannot create its folder ({exc.strerror or exc})"
                 ) from None
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags | os.O_NONBLOCK, 0o644)  # a FIFO must not block the open
         except FileExistsError:
             raise OutputError(f"{path} already exists; pass --resume to continue it") from None
         except OSError as exc:
             raise OutputError(f"cannot open {path}: {exc.strerror or exc}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise OutputError(f"cannot use {path} as the output: {not_regular(mode)}")
+        os.set_blocking(fd, True)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -266,8 +278,7 @@ class TranscriptStore:
         if torn:
             os.ftruncate(self._main.fd, good_end)
             os.fsync(self._main.fd)
-        for entry in _read_lines(self.journal_path, tolerate_torn=True):
-            self._apply_journal(entry)
+        self._load_journal()
         for known in self._known.values():
             completed += known.status in FINISHED
         self.resume_report = ResumeReport(
@@ -276,50 +287,88 @@ class TranscriptStore:
 
     def _scan_transcript(self) -> tuple[int, int]:
         """Index the transcript; return (end of the last whole line, torn bytes)."""
-        with open(self.path, "rb") as fh:
-            data_end = os.fstat(fh.fileno()).st_size
-            offset = 0
-            number = 0
-            for raw in fh:
-                number += 1
-                line_end = offset + len(raw)
-                whole = raw.endswith(b"\n")
-                try:
-                    data = json.loads(raw)
-                    if not isinstance(data, dict) or "id" not in data or "status" not in data:
-                        raise ValueError("not a transcript record")
-                    record = ConversationRecord.from_dict(data)
-                except (ValueError, KeyError, TypeError, OverflowError):
-                    if line_end == data_end:
-                        return offset, data_end - offset
-                    raise OutputError(
-                        f"{self.path}:{number}: not a valid transcript line; "
-                        "the file was changed by something other than mtrun "
-                        "(fix or remove the line)"
-                    ) from None
-                self.run_id = self.run_id or record.run_id
-                if record.id in self._known:
-                    self._superseded = True
-                self._known[record.id] = _Known(
-                    record.status, record.fingerprint, record.source, _progress_of(record)
+        offset = 0
+        for line in json_lines(self.path):
+            problem = line.problem
+            record = None
+            if problem is None:
+                record, problem = _record_of(line.value)
+            if record is None:
+                if line.last and not line.too_long:
+                    return line.offset, len(line.raw)
+                raise OutputError(
+                    f"{self.path}:{line.number}: not a valid transcript line ({problem}); "
+                    "the file was changed by something other than mtrun "
+                    "(fix or remove the line)"
                 )
-                offset = line_end
-                if not whole:
-                    # A whole record that only lacks its newline: keep it, end the line.
-                    os.lseek(self._main.fd, 0, os.SEEK_END)
-                    os.write(self._main.fd, b"\n")
-                    break
+            self.run_id = self.run_id or record.run_id
+            if record.id in self._known:
+                self._superseded = True
+            self._known[record.id] = _Known(
+                record.status,
+                record.fingerprint,
+                record.source,
+                _progress_of(record, f"{self.path.name} line {line.number}"),
+                tokens_of(record.turns) if record.status in FINISHED else 0,
+                record.shard,
+            )
+            offset = line.end
+            if not line.whole:
+                # A whole record that only lacks its newline: keep it, end the line.
+                os.lseek(self._main.fd, 0, os.SEEK_END)
+                os.write(self._main.fd, b"\n")
+                offset += 1
         return offset, 0
 
-    def _apply_journal(self, entry: dict[str, Any]) -> None:
+    def _load_journal(self) -> None:
+        """Extend conversations with the journal's turns; note where its last whole line ends."""
+        for line in json_lines(self.journal_path, missing_ok=True):
+            if line.too_long:
+                raise OutputError(
+                    f"{self.journal_path}:{line.number}: not a valid journal line "
+                    f"({line.problem}); remove the journal to resume without it "
+                    "(the turns it holds are sent again)"
+                )
+            if line.problem is None and isinstance(line.value, dict):
+                self._apply_journal(line.value, line.number)
+            elif not line.last:  # a torn last line is a crash's: cut without a word
+                problem = line.problem or "not a journal entry"
+                self._note(f"journal line {line.number} is corrupt ({problem})")
+            if line.whole:
+                self._journal_end = line.end
+        for run_id, count in self._other_runs.items():
+            self._note(
+                f"discarded {count} journal line{'s' * (count > 1)} of another run "
+                f"({run_id!r}; this output is run {self.run_id!r})"
+            )
+
+    def _note(self, text: str) -> None:
+        """Remember something discarded, to report when the run starts."""
+        if len(self._notes) < MAX_NOTES:
+            self._notes.append(text)
+        else:
+            self._more_notes += 1
+
+    def _apply_journal(self, entry: dict[str, Any], number: int) -> None:
         try:
             conv_id = str(entry["id"])
             turn = TurnRecord.from_dict(entry["turn"])
             exchange = list(entry["exchange"])
             fingerprint = str(entry["fingerprint"])
+            run_id = str(entry["run_id"])
         except (KeyError, TypeError, ValueError, OverflowError):
+            self._note(f"journal line {number} is not a journal entry (a field is missing or odd)")
             return
-        self.run_id = self.run_id or entry.get("run_id")
+        self.run_id = self.run_id or run_id
+        if run_id != self.run_id:
+            self._other_runs[run_id] = self._other_runs.get(run_id, 0) + 1
+            return
+        if len(exchange) != 2 or not all(isinstance(m, dict) for m in exchange):
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}): its exchange "
+                "is not a user message and an answer"
+            )
+            return
         known = self._known.get(conv_id)
         if known is None:
             known = _Known(
@@ -330,24 +379,102 @@ class TranscriptStore:
             )
             self._known[conv_id] = known
         progress = known.progress
-        if progress is None or known.fingerprint != fingerprint:
+        if progress is None or turn.index < len(progress.turns):
+            return  # finished since, or a turn already known: a crash at the right moment
+        if known.fingerprint != fingerprint:
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}) is for another "
+                "version of the conversation than the transcript's"
+            )
             return
-        if turn.index == len(progress.turns):
-            progress.turns.append(turn)
-            progress.exchanges.extend(exchange)
-            progress.failed_attempts = []
+        if turn.index > len(progress.turns):
+            self._note(
+                f"journal line {number} ({conv_id!r} turn {turn.index + 1}) does not follow "
+                f"its {len(progress.turns)} recorded turns"
+            )
+            return
+        progress.turns.append(turn)
+        progress.exchanges.extend(exchange)
+        progress.origins.append(f"{self.journal_path.name} line {number}")
+        progress.failed_attempts = []
+        progress.failed_index = None
 
     # -- what the engine asks -------------------------------------------------------
 
-    def check_unchanged(self, conv_id: str, fingerprint: str, source: str) -> None:
-        """Refuse to resume a conversation whose requests would now differ."""
-        known = self._known.get(conv_id)
-        if known is not None and known.fingerprint != fingerprint:
-            raise OutputError(
-                f"{source}: conversation {conv_id!r} has changed since {self.path} recorded it "
-                "(its turns, system prompt, messages, model or params differ); "
-                "resume only with the same files and options, or write to a new output with -o"
+    def check_resumable(self, conversation: Conversation, fingerprint: str) -> None:
+        """Note a conversation of the batch; keep only its recorded turns that continue it.
+
+        A conversation whose requests would now differ is refused by
+        :meth:`check_same_batch`, after the whole batch was seen.
+        """
+        self._seen.add(conversation.id)
+        known = self._known.get(conversation.id)
+        if known is None:
+            return
+        if known.fingerprint != fingerprint:
+            if self._changed is None:
+                self._changed = self._changed_error(conversation, known)
+            return
+        if known.progress is not None and known.status not in FINISHED:
+            note = keep_matching(known.progress, conversation)
+            if note is not None:
+                self._note(note)
+
+    def _changed_error(self, conversation: Conversation, known: _Known) -> OutputError:
+        if known.source != conversation.source:
+            return OutputError(
+                f"{self.path} is the output of another batch: it holds conversation "
+                f"{conversation.id!r} from {known.source}, this batch has another one of that "
+                f"id from {conversation.source}; resume only with the same files and options, "
+                "or write to a new output with -o"
             )
+        return OutputError(
+            f"{conversation.source}: conversation {conversation.id!r} has changed since "
+            f"{self.path} recorded it (its turns, system prompt, messages, model or params "
+            "differ); resume only with the same files and options, or write to a new output "
+            "with -o"
+        )
+
+    def check_same_batch(self) -> None:
+        """Refuse an output of another batch; report what resuming discarded.
+
+        Call after :meth:`check_resumable` for every conversation of the batch.
+        """
+        foreign = [cid for cid in self._known if cid not in self._seen]
+        self._seen = set()
+        if foreign:
+            known = self._known[foreign[0]]
+            shard = known.shard
+            where = f"from {known.source or 'an unnamed file'}"
+            if isinstance(shard, dict):
+                where += f", shard {shard.get('index')}/{shard.get('count')}"
+            raise OutputError(
+                f"{self.path} holds {len(foreign)} conversation{'s' * (len(foreign) > 1)} "
+                f"that {'are' if len(foreign) > 1 else 'is'} not in this batch "
+                f"(e.g. {foreign[0]!r} {where}): it is the output of another batch or other "
+                "options (files, --model, --repeat, --shard); resume it with the same ones, "
+                "or write to a new output with -o"
+            )
+        if self._changed is not None:
+            raise self._changed
+        notes = list(self._notes)
+        if self._more_notes:
+            notes.append(f"... and {self._more_notes} more discarded")
+        self.resume_report = replace(self.resume_report, discarded=tuple(notes))
+
+    def tokens_used(self) -> int:
+        """Prompt and completion tokens the output's conversations already used.
+
+        So ``--budget-tokens`` holds for the output across resumes; counts the
+        turns kept by :meth:`check_resumable`.
+        """
+        total = 0
+        for known in self._known.values():
+            if known.status in FINISHED or known.progress is None:
+                total += known.tokens
+            else:
+                total += tokens_of(known.progress.turns)
+        return total
 
     def status(self, conv_id: str) -> str | None:
         """The status the output holds for a conversation, if any."""
@@ -390,14 +517,9 @@ class TranscriptStore:
             fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise _write_error(self.journal_path, exc) from None
-        size = os.fstat(fd).st_size
-        if size:
+        if os.fstat(fd).st_size != self._journal_end:
             # Cut a torn last line so that new lines start on a line of their own.
-            with open(self.journal_path, "rb") as fh:
-                data = fh.read()
-            keep = data.rfind(b"\n") + 1
-            if keep != size:
-                os.ftruncate(fd, keep)
+            os.ftruncate(fd, self._journal_end)
         return fd
 
     async def record_conversation(self, record: ConversationRecord) -> None:
@@ -435,15 +557,19 @@ class TranscriptStore:
     def _compact(self) -> None:
         """Rewrite the transcript keeping only the last line of each conversation."""
         last: dict[str, int] = {}
-        for number, data in enumerate(_read_lines(self.path, tolerate_torn=False)):
-            last[str(data["id"])] = number
-        keep = set(last.values())
+        odd: set[int] = set()  # not written by mtrun (nor read by it): kept as they are
+        for line in json_lines(self.path):
+            if line.problem is None and isinstance(line.value, dict) and "id" in line.value:
+                last[str(line.value["id"])] = line.number
+            else:
+                odd.add(line.number)
+        keep = set(last.values()) | odd
         tmp = self.path.with_name(self.path.name + ".compacting")
         try:
-            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
-                for number, raw in enumerate(src):
-                    if number in keep:
-                        dst.write(raw)
+            with open(tmp, "wb") as dst:
+                for line in json_lines(self.path):
+                    if line.number in keep:
+                        dst.write(line.raw)
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, self.path)
@@ -453,44 +579,29 @@ class TranscriptStore:
                 tmp.unlink()
             raise OutputError(
                 f"cannot compact {self.path}: {exc.strerror or exc}; it is still valid "
-                "(a conversation may appear twice: the last line for an id is the current one)"
+                "(a conversation may appear twice: the last line for an id is the current one); "
+                "run the same command again with --resume to compact it"
             ) from None
 
 
-def _progress_of(record: ConversationRecord) -> Progress | None:
-    """Where a transcript record of a cut-short conversation continues."""
+def _progress_of(record: ConversationRecord, where: str) -> Progress | None:
+    """Where a transcript record of a cut-short conversation continues (unchecked)."""
     if record.status in FINISHED:
         return None
     done = [t for t in record.turns if t.completed]
-    exchanges: list[dict[str, Any]] = []
-    if done:
-        first = done[0].message_index
-        exchanges = record.messages[first : first + 2 * len(done)]
     failed = [t for t in record.turns if not t.completed]
+    first = (done or failed)[0].message_index if record.turns else None
+    prefix = None if first is None else record.messages[: max(first, 0)]
+    start = max(first or 0, 0)
     return Progress(
         started_at=record.started_at,
         turns=done,
-        exchanges=exchanges,
+        exchanges=record.messages[start : start + 2 * len(done)],
         failed_attempts=list(failed[0].attempts) if failed else [],
+        prefix=prefix,
+        origins=[where] * len(done),
+        failed_index=failed[0].index if failed else None,
     )
-
-
-def _read_lines(path: Path, *, tolerate_torn: bool) -> Iterator[dict[str, Any]]:
-    """JSON objects from a JSON Lines file, skipping a torn last line when tolerated."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with fh:
-        for raw in fh:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                if tolerate_torn:
-                    continue
-                raise
-            if isinstance(data, dict):
-                yield data
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -521,24 +632,33 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
     """The current record of each conversation in a transcript (last line per id wins).
 
     Tolerates a torn last line, as left by a crash; other broken lines raise
-    :class:`OutputError` naming the line.
+    :class:`OutputError` naming the line, as does a path that is not a
+    regular file (see :func:`runner.jsonio.json_lines`).
     """
     records: dict[str, dict[str, Any]] = {}
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        lines = fh.readlines()
-    for number, raw in enumerate(lines, start=1):
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or "id" not in data:
-                raise ValueError
-        except ValueError:
-            if number == len(lines):
+    for line in json_lines(path):
+        problem = line.problem or _not_a_record(line)
+        if problem is not None:
+            if line.last and not line.too_long:
                 break
-            raise OutputError(f"{path}:{number}: not a valid transcript line") from None
-        records.pop(str(data["id"]), None)
-        records[str(data["id"])] = data
+            raise OutputError(f"{path}:{line.number}: not a valid transcript line ({problem})")
+        conv_id = str(line.value["id"])
+        records.pop(conv_id, None)
+        records[conv_id] = line.value
     return list(records.values())
+
+
+def _not_a_record(line: JsonLine) -> str | None:
+    if not isinstance(line.value, dict) or "id" not in line.value:
+        return "not a transcript record"
+    return None
+
+
+def _record_of(value: Any) -> tuple[ConversationRecord | None, str | None]:
+    """A transcript line's record, or None and why it is not one."""
+    if not isinstance(value, dict) or "id" not in value or "status" not in value:
+        return None, "not a transcript record"
+    try:
+        return ConversationRecord.from_dict(value), None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None, "a field has the wrong type"

@@ -64,3 +64,43 @@ def test_an_output_that_cannot_be_created_is_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("mtrun: error: cannot open ")
     assert "Traceback" not in result.output
+
+
+def test_a_full_disk_at_the_final_compaction_is_exit_3_with_the_summary(tmp_path: Path) -> None:
+    batch = write_batch(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    first = CliRunner().invoke(main, ["--mock", "-q", "-o", str(out), str(batch)])
+    assert first.exit_code == 0, first.stderr
+    lines = out.read_bytes().splitlines(keepends=True)
+    superseded = json.loads(lines[0]) | {"status": "interrupted"}
+    out.write_bytes(json.dumps(superseded).encode() + b"\n" + b"".join(lines))
+    before = out.read_bytes()
+    # Files of at most 1 kB: the compacted copy cannot be written (nothing else is).
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000, 1_000))
+        from runner.cli import main
+        sys.argv = ["mtrun", "--mock", "--resume", "-o", "out.jsonl", {str(batch)!r}]
+        main()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.splitlines()
+    assert "10 conversations: 10 completed (10 before this run), 0 failed" in err
+    assert err[-1] == (
+        "mtrun: error: cannot compact out.jsonl: File too large; it is still valid (a "
+        "conversation may appear twice: the last line for an id is the current one); "
+        "run the same command again with --resume to compact it"
+    )
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "compacting" in p.name] == []
+
+    again = CliRunner().invoke(main, ["--mock", "--resume", "-q", "-o", str(out), str(batch)])
+    assert again.exit_code == 0, again.stderr
+    assert out.read_bytes() == b"".join(lines)

@@ -344,6 +344,8 @@ CHANGED = st.dictionaries(
 @given(changes=CHANGED, garbage=st.binary(max_size=40))
 @example(changes={"turns": [{"index": math.inf, "message_index": 0}]}, garbage=b"")
 @example(changes={"turns": [{"index": 1e300, "message_index": 1e400}]}, garbage=b"")
+@example(changes={}, garbage=b"[" * 100_000)  # RecursionError in json.loads: a corrupt line
+@example(changes={"params": [[[[[[[]]]]]]] * 2}, garbage=b'{"id": "\xc3\x28"}')
 def test_any_middle_line_is_read_or_named_nothing_else_escapes(
     tmp_path: Path, changes: dict[str, Any], garbage: bytes
 ) -> None:

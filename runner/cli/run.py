@@ -252,7 +252,8 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     "--budget-tokens",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Stop sending once the run has used N tokens; the output stays resumable.",
+    help="Stop sending once the output has used N tokens, counting earlier runs it resumes; "
+    "the output stays resumable.",
 )
 @click.option(
     "--shard",

@@ -1,0 +1,129 @@
+"""What ``--resume`` may trust: recorded turns checked against the conversation they continue.
+
+An output's unfinished conversations come back from two places: the
+transcript line of a conversation cut short (failed, interrupted), and the
+journal's lines, one per completed turn. Both are files a crash, a hand edit
+or another run may have left in any state, and a recorded turn that is
+taken as done is never sent again. So before a conversation continues, each
+recorded turn must be the turn the conversation file scripts at that place:
+
+- the history before the first turn is the file's system prompt and messages;
+- turn ``i`` is numbered ``i`` and points at message ``len(prefix) + 2 * i``;
+- its user message is exactly the scripted turn's content, and its answer an
+  assistant message;
+- its record has the shapes the engine relies on (attempts and checks are
+  lists of objects, usage an object).
+
+The conversation continues after the last turn that passes; the turns after
+it are discarded and sent again, and the store says so in its
+:class:`~runner.store.ResumeReport`. Attempts spent on a failed next turn
+are kept only when nothing was discarded before them.
+
+Which output may be resumed at all is decided by the store: an output that
+holds conversations this batch does not have is another batch's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.transcript import TurnRecord
+
+if TYPE_CHECKING:
+    from runner.spec import Conversation
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where a resumed conversation picks up."""
+
+    started_at: str
+    """When the conversation was first started."""
+    turns: list[TurnRecord] = field(default_factory=list)
+    """Its completed turns, in order."""
+    exchanges: list[Any] = field(default_factory=list)
+    """The user and assistant messages of those turns, after the prefix."""
+    failed_attempts: list[Any] = field(default_factory=list)
+    """Attempts already spent on the next turn before it failed."""
+    prefix: list[Any] | None = None
+    """The history before the first turn, as a transcript line holds it (None: not recorded)."""
+    origins: list[str] = field(default_factory=list)
+    """Where each of ``turns`` was read (for saying what was discarded)."""
+    failed_index: int | None = None
+    """The turn ``failed_attempts`` were spent on."""
+
+
+def matching_turns(progress: Progress, conversation: Conversation) -> tuple[int, str | None]:
+    """How many recorded turns continue ``conversation``, and why the next one does not."""
+    prefix = conversation.prefix()
+    if progress.prefix is not None and progress.prefix != prefix:
+        return 0, "the history before its first turn is not the file's system prompt and messages"
+    for i, turn in enumerate(progress.turns):
+        if i >= len(conversation.turns):
+            return i, "the file has fewer turns"
+        pair = progress.exchanges[2 * i : 2 * i + 2]
+        if turn.index != i or turn.message_index != len(prefix) + 2 * i or len(pair) != 2:
+            return i, "its record is not numbered as that turn"
+        if pair[0] != {"role": "user", "content": conversation.turns[i].content}:
+            return i, "its user message is not the turn's content"
+        if not (
+            isinstance(pair[1], dict)
+            and pair[1].get("role") == "assistant"
+            and "content" in pair[1]
+        ):
+            return i, "its answer is not an assistant message"
+        if not well_formed(turn):
+            return i, "its record has fields of the wrong type"
+    return len(progress.turns), None
+
+
+def keep_matching(progress: Progress, conversation: Conversation) -> str | None:
+    """Cut ``progress`` to the turns that continue ``conversation``; say what was discarded."""
+    kept, reason = matching_turns(progress, conversation)
+    attempts_fit = progress.failed_index == kept and all(
+        isinstance(a, dict) for a in progress.failed_attempts
+    )
+    if not attempts_fit:
+        progress.failed_attempts = []
+    if reason is None:
+        return None
+    dropped = len(progress.turns) - kept
+    where = progress.origins[kept] if kept < len(progress.origins) else "the transcript"
+    progress.turns = progress.turns[:kept]
+    progress.exchanges = progress.exchanges[: 2 * kept]
+    progress.origins = progress.origins[:kept]
+    progress.failed_attempts = []
+    then = f"continuing after turn {kept}" if kept else "starting it afresh"
+    if not dropped:  # only the prefix was wrong, with no turn recorded
+        return f"{conversation.id!r}: {where} does not continue it: {reason}; {then}"
+    return (
+        f"{conversation.id!r}: discarded {dropped} recorded turn{'s' * (dropped > 1)} "
+        f"from turn {kept + 1} ({where}): {reason}; {then}"
+    )
+
+
+def well_formed(turn: TurnRecord) -> bool:
+    """Whether a recorded turn has the shapes the engine reads back."""
+
+    def objects(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+    return (
+        objects(turn.attempts)
+        and (turn.checks is None or objects(turn.checks))
+        and (turn.usage is None or isinstance(turn.usage, dict))
+        and turn.error is None
+    )
+
+
+def tokens_of(turns: list[TurnRecord]) -> int:
+    """Prompt plus completion tokens the turns' usage says they used."""
+    total = 0
+    for turn in turns:
+        usage = turn.usage if isinstance(turn.usage, dict) else {}
+        for key in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                total += value
+    return total
