@@ -319,3 +319,87 @@ def test_a_yaml_date_in_param_is_sent_as_written(workdir: Path) -> None:
         "mtrun: error: --param temperature: .nan is not representable in JSON; "
         "use a finite number\n"
     )
+
+
+KEY = "sk-internal-error-key-1234"
+INTERNAL = (
+    "mtrun: internal error: RuntimeError: boom near [redacted]; "
+    "this is a bug in mtrun, please report it with the traceback in "
+)
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(f"boom near {KEY}")
+
+
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [
+        ("runner.loader.load_conversations", ["--mock", "c.yaml"]),
+        ("runner.loader.load_conversations", ["run", "--mock", "c.yaml"]),
+        ("runner.loader.load_conversations", ["validate", "c.yaml"]),
+        ("runner.store.read_transcript", ["show", "t.jsonl"]),
+        ("runner.store.read_transcript", ["export", "t.jsonl"]),
+        ("runner.store.read_transcript", ["report", "t.jsonl"]),
+        ("runner.store.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
+        ("runner.shard.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
+    ],
+)
+def test_an_internal_error_exits_4_with_one_line_and_the_traceback_in_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(target, _boom)
+    (tmp_path / "c.yaml").write_text("turns: [hi]\n")
+    (tmp_path / "t.jsonl").write_text("")
+    result = CliRunner().invoke(main, args, env={"MTRUN_API_KEY": KEY, "MTRUN_DEBUG": None})
+    assert result.exit_code == 4, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(INTERNAL)
+    (crash,) = tmp_path.glob("mtrun-crash-*.txt")
+    assert line == INTERNAL + str(crash)
+    trace = crash.read_text()
+    assert "Traceback (most recent call last)" in trace
+    assert "RuntimeError: boom near [redacted]" in trace
+    assert KEY not in trace
+
+
+def test_mtrun_debug_prints_the_traceback_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("runner.loader.load_conversations", _boom)
+    env = {"MTRUN_DEBUG": "1", "MY_VAR": KEY}
+    result = CliRunner().invoke(main, ["--api-key-env", "MY_VAR", "c.yaml"], env=env)
+    assert result.exit_code == 4
+    assert result.stderr.startswith("Traceback (most recent call last)")
+    assert result.stderr.splitlines()[-1].startswith(INTERNAL)
+    assert KEY not in result.stderr
+
+
+def test_an_internal_error_exits_4_from_the_installed_command(tmp_path: Path) -> None:
+    code = (
+        "import sys, runner.loader as loader\n"
+        "def boom(*a, **k): raise RuntimeError('boom near ' + 'x')\n"
+        "loader.load_conversations = boom\n"
+        "from runner.cli import main\n"
+        "sys.argv = ['mtrun', 'validate', 'c.yaml']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("MTRUN_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.startswith("mtrun: internal error: RuntimeError: boom near x; ")
+    assert "Traceback" not in proc.stderr
+    assert len(list(tmp_path.glob("mtrun-crash-*.txt"))) == 1
