@@ -20,6 +20,7 @@ from runner.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     fail,
     main,
 )
@@ -457,18 +458,32 @@ def _write_reports(
         write_json_atomic(summary_json, {**result.as_dict(), "exit_code": code})
 
 
-@main.command("validate")
+MAX_REPORTED_ERRORS = 50
+"""Most errors ``mtrun validate`` prints; it says how many more there were."""
+
+
+@main.command(
+    "validate",
+    help="Check conversation FILES without sending anything (exit 0 if valid, 2 if not).\n\n"
+    "Every file is checked: each one with a problem gets a line naming its first problem "
+    f"(at most {MAX_REPORTED_ERRORS} lines, then how many more).",
+)
 @click.argument("files", nargs=-1, required=True)
 def validate_command(files: tuple[str, ...]) -> None:
-    """Check conversation FILES without sending anything (exit 0 if valid, 2 if not)."""
-    from runner.loader import load_conversations
+    """Check conversation files, reporting every bad one (see the help above)."""
+    from runner.loader import check_files
 
     try:
-        conversations = load_conversations(files)
-    except RunnerError as exc:
-        fail(exc)
+        checked = check_files(files)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    sources = {c.source for c in conversations}
+    for error in checked.errors[:MAX_REPORTED_ERRORS]:
+        click.echo(f"mtrun: error: {error}", err=True)
+    more = len(checked.errors) - MAX_REPORTED_ERRORS
+    if more > 0:
+        click.echo(f"mtrun: error: ... and {more} more ({len(checked.errors)} in all)", err=True)
+    if checked.errors:
+        sys.exit(EXIT_USAGE)
+    conversations = checked.conversations
     turns = sum(len(c.turns) for c in conversations)
-    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")
+    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {checked.files} files")
