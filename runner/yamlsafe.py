@@ -12,7 +12,9 @@ can construct anything but plain data.
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,10 +66,20 @@ def os_reason(exc: OSError) -> str:
 def _read_text(path: Path, display: str) -> str:
     """The file's text, refusing huge files and bytes that are not UTF-8."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
+        # Non-blocking, so a FIFO opens at once and is refused below instead of waiting forever.
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
+    with os.fdopen(handle, "rb") as stream:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            kind = "a folder" if stat.S_ISDIR(mode) else kind
+            raise InputError(f"not a regular file ({kind}); give a .yaml file", path=display)
+        try:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
     if len(data) > MAX_FILE_BYTES:
         raise InputError(f"file too large (over {MAX_FILE_BYTES // 2**20} MB)", path=display)
     data = data.removeprefix(codecs.BOM_UTF8)
