@@ -70,12 +70,14 @@ def _read_text(path: Path, display: str) -> str:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        if stat.S_ISDIR(mode):
+            raise InputError("cannot read file: is a directory", path=display)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InputError(f"not a regular file ({kind}); give a .yaml file", path=display)
     with os.fdopen(handle, "rb") as stream:
-        mode = os.fstat(handle).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            kind = "a folder" if stat.S_ISDIR(mode) else kind
-            raise InputError(f"not a regular file ({kind}); give a .yaml file", path=display)
         try:
             data = stream.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
