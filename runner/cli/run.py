@@ -306,6 +306,7 @@ def run_command(
 
     if resume and output is None:
         fail(ConfigError("--resume needs -o PATH: the output to continue"))
+    models = _unique_models(models, quiet=quiet)
     try:
         overrides = _parse_params(params)
         conversations = load_conversations(files)
@@ -410,6 +411,16 @@ def run_command(
     sys.exit(code)
 
 
+def _unique_models(models: tuple[str, ...], *, quiet: bool) -> tuple[str, ...]:
+    """``--model`` values, each once: a model named twice runs once, with a note."""
+    unique = tuple(dict.fromkeys(models))
+    if len(unique) < len(models) and not quiet:
+        twice = sorted({m for m in models if models.count(m) > 1})
+        named = ", ".join(twice)
+        click.echo(f"mtrun: note: --model {named} given more than once; each runs once", err=True)
+    return unique
+
+
 def _print_plan(
     conversations: Sequence[Conversation],
     models: Sequence[str],
@@ -419,13 +430,13 @@ def _print_plan(
     """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
     from runner.plan import estimate_cost, plan_lines
     from runner.spec import plan_request
+    from runner.variants import Variants
 
     env_model = os.environ.get("MTRUN_MODEL") or None
+    override = models[0] if len(models) == 1 else None
     plans = [
-        plan_request(c, model_override=model, env_model=env_model, param_overrides=params)
-        for c in conversations
-        for model in models or (None,)
-        for _ in range(repeat)
+        plan_request(c, model_override=override, env_model=env_model, param_overrides=params)
+        for c in Variants(conversations, models, repeat)
     ]
     for line in plan_lines(estimate_cost(plans)):
         click.echo(line)
