@@ -184,6 +184,8 @@ def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) 
         if problem == "second occurrence" and exc.context and exc.context_mark:  # anchor reused
             problem = f"{exc.context.split(';')[0]} (first at line {exc.context_mark.line + 1})"
         message = f"YAML syntax error: {' '.join(problem.split())}"
+        if problem.startswith("found unknown escape character '{'"):
+            message += "; inside double quotes write \\\\{{ for a literal {{, or use single quotes"
         if mark is None:
             raise InputError(message, path=display) from None
         raise error_at(display, mark, message) from None
