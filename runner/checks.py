@@ -540,6 +540,8 @@ def _json_schema(arg: Schema, text: str, _: Observation) -> _Outcome:
         error = best_match(arg.validator.iter_errors(value))
     except Unresolvable as exc:
         return _Outcome(f"the schema has a $ref that cannot be resolved: {excerpt(str(exc), 120)}")
+    except RecursionError:  # a recursive schema and an answer nested deeper than Python goes
+        return _Outcome("the answer's JSON is nested too deeply to check against the schema")
     if error is None:
         return _Outcome()
     return _Outcome(

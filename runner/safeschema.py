@@ -54,12 +54,13 @@ _SINGLE = (
     "items",
     "extends",
 )
-_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items", "extends")
+_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items", "extends", "type", "disallow")
 _MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _IN_PLACE = frozenset(
-    "allOf anyOf oneOf not if then else dependentSchemas dependencies extends".split()
+    "allOf anyOf oneOf not if then else dependentSchemas dependencies extends type disallow".split()
 )
-"""Keywords whose subschemas apply to the same value, not to a part of it."""
+"""Keywords whose subschemas apply to the same value, not to a part of it (draft 3's
+``type`` and ``disallow`` lists may hold schemas)."""
 _REFUSED = {
     "$dynamicRef": "dynamic references are not supported; use '$ref' to '#/$defs/...'",
     "$recursiveRef": "recursive references are not supported; use '$ref' to '#/$defs/...'",
@@ -304,7 +305,11 @@ def _in_place_children(root: Any, node: Any, path: Path) -> Iterator[tuple[Path,
         if key == "$ref" and isinstance(value, str):
             yield _target(root, value, (*path, key)), (*path, key)
         elif key in _IN_PLACE and isinstance(value, list):
-            yield from (((*path, key, i), (*path, key, i)) for i in range(len(value)))
+            yield from (
+                ((*path, key, i), (*path, key, i))
+                for i, sub in enumerate(value)
+                if isinstance(sub, (Mapping, bool))
+            )
         elif key in _IN_PLACE and isinstance(value, Mapping) and key in _PER_NAME:
             yield from (
                 ((*path, key, name), (*path, key, name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -426,19 +426,49 @@ def test_json_schema_refs_resolve_inside_the_schema() -> None:
     )
 
 
-def test_a_check_that_raises_fails_with_its_error_and_keeps_the_answer() -> None:
-    from jsonschema.validators import Draft202012Validator
+class Broken:
+    """A validator with a bug: it raises whatever it is asked."""
 
+    def iter_errors(self, instance: Any) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+
+def broken_check() -> Check:
+    """A json_schema check whose validator raises, built by hand past the loader."""
     from runner.checks import Schema
 
-    # Built by hand, past the loader's refusal: validating it never ends.
-    loop = Schema({"$ref": "#"}, Draft202012Validator({"$ref": "#"}))
-    result = evaluate(Check("json_schema", loop, "turn"), Observation('{"a": 1}', "stop", 1.0, 1))
+    return Check("json_schema", Schema({}, cast(Any, Broken())), "turn")
+
+
+def test_a_check_that_raises_fails_with_its_error_and_keeps_the_answer() -> None:
+    result = evaluate(broken_check(), Observation('{"a": 1}', "stop", 1.0, 1))
     assert not result.passed
-    assert result.message.startswith("the check could not run (RecursionError: maximum recursion")
-    assert result.message.endswith("); this is a bug in mtrun, please report it")
+    assert result.message == (
+        "the check could not run (ZeroDivisionError: division by zero); "
+        "this is a bug in mtrun, please report it"
+    )
     assert result.seen == '{"a": 1}'
-    assert result.details is not None and result.details["error"].startswith("RecursionError")
+    assert result.details == {"error": "ZeroDivisionError: division by zero"}
+
+
+def test_draft3_schemas_in_type_cannot_loop() -> None:
+    draft3 = {
+        "$schema": "http://json-schema.org/draft-03/schema#",
+        "type": ["string", {"$ref": "#"}],
+    }
+    assert spec_error({"json_schema": draft3}) == (
+        "turns[2].expect.json_schema.type[1].$ref",
+        LOOPS,
+    )
+
+
+def test_an_answer_nested_deeper_than_a_recursive_schema_can_check() -> None:
+    schema = {"type": "array", "items": {"$ref": "#"}}
+    deep = "[" * 900 + "]" * 900
+    assert failure(run({"json_schema": schema}, deep)) == (
+        "the answer's JSON is nested too deeply to check against the schema"
+    )
+    assert passes(run({"json_schema": schema}, "[[[]], []]"))
 
 
 def test_json_nested_too_deeply_is_not_json() -> None:

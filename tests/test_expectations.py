@@ -250,18 +250,16 @@ def test_a_check_that_raises_never_loses_the_answer(tmp_path: Path) -> None:
     """A check that raises is that check's failure: the answer is kept, resume works."""
     import asyncio
 
-    from jsonschema.validators import Draft202012Validator
+    from test_checks import broken_check
 
-    from runner.checks import Check, Schema
     from runner.engine import RunConfig, run_batch
     from runner.spec import Conversation, Turn
 
-    # Built by hand, past the loader's refusal: validating it never ends.
-    loop = Check("json_schema", Schema({"$ref": "#"}, Draft202012Validator({"$ref": "#"})), "turn")
+    broken = broken_check()
     conversation = Conversation(
         id="c",
         source="c.yaml",
-        turns=(Turn("Hello", expect=(loop,)), Turn("Again")),
+        turns=(Turn("Hello", expect=(broken,)), Turn("Again")),
         params={"response_format": {"type": "json_object"}},
     )
     output = tmp_path / "out.jsonl"
@@ -272,7 +270,7 @@ def test_a_check_that_raises_never_loses_the_answer(tmp_path: Path) -> None:
     assert record["status"] == "checks_failed"
     assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * 2
     (check,) = record["turns"][0]["checks"]
-    assert check["message"].startswith("the check could not run (RecursionError")
+    assert check["message"].startswith("the check could not run (ZeroDivisionError")
     resumed = asyncio.run(
         run_batch([conversation], RunConfig(output=output, base_url="mock://", resume=True))
     )
