@@ -14,7 +14,8 @@ that loaded can only pass or fail:
   ``$recursiveRef`` and a ``$schema`` below the top level are refused.
 - The subschemas applied in place to one value (``$ref``, ``allOf``,
   ``anyOf``, ``oneOf``, ``not``, ``if``/``then``/``else``, dependencies) must
-  not loop, and must not add up to more than :data:`MAX_IN_PLACE`.
+  not loop, nor add up to more than :data:`MAX_IN_PLACE`, nor chain
+  deeper than :data:`MAX_IN_PLACE_DEPTH`.
 - ``pattern`` and ``patternProperties`` regexes pass :func:`pattern_problem`.
 
 The validator is also given a registry that retrieves nothing, so a reference
@@ -38,6 +39,8 @@ MAX_PATTERN_CHARS = 1000
 """Longest regular expression a check or a schema may hold."""
 MAX_IN_PLACE = 10_000
 """Most subschemas a schema may apply to one value (through refs, allOf, ...)."""
+MAX_IN_PLACE_DEPTH = 100
+"""Longest chain of subschemas applied to one value (refs to refs to ...)."""
 
 _SINGLE = (
     "additionalItems",
@@ -269,9 +272,15 @@ def _check_in_place(root: Any) -> None:
             node = node[step]
         return node
 
-    def cost(path: Path, via: Path) -> int:
+    def cost(path: Path, via: Path, depth: int = 0) -> int:
         if path in costs:
             return costs[path]
+        if depth > MAX_IN_PLACE_DEPTH:
+            raise UnsafeSchema(
+                via,
+                f"subschemas apply to one value through more than {MAX_IN_PLACE_DEPTH} "
+                "'$ref', 'allOf', ... in a chain; simplify the schema",
+            )
         if path in visiting:
             raise UnsafeSchema(
                 via,
@@ -282,7 +291,7 @@ def _check_in_place(root: Any) -> None:
         visiting.add(path)
         total = 1
         for child, child_via in _in_place_children(root, node_at(path), path):
-            total += cost(child, child_via)
+            total += cost(child, child_via, depth + 1)
             if total > MAX_IN_PLACE:
                 raise UnsafeSchema(
                     child_via,

@@ -451,6 +451,17 @@ def test_a_check_that_raises_fails_with_its_error_and_keeps_the_answer() -> None
     assert result.details == {"error": "ZeroDivisionError: division by zero"}
 
 
+def test_a_long_chain_of_refs_is_refused_at_load() -> None:
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(3000)} | {"d3000": {}}
+    assert spec_error({"json_schema": {"$defs": chain, "$ref": "#/$defs/d0"}}) == (
+        "turns[2].expect.json_schema.$defs.d99.$ref",
+        "subschemas apply to one value through more than 100 '$ref', 'allOf', ... in a chain; "
+        "simplify the schema",
+    )
+    short = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(50)} | {"d50": {}}
+    assert passes(run({"json_schema": {"$defs": short, "$ref": "#/$defs/d0"}}, "1"))
+
+
 def test_draft3_schemas_in_type_cannot_loop() -> None:
     draft3 = {
         "$schema": "http://json-schema.org/draft-03/schema#",

@@ -116,6 +116,8 @@ def hostile_schemas(secret: Path, url: str) -> Iterator[tuple[str, Any]]:
     }
     chain["d40"] = {"type": "object"}
     yield "exponential fan-out", {"$defs": chain, "$ref": "#/$defs/d0"}
+    long_chain: dict[str, Any] = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(2000)}
+    yield "long ref chain", {"$defs": {**long_chain, "d2000": {}}, "$ref": "#/$defs/d0"}
     yield "$id rebasing", {"$id": f"{url}/", "$ref": "schema.json"}
     yield "$id in a subschema", {"properties": {"a": {"$id": secret.as_uri(), "$ref": "#"}}}
     yield "draft-04 id", {"$schema": "http://json-schema.org/draft-04/schema#", "id": url}
