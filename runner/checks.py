@@ -15,9 +15,11 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+from runner.safeschema import UnsafeSchema, checked_validator, pattern_problem
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -174,7 +176,10 @@ def evaluate(check: Check, observation: Observation) -> CheckResult:
     if check.kind not in _KINDS:
         raise ValueError(f"unknown check kind {check.kind!r}")
     text = answer_text(observation.content)
-    outcome = _KINDS[check.kind].evaluate(check.arg, text, observation)
+    try:
+        outcome = _KINDS[check.kind].evaluate(check.arg, text, observation)
+    except Exception as exc:  # a bug in a check must fail that check, never lose the answer
+        return check_error(check, excerpt(text), exc)
     return CheckResult(
         kind=check.kind,
         scope=check.scope,
@@ -182,6 +187,24 @@ def evaluate(check: Check, observation: Observation) -> CheckResult:
         expected=check.describe(),
         seen=outcome.seen if outcome.seen is not None else excerpt(text, around=outcome.at),
         message=outcome.message,
+    )
+
+
+def check_error(check: Check, seen: str, exc: BaseException) -> CheckResult:
+    """The failed result of a check that raised: recorded like any failure, with the error.
+
+    Why a check raised is a bug in mtrun, so the message asks for a report;
+    the answer it was checking is kept like any other.
+    """
+    error = f"{type(exc).__name__}: {excerpt(str(exc), 160)}".rstrip(": ")
+    return CheckResult(
+        kind=check.kind,
+        scope=check.scope,
+        passed=False,
+        expected=check.describe(),
+        seen=seen,
+        message=f"the check could not run ({error}); this is a bug in mtrun, please report it",
+        details={"error": error},
     )
 
 
@@ -378,11 +401,10 @@ def _parse_pattern(value: Any, field: str) -> re.Pattern[str]:
         flag = _options(value, field, ("pattern", "case_insensitive"), "pattern")
         value, where = value["pattern"], f"{field}.pattern"
     source = _text(value, where, "a regular expression (a string) or a mapping with 'pattern'")
-    try:
-        return re.compile(source, re.IGNORECASE if flag else 0)
-    except re.error as exc:
-        at = f" at position {exc.pos}" if exc.pos is not None else ""
-        raise CheckSpecError(where, f"invalid regular expression: {exc.msg}{at}") from None
+    problem = pattern_problem(source)
+    if problem:
+        raise CheckSpecError(where, problem)
+    return re.compile(source, re.IGNORECASE if flag else 0)
 
 
 def _slashed(pattern: re.Pattern[str]) -> str:
@@ -432,14 +454,14 @@ def _find_json(text: str) -> tuple[bool, Any, str]:
     """Like :func:`find_json`, with the reason when no JSON was found."""
     try:
         return True, json.loads(text), ""
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         problem = _json_problem(exc)
     block = _first_json_block(text)
     if block is None:
         return False, None, f"no JSON found: the answer is not JSON ({problem})"
     try:
         return True, json.loads(block), ""
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         problem = _json_problem(exc)
     return False, None, f"no JSON found: the first code block is not JSON ({problem})"
 
@@ -454,9 +476,11 @@ def _first_json_block(text: str) -> str | None:
     return None
 
 
-def _json_problem(exc: ValueError) -> str:
+def _json_problem(exc: ValueError | RecursionError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
     return str(exc)
 
 
@@ -491,11 +515,18 @@ def _parse_schema(value: Any, field: str) -> Schema:
         cls = found
     schema = dict(value)
     try:
-        cls.check_schema(schema)
+        validator = checked_validator(schema, cls)
     except SchemaError as exc:
-        where = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        where = _field_path(field, exc.path)
         raise CheckSpecError(where, f"invalid JSON Schema: {excerpt(exc.message, 160)}") from None
-    return Schema(schema, cls(schema))
+    except UnsafeSchema as exc:
+        raise CheckSpecError(_field_path(field, exc.path), exc.message) from None
+    return Schema(schema, validator)
+
+
+def _field_path(field: str, path: Iterable[str | int]) -> str:
+    """``field`` followed by a schema path: ``.properties.a``, ``[0]``."""
+    return field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
 def _json_schema(arg: Schema, text: str, _: Observation) -> _Outcome:
@@ -509,6 +540,8 @@ def _json_schema(arg: Schema, text: str, _: Observation) -> _Outcome:
         error = best_match(arg.validator.iter_errors(value))
     except Unresolvable as exc:
         return _Outcome(f"the schema has a $ref that cannot be resolved: {excerpt(str(exc), 120)}")
+    except RecursionError:  # a recursive schema and an answer nested deeper than Python goes
+        return _Outcome("the answer's JSON is nested too deeply to check against the schema")
     if error is None:
         return _Outcome()
     return _Outcome(

@@ -274,7 +274,8 @@ class _Batch:
     ) -> None:
         if config.shard is not None:
             conversations = [c for c in conversations if config.shard.holds(c.id)]
-        self.conversations = Variants(conversations, config.models, config.repeat)
+        asked = config.models or ((config.model,) if config.model else ())
+        self.conversations = Variants(conversations, asked, config.repeat)
         self.config = config
         self.base_url = base_url
         self.store = store

@@ -19,7 +19,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.checks import Check, CheckResult, Judge, excerpt
+from runner.checks import Check, CheckResult, Judge, answer_text, check_error, excerpt
+from runner.errors import RunnerError
 from runner.fixtures import Responder
 from runner.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
 
@@ -100,11 +101,49 @@ async def run_judge(
     clock: Callable[[], float],
     rng: random.Random | None = None,
 ) -> CheckResult:
-    """Ask the judge about the last answer in ``messages``; never raises for API failures."""
+    """Ask the judge about the last answer in ``messages``; never raises for API failures.
+
+    Nor for a bug: anything but a run-level error (a RunnerError, such as an
+    unreadable fixture) fails this check with the error, keeping the answer.
+    """
+    seen = excerpt(answer_text(messages[-1].get("content") if messages else None))
+    try:
+        return await _ask_judge(
+            check,
+            messages,
+            seen,
+            default_model=default_model,
+            respond=respond,
+            conversation_id=conversation_id,
+            turn=turn,
+            policy=policy,
+            sleep=sleep,
+            clock=clock,
+            rng=rng,
+        )
+    except RunnerError:
+        raise
+    except Exception as exc:
+        return check_error(check, seen, exc)
+
+
+async def _ask_judge(
+    check: Check,
+    messages: list[dict[str, Any]],
+    seen: str,
+    *,
+    default_model: str,
+    respond: Responder,
+    conversation_id: str,
+    turn: int,
+    policy: RetryPolicy,
+    sleep: Sleep,
+    clock: Callable[[], float],
+    rng: random.Random | None,
+) -> CheckResult:
+    """:func:`run_judge` without its guard."""
     rubric, model = rubric_of(check)
     body = judge_body(rubric, messages, model or default_model)
-    last = messages[-1].get("content") if messages else None
-    seen = excerpt(last if isinstance(last, str) else json.dumps(last, ensure_ascii=False))
     details: dict[str, Any] = {"model": body["model"], "request": body}
 
     def ask() -> Awaitable[Any]:

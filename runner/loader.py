@@ -108,6 +108,47 @@ def load_conversations(patterns: Sequence[str]) -> list[Conversation]:
     return conversations
 
 
+@dataclass(frozen=True)
+class CheckedFiles:
+    """What :func:`check_files` found: the conversations that load, and every file's error."""
+
+    conversations: list[Conversation]
+    """Conversations of the files without errors, ids unique across them."""
+    errors: list[InputError]
+    """The first problem of each file (or pattern) that has one, in order."""
+    files: int
+    """How many files were read."""
+
+
+def check_files(patterns: Sequence[str]) -> CheckedFiles:
+    """Like :func:`load_conversations`, but going on past a bad file to report them all.
+
+    Each file stops at its first problem, as when loading; a pattern that
+    matches nothing and an id defined twice across files are problems too.
+    """
+    first: dict[str, _Loaded] = {}
+    conversations: list[Conversation] = []
+    errors: list[InputError] = []
+    seen: set[Path] = set()
+    for pattern in patterns:
+        try:
+            paths = [path for path in _expand(pattern) if path.resolve() not in seen]
+        except InputError as exc:
+            errors.append(exc)
+            continue
+        for path in paths:
+            seen.add(path.resolve())
+            try:
+                loaded = _load(path, str(path))
+                for item in loaded:
+                    _register(first, item)
+            except InputError as exc:
+                errors.append(exc)
+                continue
+            conversations.extend(item.conversation for item in loaded)
+    return CheckedFiles(conversations, errors, len(seen))
+
+
 class _Loaded(NamedTuple):
     """A conversation, where its id is defined, and the id's field name."""
 

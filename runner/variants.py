@@ -5,24 +5,36 @@
 :class:`Variants` is that expansion as a sequence that makes each variant
 when it is asked for, so 100,000 conversations repeated 10 times cost the
 memory of 100,000 specs, not a million copies.
+
+``--model`` wins over a file's ``models:`` (the loader already made those
+``ID@MODEL`` copies): given any ``--model``, each such group of copies gives
+way to one conversation per ``--model``, so ids always name the models asked
+for. A model named twice runs once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import overload
 
 from runner.spec import Conversation
 
 
 class Variants(Sequence[Conversation]):
-    """``base`` expanded per model (when 2+ are given), then ``repeat`` times; base-major order."""
+    """``base`` expanded per ``--model`` (when 2+), then ``repeat`` times; base-major order.
+
+    ``models`` are the ``--model`` values, one or several; see the module docstring.
+    """
 
     def __init__(self, base: Sequence[Conversation], models: Sequence[str], repeat: int) -> None:
         if repeat < 1:
             raise ValueError("repeat must be at least 1")
+        asked = tuple(dict.fromkeys(models))
+        if asked and any(c.variant_of is not None for c in base):
+            base = _without_file_models(base, asked[0] if len(asked) == 1 else None)
         self.base = base
-        self.models = tuple(models) if len(models) >= 2 else ()
+        self.models = asked if len(asked) >= 2 else ()
         self.repeat = repeat
         self._per_base = max(1, len(self.models)) * repeat
 
@@ -57,3 +69,21 @@ class Variants(Sequence[Conversation]):
     def turn_count(self, index: int) -> int:
         """How many turns variant ``index`` has, without making it."""
         return len(self.base[index // self._per_base].turns)
+
+
+def _without_file_models(base: Sequence[Conversation], only: str | None) -> list[Conversation]:
+    """``base`` with each group of ``models:`` copies made one conversation again.
+
+    With one ``--model`` (``only``) that conversation is its ``ID@MODEL``;
+    with several, :class:`Variants` expands it like any other.
+    """
+    out: list[Conversation] = []
+    seen: set[str] = set()
+    for conv in base:
+        if conv.variant_of is None:
+            out.append(conv)
+        elif conv.variant_of not in seen:
+            seen.add(conv.variant_of)
+            single = replace(conv, id=conv.variant_of, model=None, variant_of=None)
+            out.append(single.for_model(only) if only is not None else single)
+    return out

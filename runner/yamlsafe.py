@@ -12,7 +12,9 @@ can construct anything but plain data.
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,10 +66,22 @@ def os_reason(exc: OSError) -> str:
 def _read_text(path: Path, display: str) -> str:
     """The file's text, refusing huge files and bytes that are not UTF-8."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
+        # Non-blocking, so a FIFO opens at once and is refused below instead of waiting forever.
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        if stat.S_ISDIR(mode):
+            raise InputError("cannot read file: is a directory", path=display)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InputError(f"not a regular file ({kind}); give a .yaml file", path=display)
+    with os.fdopen(handle, "rb") as stream:
+        try:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read file: {os_reason(exc)}", path=display) from None
     if len(data) > MAX_FILE_BYTES:
         raise InputError(f"file too large (over {MAX_FILE_BYTES // 2**20} MB)", path=display)
     data = data.removeprefix(codecs.BOM_UTF8)
@@ -170,6 +184,8 @@ def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) 
         if problem == "second occurrence" and exc.context and exc.context_mark:  # anchor reused
             problem = f"{exc.context.split(';')[0]} (first at line {exc.context_mark.line + 1})"
         message = f"YAML syntax error: {' '.join(problem.split())}"
+        if problem.startswith("found unknown escape character '{'"):
+            message += "; inside double quotes write \\\\{{ for a literal {{, or use single quotes"
         if mark is None:
             raise InputError(message, path=display) from None
         raise error_at(display, mark, message) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -253,6 +253,9 @@ SCHEMA = {
 }
 
 
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
+
+
 def test_json_schema_passes() -> None:
     check = parse_one({"json_schema": SCHEMA})
     assert check.describe().startswith('matches JSON Schema {"type": "object", "required"')
@@ -295,10 +298,207 @@ def test_json_schema_honours_its_schema_keyword() -> None:
     )
 
 
-def test_json_schema_with_a_ref_that_does_not_resolve() -> None:
+def test_json_schema_with_a_ref_that_does_not_resolve_is_a_spec_error() -> None:
     schema = {"properties": {"a": {"$ref": "#/$defs/missing"}}}
-    result = run({"json_schema": schema}, '{"a": 1}')
-    assert failure(result).startswith("the schema has a $ref that cannot be resolved: ")
+    assert spec_error({"json_schema": schema}) == (
+        "turns[2].expect.json_schema.properties.a.$ref",
+        "'$ref: #/$defs/missing' points at nothing in the schema",
+    )
+
+
+OUTSIDE = (
+    "is refused; mtrun resolves references only inside the schema, never files or URLs: "
+    "write '#' or '#/$defs/NAME'"
+)
+LOOPS = (
+    "this '$ref' leads back to where it is used without going into the answer, so checking "
+    "would never end; refer to a part of it (e.g. under 'properties' or 'items') or to a "
+    "schema under '$defs'"
+)
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "message"),
+    [
+        ({"$ref": "file:///etc/passwd"}, "$ref", f"'$ref: file:///etc/passwd' {OUTSIDE}"),
+        (
+            {"properties": {"a": {"$ref": "http://127.0.0.1/s.json#/x"}}},
+            "properties.a.$ref",
+            f"'$ref: http://127.0.0.1/s.json#/x' {OUTSIDE}",
+        ),
+        ({"items": {"$ref": "other.json"}}, "items.$ref", f"'$ref: other.json' {OUTSIDE}"),
+        ({"$ref": "#anchor"}, "$ref", f"'$ref: #anchor' {OUTSIDE}"),
+        (
+            {"$id": "http://127.0.0.1/", "$ref": "#"},
+            "$id",
+            "mtrun resolves references only inside the schema; remove '$id'",
+        ),
+        (
+            {"$schema": "http://json-schema.org/draft-04/schema#", "id": "file:///etc/"},
+            "id",
+            "mtrun resolves references only inside the schema; remove 'id'",
+        ),
+        (
+            {"$dynamicRef": "#meta"},
+            "$dynamicRef",
+            "dynamic references are not supported; use '$ref' to '#/$defs/...'",
+        ),
+        (
+            {"properties": {"a": {"$schema": "http://json-schema.org/draft-07/schema#"}}},
+            "properties.a.$schema",
+            "only the schema's top level may name a metaschema",
+        ),
+        (
+            {"required": ["a"], "$ref": "#/required"},
+            "$ref",
+            "'$ref: #/required' does not point at a schema",
+        ),
+        ({"$ref": "#"}, "$ref", LOOPS),
+        ({"$ref": ""}, "$ref", f"'$ref: ' {OUTSIDE}"),
+        (
+            {"properties": {"a": {"allOf": [{"$ref": "#/properties/a"}]}}},
+            "properties.a.allOf[0].$ref",
+            LOOPS,
+        ),
+        (
+            {"$defs": {"a": {"not": {"$ref": "#/$defs/b"}}, "b": {"$ref": "#/$defs/a"}}},
+            "$defs.b.$ref",
+            LOOPS,
+        ),
+        (
+            {
+                "$defs": {
+                    f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)
+                }
+                | {"d30": {}},
+                "$ref": "#/$defs/d0",
+            },
+            "$defs.d18.anyOf[1]",
+            "the schema applies more than 10,000 subschemas to one value "
+            "(through '$ref', 'allOf', 'anyOf', ...); simplify it",
+        ),
+        (
+            {"properties": {"a": {"pattern": "^(a+)+$"}}},
+            "properties.a.pattern",
+            "the regular expression repeats a repetition, e.g. (a+)+, which can take for ever "
+            "on some answers; make the inner part match one way only",
+        ),
+        (
+            {"pattern": "a{99999999999}"},
+            "pattern",
+            "invalid regular expression: the repetition number is too large",
+        ),
+        (
+            {"pattern": "a" * 1001},
+            "pattern",
+            "the regular expression is 1,001 characters; at most 1,000",
+        ),
+    ],
+)
+def test_json_schema_may_only_refer_inside_itself_and_must_end(
+    schema: dict[str, Any], field: str, message: str
+) -> None:
+    assert spec_error({"json_schema": schema}) == (f"turns[2].expect.json_schema.{field}", message)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}},
+        {"type": "object", "properties": {"child": {"$ref": "#"}}},
+        {"items": [{"$ref": "#/items/1"}, {"type": "integer"}], "$schema": DRAFT7},
+        {
+            "pattern": r"^\d+(\.\d+)*$",
+            "$defs": {"a~b/c": {}},
+            "allOf": [{"$ref": "#/$defs/a~0b~1c"}],
+        },
+    ],
+)
+def test_json_schema_refs_inside_the_schema_work(schema: dict[str, Any]) -> None:
+    assert parse_one({"json_schema": schema}).kind == "json_schema"
+
+
+def test_json_schema_refs_resolve_inside_the_schema() -> None:
+    schema = {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
+    assert passes(run({"json_schema": schema}, '{"a": 1}'))
+    assert failure(run({"json_schema": schema}, '{"a": "x"}')) == (
+        "does not match the schema at $.a: 'x' is not of type 'integer'"
+    )
+
+
+class Broken:
+    """A validator with a bug: it raises whatever it is asked."""
+
+    def iter_errors(self, instance: Any) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+
+def broken_check() -> Check:
+    """A json_schema check whose validator raises, built by hand past the loader."""
+    from runner.checks import Schema
+
+    return Check("json_schema", Schema({}, cast(Any, Broken())), "turn")
+
+
+def test_a_check_that_raises_fails_with_its_error_and_keeps_the_answer() -> None:
+    result = evaluate(broken_check(), Observation('{"a": 1}', "stop", 1.0, 1))
+    assert not result.passed
+    assert result.message == (
+        "the check could not run (ZeroDivisionError: division by zero); "
+        "this is a bug in mtrun, please report it"
+    )
+    assert result.seen == '{"a": 1}'
+    assert result.details == {"error": "ZeroDivisionError: division by zero"}
+
+
+def test_a_long_chain_of_refs_is_refused_at_load() -> None:
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(3000)} | {"d3000": {}}
+    assert spec_error({"json_schema": {"$defs": chain, "$ref": "#/$defs/d0"}}) == (
+        "turns[2].expect.json_schema.$defs.d99.$ref",
+        "subschemas apply to one value through more than 100 '$ref', 'allOf', ... in a chain; "
+        "simplify the schema",
+    )
+    short = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(50)} | {"d50": {}}
+    assert passes(run({"json_schema": {"$defs": short, "$ref": "#/$defs/d0"}}, "1"))
+
+
+def test_draft3_schemas_in_type_cannot_loop() -> None:
+    draft3 = {
+        "$schema": "http://json-schema.org/draft-03/schema#",
+        "type": ["string", {"$ref": "#"}],
+    }
+    assert spec_error({"json_schema": draft3}) == (
+        "turns[2].expect.json_schema.type[1].$ref",
+        LOOPS,
+    )
+
+
+def test_an_answer_nested_deeper_than_a_recursive_schema_can_check() -> None:
+    schema = {"type": "array", "items": {"$ref": "#"}}
+    deep = "[" * 900 + "]" * 900
+    assert failure(run({"json_schema": schema}, deep)) == (
+        "the answer's JSON is nested too deeply to check against the schema"
+    )
+    assert passes(run({"json_schema": schema}, "[[[]], []]"))
+
+
+def test_json_nested_too_deeply_is_not_json() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert failure(run({"is_json": True}, deep)) == (
+        "no JSON found: the answer is not JSON (nested too deeply to read)"
+    )
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(\\w+\\s*)+x", "(?:a*)*", "((ab)*c?)+"])
+def test_a_regex_that_could_backtrack_for_ever_is_refused(pattern: str) -> None:
+    field, message = spec_error({"matches": pattern})
+    assert field == "turns[2].expect.matches"
+    assert message.startswith("the regular expression repeats a repetition, e.g. (a+)+")
+
+
+@pytest.mark.parametrize("pattern", ["\\d+(\\.\\d+)*", "(ab)+", "a{2,5}b+", "(x|y)+z*"])
+def test_ordinary_repeats_are_allowed(pattern: str) -> None:
+    assert parse_one({"matches": pattern}).kind == "matches"
 
 
 # numbers and reported facts ----------------------------------------------------

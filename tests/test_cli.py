@@ -319,3 +319,136 @@ def test_a_yaml_date_in_param_is_sent_as_written(workdir: Path) -> None:
         "mtrun: error: --param temperature: .nan is not representable in JSON; "
         "use a finite number\n"
     )
+
+
+KEY = "sk-internal-error-key-1234"
+INTERNAL = (
+    "mtrun: internal error: RuntimeError: boom near [redacted]; "
+    "this is a bug in mtrun, please report it with the traceback in "
+)
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(f"boom near {KEY}")
+
+
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [
+        ("runner.loader.load_conversations", ["--mock", "c.yaml"]),
+        ("runner.loader.load_conversations", ["run", "--mock", "c.yaml"]),
+        ("runner.loader.check_files", ["validate", "c.yaml"]),
+        ("runner.store.read_transcript", ["show", "t.jsonl"]),
+        ("runner.store.read_transcript", ["export", "t.jsonl"]),
+        ("runner.store.read_transcript", ["report", "t.jsonl"]),
+        ("runner.store.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
+        ("runner.shard.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
+    ],
+)
+def test_an_internal_error_exits_4_with_one_line_and_the_traceback_in_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(target, _boom)
+    (tmp_path / "c.yaml").write_text("turns: [hi]\n")
+    (tmp_path / "t.jsonl").write_text("")
+    result = CliRunner().invoke(main, args, env={"MTRUN_API_KEY": KEY, "MTRUN_DEBUG": None})
+    assert result.exit_code == 4, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(INTERNAL)
+    (crash,) = tmp_path.glob("mtrun-crash-*.txt")
+    assert line == INTERNAL + str(crash)
+    trace = crash.read_text()
+    assert "Traceback (most recent call last)" in trace
+    assert "RuntimeError: boom near [redacted]" in trace
+    assert KEY not in trace
+
+
+def test_mtrun_debug_prints_the_traceback_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("runner.loader.load_conversations", _boom)
+    env = {"MTRUN_DEBUG": "1", "MY_VAR": KEY}
+    result = CliRunner().invoke(main, ["--api-key-env", "MY_VAR", "c.yaml"], env=env)
+    assert result.exit_code == 4
+    assert result.stderr.startswith("Traceback (most recent call last)")
+    assert result.stderr.splitlines()[-1].startswith(INTERNAL)
+    assert KEY not in result.stderr
+
+
+def test_an_internal_error_exits_4_from_the_installed_command(tmp_path: Path) -> None:
+    code = (
+        "import sys, runner.loader as loader\n"
+        "def boom(*a, **k): raise RuntimeError('boom near ' + 'x')\n"
+        "loader.check_files = boom\n"
+        "from runner.cli import main\n"
+        "sys.argv = ['mtrun', 'validate', 'c.yaml']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("MTRUN_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.startswith("mtrun: internal error: RuntimeError: boom near x; ")
+    assert "Traceback" not in proc.stderr
+    assert len(list(tmp_path.glob("mtrun-crash-*.txt"))) == 1
+
+
+def test_validate_reports_every_broken_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "convs"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"bad{i:02d}.yaml").write_text(f"id: bad{i}\ntutns: [hi]\n")
+    (folder / "good.yaml").write_text("id: good\nturns: [hi]\n")
+    (folder / "twin.yaml").write_text("id: good\nturns: [hi]\n")
+    result = invoke("validate", "convs/", "missing/*.yaml")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[:12] == [
+        f"mtrun: error: convs/bad{i:02d}.yaml:2:1: tutns: unknown key; did you mean 'turns'?"
+        for i in range(12)
+    ]
+    assert lines[12:] == [
+        "mtrun: error: convs/twin.yaml:1:1: id: duplicate conversation id 'good' "
+        "(first defined at convs/good.yaml:1:1); give each conversation a unique 'id'",
+        "mtrun: error: missing/*.yaml: no conversation files match",
+    ]
+
+
+def test_validate_stops_listing_at_50_errors_and_says_how_many_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for i in range(60):
+        (tmp_path / f"bad{i:02d}.yaml").write_text("turns: []\n")
+    result = invoke("validate", "*.yaml")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 51
+    assert lines[49] == "mtrun: error: bad49.yaml:1:8: turns: no turns; add at least one user turn"
+    assert lines[50] == "mtrun: error: ... and 10 more (60 in all)"
+
+
+def test_validate_of_good_files_counts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("turns: [hi, there]\n")
+    (tmp_path / "b.yaml").write_text("- turns: [x]\n- turns: [y]\n")
+    result = invoke("validate", "a.yaml", "b.yaml", "a.yaml")
+    assert (result.exit_code, result.stdout) == (0, "ok: 3 conversations, 4 turns in 2 files\n")

@@ -324,3 +324,13 @@ def test_schema_and_loader_agree_on_random_documents(document: object) -> None:
     if not accepted and "too long to name the" in message:
         return  # so is the length of the ids a vars matrix derives
     assert schema_accepts(document) == accepted, message or "loader accepted it"
+
+
+def test_regex_limits_match_the_checks() -> None:
+    from runner.safeschema import MAX_PATTERN_CHARS
+
+    kinds = DEFS["expect_map"]["properties"]
+    for kind in ("matches", "not_matches"):
+        text, mapping = kinds[kind]["anyOf"]
+        assert text["maxLength"] == MAX_PATTERN_CHARS
+        assert mapping["properties"]["pattern"]["maxLength"] == MAX_PATTERN_CHARS

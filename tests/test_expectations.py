@@ -244,3 +244,35 @@ def test_diff_of_a_missing_file_is_exit_2(workdir: Path) -> None:
     result = invoke("diff", "nope.jsonl", "nope.jsonl")
     assert result.exit_code == 2
     assert result.stderr.startswith("mtrun: error: cannot read nope.jsonl")
+
+
+def test_a_check_that_raises_never_loses_the_answer(tmp_path: Path) -> None:
+    """A check that raises is that check's failure: the answer is kept, resume works."""
+    import asyncio
+
+    from test_checks import broken_check
+
+    from runner.engine import RunConfig, run_batch
+    from runner.spec import Conversation, Turn
+
+    broken = broken_check()
+    conversation = Conversation(
+        id="c",
+        source="c.yaml",
+        turns=(Turn("Hello", expect=(broken,)), Turn("Again")),
+        params={"response_format": {"type": "json_object"}},
+    )
+    output = tmp_path / "out.jsonl"
+    config = RunConfig(output=output, base_url="mock://")
+    result = asyncio.run(run_batch([conversation], config))
+    assert result.checks_failed == 1
+    (record,) = read_jsonl(output)
+    assert record["status"] == "checks_failed"
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * 2
+    (check,) = record["turns"][0]["checks"]
+    assert check["message"].startswith("the check could not run (ZeroDivisionError")
+    resumed = asyncio.run(
+        run_batch([conversation], RunConfig(output=output, base_url="mock://", resume=True))
+    )
+    assert resumed.checks_failed == 1
+    assert len(read_jsonl(output)) == 1

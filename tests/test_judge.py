@@ -11,7 +11,7 @@ from helpers import Sleeps
 
 from runner.checks import parse_expect
 from runner.client import Completion
-from runner.errors import FatalAPIError
+from runner.errors import FatalAPIError, OutputError
 from runner.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
 from runner.mock import answer
 from runner.retry import RetryPolicy
@@ -215,3 +215,24 @@ def _read(path: Any) -> dict[str, Any]:
 
     (line,) = path.read_text().splitlines()
     return _json.loads(line)  # type: ignore[no-any-return]
+
+
+def test_a_judge_that_raises_fails_its_check_with_the_error() -> None:
+    async def buggy(body: Mapping[str, Any], **kw: Any) -> Completion:
+        raise ZeroDivisionError("division by zero")
+
+    result = run(judge_check(), buggy)
+    assert not result.passed
+    assert result.message == (
+        "the check could not run (ZeroDivisionError: division by zero); "
+        "this is a bug in mtrun, please report it"
+    )
+    assert result.seen == "AFM-4.5B is a small language model."
+
+
+def test_a_run_level_error_in_the_judge_is_the_runs() -> None:
+    async def unreadable(body: Mapping[str, Any], **kw: Any) -> Completion:
+        raise OutputError("cannot read fixture f.json: bad")
+
+    with pytest.raises(OutputError):
+        run(judge_check(), unreadable)

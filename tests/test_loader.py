@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -707,3 +709,34 @@ def test_unreadable_file(tmp_path: Path) -> None:
     message = error_of(path, "loop.yaml")
     assert message.startswith("loop.yaml: cannot read file: ")
     assert "symbolic links" in message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX feature")
+@pytest.mark.parametrize("how", ["direct", "glob", "run"])
+def test_a_fifo_is_refused_at_once(tmp_path: Path, how: str) -> None:
+    """A FIFO would block a read forever: refused, by name, without opening it for real."""
+    os.mkfifo(tmp_path / "pipe.yaml")
+    (tmp_path / "good.yaml").write_text("turns: [hi]\n")
+    args = {
+        "direct": ["validate", "pipe.yaml"],
+        "glob": ["validate", "*.yaml"],
+        "run": ["--mock", "-o", "out.jsonl", "pipe.yaml"],
+    }[how]
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == "mtrun: error: pipe.yaml: not a regular file (a FIFO); give a .yaml file\n"
+    )
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        load_file(Path(os.devnull))
+    assert caught.value.message == "not a regular file (a device or socket); give a .yaml file"

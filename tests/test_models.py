@@ -59,3 +59,50 @@ def test_dry_run_counts_every_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     result = invoke("--dry-run", "--model", "a", "--model", "b", "--model", "c", "c.yaml")
     assert result.exit_code == 0
     assert "total: 3 conversations, 6 requests" in result.stdout
+
+
+def test_a_model_given_twice_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("id: c\nturns: [Hi]\n")
+    args = ["--mock", "--model", "a", "--model", "b", "--model", "a", "-o", "m.jsonl", "c.yaml"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "mtrun: note: --model a given more than once; each runs once"
+    )
+    assert "2 conversations: 2 completed, 0 failed" in result.stderr
+    assert sorted(r["id"] for r in read_jsonl(tmp_path / "m.jsonl")) == ["c@a", "c@b"]
+    same = invoke("--mock", "-q", "--model", "a", "--model", "a", "-o", "one.jsonl", "c.yaml")
+    assert same.exit_code == 0 and same.stderr == ""
+    (record,) = read_jsonl(tmp_path / "one.jsonl")
+    assert (record["id"], record["model"]) == ("c", "a")
+    dry = invoke("--dry-run", "--model", "a", "--model", "a", "c.yaml")
+    assert "total: 1 conversations, 1 requests" in dry.stdout
+
+
+FILE_MODELS = "id: c\nmodels: [x, y]\nturns: [Hi]\n"
+
+
+@pytest.mark.parametrize(
+    ("models", "ids"),
+    [
+        ((), {"c@x": "x", "c@y": "y"}),
+        (("z",), {"c@z": "z"}),
+        (("z", "w"), {"c@z": "z", "c@w": "w"}),
+        (("x",), {"c@x": "x"}),
+    ],
+)
+def test_model_options_win_over_the_files_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: tuple[str, ...], ids: dict[str, str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(FILE_MODELS)
+    options = [arg for model in models for arg in ("--model", model)]
+    result = invoke("--mock", *options, "-o", "m.jsonl", "c.yaml")
+    assert result.exit_code == 0, result.stderr
+    assert f"{len(ids)} conversations: {len(ids)} completed" in result.stderr
+    records = read_jsonl(tmp_path / "m.jsonl")
+    assert {r["id"]: r["model"] for r in records} == ids
+    assert {r["variant_of"] for r in records} == {"c"}
+    dry = invoke("--dry-run", *options, "c.yaml")
+    assert f"total: {len(ids)} conversations" in dry.stdout

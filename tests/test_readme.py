@@ -76,3 +76,34 @@ def test_scale_out_examples_parse_and_use_real_options() -> None:
         assert "--shard" in options, path.name
         for option in options - {"--conversations"}:
             assert option in help_text, (path.name, option)
+
+
+def test_the_literal_brace_forms_the_readme_documents_work(tmp_path: Path) -> None:
+    (block,) = [b for b in YAML_BLOCKS if b.startswith("id: braces\n")]
+    path = tmp_path / "braces.yaml"
+    path.write_text(block, encoding="utf-8")
+    (conversation,) = load_file(path)
+    assert [turn.content for turn in conversation.turns] == [
+        "Hello Ada, this stays {{name}}",
+        "{{name}} in single quotes",
+        "{{name}} in double quotes",
+        "{{name}} in a block\n",
+    ]
+    sent = re.search(r"sends `([^`]*)`, then `([^`]*)`", README)
+    assert sent is not None and sent.groups() == tuple(
+        conversation.turns[i].content for i in (0, 1)
+    )
+
+
+def test_the_form_the_readme_calls_an_error_is_one_with_a_hint(tmp_path: Path) -> None:
+    from runner.errors import InputError
+
+    assert '(`"\\{{"` is a YAML error)' in README
+    path = tmp_path / "bad.yaml"
+    path.write_text('turns:\n  - "\\{{name}}"\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_file(path)
+    assert str(caught.value) == (
+        f"{path}:2:7: YAML syntax error: found unknown escape character '{{'; "
+        "inside double quotes write \\\\{{ for a literal {{, or use single quotes"
+    )

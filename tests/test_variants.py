@@ -46,3 +46,28 @@ def test_out_of_range_and_a_bad_repeat() -> None:
         batch[4]
     with pytest.raises(ValueError, match="at least 1"):
         Variants(BASE, [], 0)
+
+
+def test_a_model_named_twice_runs_once() -> None:
+    batch = Variants(BASE, ["m1", "m2", "m1"], 1)
+    assert [c.id for c in batch] == ["a@m1", "a@m2", "b@m1", "b@m2"]
+    assert list(Variants(BASE, ["m1", "m1"], 1)) == BASE
+
+
+def test_model_options_replace_a_files_models() -> None:
+    copies = [conv("f", 2).for_model("x"), conv("f", 2).for_model("y"), conv("a", 1)]
+    assert [c.id for c in Variants(copies, [], 1)] == ["f@x", "f@y", "a"]
+    one = Variants(copies, ["z"], 1)
+    assert [(c.id, c.model, c.variant_of) for c in one] == [("f@z", "z", "f"), ("a", None, None)]
+    several = Variants(copies, ["z", "w"], 2)
+    assert [c.id for c in several] == [
+        "f@z#1",
+        "f@z#2",
+        "f@w#1",
+        "f@w#2",
+        "a@z#1",
+        "a@z#2",
+        "a@w#1",
+        "a@w#2",
+    ]
+    assert [several.turn_count(i) for i in range(len(several))] == [2] * 4 + [1] * 4

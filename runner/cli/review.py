@@ -163,6 +163,8 @@ def show_command(
         )
     )
     if pager if pager is not None else on_terminal:
+        if use_color:  # click sets LESS=-R only when it picks colour itself
+            os.environ["LESS"] = f"{os.environ.get('LESS', '')} -R".strip()
         click.echo_via_pager(lines, color=use_color)
     else:
         for line in lines:

@@ -20,6 +20,7 @@ from runner.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     fail,
     main,
 )
@@ -309,6 +310,7 @@ def run_command(
 
     if resume and output is None:
         fail(ConfigError("--resume needs -o PATH: the output to continue"))
+    models = _unique_models(models, quiet=quiet)
     try:
         overrides = _parse_params(params)
         conversations = load_conversations(files)
@@ -423,6 +425,16 @@ def run_command(
     sys.exit(code)
 
 
+def _unique_models(models: tuple[str, ...], *, quiet: bool) -> tuple[str, ...]:
+    """``--model`` values, each once: a model named twice runs once, with a note."""
+    unique = tuple(dict.fromkeys(models))
+    if len(unique) < len(models) and not quiet:
+        twice = sorted({m for m in models if models.count(m) > 1})
+        named = ", ".join(twice)
+        click.echo(f"mtrun: note: --model {named} given more than once; each runs once", err=True)
+    return unique
+
+
 def _print_plan(
     conversations: Sequence[Conversation],
     models: Sequence[str],
@@ -432,13 +444,13 @@ def _print_plan(
     """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
     from runner.plan import estimate_cost, plan_lines
     from runner.spec import plan_request
+    from runner.variants import Variants
 
     env_model = os.environ.get("MTRUN_MODEL") or None
+    override = models[0] if len(models) == 1 else None
     plans = [
-        plan_request(c, model_override=model, env_model=env_model, param_overrides=params)
-        for c in conversations
-        for model in models or (None,)
-        for _ in range(repeat)
+        plan_request(c, model_override=override, env_model=env_model, param_overrides=params)
+        for c in Variants(conversations, models, repeat)
     ]
     for line in plan_lines(estimate_cost(plans)):
         click.echo(line)
@@ -471,18 +483,32 @@ def _write_reports(
         write_json_atomic(summary_json, {**result.as_dict(), "exit_code": code})
 
 
-@main.command("validate")
+MAX_REPORTED_ERRORS = 50
+"""Most errors ``mtrun validate`` prints; it says how many more there were."""
+
+
+@main.command(
+    "validate",
+    help="Check conversation FILES without sending anything (exit 0 if valid, 2 if not).\n\n"
+    "Every file is checked: each one with a problem gets a line naming its first problem "
+    f"(at most {MAX_REPORTED_ERRORS} lines, then how many more).",
+)
 @click.argument("files", nargs=-1, required=True)
 def validate_command(files: tuple[str, ...]) -> None:
-    """Check conversation FILES without sending anything (exit 0 if valid, 2 if not)."""
-    from runner.loader import load_conversations
+    """Check conversation files, reporting every bad one (see the help above)."""
+    from runner.loader import check_files
 
     try:
-        conversations = load_conversations(files)
-    except RunnerError as exc:
-        fail(exc)
+        checked = check_files(files)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    sources = {c.source for c in conversations}
+    for error in checked.errors[:MAX_REPORTED_ERRORS]:
+        click.echo(f"mtrun: error: {error}", err=True)
+    more = len(checked.errors) - MAX_REPORTED_ERRORS
+    if more > 0:
+        click.echo(f"mtrun: error: ... and {more} more ({len(checked.errors)} in all)", err=True)
+    if checked.errors:
+        sys.exit(EXIT_USAGE)
+    conversations = checked.conversations
     turns = sum(len(c.turns) for c in conversations)
-    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {len(sources)} files")
+    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {checked.files} files")
