@@ -19,6 +19,11 @@ Each conversation found in both runs gets one outcome, the first that applies:
 ``same``
     none of these. Tokens, latency and the model name never count as a change.
 
+A conversation in base only is ``removed``, and counts as a regression for
+:func:`should_fail`: a change that makes conversations vanish (a deleted
+file, a run that stopped early, an empty output) must not pass a gate that
+checks what the remaining ones did. One in new only is ``added``.
+
 A turn's answer is the assistant message right after its user message
 (``message_index + 1``); a failed turn has none. Checks are paired by
 (turn index, kind, scope, expected), several equal checks of one turn in
@@ -258,7 +263,7 @@ def should_fail(diff: RunDiff, fail_on: str) -> bool:
     if fail_on == "never":
         return False
     if fail_on == "regressed":
-        return diff.summary.regressed > 0
+        return diff.summary.regressed + diff.summary.removed > 0
     if fail_on == "changed":
         s = diff.summary
         return s.changed + s.regressed + s.fixed + s.added + s.removed > 0
@@ -285,22 +290,11 @@ def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
     if context < 0:
         raise ValueError(f"context must be 0 or more, not {context}")
     lines: list[tuple[str, str]] = []
-    for outcome, title in (("regressed", "Regressed"), ("fixed", "Fixed"), ("changed", "Changed")):
-        members = [c for c in diff.conversations if c.outcome == outcome]
-        if members:
-            lines.append((f"{title} ({len(members)})", _BOLD))
-            for conversation in members:
-                lines.append(("", ""))
-                lines.extend(_conversation_lines(conversation, context))
-            lines.append(("", ""))
-    for title, refs, sign in (("Added", diff.added, "+"), ("Removed", diff.removed, "-")):
-        if refs:
-            lines.append((f"{title} ({len(refs)})", _BOLD))
-            lines.extend(
-                (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
-                for r in refs
-            )
-            lines.append(("", ""))
+    _outcome_lines(lines, diff, "regressed", "Regressed", context)
+    _ref_lines(lines, "Removed", diff.removed, "-", note=", missing from new: regressions")
+    _outcome_lines(lines, diff, "fixed", "Fixed", context)
+    _outcome_lines(lines, diff, "changed", "Changed", context)
+    _ref_lines(lines, "Added", diff.added, "+")
     if not lines:
         lines.append(("No differences.", ""))
     s = diff.summary
@@ -312,6 +306,35 @@ def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
         )
     )
     return "\n".join(f"{style}{text}{_RESET}" if color and style else text for text, style in lines)
+
+
+def _outcome_lines(
+    lines: list[tuple[str, str]], diff: RunDiff, outcome: str, title: str, context: int
+) -> None:
+    members = [c for c in diff.conversations if c.outcome == outcome]
+    if members:
+        lines.append((f"{title} ({len(members)})", _BOLD))
+        for conversation in members:
+            lines.append(("", ""))
+            lines.extend(_conversation_lines(conversation, context))
+        lines.append(("", ""))
+
+
+def _ref_lines(
+    lines: list[tuple[str, str]],
+    title: str,
+    refs: Sequence[ConversationRef],
+    sign: str,
+    *,
+    note: str = "",
+) -> None:
+    if refs:
+        lines.append((f"{title} ({len(refs)}{note})", _BOLD))
+        lines.extend(
+            (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
+            for r in refs
+        )
+        lines.append(("", ""))
 
 
 def _plain(value: Any) -> Any:

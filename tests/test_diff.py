@@ -109,16 +109,29 @@ def test_added_and_removed_conversations() -> None:
     assert [r.id for r in diff.removed] == ["gone"]
     assert diff.summary.added == diff.summary.removed == diff.summary.same == 1
     assert should_fail(diff, "changed")
-    assert not should_fail(diff, "regressed")
+    assert should_fail(diff, "regressed")  # a vanished conversation is a regression
     assert render_text(diff).splitlines() == [
+        "Removed (1, missing from new: regressions)",
+        "  - gone (convs.yaml): failed",
+        "",
         "Added (1)",
         "  + fresh (convs.yaml): completed",
         "",
-        "Removed (1)",
-        "  - gone (convs.yaml): failed",
-        "",
         "summary: 1 same, 0 changed, 0 regressed, 0 fixed, 1 added, 1 removed",
     ]
+
+
+def test_only_added_conversations_do_not_fail_the_default_gate() -> None:
+    diff = diff_runs([record("a", ANSWERS)], [record("a", ANSWERS), record("fresh", ["Hi."])])
+    assert not should_fail(diff, "regressed") and should_fail(diff, "changed")
+
+
+def test_every_conversation_vanishing_fails_the_gate() -> None:
+    base = [record(f"c{n}", ["Hi."]) for n in range(10)]
+    diff = diff_runs(base, [])
+    assert diff.summary.removed == 10
+    assert should_fail(diff, "regressed") and should_fail(diff, "changed")
+    assert not should_fail(diff, "never")
 
 
 def test_changed_answer_at_turn_two() -> None:
