@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
 from runner.records import is_int as _is_int
+from runner.records import shallow, to_json
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
@@ -495,13 +495,13 @@ def _diff_checks(
             yield CheckChange(
                 turn=key[0],
                 kind=_text(shown.get("kind")),
-                scope=shown.get("scope"),
-                expected=shown.get("expected"),
+                scope=shallow(shown.get("scope")),
+                expected=shallow(shown.get("expected")),
                 change=change,
                 base_passed=old_passed,
                 new_passed=new_passed,
                 message=_text(shown.get("message")),
-                seen=shown.get("seen"),
+                seen=shallow(shown.get("seen")),
             )
 
 
@@ -547,7 +547,7 @@ def _answer(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
-    return json.dumps(content, ensure_ascii=False, sort_keys=True)
+    return to_json(content, sort_keys=True)
 
 
 def _usage(value: Any) -> tuple[int, int, int] | None:
@@ -593,11 +593,12 @@ def _delta(base: float | None, new: float | None) -> float | None:
 
 def _error(record: Mapping[str, Any]) -> dict[str, Any] | None:
     error = record.get("error")
-    return dict(error) if isinstance(error, Mapping) else None
+    bounded = shallow(error) if isinstance(error, Mapping) else None
+    return bounded if isinstance(bounded, dict) else None
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return to_json(value, sort_keys=True)
 
 
 # -- the text report ------------------------------------------------------------------
@@ -703,7 +704,7 @@ def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: boo
 
 def _excerpt(value: Any) -> str:
     """A value on one line: strings quoted as JSON, cut to :data:`EXCERPT_CHARS`."""
-    return _escape(_cut(json.dumps(value, ensure_ascii=False, default=str)))
+    return _escape(_cut(to_json(value)))
 
 
 def _cut(text: str, limit: int = EXCERPT_CHARS) -> str:

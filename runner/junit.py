@@ -39,9 +39,10 @@ A suite's ``timestamp`` is the given ``timestamp``, else the earliest
 without fraction or zone: the form the strictest readers (the Ant/Surefire
 schema) accept.
 
-Model output can hold characters XML 1.0 forbids (control characters, lone
-surrogates, U+FFFE/U+FFFF), which ElementTree would write as-is; they are
-removed from every text and attribute value.
+Model output can hold characters XML 1.0 forbids (control characters,
+U+FFFE/U+FFFF), which ElementTree would write as-is; they are removed from
+every text and attribute value. Lone surrogates are written as their escape
+(``\\ud800``), as in every other renderer.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from typing import Any
 from runner.atomic import write_atomic
 from runner.records import as_list as _list
 from runner.records import as_text as _text
+from runner.records import escape_surrogates
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -355,8 +357,8 @@ def _indented(text: str, width: int) -> str:
 
 
 def _clean(text: str) -> str:
-    """``text`` without the characters XML 1.0 does not allow."""
-    return _ILLEGAL_XML.sub("", text)
+    """``text`` without the characters XML 1.0 does not allow; lone surrogates escaped."""
+    return _ILLEGAL_XML.sub("", escape_surrogates(text))
 
 
 def _number(value: Any) -> float | None:

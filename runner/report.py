@@ -52,6 +52,7 @@ from runner.records import as_int as _int
 from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
+from runner.records import escape_surrogates, shallow
 from runner.records import is_int as _is_int
 from runner.transcript import STATUSES
 
@@ -136,8 +137,15 @@ def write_report(path: Path, html: str) -> None:
 
 
 def embed_json(value: Any) -> str:
-    """``value`` as compact JSON that is safe inside a ``<script>`` element."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """``value`` as compact JSON that is safe inside a ``<script>`` element.
+
+    Values JSON cannot hold as they are (NaN, infinities; nesting deeper than
+    the encoder recurses) are shown as :func:`runner.records.shallow` makes them.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        text = json.dumps(shallow(value), ensure_ascii=False, separators=(",", ":"))
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
@@ -361,5 +369,5 @@ def _distinct(values: Any) -> list[str]:
 
 
 def _clean(text: str) -> str:
-    """``text`` with lone surrogates (from undecodable file names) made ``?``."""
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+    """``text`` with lone surrogates (from undecodable file names) escaped."""
+    return escape_surrogates(text)

@@ -312,7 +312,7 @@ def test_hostile_text_is_escaped_and_illegal_characters_removed() -> None:
     failure = case.find("failure")
     assert failure is not None
     assert failure.attrib["message"] == "turn 1: contains: missing '4' in <b> & \"it\""
-    clean_reply = "<script>alert('x')</script> ]]> & \"quoted\" [31mred   end"
+    clean_reply = "<script>alert('x')</script> ]]> & \"quoted\" [31mred \\ud800  end"
     assert failure.text is not None
     assert f"seen:     {clean_reply}" in failure.text
     out = case.find("system-out")
