@@ -65,7 +65,7 @@ CHART_TURNS = 60
 DROPPED_FIELDS = frozenset({"schema", "run_id", "fingerprint"})
 """Record fields the page never shows per conversation."""
 
-JUDGE_DETAILS = ("model", "verdict", "error")
+JUDGE_DETAILS = ("model", "verdict", "error", "usage")
 """The parts of a check's ``details`` the page shows; the rest (the judge request) is dropped."""
 
 _SLOTS = re.compile(r"\{\{(title|csp|style|script|data)\}\}")
@@ -183,6 +183,7 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,
+        "judge_tokens": 0,
         "attempts": 0,
         "retries": 0,
         "failed_checks": 0,
@@ -217,11 +218,13 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     prompts.setdefault(index, []).append(p)
                 if _is_int(usage.get("completion_tokens")):
                     completions.setdefault(index, []).append(c)
-            totals["failed_checks"] += sum(
-                1
-                for check in _list(turn.get("checks"))
-                if isinstance(check, Mapping) and check.get("passed") is not True
-            )
+            checks = [c for c in _list(turn.get("checks")) if isinstance(c, Mapping)]
+            totals["failed_checks"] += sum(1 for c in checks if c.get("passed") is not True)
+            for judged in (_judge_usage(c) for c in checks):
+                totals["prompt_tokens"] += judged[0]
+                totals["completion_tokens"] += judged[1]
+                totals["judge_tokens"] += sum(judged)
+                totals["total_tokens"] += sum(judged)
         totals["turns_sent"] += len(turns)
         for key, computed in (
             ("turns", answered),
@@ -259,6 +262,20 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "turns_not_drawn": max(0, len(indexes) - CHART_TURNS),
     }
     return {"meta": meta, "totals": totals, "charts": charts}
+
+
+def _judge_usage(check: Mapping[str, Any]) -> tuple[int, int]:
+    """Prompt and completion tokens a judge check's request used (``details.usage``), or 0, 0.
+
+    The run's summary counts judge requests in its tokens (they are sent and
+    billed like answers), while a record's ``totals`` counts answers only, so
+    the report adds these to agree with the summary.
+    """
+    details = check.get("details")
+    usage = details.get("usage") if isinstance(details, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
 # -- the page -------------------------------------------------------------------------

@@ -505,7 +505,7 @@
       tile('failed', 'failed', fmtInt(st.failed || 0), null, st.failed ? 'bad' : ''),
       tile('interrupted', 'interrupted', fmtInt(st.interrupted || 0), null, st.interrupted ? 'grey' : ''),
       tile('turns', 'turns answered', fmtInt(t.turns), 'of ' + fmtInt(t.turns_sent) + ' sent'),
-      tile('tokens', 'tokens', fmtInt(t.total_tokens), fmtInt(t.prompt_tokens) + ' prompt · ' + fmtInt(t.completion_tokens) + ' completion'),
+      tile('tokens', 'tokens', fmtInt(t.total_tokens), fmtInt(t.prompt_tokens) + ' prompt · ' + fmtInt(t.completion_tokens) + ' completion' + (t.judge_tokens ? ' · ' + fmtInt(t.judge_tokens) + ' by the judge' : '')),
       tile('retries', 'retries', fmtInt(t.retries), fmtInt(t.attempts) + ' attempts', t.retries ? 'warn' : ''),
       tile('failed_checks', 'failed checks', fmtInt(t.failed_checks), null, t.failed_checks ? 'bad' : ''),
       tile('wall', 'wall time', fmtSeconds(t.wall_s), fmtMs(t.latency_ms) + ' waiting for answers'),
@@ -587,6 +587,7 @@
       verdict ? kv('judge', (verdict.pass ? 'pass' : 'fail') + (verdict.reason ? ': ' + text(verdict.reason) : '')) : null,
       kv('judge model', details.model),
       kv('judge error', details.error),
+      isObj(details.usage) ? kv('judge tokens', usageText(details.usage)) : null,
     ]);
   }
 
