@@ -15,7 +15,7 @@ Each conversation found in both runs gets one outcome, the first that applies:
     it is ``completed`` in new and was not in base, or a check failed in base
     and passes in new.
 ``changed``
-    its status, an answer or its set of checks differ.
+    its status, a user prompt, an answer or its set of checks differ.
 ``same``
     none of these. Tokens, latency and the model name never count as a change.
 
@@ -24,7 +24,10 @@ A conversation in base only is ``removed``, and counts as a regression for
 file, a run that stopped early, an empty output) must not pass a gate that
 checks what the remaining ones did. One in new only is ``added``.
 
-A turn's answer is the assistant message right after its user message
+A turn's prompt is its user message (``message_index``); when the prompts of
+a turn differ (a changed conversation file), the report says so and diffs
+them, since differing answers to differing prompts are no surprise. A turn's
+answer is the assistant message right after its user message
 (``message_index + 1``); a failed turn has none. Checks are paired by
 (turn index, kind, scope, expected), several equal checks of one turn in
 order; a check passes only when its ``passed`` is ``true``.
@@ -121,11 +124,23 @@ class AnswerChange:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptChange:
+    """Two differing user messages at the same turn."""
+
+    base: str | None
+    """The base run's user message; None when it is not in the transcript."""
+    new: str | None
+    """The new run's user message; None when it is not in the transcript."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnDiff:
     """One turn sent in either run."""
 
     index: int
     """0-based turn number."""
+    prompt: PromptChange | None
+    """How the user message changed; None when both runs sent the same one."""
     answer: AnswerChange | None
     """How the answer changed; None when both runs gave the same answer (or none)."""
     tokens: TokenDelta
@@ -374,6 +389,7 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
     checks = tuple(_diff_checks(base_turns, new_turns))
     base_status, new_status = _text(base.get("status")), _text(new.get("status"))
     first = next((t.index for t in turns if t.answer is not None), None)
+    prompts_changed = any(t.prompt is not None for t in turns)
 
     if (base_status == "completed" and new_status != "completed") or any(
         c.change == "regressed" for c in checks
@@ -383,7 +399,7 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
         c.change == "fixed" for c in checks
     ):
         outcome = "fixed"
-    elif base_status != new_status or first is not None or checks:
+    elif base_status != new_status or first is not None or prompts_changed or checks:
         outcome = "changed"
     else:
         outcome = "same"
@@ -416,6 +432,10 @@ def _diff_turn(
     base_messages: list[Any],
     new_messages: list[Any],
 ) -> TurnDiff:
+    base_prompt, new_prompt = _prompt(base, base_messages), _prompt(new, new_messages)
+    prompt = None
+    if base is not None and new is not None and base_prompt != new_prompt:
+        prompt = PromptChange(base_prompt, new_prompt)
     base_answer, new_answer = _answer(base, base_messages), _answer(new, new_messages)
     answer = None
     if base_answer != new_answer:
@@ -427,6 +447,7 @@ def _diff_turn(
     new_usage = _usage((new or {}).get("usage"))
     return TurnDiff(
         index=index,
+        prompt=prompt,
         answer=answer,
         tokens=_token_delta(base_usage, new_usage),
         latency_ms=_delta(
@@ -538,11 +559,22 @@ def _answer(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
     """The turn's answer as text; None when it got none."""
     if turn is None or turn.get("error") is not None or not _is_int(turn.get("message_index")):
         return None
-    position = turn["message_index"] + 1
-    if not 0 < position < len(messages):
+    return _message_text(messages, turn["message_index"] + 1, "assistant")
+
+
+def _prompt(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
+    """The turn's user message as text; None when the transcript does not have it."""
+    if turn is None or not _is_int(turn.get("message_index")):
+        return None
+    return _message_text(messages, turn["message_index"], "user")
+
+
+def _message_text(messages: list[Any], position: int, role: str) -> str | None:
+    """The content of ``messages[position]`` as text if it has ``role``, else None."""
+    if not 0 <= position < len(messages):
         return None
     message = messages[position]
-    if not isinstance(message, Mapping) or message.get("role") != "assistant":
+    if not isinstance(message, Mapping) or message.get("role") != role:
         return None
     content = message.get("content")
     if content is None or isinstance(content, str):
@@ -623,11 +655,20 @@ def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str
             if change == "regressed" and check.seen is not None:
                 yield f"    seen: {_excerpt(check.seen)}", ""
     if c.first_divergence is not None:
-        yield f"  answers diverge at turn {c.first_divergence + 1}", ""
+        where = next(t for t in c.turns if t.index == c.first_divergence)
+        why = ", where the prompt changed" if where.prompt is not None else ""
+        yield f"  answers diverge at turn {c.first_divergence + 1}{why}", ""
     for turn in c.turns:
+        if turn.prompt is not None:
+            yield from _prompt_lines(turn, turn.prompt, context)
         if turn.answer is not None:
             yield from _answer_lines(turn, turn.answer, context)
     yield f"  {_numbers_text(c.tokens, c.latency_ms, detailed=True)}", ""
+
+
+def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterator[tuple[str, str]]:
+    yield f"  turn {turn.index + 1}: the prompt changed", _BOLD
+    yield from _diff_lines(prompt.base, prompt.new, context)
 
 
 def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterator[tuple[str, str]]:
@@ -640,10 +681,13 @@ def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterato
         if answer.similarity_method != "chars":
             what += f" ({answer.similarity_method})"
     yield f"  turn {turn.index + 1}: {what}; {_numbers_text(turn.tokens, turn.latency_ms)}", ""
+    yield from _diff_lines(answer.base, answer.new, context)
+
+
+def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tuple[str, str]]:
+    """A unified diff of two texts, escaped, cut to :data:`DIFF_LINES` lines."""
     diff = list(
-        difflib.unified_diff(
-            _split(answer.base), _split(answer.new), "base", "new", n=context, lineterm=""
-        )
+        difflib.unified_diff(_split(base), _split(new), "base", "new", n=context, lineterm="")
     )
     for line in diff[:DIFF_LINES]:
         style = ""

@@ -27,8 +27,9 @@ Data (``mtrun.report/1``)::
      "runs": [{"label": "run" | "base" | "new", "source", "meta", "totals",
                "charts", "conversations": [record, ...]}],
      "diff": runner.diff.render_json(...), each conversation's "turns" cut to
-             [{"index", "similarity", "similarity_method"}] of the turns whose
-             answers differ; or null}
+             [{"index", "prompt_changed", "answer_changed", "similarity",
+             "similarity_method"}] of the turns whose prompts or answers
+             differ; or null}
 """
 
 from __future__ import annotations
@@ -95,20 +96,23 @@ def build_comparison(
     """The HTML page comparing two runs: regressions first, then answers side by side.
 
     Pairing, outcomes and flipped checks come from :func:`runner.diff.diff_runs`.
-    Of its per-turn entries only the turns whose answers differ are kept, with
-    their similarity: the page takes answers, tokens and latency from the
-    embedded records, which it needs anyway.
+    Of its per-turn entries only the turns whose prompts or answers differ are
+    kept, with what differs and the answers' similarity: the page takes
+    prompts, answers, tokens and latency from the embedded records, which it
+    needs anyway.
     """
     diff = render_json(diff_runs(base, new))
     for conversation in diff["conversations"]:
         conversation["turns"] = [
             {
                 "index": turn["index"],
-                "similarity": turn["answer"]["similarity"],
-                "similarity_method": turn["answer"]["similarity_method"],
+                "prompt_changed": turn["prompt"] is not None,
+                "answer_changed": turn["answer"] is not None,
+                "similarity": (turn["answer"] or {}).get("similarity"),
+                "similarity_method": (turn["answer"] or {}).get("similarity_method"),
             }
             for turn in conversation["turns"]
-            if turn["answer"] is not None
+            if turn["answer"] is not None or turn["prompt"] is not None
         ]
     data = {
         "schema": SCHEMA,

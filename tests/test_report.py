@@ -296,7 +296,15 @@ def test_the_comparison_marks_a_regression_and_keeps_both_runs() -> None:
     assert data["diff"]["summary"]["regressed"] == 1
     assert [r["id"] for r in data["diff"]["added"]] == ["d"]
     changed = next(c for c in data["diff"]["conversations"] if c["id"] == "b")
-    assert changed["turns"] == [{"index": 0, "similarity": 0.7, "similarity_method": "chars"}]
+    assert changed["turns"] == [
+        {
+            "index": 0,
+            "prompt_changed": False,
+            "answer_changed": True,
+            "similarity": 0.7,
+            "similarity_method": "chars",
+        }
+    ]
 
 
 def test_write_report_replaces_the_file_atomically(tmp_path: Path) -> None:
@@ -397,7 +405,33 @@ def test_token_totals_count_judge_requests_as_the_run_summary_does(tmp_path: Pat
     assert totals["completion_tokens"] == result.completion_tokens
     assert totals["judge_tokens"] == result.total_tokens - answers
     page = build_report(records, title="t", source="s")
-    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    data = data_of(page)
     (judged,) = [c for c in data["runs"][0]["conversations"] if c["id"] == "judged"]
     (check,) = judged["turns"][0]["checks"]
     assert set(check["details"]) == {"model", "verdict", "usage"}
+
+
+def test_the_comparison_keeps_turns_whose_prompt_changed() -> None:
+    def run(prompt: str) -> dict[str, Any]:
+        return {
+            "id": "a",
+            "status": "completed",
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": "Same answer."},
+            ],
+            "turns": [{"index": 0, "message_index": 0}],
+        }
+
+    page = build_comparison([run("Hi")], [run("Hello")], title="t", base_source="b", new_source="n")
+    (conversation,) = data_of(page)["diff"]["conversations"]
+    assert conversation["outcome"] == "changed"
+    assert conversation["turns"] == [
+        {
+            "index": 0,
+            "prompt_changed": True,
+            "answer_changed": False,
+            "similarity": None,
+            "similarity_method": None,
+        }
+    ]

@@ -383,3 +383,35 @@ def test_ten_thousand_conversations_open_and_scroll(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
     assert page_errors(browser) == []
+
+
+def test_the_comparison_says_when_the_prompt_changed(browser: Any, tmp_path: Path) -> None:
+    def run(country: str, answer: str) -> dict[str, Any]:
+        return {
+            "id": "quiz",
+            "status": "completed",
+            "messages": [
+                {"role": "user", "content": f"What is the capital of {country}?"},
+                {"role": "assistant", "content": answer},
+            ],
+            "turns": [{"index": 0, "message_index": 0, "latency_ms": 5.0}],
+        }
+
+    page = build_comparison(
+        [run("France", "Paris.")],
+        [run("Italy", "Rome.")],
+        title="prompts",
+        base_source="b",
+        new_source="n",
+    )
+    write_report(tmp_path / "prompts.html", page)
+    open_page(browser, tmp_path / "prompts.html", "#conv=quiz")
+    wait_for(browser, lambda d: css(d, ".cmp-turn.differs"))
+    label = css(browser, ".cmp-turn .turn-label")[0].text
+    assert label.startswith("Turn 1 · the prompt changed · answers differ")
+    change = css(browser, ".prompt-change")
+    assert len(change) == 1
+    assert [e.text for e in css(browser, ".prompt-change [data-side=base] del.d")] == ["France?"]
+    assert [e.text for e in css(browser, ".prompt-change [data-side=new] ins.d")] == ["Italy?"]
+    assert "Prompts changed\nturn 1" in css(browser, "#conversation .panel")[0].text
+    assert page_errors(browser) == []

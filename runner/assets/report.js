@@ -787,6 +787,21 @@
     ]);
   }
 
+  /* The user message of a turn whose prompt differs between the runs: both, side by side,
+   * with the words removed and added marked, so a changed conversation file is seen as such. */
+  function promptChange(before, after) {
+    const ops = wordDiff(contentText(before.content) || '', contentText(after.content) || '');
+    const side = (label, message) => {
+      const node = bubble(message);
+      node.replaceChild(diffBody(ops, label), node.lastChild);
+      return h('div', { class: 'side', 'data-side': label }, [h('div', { class: 'side-head' }, h('b', null, label + ' prompt')), node]);
+    };
+    return h('div', { class: 'prompt-change' }, [
+      h('div', { class: 'muted' }, 'The prompt changed between the runs:'),
+      h('div', { class: 'side-by-side' }, [side('base', before), side('new', after)]),
+    ]);
+  }
+
   function comparisonView(cd, base, fresh) {
     const baseTurns = new Map(turnsOf(base).map((t) => [t.index, t]));
     const newTurns = new Map(turnsOf(fresh).map((t) => [t.index, t]));
@@ -807,16 +822,19 @@
       const source = nt || bt;
       const user = arr((nt ? fresh : base).messages)[source.message_index];
       const td = changed.get(index);
+      const answered = Boolean(td && td.answer_changed), prompted = Boolean(td && td.prompt_changed);
       const ba = bt ? answerOf(base, bt) : null, na = nt ? answerOf(fresh, nt) : null;
-      const ops = td && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
+      const ops = answered && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
+      const bu = bt ? arr(base.messages)[bt.message_index] : null;
       const latency = bt && nt && isNum(bt.latency_ms) && isNum(nt.latency_ms) ? nt.latency_ms - bt.latency_ms : null;
       const tokens = bt && nt && isObj(bt.usage) && isObj(nt.usage) ? usageTotal(nt.usage) - usageTotal(bt.usage) : null;
-      return h('div', { class: 'cmp-turn' + (td ? ' differs' : ''), 'data-turn': String(index) }, [
-        h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), td ? ' · answers differ' : ' · same answer',
-          td && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
+      return h('div', { class: 'cmp-turn' + (answered || prompted ? ' differs' : ''), 'data-turn': String(index) }, [
+        h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), prompted ? ' · the prompt changed' : '',
+          answered ? ' · answers differ' : ' · same answer',
+          answered && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
           isNum(latency) ? ' · latency ' + signed(latency, fmtMs) : '',
           isNum(tokens) ? ' · tokens ' + signed(tokens, fmtInt) : '']),
-        user ? bubble(user) : null,
+        prompted && isObj(bu) && isObj(user) ? promptChange(bu, user) : user ? bubble(user) : null,
         h('div', { class: 'side-by-side' }, [
           sideOf('base', base, bt, ops, flipsFor(index, 'base')),
           sideOf('new', fresh, nt, ops, flipsFor(index, 'new')),
@@ -832,6 +850,7 @@
         ['Source', text(cd.source)],
         ['Model', cd.base_model === cd.new_model ? text(cd.new_model) : text(cd.base_model) + ' → ' + text(cd.new_model)],
         ['First different answer', isInt(cd.first_divergence) ? 'turn ' + (cd.first_divergence + 1) : 'none'],
+        ['Prompts changed', arr(cd.turns).filter((t) => t.prompt_changed).map((t) => 'turn ' + (t.index + 1)).join(', ') || 'none'],
         ['Tokens', cd.tokens ? signed(cd.tokens.total_tokens, fmtInt) : '–'],
         ['Latency', signed(cd.latency_ms, fmtMs)],
       ])),
