@@ -397,14 +397,25 @@ def test_the_comparison_says_when_the_prompt_changed(browser: Any, tmp_path: Pat
             "turns": [{"index": 0, "message_index": 0, "latency_ms": 5.0}],
         }
 
+    gone = {**run("Spain", "Madrid."), "id": "gone"}
     page = build_comparison(
-        [run("France", "Paris.")],
+        [run("France", "Paris."), gone],
         [run("Italy", "Rome.")],
         title="prompts",
         base_source="b",
         new_source="n",
     )
     write_report(tmp_path / "prompts.html", page)
+    open_page(browser, tmp_path / "prompts.html")
+    (removed,) = css(browser, "#diff-summary .tile[data-total=removed]")
+    assert "bad" in removed.get_attribute("class").split()
+    assert [li.text.split("\n")[0] for li in css(browser, "#removed li")] == ["gone"]
+    before_the_table = browser.execute_script(
+        "return !!(document.getElementById('removed').compareDocumentPosition("
+        "document.querySelector('#overview table')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    assert before_the_table  # listed with the regressions, not after everything else
+
     open_page(browser, tmp_path / "prompts.html", "#conv=quiz")
     wait_for(browser, lambda d: css(d, ".cmp-turn.differs"))
     label = css(browser, ".cmp-turn .turn-label")[0].text

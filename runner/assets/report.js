@@ -940,16 +940,16 @@
         tile('changed', 'changed', fmtInt(summary.changed)),
         tile('same', 'same', fmtInt(summary.same)),
         tile('added', 'added', fmtInt(summary.added)),
-        tile('removed', 'removed', fmtInt(summary.removed)),
+        tile('removed', 'removed', fmtInt(summary.removed), summary.removed ? 'missing from new: regressions' : null, summary.removed ? 'bad' : ''),
       ]),
       panel('Regressions (' + fmtInt(regressions.length) + ')', regressions.length
         ? [h('ul', { class: 'regressions', id: 'regressions' }, shownRegressions.map((r) => h('li', { 'data-id': r.id, onclick: () => go(r.id) }, [
           h('b', null, r.id), badge('regressed'), h('span', { class: 'why' }, regressionWhy(r.cd)),
         ]))), regressions.length > shownRegressions.length ? h('p', { class: 'muted' }, 'The table below lists all of them.') : null]
         : h('p', { class: 'muted', id: 'regressions' }, 'No conversation regressed.'), { id: 'regressions-panel' }),
+      refList('Only in base: missing from new, counted as regressions', diff.removed, 'removed'),
       panel('Conversations in both runs', table.nodes),
       refList('Only in new', diff.added, 'added'),
-      refList('Only in base', diff.removed, 'removed'),
       h('div', { class: 'meta-grid section' }, [
         h('div', { class: 'panel', id: 'base-meta' }, [h('h2', null, 'Base run'), dl(metaPairs(base))]),
         h('div', { class: 'panel', id: 'new-meta' }, [h('h2', null, 'New run'), dl(metaPairs(fresh))]),
