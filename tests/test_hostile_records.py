@@ -31,7 +31,7 @@ from runner.report import build_comparison, build_report
 from runner.show import render_records, summary_line
 
 FAST = settings(
-    max_examples=60,
+    max_examples=40,
     database=None,
     derandomize=True,
     deadline=None,
@@ -81,7 +81,7 @@ def nested(depth: int) -> Any:
 odd = st.one_of(
     values,
     st.integers(min_value=100, max_value=900).map(nested),
-    st.integers(min_value=5_000, max_value=20_000).map(lambda n: "x\x1b " * n),
+    st.integers(min_value=1_000, max_value=5_000).map(lambda n: "x\x1b " * n),
 )
 
 
@@ -375,13 +375,16 @@ ODD_VALUES = [
     1.5,
     float("nan"),
     float("-inf"),
-    *NASTY,
-    "x" * 100_000,
+    "a\udc80b",
+    "\x1b[2J\x1b]0;pwned\x07\x00\u202e",
+    "<script>window.__pwned=1</script>]]>&#0;",
+    "",
+    "x" * 20_000,
     [],
     {},
     [None, 1, "\ud800"],
     {"\ud800": {"<b>": [float("inf")]}},
-    nested(900),
+    nested(300),
 ]
 
 
