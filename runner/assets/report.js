@@ -135,15 +135,24 @@
     return message;
   }
 
+  /* Tokens a judge check's request used, as report.run_summary counts them (prompt + completion). */
+  function judgeUsage(check) {
+    const usage = isObj(check) && isObj(check.details) && isObj(check.details.usage) ? check.details.usage : {};
+    return (isInt(usage.prompt_tokens) ? usage.prompt_tokens : 0) + (isInt(usage.completion_tokens) ? usage.completion_tokens : 0);
+  }
+
   function conversationRow(rec, i) {
     const turns = turnsOf(rec);
     const totals = isObj(rec.totals) ? rec.totals : {};
     let latency = null;
     let failedChecks = 0;
-    let tokens = 0;
+    let tokens = 0, judgeTokens = 0;
     for (const turn of turns) {
       if (isNum(turn.latency_ms)) latency = (latency || 0) + turn.latency_ms;
-      for (const check of arr(turn.checks)) if (isObj(check) && check.passed !== true) failedChecks++;
+      for (const check of arr(turn.checks)) {
+        if (isObj(check) && check.passed !== true) failedChecks++;
+        judgeTokens += judgeUsage(check);
+      }
       if (isObj(turn.usage)) tokens += usageTotal(turn.usage);
     }
     const id = text(rec.id);
@@ -156,7 +165,7 @@
       status: text(rec.status) || 'unknown',
       turns: isInt(totals.turns) ? totals.turns : turns.filter((t) => t.error === undefined || t.error === null).length,
       sent: turns.length,
-      tokens: isInt(totals.total_tokens) ? totals.total_tokens : tokens,
+      tokens: (isInt(totals.total_tokens) ? totals.total_tokens : tokens) + judgeTokens,
       latency: latency,
       failedChecks: failedChecks,
       key: (id + '\n' + source).toLowerCase(),
