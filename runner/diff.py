@@ -234,7 +234,7 @@ class DiffSummary:
     added: int
     """In new only."""
     removed: int
-    """In base only."""
+    """In base only; :func:`should_fail` counts them as regressions."""
 
 
 @dataclass(frozen=True, slots=True)
