@@ -436,3 +436,28 @@ def test_every_field_with_every_odd_value_through_every_renderer() -> None:
             except Exception as exc:  # the message says which field and value
                 failures.append(f"{context}: {exc!r}"[:300])
     assert failures == []
+
+
+def test_run_junit_survives_hostile_prompts_and_answers(tmp_path: Path, monkeypatch: Any) -> None:
+    """The offline backend echoes the prompt, so hostile text reaches every JUnit field."""
+    monkeypatch.chdir(tmp_path)
+    hostile = "\\x1b[2J\\x00 ]]> <script>alert(1)</script> &amp; \\ufffe \\u202e end"
+    (tmp_path / "h.yaml").write_text(  # an id with control characters is refused at load
+        "conversations:\n"
+        '  - id: "h <b>&amp; ]]>"\n'
+        "    turns:\n"
+        f'      - content: "{hostile}"\n'
+        f'        expect: {{contains: "{hostile} NEVER", max_chars: 1}}\n',
+        encoding="utf-8",
+    )
+    args = ["--mock", "-q", "--junit", "j.xml", "-o", "t.jsonl", "h.yaml"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.stderr
+    data = (tmp_path / "j.xml").read_bytes()
+    root = ET.fromstring(data)
+    (case,) = root.iter("testcase")
+    assert case.attrib["name"] == "h <b>&amp; ]]>"
+    (failure,) = root.iter("failure")
+    assert failure.attrib["message"].startswith("2 checks failed: turn 1: contains: ")
+    assert b"\x1b" not in data and b"\x00" not in data and b"<script>" not in data
+    assert "<script>alert(1)</script>" in (failure.text or "")
