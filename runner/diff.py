@@ -69,8 +69,8 @@ from runner.records import as_int as _int
 from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
+from runner.records import escape_surrogates, shallow, to_json
 from runner.records import is_int as _is_int
-from runner.records import shallow, to_json
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
@@ -90,11 +90,10 @@ EXCERPT_CHARS = 300
 """Longest excerpt of a check's expected, seen or message in the text report."""
 
 _RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 """Characters a terminal may act on: C0/C1 controls but newline and tab, bidi
-controls, line separators, and lone surrogates (which cannot even be encoded)."""
+controls, line separators. Lone surrogates (which cannot even be encoded) are
+escaped by :func:`runner.records.escape_surrogates`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,7 +762,7 @@ def _one_line(text: str) -> str:
 
 def _escape(text: str) -> str:
     """``text`` with every character a terminal may act on written as a visible escape."""
-    return _UNSAFE.sub(_escape_char, text)
+    return escape_surrogates(_UNSAFE.sub(_escape_char, text))
 
 
 def _escape_char(match: re.Match[str]) -> str:

@@ -70,7 +70,7 @@ JUDGE_DETAILS = ("model", "verdict", "error", "usage")
 """The parts of a check's ``details`` the page shows; the rest (the judge request) is dropped."""
 
 _SLOTS = re.compile(r"\{\{(title|csp|style|script|data)\}\}")
-_JSON_UNSAFE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
 
 
 def build_report(records: Sequence[Mapping[str, Any]], *, title: str, source: str) -> str:
@@ -150,7 +150,7 @@ def embed_json(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, TypeError, RecursionError):
         text = json.dumps(shallow(value), ensure_ascii=False, separators=(",", ":"))
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return escape_surrogates(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def csp_hash(text: str) -> str:
