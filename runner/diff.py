@@ -15,11 +15,19 @@ Each conversation found in both runs gets one outcome, the first that applies:
     it is ``completed`` in new and was not in base, or a check failed in base
     and passes in new.
 ``changed``
-    its status, an answer or its set of checks differ.
+    its status, a user prompt, an answer or its set of checks differ.
 ``same``
     none of these. Tokens, latency and the model name never count as a change.
 
-A turn's answer is the assistant message right after its user message
+A conversation in base only is ``removed``, and counts as a regression for
+:func:`should_fail`: a change that makes conversations vanish (a deleted
+file, a run that stopped early, an empty output) must not pass a gate that
+checks what the remaining ones did. One in new only is ``added``.
+
+A turn's prompt is its user message (``message_index``); when the prompts of
+a turn differ (a changed conversation file), the report says so and diffs
+them, since differing answers to differing prompts are no surprise. A turn's
+answer is the assistant message right after its user message
 (``message_index + 1``); a failed turn has none. Checks are paired by
 (turn index, kind, scope, expected), several equal checks of one turn in
 order; a check passes only when its ``passed`` is ``true``.
@@ -52,7 +60,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +69,7 @@ from runner.records import as_int as _int
 from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
+from runner.records import escape_surrogates, shallow, to_json
 from runner.records import is_int as _is_int
 
 SCHEMA = "mtrun.diff/1"
@@ -82,11 +90,10 @@ EXCERPT_CHARS = 300
 """Longest excerpt of a check's expected, seen or message in the text report."""
 
 _RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 """Characters a terminal may act on: C0/C1 controls but newline and tab, bidi
-controls, line separators, and lone surrogates (which cannot even be encoded)."""
+controls, line separators. Lone surrogates (which cannot even be encoded) are
+escaped by :func:`runner.records.escape_surrogates`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +123,23 @@ class AnswerChange:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptChange:
+    """Two differing user messages at the same turn."""
+
+    base: str | None
+    """The base run's user message; None when it is not in the transcript."""
+    new: str | None
+    """The new run's user message; None when it is not in the transcript."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnDiff:
     """One turn sent in either run."""
 
     index: int
     """0-based turn number."""
+    prompt: PromptChange | None
+    """How the user message changed; None when both runs sent the same one."""
     answer: AnswerChange | None
     """How the answer changed; None when both runs gave the same answer (or none)."""
     tokens: TokenDelta
@@ -214,7 +233,7 @@ class DiffSummary:
     added: int
     """In new only."""
     removed: int
-    """In base only."""
+    """In base only; :func:`should_fail` counts them as regressions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +277,7 @@ def should_fail(diff: RunDiff, fail_on: str) -> bool:
     if fail_on == "never":
         return False
     if fail_on == "regressed":
-        return diff.summary.regressed > 0
+        return diff.summary.regressed + diff.summary.removed > 0
     if fail_on == "changed":
         s = diff.summary
         return s.changed + s.regressed + s.fixed + s.added + s.removed > 0
@@ -285,22 +304,11 @@ def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
     if context < 0:
         raise ValueError(f"context must be 0 or more, not {context}")
     lines: list[tuple[str, str]] = []
-    for outcome, title in (("regressed", "Regressed"), ("fixed", "Fixed"), ("changed", "Changed")):
-        members = [c for c in diff.conversations if c.outcome == outcome]
-        if members:
-            lines.append((f"{title} ({len(members)})", _BOLD))
-            for conversation in members:
-                lines.append(("", ""))
-                lines.extend(_conversation_lines(conversation, context))
-            lines.append(("", ""))
-    for title, refs, sign in (("Added", diff.added, "+"), ("Removed", diff.removed, "-")):
-        if refs:
-            lines.append((f"{title} ({len(refs)})", _BOLD))
-            lines.extend(
-                (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
-                for r in refs
-            )
-            lines.append(("", ""))
+    _outcome_lines(lines, diff, "regressed", "Regressed", context)
+    _ref_lines(lines, "Removed", diff.removed, "-", note=", missing from new: regressions")
+    _outcome_lines(lines, diff, "fixed", "Fixed", context)
+    _outcome_lines(lines, diff, "changed", "Changed", context)
+    _ref_lines(lines, "Added", diff.added, "+")
     if not lines:
         lines.append(("No differences.", ""))
     s = diff.summary
@@ -312,6 +320,35 @@ def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
         )
     )
     return "\n".join(f"{style}{text}{_RESET}" if color and style else text for text, style in lines)
+
+
+def _outcome_lines(
+    lines: list[tuple[str, str]], diff: RunDiff, outcome: str, title: str, context: int
+) -> None:
+    members = [c for c in diff.conversations if c.outcome == outcome]
+    if members:
+        lines.append((f"{title} ({len(members)})", _BOLD))
+        for conversation in members:
+            lines.append(("", ""))
+            lines.extend(_conversation_lines(conversation, context))
+        lines.append(("", ""))
+
+
+def _ref_lines(
+    lines: list[tuple[str, str]],
+    title: str,
+    refs: Sequence[ConversationRef],
+    sign: str,
+    *,
+    note: str = "",
+) -> None:
+    if refs:
+        lines.append((f"{title} ({len(refs)}{note})", _BOLD))
+        lines.extend(
+            (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
+            for r in refs
+        )
+        lines.append(("", ""))
 
 
 def _plain(value: Any) -> Any:
@@ -351,6 +388,7 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
     checks = tuple(_diff_checks(base_turns, new_turns))
     base_status, new_status = _text(base.get("status")), _text(new.get("status"))
     first = next((t.index for t in turns if t.answer is not None), None)
+    prompts_changed = any(t.prompt is not None for t in turns)
 
     if (base_status == "completed" and new_status != "completed") or any(
         c.change == "regressed" for c in checks
@@ -360,7 +398,7 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
         c.change == "fixed" for c in checks
     ):
         outcome = "fixed"
-    elif base_status != new_status or first is not None or checks:
+    elif base_status != new_status or first is not None or prompts_changed or checks:
         outcome = "changed"
     else:
         outcome = "same"
@@ -393,6 +431,10 @@ def _diff_turn(
     base_messages: list[Any],
     new_messages: list[Any],
 ) -> TurnDiff:
+    base_prompt, new_prompt = _prompt(base, base_messages), _prompt(new, new_messages)
+    prompt = None
+    if base is not None and new is not None and base_prompt != new_prompt:
+        prompt = PromptChange(base_prompt, new_prompt)
     base_answer, new_answer = _answer(base, base_messages), _answer(new, new_messages)
     answer = None
     if base_answer != new_answer:
@@ -404,6 +446,7 @@ def _diff_turn(
     new_usage = _usage((new or {}).get("usage"))
     return TurnDiff(
         index=index,
+        prompt=prompt,
         answer=answer,
         tokens=_token_delta(base_usage, new_usage),
         latency_ms=_delta(
@@ -472,13 +515,13 @@ def _diff_checks(
             yield CheckChange(
                 turn=key[0],
                 kind=_text(shown.get("kind")),
-                scope=shown.get("scope"),
-                expected=shown.get("expected"),
+                scope=shallow(shown.get("scope")),
+                expected=shallow(shown.get("expected")),
                 change=change,
                 base_passed=old_passed,
                 new_passed=new_passed,
                 message=_text(shown.get("message")),
-                seen=shown.get("seen"),
+                seen=shallow(shown.get("seen")),
             )
 
 
@@ -515,16 +558,27 @@ def _answer(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
     """The turn's answer as text; None when it got none."""
     if turn is None or turn.get("error") is not None or not _is_int(turn.get("message_index")):
         return None
-    position = turn["message_index"] + 1
-    if not 0 < position < len(messages):
+    return _message_text(messages, turn["message_index"] + 1, "assistant")
+
+
+def _prompt(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
+    """The turn's user message as text; None when the transcript does not have it."""
+    if turn is None or not _is_int(turn.get("message_index")):
+        return None
+    return _message_text(messages, turn["message_index"], "user")
+
+
+def _message_text(messages: list[Any], position: int, role: str) -> str | None:
+    """The content of ``messages[position]`` as text if it has ``role``, else None."""
+    if not 0 <= position < len(messages):
         return None
     message = messages[position]
-    if not isinstance(message, Mapping) or message.get("role") != "assistant":
+    if not isinstance(message, Mapping) or message.get("role") != role:
         return None
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
-    return json.dumps(content, ensure_ascii=False, sort_keys=True)
+    return to_json(content, sort_keys=True)
 
 
 def _usage(value: Any) -> tuple[int, int, int] | None:
@@ -570,11 +624,12 @@ def _delta(base: float | None, new: float | None) -> float | None:
 
 def _error(record: Mapping[str, Any]) -> dict[str, Any] | None:
     error = record.get("error")
-    return dict(error) if isinstance(error, Mapping) else None
+    bounded = shallow(error) if isinstance(error, Mapping) else None
+    return bounded if isinstance(bounded, dict) else None
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return to_json(value, sort_keys=True)
 
 
 # -- the text report ------------------------------------------------------------------
@@ -599,11 +654,20 @@ def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str
             if change == "regressed" and check.seen is not None:
                 yield f"    seen: {_excerpt(check.seen)}", ""
     if c.first_divergence is not None:
-        yield f"  answers diverge at turn {c.first_divergence + 1}", ""
+        where = next(t for t in c.turns if t.index == c.first_divergence)
+        why = ", where the prompt changed" if where.prompt is not None else ""
+        yield f"  answers diverge at turn {c.first_divergence + 1}{why}", ""
     for turn in c.turns:
+        if turn.prompt is not None:
+            yield from _prompt_lines(turn, turn.prompt, context)
         if turn.answer is not None:
             yield from _answer_lines(turn, turn.answer, context)
     yield f"  {_numbers_text(c.tokens, c.latency_ms, detailed=True)}", ""
+
+
+def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterator[tuple[str, str]]:
+    yield f"  turn {turn.index + 1}: the prompt changed", _BOLD
+    yield from _diff_lines(prompt.base, prompt.new, context)
 
 
 def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterator[tuple[str, str]]:
@@ -616,10 +680,13 @@ def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterato
         if answer.similarity_method != "chars":
             what += f" ({answer.similarity_method})"
     yield f"  turn {turn.index + 1}: {what}; {_numbers_text(turn.tokens, turn.latency_ms)}", ""
+    yield from _diff_lines(answer.base, answer.new, context)
+
+
+def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tuple[str, str]]:
+    """A unified diff of two texts, escaped, cut to :data:`DIFF_LINES` lines."""
     diff = list(
-        difflib.unified_diff(
-            _split(answer.base), _split(answer.new), "base", "new", n=context, lineterm=""
-        )
+        difflib.unified_diff(_split(base), _split(new), "base", "new", n=context, lineterm="")
     )
     for line in diff[:DIFF_LINES]:
         style = ""
@@ -680,7 +747,7 @@ def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: boo
 
 def _excerpt(value: Any) -> str:
     """A value on one line: strings quoted as JSON, cut to :data:`EXCERPT_CHARS`."""
-    return _escape(_cut(json.dumps(value, ensure_ascii=False, default=str)))
+    return _escape(_cut(to_json(value)))
 
 
 def _cut(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -695,7 +762,7 @@ def _one_line(text: str) -> str:
 
 def _escape(text: str) -> str:
     """``text`` with every character a terminal may act on written as a visible escape."""
-    return _UNSAFE.sub(_escape_char, text)
+    return escape_surrogates(_UNSAFE.sub(_escape_char, text))
 
 
 def _escape_char(match: re.Match[str]) -> str:

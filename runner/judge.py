@@ -166,6 +166,7 @@ async def _ask_judge(
         details["error"] = gave_up.error.message
         return result(False, f"the judge gave no verdict: {gave_up.error.message}")
     details["reply"] = completion.content
+    details["usage"] = completion.usage  # counted in the run's tokens; the report adds it too
     verdict = parse_verdict(completion.content)
     if verdict is None:
         return result(False, f"the judge gave no verdict: {excerpt(str(completion.content), 120)}")

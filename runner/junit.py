@@ -13,35 +13,51 @@ same loose "JUnit XML" dialect. The report follows its common core::
 One ``<testsuite>`` per conversation file (the records' ``source``, in
 first-seen order) and one ``<testcase>`` per transcript record; a conversation
 run several times (``--repeat``) gives one testcase per run (``greeting#2``).
+Given the run's ``batch`` (``--junit`` does), every conversation of it that has
+no record gets a testcase too: a run stopped early by ``--budget-tokens`` or an
+exhausted quota never started some, and a report that left them out would
+look like a smaller, passing batch.
 
-How a record maps to a testcase, each testcase counted once in the totals:
+How a record maps to a testcase: at most one ``<error>`` or ``<failure>``
+(the Ant/Surefire schema allows one, and most viewers show only the first),
+whose ``message`` and text name every failed check; each testcase counted
+once in the totals:
 
-- ``failed`` (a turn failed for good): one ``<error>`` typed with the error
-  kind, then a ``<failure>`` per failed check of the turns before it.
+- ``failed`` (a turn failed for good): an ``<error>`` typed with the error
+  kind; its text adds the attempts and every check that failed before.
   Counted in ``errors``.
-- ``interrupted``: ``<skipped>``; failed checks so far are listed in its text.
-  Counted in ``skipped``.
-- ``checks_failed``, or any record with a failed check: one ``<failure>`` per
-  failed check, typed with the check's kind. Counted in ``failures``.
+- ``interrupted``, or in the batch without a record: an ``<error>`` of type
+  ``interrupted`` or ``not_run``, message ``interrupted after N turns: ...``
+  or ``not run: ...``. Not ``<skipped>``: CI viewers and gates treat skipped tests as
+  harmless, but a conversation that did not run to the end says nothing
+  about its answers, and the run's exit code (3 or 130) says so too.
+  Counted in ``errors``.
+- ``checks_failed``, or any record with a failed check: one ``<failure>``,
+  typed with the check's kind (``checks`` when several kinds failed), whose
+  message starts with how many checks failed and lists each. Counted in
+  ``failures``.
 - ``completed`` with no failed check: no child element.
 - an unknown status: an ``<error>`` of type ``unknown_status``.
 
-``time`` is the seconds spent waiting for the API: the sum of the latency of
-every attempt of every turn (retries included, backoff waits excluded), or the
-turn's ``latency_ms`` where its attempts carry none. Wall-clock time
-(``finished_at - started_at``) is not used because ``started_at`` is kept
-across ``--resume`` and would count the hours between runs. Times are rounded
-to milliseconds per testcase, and suite and run times are sums of those, so
-the totals add up exactly.
+``time`` is the conversation's wall-clock time, ``finished_at -
+started_at``, so it includes backoff waits, Retry-After holds and pacing
+(a conversation that failed after 52 s of retries takes 52 s, not the 0.15 s
+its requests took). Where either is missing or unreadable, or they are out of
+order, it is the sum of the latency of every attempt of every turn (the
+turn's ``latency_ms`` where its attempts carry none). ``started_at`` is kept
+across ``--resume``, so a resumed conversation's time spans the pause between
+the runs. Times are rounded to milliseconds per testcase, and suite and run
+times are sums of those, so the totals add up exactly.
 
 A suite's ``timestamp`` is the given ``timestamp``, else the earliest
 ``started_at`` of its records, written in UTC as ``YYYY-MM-DDTHH:MM:SS``
 without fraction or zone: the form the strictest readers (the Ant/Surefire
 schema) accept.
 
-Model output can hold characters XML 1.0 forbids (control characters, lone
-surrogates, U+FFFE/U+FFFF), which ElementTree would write as-is; they are
-removed from every text and attribute value.
+Model output can hold characters XML 1.0 forbids (control characters,
+U+FFFE/U+FFFF), which ElementTree would write as-is; they are removed from
+every text and attribute value. Lone surrogates are written as their escape
+(``\\ud800``), as in every other renderer.
 """
 
 from __future__ import annotations
@@ -57,6 +73,7 @@ from typing import Any
 from runner.atomic import write_atomic
 from runner.records import as_list as _list
 from runner.records import as_text as _text
+from runner.records import escape_surrogates, is_int
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -78,11 +95,25 @@ def junit_xml(
     *,
     run_name: str = "mtrun",
     timestamp: str | None = None,
+    batch: Sequence[tuple[str, str]] = (),
+    not_run_reason: str | None = None,
 ) -> bytes:
-    """The JUnit XML report of ``records`` as a UTF-8 document with its declaration."""
+    """The JUnit XML report of ``records`` as a UTF-8 document with its declaration.
+
+    ``batch`` is the run's conversations as ``(id, source)``: those without a
+    record become ``not run`` errors, saying ``not_run_reason`` (why the run
+    stopped) when given.
+    """
     suites: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
         suites.setdefault(_text(record.get("source")), []).append(record)
+    recorded = {_text(record.get("id")) for record in records}
+    missing: dict[str, list[str]] = {}
+    for conversation_id, source in batch:
+        if conversation_id not in recorded:
+            missing.setdefault(source, []).append(conversation_id)
+            suites.setdefault(source, [])
+    reason = not_run_reason or "the run stopped before it started"
 
     root = ET.Element("testsuites", {"name": _clean(run_name)})
     totals = _Counts()
@@ -94,6 +125,9 @@ def junit_xml(
         for record in members:
             outcome, millis = _testcase(suite, record, classname)
             counts.add(outcome, millis)
+        for conversation_id in missing.get(source, ()):
+            _not_run(suite, conversation_id, classname, reason)
+            counts.add("errors", 0)
         counts.set_on(suite)
         if stamp:
             suite.set("timestamp", stamp)
@@ -143,7 +177,9 @@ class _Counts:
 def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> tuple[str, int]:
     """Add the testcase of ``record`` to ``suite``; its outcome and time in ms."""
     turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
-    millis = round(sum(_turn_millis(t) for t in turns))
+    millis = _wall_millis(record)
+    if millis is None:
+        millis = round(sum(_turn_millis(t) for t in turns))
     case = ET.SubElement(
         suite,
         "testcase",
@@ -157,53 +193,69 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
     ]
     status = _text(record.get("status"))
     error = record.get("error") if isinstance(record.get("error"), Mapping) else None
+    checks_text = _checks_text(failed_checks)
 
     if status == "failed":
-        _add_error(case, error or {}, turns)
+        _add_error(case, error or {}, turns, checks_text)
         outcome = "errors"
     elif status == "interrupted":
-        message = _text((error or {}).get("message")) or "the run stopped first"
-        skipped = _child(case, "skipped", message=f"interrupted: {message}")
-        if failed_checks:
-            skipped.text = _clean(
-                "checks that had failed before the interruption:\n\n"
-                + "\n\n".join(_check_body(n, c) for n, c in failed_checks)
-            )
-        outcome = "skipped"
+        answered = sum(1 for t in turns if t.get("error") is None)
+        reason = _text((error or {}).get("message")) or "the run stopped first"
+        message = f"interrupted after {answered} turn{'' if answered == 1 else 's'}: {reason}"
+        body = [message, checks_text] if checks_text else [message]
+        _child(case, "error", message=message, type="interrupted").text = _clean("\n\n".join(body))
+        outcome = "errors"
     elif status in ("completed", "checks_failed"):
         outcome = "failures" if failed_checks or status == "checks_failed" else "passed"
-        if status == "checks_failed" and not failed_checks:
+        if failed_checks:
+            kinds = {_text(check.get("kind")) or "check" for _, check in failed_checks}
+            kind = kinds.pop() if len(kinds) == 1 else "checks"
+            summary = "; ".join(_check_line(n, c) for n, c in failed_checks)
+            if len(failed_checks) > 1:
+                summary = f"{len(failed_checks)} checks failed: {summary}"
+            _child(case, "failure", message=summary, type=kind).text = _clean(checks_text)
+        elif status == "checks_failed":
             _child(case, "failure", message="checks failed", type="checks").text = _clean(
                 "the transcript says checks failed but lists no failed check"
             )
     else:
-        _child(case, "error", message=f"unknown status {status!r}", type="unknown_status")
+        message = f"unknown status {status!r}"
+        _child(case, "error", message=message, type="unknown_status").text = _clean(
+            "\n\n".join(part for part in (message, checks_text) if part)
+        )
         outcome = "errors"
-
-    if outcome != "skipped":
-        for number, check in failed_checks:
-            kind = _text(check.get("kind")) or "check"
-            summary = _text(check.get("message")) or "failed"
-            failure = _child(
-                case, "failure", message=f"turn {number}: {kind}: {summary}", type=kind
-            )
-            failure.text = _clean(_check_body(number, check))
 
     ET.SubElement(case, "system-out").text = _clean(_transcript(record))
     return outcome, millis
 
 
-def _add_error(case: ET.Element, error: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> None:
+def _not_run(suite: ET.Element, conversation_id: str, classname: str, reason: str) -> None:
+    """The testcase of a conversation of the batch that has no record: it never started."""
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        {"name": _clean(conversation_id), "classname": classname, "time": "0.000"},
+    )
+    message = f"not run: {reason}"
+    _child(case, "error", message=message, type="not_run").text = _clean(
+        f"{message}\n\nthe conversation never started"
+    )
+
+
+def _add_error(
+    case: ET.Element, error: Mapping[str, Any], turns: list[Mapping[str, Any]], checks_text: str
+) -> None:
     """The ``<error>`` of a conversation whose turn failed for good."""
     index = error.get("turn")
     turn = next((t for t in turns if t.get("index") == index), None)
     if turn is None:
         turn = next((t for t in reversed(turns) if isinstance(t.get("error"), Mapping)), None)
-    detail: Mapping[str, Any] = error or (turn or {}).get("error") or {}
-    number = index + 1 if isinstance(index, int) else _turn_number(turn or {})
+    turn_error = (turn or {}).get("error")
+    detail: Mapping[str, Any] = error or (turn_error if isinstance(turn_error, Mapping) else {})
+    number = index + 1 if is_int(index) else _turn_number(turn or {})
     kind = _text(detail.get("kind")) or "error"
     message = _text(detail.get("message")) or "the turn failed"
-    status = detail.get("status")
+    status = _text(detail.get("status"))
     lines = [f"turn {number} failed: {kind}" + (f" (HTTP {status})" if status else ""), message]
     attempts = [a for a in _list((turn or {}).get("attempts")) if isinstance(a, Mapping)]
     if attempts:
@@ -215,9 +267,26 @@ def _add_error(case: ET.Element, error: Mapping[str, Any], turns: list[Mapping[s
                 f"  {_text(attempt.get('attempt'))}: {_text(attempt.get('outcome'))}"
                 + (f": {_excerpt(said, EXCERPT_CHARS)}" if said else "")
             )
+    if checks_text:
+        lines += ["", f"before it, {checks_text[0].lower()}{checks_text[1:]}"]
     _child(case, "error", message=f"turn {number}: {message}", type=kind).text = _clean(
         "\n".join(lines)
     )
+
+
+def _checks_text(failed_checks: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
+    """Every failed check, counted, for the body of the testcase's one element; or ""."""
+    if not failed_checks:
+        return ""
+    count = len(failed_checks)
+    head = f"{count} check{'' if count == 1 else 's'} failed:"
+    return "\n\n".join([head, *(_check_body(n, c) for n, c in failed_checks)])
+
+
+def _check_line(number: int, check: Mapping[str, Any]) -> str:
+    """One failed check on one line: ``turn N: kind: message``."""
+    kind = _text(check.get("kind")) or "check"
+    return f"turn {number}: {kind}: {_text(check.get('message')) or 'failed'}"
 
 
 def _check_body(number: int, check: Mapping[str, Any]) -> str:
@@ -278,6 +347,15 @@ def _content(content: Any) -> str:
                 parts.append(f"[{_text(part.get('type')) or 'part'}]")
         return " ".join(parts)
     return _text(content)
+
+
+def _wall_millis(record: Mapping[str, Any]) -> int | None:
+    """``finished_at - started_at`` in ms, or None when either is missing or out of order."""
+    started = _parse_time(_text(record.get("started_at")))
+    finished = _parse_time(_text(record.get("finished_at")))
+    if started is None or finished is None or finished < started:
+        return None
+    return round((finished - started).total_seconds() * 1000)
 
 
 def _turn_millis(turn: Mapping[str, Any]) -> float:
@@ -355,8 +433,8 @@ def _indented(text: str, width: int) -> str:
 
 
 def _clean(text: str) -> str:
-    """``text`` without the characters XML 1.0 does not allow."""
-    return _ILLEGAL_XML.sub("", text)
+    """``text`` without the characters XML 1.0 does not allow; lone surrogates escaped."""
+    return _ILLEGAL_XML.sub("", escape_surrogates(text))
 
 
 def _number(value: Any) -> float | None:

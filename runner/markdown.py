@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from runner.records import as_list as _list
+from runner.records import as_text as _text
 from runner.show import (
     TurnView,
     check_name,
@@ -88,19 +90,21 @@ def escape_text(text: str) -> str:
 
 
 def _conversation(record: Mapping[str, Any]) -> Iterator[str]:
-    status = str(record.get("status") or "")
+    status = _text(record.get("status"))
     model, source = record.get("model"), record.get("source")
     answered, tokens, retries = conversation_totals(record)
     facts = [f"{STATUS_MARKS[status]} **{status}**" if status in STATUS_MARKS else code(status)]
-    facts += [f"model {code(str(model))}"] if model else []
-    facts += [f"source {code(str(source))}"] if source else []
+    facts += [f"model {code(_text(model))}"] if model else []
+    facts += [f"source {code(_text(source))}"] if source else []
     if record.get("group") is not None:
-        facts.append(f"repeat {code(str(record.get('repeat')))} of {code(str(record['group']))}")
+        facts.append(
+            f"repeat {code(_text(record.get('repeat')))} of {code(_text(record['group']))}"
+        )
     facts.append(f"{answered} turn{'' if answered == 1 else 's'} answered")
     facts.append(f"{tokens:,} tokens")
     if retries:
         facts.append(f"{retries} retr{'y' if retries == 1 else 'ies'}")
-    yield f"## {code(str(record.get('id') or '?'))}"
+    yield f"## {code(_text(record.get('id')) or '?')}"
     yield ""
     yield " · ".join(facts)
     yield ""
@@ -109,7 +113,7 @@ def _conversation(record: Mapping[str, Any]) -> Iterator[str]:
         history = "" if message.get("role") == "system" else " (history)"
         yield from _message(message, history)
     for turn in turns:
-        yield from _turn(turn, str(model or ""))
+        yield from _turn(turn, _text(model))
     stopped = stop_reason(record)
     if stopped is not None:
         label = status.replace("_", " ").capitalize() if status in STATUS_MARKS else "Stopped"
@@ -135,7 +139,7 @@ def _turn(view: TurnView, model: str) -> Iterator[str]:
     if facts:
         yield f"*Turn {view.number}:* {code(' · '.join(facts))}"
         yield ""
-    checks = [c for c in view.turn.get("checks") or () if isinstance(c, Mapping)]
+    checks = [c for c in _list(view.turn.get("checks")) if isinstance(c, Mapping)]
     for check in checks:
         expected = f"expected {code(field_text(check.get('expected')))}"
         if check.get("passed") is True:
@@ -152,10 +156,10 @@ def _turn(view: TurnView, model: str) -> Iterator[str]:
 
 
 def _message(message: Mapping[str, Any], suffix: str) -> Iterator[str]:
-    role = str(message.get("role") or "")
+    role = _text(message.get("role"))
     label = f"**{role.capitalize()}**" if _ROLE_NAME.fullmatch(role) else code(role or "?")
     if message.get("name") is not None:
-        label += f" ({code(str(message['name']))})"
+        label += f" ({code(_text(message['name']))})"
     yield label + suffix
     yield ""
     text = content_text(message.get("content"))

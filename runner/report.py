@@ -27,8 +27,9 @@ Data (``mtrun.report/1``)::
      "runs": [{"label": "run" | "base" | "new", "source", "meta", "totals",
                "charts", "conversations": [record, ...]}],
      "diff": runner.diff.render_json(...), each conversation's "turns" cut to
-             [{"index", "similarity", "similarity_method"}] of the turns whose
-             answers differ; or null}
+             [{"index", "prompt_changed", "answer_changed", "similarity",
+             "similarity_method"}] of the turns whose prompts or answers
+             differ; or null}
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from runner.records import as_int as _int
 from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
+from runner.records import escape_surrogates, shallow
 from runner.records import is_int as _is_int
 from runner.transcript import STATUSES
 
@@ -64,11 +66,11 @@ CHART_TURNS = 60
 DROPPED_FIELDS = frozenset({"schema", "run_id", "fingerprint"})
 """Record fields the page never shows per conversation."""
 
-JUDGE_DETAILS = ("model", "verdict", "error")
+JUDGE_DETAILS = ("model", "verdict", "error", "usage")
 """The parts of a check's ``details`` the page shows; the rest (the judge request) is dropped."""
 
 _SLOTS = re.compile(r"\{\{(title|csp|style|script|data)\}\}")
-_JSON_UNSAFE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
 
 
 def build_report(records: Sequence[Mapping[str, Any]], *, title: str, source: str) -> str:
@@ -94,20 +96,23 @@ def build_comparison(
     """The HTML page comparing two runs: regressions first, then answers side by side.
 
     Pairing, outcomes and flipped checks come from :func:`runner.diff.diff_runs`.
-    Of its per-turn entries only the turns whose answers differ are kept, with
-    their similarity: the page takes answers, tokens and latency from the
-    embedded records, which it needs anyway.
+    Of its per-turn entries only the turns whose prompts or answers differ are
+    kept, with what differs and the answers' similarity: the page takes
+    prompts, answers, tokens and latency from the embedded records, which it
+    needs anyway.
     """
     diff = render_json(diff_runs(base, new))
     for conversation in diff["conversations"]:
         conversation["turns"] = [
             {
                 "index": turn["index"],
-                "similarity": turn["answer"]["similarity"],
-                "similarity_method": turn["answer"]["similarity_method"],
+                "prompt_changed": turn["prompt"] is not None,
+                "answer_changed": turn["answer"] is not None,
+                "similarity": (turn["answer"] or {}).get("similarity"),
+                "similarity_method": (turn["answer"] or {}).get("similarity_method"),
             }
             for turn in conversation["turns"]
-            if turn["answer"] is not None
+            if turn["answer"] is not None or turn["prompt"] is not None
         ]
     data = {
         "schema": SCHEMA,
@@ -136,9 +141,16 @@ def write_report(path: Path, html: str) -> None:
 
 
 def embed_json(value: Any) -> str:
-    """``value`` as compact JSON that is safe inside a ``<script>`` element."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    """``value`` as compact JSON that is safe inside a ``<script>`` element.
+
+    Values JSON cannot hold as they are (NaN, infinities; nesting deeper than
+    the encoder recurses) are shown as :func:`runner.records.shallow` makes them.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        text = json.dumps(shallow(value), ensure_ascii=False, separators=(",", ":"))
+    return escape_surrogates(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def csp_hash(text: str) -> str:
@@ -175,6 +187,7 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,
+        "judge_tokens": 0,
         "attempts": 0,
         "retries": 0,
         "failed_checks": 0,
@@ -209,11 +222,13 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     prompts.setdefault(index, []).append(p)
                 if _is_int(usage.get("completion_tokens")):
                     completions.setdefault(index, []).append(c)
-            totals["failed_checks"] += sum(
-                1
-                for check in _list(turn.get("checks"))
-                if isinstance(check, Mapping) and check.get("passed") is not True
-            )
+            checks = [c for c in _list(turn.get("checks")) if isinstance(c, Mapping)]
+            totals["failed_checks"] += sum(1 for c in checks if c.get("passed") is not True)
+            for judged in (_judge_usage(c) for c in checks):
+                totals["prompt_tokens"] += judged[0]
+                totals["completion_tokens"] += judged[1]
+                totals["judge_tokens"] += sum(judged)
+                totals["total_tokens"] += sum(judged)
         totals["turns_sent"] += len(turns)
         for key, computed in (
             ("turns", answered),
@@ -251,6 +266,20 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "turns_not_drawn": max(0, len(indexes) - CHART_TURNS),
     }
     return {"meta": meta, "totals": totals, "charts": charts}
+
+
+def _judge_usage(check: Mapping[str, Any]) -> tuple[int, int]:
+    """Prompt and completion tokens a judge check's request used (``details.usage``), or 0, 0.
+
+    The run's summary counts judge requests in its tokens (they are sent and
+    billed like answers), while a record's ``totals`` counts answers only, so
+    the report adds these to agree with the summary.
+    """
+    details = check.get("details")
+    usage = details.get("usage") if isinstance(details, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
 # -- the page -------------------------------------------------------------------------
@@ -361,5 +390,5 @@ def _distinct(values: Any) -> list[str]:
 
 
 def _clean(text: str) -> str:
-    """``text`` with lone surrogates (from undecodable file names) made ``?``."""
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+    """``text`` with lone surrogates (from undecodable file names) escaped."""
+    return escape_surrogates(text)

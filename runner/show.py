@@ -14,9 +14,7 @@ the SGR colours added with ``color=True``. The public helpers after
 
 from __future__ import annotations
 
-import json
 import re
-import textwrap
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from runner.records import as_list as _list
 from runner.records import as_number as _number
 from runner.records import as_text as _text
 from runner.records import is_int as _is_int
+from runner.records import to_json
 from runner.transcript import STATUSES
 
 FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
@@ -41,9 +40,21 @@ _BOLD, _DIM, _GREEN, _ALARM, _WARN = "1", "2", "32", "1;31", "1;33"
 _STATUS = {"completed": "1;32", "checks_failed": _WARN, "interrupted": _WARN, "failed": _ALARM}
 _ROLE_STYLE = {"user": "1;36", "assistant": "1;35"}
 _LAYOUT = frozenset("\n\t")
+_NO_LAYOUT = str.maketrans("", "", "\n\t")
+_NOT_ASCII = re.compile("[^\t\n\x20-\x7e]")  # what visible() looks at one by one
+_CONTROLS = {
+    multiline: {
+        code: repr(chr(code))[1:-1]
+        for code in (*range(0x20), *range(0x7F, 0xA0))
+        if not (multiline and chr(code) in _LAYOUT)
+    }
+    for multiline in (False, True)
+}
 _JOINERS = frozenset("\u200c\u200d")
 _Paint = Callable[[str, str], str]
 _LIST_ITEM = re.compile(r"\s*(?:(?:[-*+]|\d{1,3}[.)])\s+)?")
+_SPACES = frozenset("\t\n\x0b\x0c\r ")  # what textwrap splits words at
+_WORDS = re.compile("([\t\n\x0b\x0c\r ]+)")
 
 
 @dataclass(frozen=True)
@@ -116,17 +127,25 @@ def visible(text: str, *, multiline: bool = False) -> str:
     """
     if multiline:
         text = text.replace("\r\n", "\n")
+        if text.translate(_NO_LAYOUT).isprintable():
+            return text
     elif text.isprintable():
         return text
-    return "".join(
-        ch
-        if ch.isprintable()
+    text = text.translate(_CONTROLS[multiline])  # the common escapes at C speed
+    return _NOT_ASCII.sub(partial(_shown, multiline), text)
+
+
+def _shown(multiline: bool, match: re.Match[str]) -> str:
+    """One character :func:`visible` looks at: itself, or its escape."""
+    ch = match.group()
+    if (
+        ch.isprintable()
         or (multiline and ch in _LAYOUT)
         or ch in _JOINERS
         or unicodedata.category(ch) == "Zs"
-        else repr(ch)[1:-1]
-        for ch in text
-    )
+    ):
+        return ch
+    return repr(ch)[1:-1]
 
 
 def content_text(content: Any) -> str | None:
@@ -350,9 +369,7 @@ def _check(check: Mapping[str, Any], paint: _Paint, width: int) -> Iterator[str]
 
 def _field(label: str, text: str, width: int) -> list[str]:
     room, hang = max(width, len(label) + MIN_TEXT_WIDTH), " " * len(label)
-    return textwrap.wrap(text, room, initial_indent=label, subsequent_indent=hang) or [
-        label.rstrip()
-    ]
+    return wrap(text, room, initial=label, subsequent=hang) or [label.rstrip()]
 
 
 def _facts(facts: list[str], width: int) -> list[str]:
@@ -401,8 +418,44 @@ def _wrap(text: str, width: int) -> Iterator[str]:
         else:
             lead = _LIST_ITEM.match(wide)
             hang = lead.end() if lead and lead.end() <= room // 2 else 0
-            pieces = textwrap.wrap(wide, room, subsequent_indent=" " * hang, break_on_hyphens=False)
+            pieces = wrap(wide, room, subsequent=" " * hang)
             yield from (INDENT + piece for piece in pieces or [""])
+
+
+def wrap(text: str, width: int, *, initial: str = "", subsequent: str = "") -> list[str]:
+    """``text`` filled into lines of at most ``width``, in time linear in its length.
+
+    The lines :func:`textwrap.wrap` gives with ``break_on_hyphens=False`` for
+    text without newlines or tabs: words split at ASCII whitespace, which is
+    kept between words and dropped at line ends and at the start of every
+    line but the first; a word longer than a line is cut to fill it.
+    textwrap copies the rest of an over-long word for every line it cuts
+    from it, so one 30 MB line took minutes; here a line is an index range
+    into ``text``, and each chunk is visited a bounded number of times.
+    """
+    lengths = [n for n in map(len, _WORDS.split(text)) if n]  # words and runs of spaces
+    lines: list[str] = []
+    count, n, position = len(lengths), 0, 0  # chunks; the next one, where its unread part starts
+    left = lengths[0] if lengths else 0  # what is unread of chunk n
+    while n < count:
+        indent = subsequent if lines else initial
+        room = width - len(indent)
+        if lines and text[position] in _SPACES:  # leading whitespace goes
+            position, n = position + left, n + 1
+            left = lengths[n] if n < count else 0
+            continue
+        start, used, last = position, 0, -1  # last: where the line's last piece starts
+        while n < count and used + left <= room:
+            last, used, position, n = position, used + left, position + left, n + 1
+            left = lengths[n] if n < count else 0
+        if n < count and left > room:  # an over-long chunk: cut it to fill the line
+            take = 1 if room < 1 else room - used
+            last = position if take else len(text)  # textwrap keeps a line it filled exactly
+            position, left = position + take, left - take
+        end = last if 0 <= last < position and text[last] in _SPACES else position
+        if end > start:
+            lines.append(indent + text[start:end])
+    return lines
 
 
 def _check_turn(turn: int | None) -> None:
@@ -438,4 +491,4 @@ def _ms(value: float) -> str:
 
 
 def _json(value: Any, indent: int | None = 2) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+    return to_json(value, indent=indent)

@@ -109,16 +109,29 @@ def test_added_and_removed_conversations() -> None:
     assert [r.id for r in diff.removed] == ["gone"]
     assert diff.summary.added == diff.summary.removed == diff.summary.same == 1
     assert should_fail(diff, "changed")
-    assert not should_fail(diff, "regressed")
+    assert should_fail(diff, "regressed")  # a vanished conversation is a regression
     assert render_text(diff).splitlines() == [
+        "Removed (1, missing from new: regressions)",
+        "  - gone (convs.yaml): failed",
+        "",
         "Added (1)",
         "  + fresh (convs.yaml): completed",
         "",
-        "Removed (1)",
-        "  - gone (convs.yaml): failed",
-        "",
         "summary: 1 same, 0 changed, 0 regressed, 0 fixed, 1 added, 1 removed",
     ]
+
+
+def test_only_added_conversations_do_not_fail_the_default_gate() -> None:
+    diff = diff_runs([record("a", ANSWERS)], [record("a", ANSWERS), record("fresh", ["Hi."])])
+    assert not should_fail(diff, "regressed") and should_fail(diff, "changed")
+
+
+def test_every_conversation_vanishing_fails_the_gate() -> None:
+    base = [record(f"c{n}", ["Hi."]) for n in range(10)]
+    diff = diff_runs(base, [])
+    assert diff.summary.removed == 10
+    assert should_fail(diff, "regressed") and should_fail(diff, "changed")
+    assert not should_fail(diff, "never")
 
 
 def test_changed_answer_at_turn_two() -> None:
@@ -394,3 +407,43 @@ def test_long_lines_are_cut_with_a_note() -> None:
     assert f"    +{'y' * 999} … (4001 more characters)" in render_text(diff).splitlines()
     with pytest.raises(ValueError, match="context must be 0 or more, not -1"):
         render_text(diff, context=-1)
+
+
+def test_a_changed_prompt_is_named_and_diffed() -> None:
+    base = record("a", ANSWERS)
+    new = record("a", ["Hello.", "Rome is the capital.\nIt is large.\nIt has museums.", "Goodbye."])
+    new["messages"][3]["content"] = "a question 2, about Italy"
+
+    diff = diff_runs([base], [new])
+
+    (conversation,) = diff.conversations
+    assert conversation.outcome == "changed"
+    prompts = [t.prompt for t in conversation.turns]
+    assert prompts[0] is None and prompts[2] is None
+    assert prompts[1] is not None
+    assert (prompts[1].base, prompts[1].new) == ("a question 2", "a question 2, about Italy")
+    lines = render_text(diff).splitlines()
+    assert "  answers diverge at turn 2, where the prompt changed" in lines
+    start = lines.index("  turn 2: the prompt changed")
+    assert lines[start + 1 : start + 6] == [
+        "    --- base",
+        "    +++ new",
+        "    @@ -1 +1 @@",
+        "    -a question 2",
+        "    +a question 2, about Italy",
+    ]
+    assert lines[start + 6].startswith("  turn 2: answer changed, similarity ")
+    turn = render_json(diff)["conversations"][0]["turns"][1]
+    assert turn["prompt"] == {"base": "a question 2", "new": "a question 2, about Italy"}
+    assert render_json(diff)["conversations"][0]["turns"][0]["prompt"] is None
+
+
+def test_a_changed_prompt_alone_is_a_change() -> None:
+    base = record("a", ANSWERS)
+    new = json.loads(json.dumps(base))
+    new["messages"][1]["content"] = [{"type": "text", "text": "a question 1"}]
+    diff = diff_runs([base], [new])
+    (conversation,) = diff.conversations
+    assert conversation.outcome == "changed" and conversation.first_divergence is None
+    assert should_fail(diff, "changed") and not should_fail(diff, "regressed")
+    assert "  turn 1: the prompt changed" in render_text(diff).splitlines()

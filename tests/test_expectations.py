@@ -189,7 +189,10 @@ def test_junit_and_summary_json_reports(workdir: Path) -> None:
     assert suite.get("name") == "checks.yaml" and suite.get("tests") == "2"
     assert suite.get("failures") == "2"
     failures = [f.get("message") for f in root.iter("failure")]
-    assert "turn 2: contains: none of 'twelve', '12' appears" in failures
+    assert any(  # one failure per testcase, naming every failed check
+        f and f.startswith("2 checks failed: turn 2: contains: none of 'twelve', '12' appears; ")
+        for f in failures
+    )
     summary = json.loads((workdir / "reports" / "summary.json").read_text())
     assert summary["exit_code"] == 1 and summary["checks_failed"] == 2
     assert summary["output"] == "out.jsonl"

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from runner.cli import main
 from runner.errors import OutputError
 from runner.junit import junit_xml, write_junit
 
@@ -173,9 +175,9 @@ def test_report_structure_and_counts() -> None:
         "name": "nightly",
         "tests": "4",
         "failures": "1",
-        "errors": "1",
-        "skipped": "1",
-        "time": "2.162",
+        "errors": "2",
+        "skipped": "0",
+        "time": "7.689",
     }
     basic, more = root.findall("testsuite")
     assert basic.attrib == {
@@ -184,15 +186,15 @@ def test_report_structure_and_counts() -> None:
         "failures": "1",
         "errors": "0",
         "skipped": "0",
-        "time": "1.362",
+        "time": "6.889",
         "timestamp": "2026-11-24T10:14:59",
     }
     assert more.attrib == {
         "name": "other/more.yml",
         "tests": "2",
         "failures": "0",
-        "errors": "1",
-        "skipped": "1",
+        "errors": "2",
+        "skipped": "0",
         "time": "0.800",
         "timestamp": "2026-11-24T10:15:30",
     }
@@ -201,25 +203,27 @@ def test_report_structure_and_counts() -> None:
     assert greeting.attrib == {
         "name": "greeting",
         "classname": "conversations.basic",
-        "time": "1.012",
+        "time": "3.333",  # wall clock: finished_at - started_at
     }
     assert children(greeting) == ["system-out"]
 
-    assert arithmetic.attrib["time"] == "0.350"
-    assert children(arithmetic) == ["failure", "failure", "system-out"]
-    first, second = arithmetic.findall("failure")
-    assert first.attrib == {"message": "turn 1: contains: missing '4'", "type": "contains"}
-    assert first.text == (
+    assert arithmetic.attrib["time"] == "3.556"
+    assert children(arithmetic) == ["failure", "system-out"]  # one element, every check in it
+    failure = arithmetic.find("failure")
+    assert failure is not None
+    assert failure.attrib == {
+        "message": "2 checks failed: turn 1: contains: missing '4'; "
+        "turn 3: sentences: expected 2 sentences, saw 5",
+        "type": "checks",
+    }
+    assert failure.text == (
+        "2 checks failed:\n"
+        "\n"
         "turn 1: contains (scope: turn)\n"
         "message:  missing '4'\n"
         "expected: contains all of: '4'\n"
-        "seen:     The answer is five."
-    )
-    assert second.attrib == {
-        "message": "turn 3: sentences: expected 2 sentences, saw 5",
-        "type": "sentences",
-    }
-    assert second.text == (
+        "seen:     The answer is five.\n"
+        "\n"
         "turn 3: sentences (scope: final)\n"
         "message:  expected 2 sentences, saw 5\n"
         "expected: at most 2 sentences\n"
@@ -228,8 +232,9 @@ def test_report_structure_and_counts() -> None:
     )
 
     weather, story = more.findall("testcase")
+    # started_at after finished_at: the time falls back to the attempts' latencies
     assert weather.attrib == {"name": "weather", "classname": "other.more", "time": "0.550"}
-    assert children(weather) == ["error", "failure", "system-out"]
+    assert children(weather) == ["error", "system-out"]
     error = weather.find("error")
     assert error is not None
     assert error.attrib == {"message": "turn 2: HTTP 503: upstream overloaded", "type": "http_503"}
@@ -239,17 +244,61 @@ def test_report_structure_and_counts() -> None:
         "\n"
         "attempts (2):\n"
         "  1: http_503: HTTP 503: busy\n"
-        "  2: http_503: HTTP 503: upstream overloaded"
+        "  2: http_503: HTTP 503: upstream overloaded\n"
+        "\n"
+        "before it, 1 check failed:\n"
+        "\n"
+        "turn 1: contains (scope: turn)\n"
+        "message:  missing 'sunny'\n"
+        "expected: contains: 'sunny'\n"
+        "seen:     The answer is five."
     )
-    failure = weather.find("failure")
-    assert failure is not None
-    assert failure.attrib == {"message": "turn 1: contains: missing 'sunny'", "type": "contains"}
 
     assert story.attrib == {"name": "story", "classname": "other.more", "time": "0.250"}
-    assert children(story) == ["skipped", "system-out"]
-    skipped = story.find("skipped")
-    assert skipped is not None
-    assert skipped.attrib == {"message": "interrupted: the run was stopped (Ctrl-C)"}
+    assert children(story) == ["error", "system-out"]
+    interruption = story.find("error")
+    assert interruption is not None
+    assert interruption.attrib == {
+        "message": "interrupted after 1 turn: the run was stopped (Ctrl-C)",
+        "type": "interrupted",
+    }
+
+
+def test_one_failure_names_every_failed_check_in_its_message() -> None:
+    many = completed()
+    many["status"] = "checks_failed"
+    many["turns"][0]["checks"] = [check(False, f"missing {n}") for n in range(3)]
+    failure = parse([many]).find("testsuite/testcase/failure")
+    assert failure is not None
+    assert failure.attrib == {
+        "message": "3 checks failed: turn 1: contains: missing 0; turn 1: contains: missing 1; "
+        "turn 1: contains: missing 2",
+        "type": "contains",
+    }
+    assert failure.text is not None and failure.text.count("turn 1: contains (scope: turn)") == 3
+
+
+def test_conversations_of_the_batch_without_a_record_are_errors() -> None:
+    batch = [
+        ("greeting", "conversations/basic.yaml"),
+        ("later", "conversations/basic.yaml"),
+        ("elsewhere", "other/new.yaml"),
+    ]
+    reason = "the token budget is spent (1,000 of 1,000 tokens used)"
+    root = parse([completed()], batch=batch, not_run_reason=reason)
+    assert root.attrib["tests"] == "3" and root.attrib["errors"] == "2"
+    basic, new = root.findall("testsuite")
+    assert [c.attrib["name"] for c in basic.findall("testcase")] == ["greeting", "later"]
+    assert (basic.attrib["tests"], basic.attrib["errors"]) == ("2", "1")
+    later = basic.findall("testcase")[1]
+    assert later.attrib == {"name": "later", "classname": "conversations.basic", "time": "0.000"}
+    assert children(later) == ["error"]
+    assert later[0].attrib == {"message": f"not run: {reason}", "type": "not_run"}
+    assert new.attrib["name"] == "other/new.yaml" and "timestamp" not in new.attrib
+    assert new.find("testcase/error") is not None
+    default = parse([], batch=batch[:1]).find("testsuite/testcase/error")
+    assert default is not None
+    assert default.attrib["message"] == "not run: the run stopped before it started"
 
 
 def test_system_out_is_a_compact_transcript() -> None:
@@ -312,7 +361,7 @@ def test_hostile_text_is_escaped_and_illegal_characters_removed() -> None:
     failure = case.find("failure")
     assert failure is not None
     assert failure.attrib["message"] == "turn 1: contains: missing '4' in <b> & \"it\""
-    clean_reply = "<script>alert('x')</script> ]]> & \"quoted\" [31mred   end"
+    clean_reply = "<script>alert('x')</script> ]]> & \"quoted\" [31mred \\ud800  end"
     assert failure.text is not None
     assert f"seen:     {clean_reply}" in failure.text
     out = case.find("system-out")
@@ -427,25 +476,35 @@ def test_failed_checks_fail_the_testcase_whatever_the_status_says() -> None:
     assert cases[2][0].attrib == {"message": "unknown status 'exploded'", "type": "unknown_status"}
 
 
-def test_interrupted_lists_earlier_failed_checks_in_skipped() -> None:
+def test_interrupted_is_an_error_listing_earlier_failed_checks() -> None:
     story = interrupted()
     story["turns"][0]["checks"] = [check(False, "missing '4'")]
     case = parse([story]).find("testsuite/testcase")
     assert case is not None
-    assert children(case) == ["skipped", "system-out"]
+    assert children(case) == ["error", "system-out"]
     assert case[0].text is not None
-    assert case[0].text.startswith("checks that had failed before the interruption:\n\nturn 1:")
+    assert case[0].text.startswith(
+        "interrupted after 1 turn: the run was stopped (Ctrl-C)\n\n1 check failed:\n\nturn 1:"
+    )
 
 
-def test_time_counts_every_attempt_of_every_turn() -> None:
+def test_without_wall_clock_time_counts_every_attempt_of_every_turn() -> None:
     retried = answered(0, 800.0)
     retried["attempts"] = [attempt(1, "http_429", 40.25), attempt(2, "ok", 800.0)]
     no_attempt_latency = answered(1, 100.0)
     no_attempt_latency["attempts"] = [{"attempt": 1, "outcome": "ok"}]
-    run = record("r", "a.yaml", "completed", [retried, no_attempt_latency])
+    run = record("r", "a.yaml", "completed", [retried, no_attempt_latency], finished_at=None)
     case = parse([run]).find("testsuite/testcase")
     assert case is not None
     assert case.attrib["time"] == "0.940"
+
+
+def test_time_is_wall_clock_waits_included() -> None:
+    """A conversation that failed after 52 s of retries took 52 s, not its 0.149 s of requests."""
+    run = failed()
+    run["started_at"], run["finished_at"] = "2026-11-24T10:15:00.000Z", "2026-11-24T10:15:52.000Z"
+    case = parse([run]).find("testsuite/testcase")
+    assert case is not None and case.attrib["time"] == "52.000"
 
 
 @pytest.mark.parametrize(
@@ -491,3 +550,26 @@ def test_write_junit_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
         write_junit(folder, [completed()])
     assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
     assert folder.is_dir()
+
+
+def test_run_junit_lists_conversations_a_budget_stop_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        "conversations:\n"
+        "  - id: a\n    turns: [Hi, Again]\n"
+        "  - id: b\n    turns: [Hi]\n"
+        "  - id: c\n    turns: [Hi]\n"
+    )
+    args = ["--mock", "-q", "-j", "1", "--budget-tokens", "1", "--junit", "j.xml", "-o", "t.jsonl"]
+    result = CliRunner().invoke(main, [*args, "--repeat", "2", "c.yaml"])
+    assert result.exit_code == 3
+    root = ET.fromstring((tmp_path / "j.xml").read_bytes())
+    cases = {c.attrib["name"]: c for c in root.iter("testcase")}
+    assert sorted(cases) == ["a#1", "a#2", "b#1", "b#2", "c#1", "c#2"]
+    assert root.attrib["tests"] == "6" and root.attrib["errors"] == "6"
+    types = sorted(c[0].attrib["type"] for c in cases.values())
+    assert types == ["interrupted"] + ["not_run"] * 5
+    not_run = next(c for c in cases.values() if c[0].attrib["type"] == "not_run")
+    assert not_run[0].attrib["message"].startswith("not run: the token budget is spent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
+from runner.loader import load_conversations
 from runner.report import (
     asset,
     build_comparison,
@@ -20,6 +23,7 @@ from runner.report import (
     run_summary,
     write_report,
 )
+from runner.store import read_transcript
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 """The only URL the page's own parts may contain: a namespace name, never fetched."""
@@ -292,7 +296,15 @@ def test_the_comparison_marks_a_regression_and_keeps_both_runs() -> None:
     assert data["diff"]["summary"]["regressed"] == 1
     assert [r["id"] for r in data["diff"]["added"]] == ["d"]
     changed = next(c for c in data["diff"]["conversations"] if c["id"] == "b")
-    assert changed["turns"] == [{"index": 0, "similarity": 0.7, "similarity_method": "chars"}]
+    assert changed["turns"] == [
+        {
+            "index": 0,
+            "prompt_changed": False,
+            "answer_changed": True,
+            "similarity": 0.7,
+            "similarity_method": "chars",
+        }
+    ]
 
 
 def test_write_report_replaces_the_file_atomically(tmp_path: Path) -> None:
@@ -365,3 +377,61 @@ def test_ten_thousand_conversations_stay_smaller_than_their_transcripts() -> Non
     ).encode()
     assert len(comparison) <= 2 * transcript + 10_000 * 300 + assets
     assert len(comparison) < 80_000_000
+
+
+def test_token_totals_count_judge_requests_as_the_run_summary_does(tmp_path: Path) -> None:
+    """The summary counts judge tokens (they are sent and billed); the page must agree."""
+    (tmp_path / "judged.yaml").write_text(
+        "conversations:\n"
+        "  - id: judged\n"
+        "    turns:\n"
+        "      - content: Say hello\n"
+        "        expect: {judge: 'The answer mentions \"hello\"'}\n"
+        "      - Again\n"
+        "  - id: plain\n"
+        "    turns: [Hi]\n",
+        encoding="utf-8",
+    )
+    conversations = load_conversations([str(tmp_path / "judged.yaml")])
+    output = tmp_path / "run.jsonl"
+    result = asyncio.run(run_batch(conversations, RunConfig(output=output, base_url="mock://")))
+    records = read_transcript(output)
+    answers = sum(r["totals"]["total_tokens"] for r in records)
+    assert result.total_tokens > answers  # the judge's request is counted by the run
+
+    totals = run_summary(records)["totals"]
+    assert totals["total_tokens"] == result.total_tokens
+    assert totals["prompt_tokens"] == result.prompt_tokens
+    assert totals["completion_tokens"] == result.completion_tokens
+    assert totals["judge_tokens"] == result.total_tokens - answers
+    page = build_report(records, title="t", source="s")
+    data = data_of(page)
+    (judged,) = [c for c in data["runs"][0]["conversations"] if c["id"] == "judged"]
+    (check,) = judged["turns"][0]["checks"]
+    assert set(check["details"]) == {"model", "verdict", "usage"}
+
+
+def test_the_comparison_keeps_turns_whose_prompt_changed() -> None:
+    def run(prompt: str) -> dict[str, Any]:
+        return {
+            "id": "a",
+            "status": "completed",
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": "Same answer."},
+            ],
+            "turns": [{"index": 0, "message_index": 0}],
+        }
+
+    page = build_comparison([run("Hi")], [run("Hello")], title="t", base_source="b", new_source="n")
+    (conversation,) = data_of(page)["diff"]["conversations"]
+    assert conversation["outcome"] == "changed"
+    assert conversation["turns"] == [
+        {
+            "index": 0,
+            "prompt_changed": True,
+            "answer_changed": False,
+            "similarity": None,
+            "similarity_method": None,
+        }
+    ]

@@ -383,3 +383,82 @@ def test_ten_thousand_conversations_open_and_scroll(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
     assert page_errors(browser) == []
+
+
+def test_the_comparison_says_when_the_prompt_changed(browser: Any, tmp_path: Path) -> None:
+    def run(country: str, answer: str) -> dict[str, Any]:
+        return {
+            "id": "quiz",
+            "status": "completed",
+            "messages": [
+                {"role": "user", "content": f"What is the capital of {country}?"},
+                {"role": "assistant", "content": answer},
+            ],
+            "turns": [{"index": 0, "message_index": 0, "latency_ms": 5.0}],
+        }
+
+    gone = {**run("Spain", "Madrid."), "id": "gone"}
+    page = build_comparison(
+        [run("France", "Paris."), gone],
+        [run("Italy", "Rome.")],
+        title="prompts",
+        base_source="b",
+        new_source="n",
+    )
+    write_report(tmp_path / "prompts.html", page)
+    open_page(browser, tmp_path / "prompts.html")
+    (removed,) = css(browser, "#diff-summary .tile[data-total=removed]")
+    assert "bad" in removed.get_attribute("class").split()
+    assert [li.text.split("\n")[0] for li in css(browser, "#removed li")] == ["gone"]
+    before_the_table = browser.execute_script(
+        "return !!(document.getElementById('removed').compareDocumentPosition("
+        "document.querySelector('#overview table')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    assert before_the_table  # listed with the regressions, not after everything else
+
+    open_page(browser, tmp_path / "prompts.html", "#conv=quiz")
+    wait_for(browser, lambda d: css(d, ".cmp-turn.differs"))
+    label = css(browser, ".cmp-turn .turn-label")[0].text
+    assert label.startswith("Turn 1 · the prompt changed · answers differ")
+    change = css(browser, ".prompt-change")
+    assert len(change) == 1
+    assert [e.text for e in css(browser, ".prompt-change [data-side=base] del.d")] == ["France?"]
+    assert [e.text for e in css(browser, ".prompt-change [data-side=new] ins.d")] == ["Italy?"]
+    assert "Prompts changed\nturn 1" in css(browser, "#conversation .panel")[0].text
+    assert page_errors(browser) == []
+
+
+def test_token_totals_and_rows_include_judge_tokens(browser: Any, tmp_path: Path) -> None:
+    usage = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}
+    judge = {"prompt_tokens": 250, "completion_tokens": 25, "total_tokens": 275}
+    check = {"kind": "judge", "scope": "turn", "passed": True, "expected": "r", "seen": "a"}
+    record = {
+        "id": "judged",
+        "status": "completed",
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "turns": [
+            {
+                "index": 0,
+                "message_index": 0,
+                "usage": usage,
+                "checks": [{**check, "details": {"model": "m", "usage": judge}}],
+            }
+        ],
+        "totals": {"turns": 1, **usage},
+    }
+    write_report(tmp_path / "judged.html", build_report([record], title="j", source="j.jsonl"))
+    open_page(browser, tmp_path / "judged.html")
+    (tile,) = css(browser, "#totals .tile[data-total=tokens]")
+    assert tile.text.split("\n") == [
+        "382",
+        "tokens",
+        "350 prompt · 32 completion · 275 by the judge",
+    ]
+    cells = browser.execute_script(
+        "return Array.from(document.querySelector('tr.row').cells, c => c.textContent)"
+    )
+    assert "382" in cells
+    open_page(browser, tmp_path / "judged.html", "#conv=judged")
+    wait_for(browser, lambda d: css(d, "#chat .check"))
+    assert "judge tokens: 275 tokens (250 in, 25 out)" in css(browser, "#chat .check")[0].text
+    assert page_errors(browser) == []

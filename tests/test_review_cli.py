@@ -74,3 +74,57 @@ def test_export_never_overwrites(transcript: Path) -> None:
     assert again.exit_code == 2 and "already exists" in again.stderr
     assert out.read_text() == before
     assert json.loads(transcript.read_text().splitlines()[0])["id"] in ("alpha", "beta")
+
+
+def write_lines(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_show_and_export_warn_about_a_torn_last_line(transcript: Path) -> None:
+    for command in ("show", "export"):
+        result = invoke(command, str(transcript))
+        assert result.exit_code == 0
+        assert result.stderr == (
+            f"mtrun: warning: {transcript}:3: not a whole transcript line "
+            "(torn by a crash?); skipped\n"
+        )
+
+
+def test_report_warns_about_a_file_whose_only_line_is_corrupt(tmp_path: Path) -> None:
+    corrupt = write_lines(tmp_path / "c.jsonl", '{"id": "a", "status"')
+    result = invoke("report", str(corrupt))
+    assert result.exit_code == 0
+    assert f"mtrun: warning: {corrupt}:1: not a whole transcript line" in result.stderr
+
+
+def test_a_whole_file_gives_no_warning(transcript: Path) -> None:
+    lines = transcript.read_text(encoding="utf-8").splitlines()[:-1]
+    whole = write_lines(transcript.parent / "whole.jsonl", *lines)
+    assert invoke("show", str(whole)).stderr == ""
+
+
+@pytest.mark.parametrize("content", ["", '{"id": "x", "sta', "not json at all"])
+def test_diff_against_an_empty_or_unreadable_new_is_an_error(
+    transcript: Path, content: str
+) -> None:
+    new = transcript.parent / "new.jsonl"
+    new.write_text(content, encoding="utf-8")
+    for extra in ((), ("--json",), ("--fail-on", "never")):
+        result = invoke("diff", *extra, str(transcript), str(new))
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines()[-1] == (
+            f"mtrun: error: {new}: no conversation in the transcript; nothing to compare"
+        )
+        if content:
+            assert f"mtrun: warning: {new}:1: not a whole transcript line" in result.stderr
+
+
+def test_diff_fails_when_conversations_vanish(transcript: Path) -> None:
+    first = transcript.read_text(encoding="utf-8").splitlines()[0]
+    new = write_lines(transcript.parent / "new.jsonl", first)
+    result = invoke("diff", str(transcript), str(new))
+    assert result.exit_code == 1
+    assert "Removed (1, missing from new: regressions)" in result.stdout
+    assert invoke("diff", "--fail-on", "never", str(transcript), str(new)).exit_code == 0

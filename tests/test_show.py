@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import textwrap
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.checks import parse_expect
 from runner.engine import RunConfig, run_batch
-from runner.show import Selection, render_records, select, summary_line, visible
+from runner.show import Selection, render_records, select, summary_line, visible, wrap
 from runner.spec import Conversation, Turn
 from runner.store import read_transcript
 
@@ -384,3 +387,45 @@ def test_a_real_run(tmp_path: Path) -> None:
     )
     assert lines[-1] == "  ✓ PASS contains: contains 'Paris'"
     assert summary_line(records).startswith("1 conversation: 1 completed; 2 turns; ")
+
+
+@settings(max_examples=500, database=None, derandomize=True, deadline=None)
+@given(
+    text=st.text(st.sampled_from(["a", "b", " ", "é", "-", "\u200d", "🙂"]), max_size=40)
+    | st.lists(st.sampled_from(["word", " ", "  ", "x" * 30, " " * 30]), max_size=8).map("".join),
+    width=st.integers(1, 14),
+    initial=st.sampled_from(["", "> ", "label: "]),
+    subsequent=st.sampled_from(["", "  ", "     "]),
+)
+def test_wrap_fills_lines_as_textwrap_does(
+    text: str, width: int, initial: str, subsequent: str
+) -> None:
+    room = width + max(len(initial), len(subsequent))
+    expected = textwrap.wrap(
+        text, room, initial_indent=initial, subsequent_indent=subsequent, break_on_hyphens=False
+    )
+    assert wrap(text, room, initial=initial, subsequent=subsequent) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param("x" * 5_000_000, id="one word"),
+        pytest.param(" " * 5_000_000, id="spaces"),
+        pytest.param("\x01" * 1_250_000, id="control characters"),  # each shown as 4
+        pytest.param("word " * 1_000_000, id="prose"),
+    ],
+)
+def test_a_five_megabyte_line_is_shown_in_linear_time(line: str) -> None:
+    """Before: textwrap copied the rest of an over-long chunk for every line cut from it
+    (1 MB of spaces took 4 s, 2 MB 16 s: 30 MB would take an hour). Linear now: no
+    timing asserted here, the size is what a quadratic wrap cannot get through."""
+    record = {"id": "big", "status": "completed", "messages": [{"role": "user", "content": line}]}
+    lines = list(render_records([record], color=False, width=100))
+    body = [ln for ln in lines[4:] if ln.strip()]
+    shown = visible(line, multiline=True)
+    if not shown.strip():
+        assert body == ["    (empty)"] or body == []
+        return
+    assert all(len(ln) <= 100 for ln in body)
+    assert "".join(ln[4:] for ln in body).replace(" ", "") == shown.replace(" ", "")

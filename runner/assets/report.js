@@ -135,15 +135,24 @@
     return message;
   }
 
+  /* Tokens a judge check's request used, as report.run_summary counts them (prompt + completion). */
+  function judgeUsage(check) {
+    const usage = isObj(check) && isObj(check.details) && isObj(check.details.usage) ? check.details.usage : {};
+    return (isInt(usage.prompt_tokens) ? usage.prompt_tokens : 0) + (isInt(usage.completion_tokens) ? usage.completion_tokens : 0);
+  }
+
   function conversationRow(rec, i) {
     const turns = turnsOf(rec);
     const totals = isObj(rec.totals) ? rec.totals : {};
     let latency = null;
     let failedChecks = 0;
-    let tokens = 0;
+    let tokens = 0, judgeTokens = 0;
     for (const turn of turns) {
       if (isNum(turn.latency_ms)) latency = (latency || 0) + turn.latency_ms;
-      for (const check of arr(turn.checks)) if (isObj(check) && check.passed !== true) failedChecks++;
+      for (const check of arr(turn.checks)) {
+        if (isObj(check) && check.passed !== true) failedChecks++;
+        judgeTokens += judgeUsage(check);
+      }
       if (isObj(turn.usage)) tokens += usageTotal(turn.usage);
     }
     const id = text(rec.id);
@@ -156,7 +165,7 @@
       status: text(rec.status) || 'unknown',
       turns: isInt(totals.turns) ? totals.turns : turns.filter((t) => t.error === undefined || t.error === null).length,
       sent: turns.length,
-      tokens: isInt(totals.total_tokens) ? totals.total_tokens : tokens,
+      tokens: (isInt(totals.total_tokens) ? totals.total_tokens : tokens) + judgeTokens,
       latency: latency,
       failedChecks: failedChecks,
       key: (id + '\n' + source).toLowerCase(),
@@ -505,7 +514,7 @@
       tile('failed', 'failed', fmtInt(st.failed || 0), null, st.failed ? 'bad' : ''),
       tile('interrupted', 'interrupted', fmtInt(st.interrupted || 0), null, st.interrupted ? 'grey' : ''),
       tile('turns', 'turns answered', fmtInt(t.turns), 'of ' + fmtInt(t.turns_sent) + ' sent'),
-      tile('tokens', 'tokens', fmtInt(t.total_tokens), fmtInt(t.prompt_tokens) + ' prompt · ' + fmtInt(t.completion_tokens) + ' completion'),
+      tile('tokens', 'tokens', fmtInt(t.total_tokens), fmtInt(t.prompt_tokens) + ' prompt · ' + fmtInt(t.completion_tokens) + ' completion' + (t.judge_tokens ? ' · ' + fmtInt(t.judge_tokens) + ' by the judge' : '')),
       tile('retries', 'retries', fmtInt(t.retries), fmtInt(t.attempts) + ' attempts', t.retries ? 'warn' : ''),
       tile('failed_checks', 'failed checks', fmtInt(t.failed_checks), null, t.failed_checks ? 'bad' : ''),
       tile('wall', 'wall time', fmtSeconds(t.wall_s), fmtMs(t.latency_ms) + ' waiting for answers'),
@@ -587,6 +596,7 @@
       verdict ? kv('judge', (verdict.pass ? 'pass' : 'fail') + (verdict.reason ? ': ' + text(verdict.reason) : '')) : null,
       kv('judge model', details.model),
       kv('judge error', details.error),
+      isObj(details.usage) ? kv('judge tokens', usageText(details.usage)) : null,
     ]);
   }
 
@@ -786,6 +796,21 @@
     ]);
   }
 
+  /* The user message of a turn whose prompt differs between the runs: both, side by side,
+   * with the words removed and added marked, so a changed conversation file is seen as such. */
+  function promptChange(before, after) {
+    const ops = wordDiff(contentText(before.content) || '', contentText(after.content) || '');
+    const side = (label, message) => {
+      const node = bubble(message);
+      node.replaceChild(diffBody(ops, label), node.lastChild);
+      return h('div', { class: 'side', 'data-side': label }, [h('div', { class: 'side-head' }, h('b', null, label + ' prompt')), node]);
+    };
+    return h('div', { class: 'prompt-change' }, [
+      h('div', { class: 'muted' }, 'The prompt changed between the runs:'),
+      h('div', { class: 'side-by-side' }, [side('base', before), side('new', after)]),
+    ]);
+  }
+
   function comparisonView(cd, base, fresh) {
     const baseTurns = new Map(turnsOf(base).map((t) => [t.index, t]));
     const newTurns = new Map(turnsOf(fresh).map((t) => [t.index, t]));
@@ -806,16 +831,19 @@
       const source = nt || bt;
       const user = arr((nt ? fresh : base).messages)[source.message_index];
       const td = changed.get(index);
+      const answered = Boolean(td && td.answer_changed), prompted = Boolean(td && td.prompt_changed);
       const ba = bt ? answerOf(base, bt) : null, na = nt ? answerOf(fresh, nt) : null;
-      const ops = td && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
+      const ops = answered && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
+      const bu = bt ? arr(base.messages)[bt.message_index] : null;
       const latency = bt && nt && isNum(bt.latency_ms) && isNum(nt.latency_ms) ? nt.latency_ms - bt.latency_ms : null;
       const tokens = bt && nt && isObj(bt.usage) && isObj(nt.usage) ? usageTotal(nt.usage) - usageTotal(bt.usage) : null;
-      return h('div', { class: 'cmp-turn' + (td ? ' differs' : ''), 'data-turn': String(index) }, [
-        h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), td ? ' · answers differ' : ' · same answer',
-          td && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
+      return h('div', { class: 'cmp-turn' + (answered || prompted ? ' differs' : ''), 'data-turn': String(index) }, [
+        h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), prompted ? ' · the prompt changed' : '',
+          answered ? ' · answers differ' : ' · same answer',
+          answered && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
           isNum(latency) ? ' · latency ' + signed(latency, fmtMs) : '',
           isNum(tokens) ? ' · tokens ' + signed(tokens, fmtInt) : '']),
-        user ? bubble(user) : null,
+        prompted && isObj(bu) && isObj(user) ? promptChange(bu, user) : user ? bubble(user) : null,
         h('div', { class: 'side-by-side' }, [
           sideOf('base', base, bt, ops, flipsFor(index, 'base')),
           sideOf('new', fresh, nt, ops, flipsFor(index, 'new')),
@@ -831,6 +859,7 @@
         ['Source', text(cd.source)],
         ['Model', cd.base_model === cd.new_model ? text(cd.new_model) : text(cd.base_model) + ' → ' + text(cd.new_model)],
         ['First different answer', isInt(cd.first_divergence) ? 'turn ' + (cd.first_divergence + 1) : 'none'],
+        ['Prompts changed', arr(cd.turns).filter((t) => t.prompt_changed).map((t) => 'turn ' + (t.index + 1)).join(', ') || 'none'],
         ['Tokens', cd.tokens ? signed(cd.tokens.total_tokens, fmtInt) : '–'],
         ['Latency', signed(cd.latency_ms, fmtMs)],
       ])),
@@ -920,16 +949,16 @@
         tile('changed', 'changed', fmtInt(summary.changed)),
         tile('same', 'same', fmtInt(summary.same)),
         tile('added', 'added', fmtInt(summary.added)),
-        tile('removed', 'removed', fmtInt(summary.removed)),
+        tile('removed', 'removed', fmtInt(summary.removed), summary.removed ? 'missing from new: regressions' : null, summary.removed ? 'bad' : ''),
       ]),
       panel('Regressions (' + fmtInt(regressions.length) + ')', regressions.length
         ? [h('ul', { class: 'regressions', id: 'regressions' }, shownRegressions.map((r) => h('li', { 'data-id': r.id, onclick: () => go(r.id) }, [
           h('b', null, r.id), badge('regressed'), h('span', { class: 'why' }, regressionWhy(r.cd)),
         ]))), regressions.length > shownRegressions.length ? h('p', { class: 'muted' }, 'The table below lists all of them.') : null]
         : h('p', { class: 'muted', id: 'regressions' }, 'No conversation regressed.'), { id: 'regressions-panel' }),
+      refList('Only in base: missing from new, counted as regressions', diff.removed, 'removed'),
       panel('Conversations in both runs', table.nodes),
       refList('Only in new', diff.added, 'added'),
-      refList('Only in base', diff.removed, 'removed'),
       h('div', { class: 'meta-grid section' }, [
         h('div', { class: 'panel', id: 'base-meta' }, [h('h2', null, 'Base run'), dl(metaPairs(base))]),
         h('div', { class: 'panel', id: 'new-meta' }, [h('h2', null, 'New run'), dl(metaPairs(fresh))]),

@@ -65,16 +65,17 @@ def diff_command(
     Pairs conversations by id and turns by index, and reports conversations
     added or removed, status changes, the first turn where answers diverge
     (with a unified diff and a similarity), checks that flipped, and token and
-    latency deltas. Exit 1 per --fail-on, 2 when a file cannot be read.
+    latency deltas. A conversation missing from NEW counts as a regression.
+    Exit 1 per --fail-on; 2 when a file cannot be read or NEW holds no
+    conversation at all (an empty or unreadable output is no evidence).
     """
     from runner.diff import diff_runs, render_json, render_text, should_fail
-    from runner.store import read_transcript
+    from runner.records import escape_surrogates
 
-    try:
-        before = read_transcript(base)
-        after = read_transcript(new) if new is not None else before
-    except RunnerError as exc:
-        fail(exc)
+    before = _read_for_review(base)
+    after = _read_for_review(new) if new is not None else before
+    if new is not None and not after:
+        fail(InputError(f"{new}: no conversation in the transcript; nothing to compare"))
     if models:
         from runner.transcript import records_of_model
 
@@ -86,7 +87,7 @@ def diff_command(
         fail(InputError("give two transcripts (BASE NEW), or one with --models A B"))
     report = diff_runs(before, after)
     if as_json:
-        click.echo(json.dumps(render_json(report), ensure_ascii=False, indent=2))
+        click.echo(escape_surrogates(json.dumps(render_json(report), ensure_ascii=False, indent=2)))
     else:
         use_color = (
             color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -96,13 +97,27 @@ def diff_command(
 
 
 def _read_for_review(path: Path) -> list[dict[str, Any]]:
-    """A transcript's current records, or a one-line error and exit 2."""
+    """A transcript's current records, or a one-line error and exit 2.
+
+    A last line that is not a whole record (torn by a crash) is skipped by
+    the reader; a warning on stderr names it, so a review never silently
+    shows less than the file holds.
+    """
+    from runner.records import unreadable_last_line
     from runner.store import read_transcript
 
     try:
-        return read_transcript(path)
+        records = read_transcript(path)
     except RunnerError as exc:
         fail(exc)
+    cut = unreadable_last_line(path)
+    if cut is not None:
+        click.echo(
+            f"mtrun: warning: {path}:{cut}: not a whole transcript line (torn by a crash?); "
+            "skipped",
+            err=True,
+        )
+    return records
 
 
 @main.command("show")

@@ -27,6 +27,7 @@ from runner.cli.base import (
 from runner.errors import ConfigError, InputError, RunnerError
 
 if TYPE_CHECKING:
+    from runner.engine import RunConfig
     from runner.events import RunResult
     from runner.spec import Conversation
 
@@ -407,7 +408,9 @@ def run_command(
     progress.close()
     code = exit_code(result, min_pass_rate)
     try:
-        _write_reports(result, code, junit=junit, summary_json=summary_json)
+        _write_reports(
+            result, code, junit=junit, summary_json=summary_json, batch=(conversations, config)
+        )
     except RunnerError as exc:
         click.echo(f"mtrun: error: {exc}", err=True)
         code = max(code, EXIT_FAILED) if code != EXIT_INTERRUPTED else code
@@ -469,14 +472,33 @@ def exit_code(result: RunResult, min_pass_rate: float = 1.0) -> int:
 
 
 def _write_reports(
-    result: RunResult, code: int, *, junit: Path | None, summary_json: Path | None
+    result: RunResult,
+    code: int,
+    *,
+    junit: Path | None,
+    summary_json: Path | None,
+    batch: tuple[Sequence[Conversation], RunConfig],
 ) -> None:
-    """The JUnit report (of the whole output file) and the JSON summary, when asked for."""
+    """The JUnit report (of the whole output file) and the JSON summary, when asked for.
+
+    The JUnit report also lists the batch's conversations that have no
+    record (never started: the run stopped first), expanded as the engine
+    runs them: this shard's part, per model, per repetition.
+    """
     if junit is not None:
         from runner.junit import write_junit
         from runner.store import read_transcript
+        from runner.variants import Variants
 
-        write_junit(junit, read_transcript(result.output))
+        conversations, config = batch
+        mine = [c for c in conversations if config.shard is None or config.shard.holds(c.id)]
+        expected = [(c.id, c.source) for c in Variants(mine, config.models, config.repeat)]
+        write_junit(
+            junit,
+            read_transcript(result.output),
+            batch=expected,
+            not_run_reason=result.stop_reason,
+        )
     if summary_json is not None:
         from runner.jsonio import write_json_atomic
 
