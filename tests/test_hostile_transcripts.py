@@ -334,14 +334,7 @@ SURROGATE_COMMANDS = {
     "export-file": ["export", "{t}", "-o", "{d}/t.md"],
     "report": ["report", "{t}", "-o", "{d}/t.html"],
     "diff": ["diff", "{t}", "{t}"],
-    "diff-json": pytest.param(
-        ["diff", "--json", "{t}", "{t}"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="renderer (review helper): diff --json prints json.dumps(ensure_ascii=False) "
-            "and a lone surrogate cannot be encoded: UnicodeEncodeError",
-        ),
-    ),
+    "diff-json": ["diff", "--json", "{t}", "{t}"],
     "merge": ["merge", "{d}/merged.jsonl", "{t}"],
 }
 
