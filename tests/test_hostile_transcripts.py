@@ -173,7 +173,10 @@ def check_review_commands(case: Case) -> None:
         assert result.exit_code in DOCUMENTED_EXITS, (name, result.exit_code)
         assert "Traceback" not in result.output
         if result.exit_code == 2:
-            assert result.stderr.startswith("mtrun: error: ") and result.stderr.count("\n") == 1
+            # One error line, after any warnings about the lines that were cut.
+            *warnings, error = result.stderr.splitlines()
+            assert error.startswith("mtrun: error: "), result.stderr
+            assert all(line.startswith("mtrun: warning: ") for line in warnings), result.stderr
 
 
 def check_every_reader(case: Case, reference: dict[str, dict[str, Any]]) -> None:
