@@ -206,3 +206,13 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+async def bounded(coro: Any, seconds: float = 5.0) -> Any:
+    """``coro``, failing the test if it hangs instead of hanging the suite."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"still waiting after {seconds} s")
+    return task.result()

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import bounded
 
 from runner.client import (
     MOCK_BASE_URL,
@@ -663,16 +664,6 @@ def test_nothing_listening_gives_a_connect_error(no_proxy: None) -> None:
 
     assert info.value.kind == "connect_error"
     assert info.value.message.startswith("cannot connect: ")
-
-
-async def bounded(coro: Any, seconds: float = 5.0) -> Any:
-    """``coro``, failing the test if it hangs instead of hanging the suite."""
-    task = asyncio.ensure_future(coro)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        raise AssertionError(f"still waiting after {seconds} s")
-    return task.result()
 
 
 class _NeverConnects(httpx.AsyncBaseTransport):

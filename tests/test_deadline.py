@@ -7,23 +7,13 @@ runs on the event loop's clock, which is what it bounds.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from helpers import bounded
 
 from runner.deadline import Deadline
 
 LIMIT = 0.05
-
-
-async def bounded(coro: Any, seconds: float = 5.0) -> Any:
-    """``coro``, failing the test if it hangs instead of hanging the suite."""
-    task = asyncio.ensure_future(coro)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        raise AssertionError(f"still waiting after {seconds} s")
-    return task.result()
 
 
 def test_a_block_that_runs_past_its_deadline_raises_timeout_error() -> None:

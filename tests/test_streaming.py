@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from faultserver import ODD_STREAM_FAULTS, FaultServer
-from helpers import ChatServer, Sleeps, read_jsonl
+from helpers import ChatServer, Sleeps, bounded, read_jsonl
 
 from runner.client import ChatClient
 from runner.engine import RunConfig, run_batch
@@ -316,16 +316,6 @@ def test_a_stream_cut_before_its_answer_was_whole_is_still_an_error() -> None:
     with pytest.raises(TransientAPIError) as info:
         asyncio.run(go())
     assert info.value.kind == "connection_dropped"
-
-
-async def bounded(coro: Any, seconds: float = 5.0) -> Any:
-    """``coro``, failing the test if it hangs instead of hanging the suite."""
-    task = asyncio.ensure_future(coro)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        raise AssertionError(f"still waiting after {seconds} s")
-    return task.result()
 
 
 class _ThenSilence(httpx.AsyncByteStream):
