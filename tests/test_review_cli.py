@@ -128,3 +128,9 @@ def test_diff_fails_when_conversations_vanish(transcript: Path) -> None:
     assert result.exit_code == 1
     assert "Removed (1, missing from new: regressions)" in result.stdout
     assert invoke("diff", "--fail-on", "never", str(transcript), str(new)).exit_code == 0
+
+
+def test_the_diff_report_ends_with_a_newline(transcript: Path) -> None:
+    """A shell prompt or the next command's output must not run on after the summary."""
+    result = invoke("diff", str(transcript), str(transcript))
+    assert result.stdout.endswith("removed\n") and not result.stdout.endswith("\n\n")

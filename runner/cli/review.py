@@ -92,7 +92,7 @@ def diff_command(
         use_color = (
             color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
-        click.echo(render_text(report, color=use_color), nl=False)
+        click.echo(render_text(report, color=use_color))
     sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)
 
 
