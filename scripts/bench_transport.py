@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from runner.transport import HTTP11Transport
+from runner.http.transport import HTTP11Transport
 
 HERE = Path(__file__).resolve().parent
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there."}]}

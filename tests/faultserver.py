@@ -1,7 +1,7 @@
 """A chat server on real loopback sockets that injects faults and audits history.
 
 :class:`FaultServer` answers ``POST .../chat/completions`` like the offline
-backend (``runner.mock.answer``: deterministic), except where its schedule
+backend (``runner.http.mock.answer``: deterministic), except where its schedule
 says to misbehave. Faults are keyed by (conversation, turn, attempt), so a
 schedule is deterministic whatever order concurrent requests arrive in:
 
@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from runner.mock import answer, stream_events
+from runner.http.mock import answer, stream_events
 
 ERROR_STATUSES = {
     "http_400": 400,

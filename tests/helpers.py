@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from runner.mock import answer
+from runner.http.mock import answer
 
 
 class Sleeps:

@@ -26,10 +26,10 @@ import pytest
 from faultserver import ECHO_FAULTS, FaultServer
 from helpers import read_jsonl
 
-from runner.client import ApiKey, ChatClient, Completion, check_base_url, public_base_url
+from runner.checks.judge import JUDGE_MARKER
 from runner.errors import APIError, ConfigError
-from runner.judge import JUDGE_MARKER
-from runner.mock import answer
+from runner.http.client import ApiKey, ChatClient, Completion, check_base_url, public_base_url
+from runner.http.mock import answer
 
 KEY = "sk-CANARY/" + secrets.token_hex(16)
 """A key with a '/', which JSON may escape and which breaks naive URL parsing."""

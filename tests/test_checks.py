@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 
-from runner.checks import (
+from runner.checks.kinds import (
     KINDS,
     Check,
     CheckResult,
@@ -435,7 +435,7 @@ class Broken:
 
 def broken_check() -> Check:
     """A json_schema check whose validator raises, built by hand past the loader."""
-    from runner.checks import Schema
+    from runner.checks.kinds import Schema
 
     return Check("json_schema", Schema({}, cast(Any, Broken())), "turn")
 

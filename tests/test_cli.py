@@ -335,14 +335,14 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("target", "args"),
     [
-        ("runner.loader.load_conversations", ["--mock", "c.yaml"]),
-        ("runner.loader.load_conversations", ["run", "--mock", "c.yaml"]),
-        ("runner.loader.check_files", ["validate", "c.yaml"]),
-        ("runner.store.read_transcript", ["show", "t.jsonl"]),
-        ("runner.store.read_transcript", ["export", "t.jsonl"]),
-        ("runner.store.read_transcript", ["report", "t.jsonl"]),
-        ("runner.store.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
-        ("runner.shard.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
+        ("runner.spec.loader.load_conversations", ["--mock", "c.yaml"]),
+        ("runner.spec.loader.load_conversations", ["run", "--mock", "c.yaml"]),
+        ("runner.spec.loader.check_files", ["validate", "c.yaml"]),
+        ("runner.transcripts.store.read_transcript", ["show", "t.jsonl"]),
+        ("runner.transcripts.store.read_transcript", ["export", "t.jsonl"]),
+        ("runner.transcripts.store.read_transcript", ["report", "t.jsonl"]),
+        ("runner.transcripts.store.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
+        ("runner.run.shard.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
     ],
 )
 def test_an_internal_error_exits_4_with_one_line_and_the_traceback_in_a_file(
@@ -371,7 +371,7 @@ def test_mtrun_debug_prints_the_traceback_too(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    monkeypatch.setattr("runner.loader.load_conversations", _boom)
+    monkeypatch.setattr("runner.spec.loader.load_conversations", _boom)
     env = {"MTRUN_DEBUG": "1", "MY_VAR": KEY}
     result = CliRunner().invoke(main, ["--api-key-env", "MY_VAR", "c.yaml"], env=env)
     assert result.exit_code == 4
@@ -382,7 +382,7 @@ def test_mtrun_debug_prints_the_traceback_too(
 
 def test_an_internal_error_exits_4_from_the_installed_command(tmp_path: Path) -> None:
     code = (
-        "import sys, runner.loader as loader\n"
+        "import sys, runner.spec.loader as loader\n"
         "def boom(*a, **k): raise RuntimeError('boom near ' + 'x')\n"
         "loader.check_files = boom\n"
         "from runner.cli import main\n"

@@ -16,7 +16,14 @@ import httpx
 import pytest
 from helpers import bounded
 
-from runner.client import (
+from runner.errors import (
+    APIError,
+    ConfigError,
+    FatalAPIError,
+    QuotaExhaustedError,
+    TransientAPIError,
+)
+from runner.http.client import (
     MOCK_BASE_URL,
     ApiKey,
     ChatClient,
@@ -26,14 +33,7 @@ from runner.client import (
     is_loopback,
     public_base_url,
 )
-from runner.errors import (
-    APIError,
-    ConfigError,
-    FatalAPIError,
-    QuotaExhaustedError,
-    TransientAPIError,
-)
-from runner.transport import HTTP11Transport
+from runner.http.transport import HTTP11Transport
 
 KEY = "sk-test-SECRET-123"
 BASE = "https://api.example.test/v1"

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runner.checks import KINDS
+from runner.checks.kinds import KINDS
 from runner.errors import InputError
-from runner.loader import (
+from runner.spec.loader import (
     CONVERSATION_KEYS,
     DEFAULTS_KEYS,
     FILE_KEYS,
@@ -26,7 +26,7 @@ from runner.loader import (
     TURN_KEYS,
     load_file,
 )
-from runner.spec import MESSAGE_ROLES
+from runner.spec.model import MESSAGE_ROLES
 
 ROOT = Path(__file__).parent.parent
 SCHEMA: dict[str, Any] = json.loads(
@@ -327,7 +327,7 @@ def test_schema_and_loader_agree_on_random_documents(document: object) -> None:
 
 
 def test_regex_limits_match_the_checks() -> None:
-    from runner.safeschema import MAX_PATTERN_CHARS
+    from runner.checks.safeschema import MAX_PATTERN_CHARS
 
     kinds = DEFS["expect_map"]["properties"]
     for kind in ("matches", "not_matches"):

@@ -15,7 +15,7 @@ from typing import Any
 from faultserver import FaultServer
 from helpers import read_jsonl
 
-from runner.mock import answer
+from runner.http.mock import answer
 
 COUNT, TURNS, JOBS = 200, 3, 8
 KILLS, INTERRUPTS = 20, 3

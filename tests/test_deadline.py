@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from helpers import bounded
 
-from runner.deadline import Deadline
+from runner.http.deadline import Deadline
 
 LIMIT = 0.05
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runner.diff import (
+from runner.review.diff import (
     FAIL_ON,
     SCHEMA,
     diff_runs,
@@ -18,7 +18,7 @@ from runner.diff import (
     should_fail,
     similarity_of,
 )
-from runner.transcript import ConversationRecord, TurnRecord
+from runner.transcripts.records import ConversationRecord, TurnRecord
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from helpers import Sleeps
 
-from runner.client import Completion, completion_from_json
-from runner.dispatch import Dispatcher, Slot
-from runner.engine import RunControl
 from runner.errors import TransientAPIError
-from runner.mock import answer
+from runner.http.client import Completion, completion_from_json
+from runner.http.mock import answer
+from runner.run.engine import RunControl
+from runner.send.dispatch import Dispatcher, Slot
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

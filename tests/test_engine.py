@@ -10,13 +10,13 @@ import httpx
 import pytest
 from helpers import ChatServer, Sleeps, error, read_jsonl
 
-from runner.client import ApiKey
-from runner.engine import RunConfig, RunControl, run_batch
 from runner.errors import ConfigError
-from runner.events import RunResult
-from runner.mock import answer
-from runner.retry import RetryPolicy
-from runner.spec import Conversation, Message, Turn
+from runner.http.client import ApiKey
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, RunControl, run_batch
+from runner.run.events import RunResult
+from runner.send.retry import RetryPolicy
+from runner.spec.model import Conversation, Message, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -421,7 +421,7 @@ def test_a_lone_surrogate_in_an_answer_is_carried_and_written(tmp_path: Path) ->
 
 
 def test_allowing_an_insecure_key_warns(tmp_path: Path) -> None:
-    from runner.engine import insecure_key_warning
+    from runner.run.engine import insecure_key_warning
 
     key = ApiKey("sk-x", "MTRUN_API_KEY")
     remote = RunConfig(

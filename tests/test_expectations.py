@@ -255,8 +255,8 @@ def test_a_check_that_raises_never_loses_the_answer(tmp_path: Path) -> None:
 
     from test_checks import broken_check
 
-    from runner.engine import RunConfig, run_batch
-    from runner.spec import Conversation, Turn
+    from runner.run.engine import RunConfig, run_batch
+    from runner.spec.model import Conversation, Turn
 
     broken = broken_check()
     conversation = Conversation(

@@ -14,11 +14,11 @@ import pytest
 from faultserver import ERROR_STATUSES, FaultServer, closed_port_url
 from helpers import Sleeps, read_jsonl
 
-from runner.engine import RunConfig, run_batch
-from runner.events import Event, RetryScheduled, RunResult
-from runner.loader import load_conversations
-from runner.retry import RetryPolicy
-from runner.spec import Conversation
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import Event, RetryScheduled, RunResult
+from runner.send.retry import RetryPolicy
+from runner.spec.loader import load_conversations
+from runner.spec.model import Conversation
 
 COUNT, TURNS = 5, 3
 TIMEOUT = 0.5

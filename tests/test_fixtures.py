@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from helpers import ChatServer, read_jsonl
 
-from runner.engine import RunConfig, run_batch
 from runner.errors import ConfigError
-from runner.events import RunResult
-from runner.fixtures import fixture_name, request_key
-from runner.spec import Conversation, Turn
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.send.fixtures import fixture_name, request_key
+from runner.spec.model import Conversation, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -65,7 +65,7 @@ def test_record_then_replay_gives_identical_transcripts(tmp_path: Path) -> None:
 
 
 def test_fixture_files_are_reviewable_and_hold_no_key(tmp_path: Path) -> None:
-    from runner.client import ApiKey
+    from runner.http.client import ApiKey
 
     fixtures = tmp_path / "fixtures"
     server = ChatServer()

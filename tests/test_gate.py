@@ -11,14 +11,14 @@ import pytest
 from helpers import Sleeps, read_jsonl
 from virtualtime import run_virtual
 
-from runner.engine import RunConfig, run_batch
+from runner.cli.progress import summary_lines
 from runner.errors import TransientAPIError
-from runner.events import Event, RunResult, SendsHeld
-from runner.gate import EndpointGate
-from runner.mock import answer
-from runner.progress import summary_lines
-from runner.retry import RetryPolicy
-from runner.spec import Conversation, Turn
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import Event, RunResult, SendsHeld
+from runner.send.gate import EndpointGate
+from runner.send.retry import RetryPolicy
+from runner.spec.model import Conversation, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
 

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from runner.cli import main
 from runner.errors import InputError, OutputError
-from runner.loader import load_conversations, load_file
-from runner.retry import parse_duration, parse_retry_after
-from runner.store import TranscriptStore, read_transcript
+from runner.send.retry import parse_duration, parse_retry_after
+from runner.spec.loader import load_conversations, load_file
+from runner.transcripts.store import TranscriptStore, read_transcript
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"

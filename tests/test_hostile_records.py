@@ -1,6 +1,6 @@
 """Hostile transcript records through every renderer: never an exception, always valid output.
 
-Records come out of :func:`runner.store.read_transcript` as dicts of any
+Records come out of :func:`runner.transcripts.store.read_transcript` as dicts of any
 shape: every field of the transcript schema may hold the wrong type, None,
 huge or deeply nested values, control characters, escape sequences, lone
 surrogates or HTML. Each renderer (show, export as Markdown, the HTML report
@@ -23,13 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.cli import main
-from runner.diff import diff_runs, render_json, render_text
-from runner.jsonio import MAX_DEPTH
-from runner.junit import junit_xml
-from runner.markdown import render_markdown
-from runner.records import TOO_DEEP, to_json
-from runner.report import build_comparison, build_report
-from runner.show import render_records, summary_line
+from runner.review.diff import diff_runs, render_json, render_text
+from runner.review.junit import junit_xml
+from runner.review.markdown import render_markdown
+from runner.review.report import build_comparison, build_report
+from runner.review.show import render_records, summary_line
+from runner.transcripts.fields import TOO_DEEP, to_json
+from runner.transcripts.jsonio import MAX_DEPTH
 
 FAST = settings(
     max_examples=40,

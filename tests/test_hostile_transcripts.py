@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.cli import main
-from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
-from runner.spec import Conversation, Turn
-from runner.store import TranscriptStore, read_transcript
-from runner.transcript import FINISHED
+from runner.run.engine import RunConfig, run_batch
+from runner.spec.model import Conversation, Turn
+from runner.transcripts.records import FINISHED
+from runner.transcripts.store import TranscriptStore, read_transcript
 
 LOCAL = "http://127.0.0.1:9/v1"
 BATCH = [

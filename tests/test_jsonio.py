@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runner.jsonio import dumps_bytes
+from runner.transcripts.jsonio import dumps_bytes
 
 VALUES: list[Any] = [
     {"b": 1, "a": [1.5, None, True], "text": "héllo → 世界", "nested": {"k": ""}},

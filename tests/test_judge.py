@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from helpers import Sleeps
 
-from runner.checks import parse_expect
-from runner.client import Completion
+from runner.checks.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
+from runner.checks.kinds import parse_expect
 from runner.errors import FatalAPIError, OutputError
-from runner.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
-from runner.mock import answer
-from runner.retry import RetryPolicy
+from runner.http.client import Completion
+from runner.http.mock import answer
+from runner.send.retry import RetryPolicy
 
 MESSAGES = [
     {"role": "user", "content": "Name a small model."},
@@ -118,8 +118,8 @@ def test_a_judge_endpoint_gets_only_judge_requests_and_fixtures_keep_both(tmp_pa
 
     import httpx
 
-    from runner.engine import RunConfig, run_batch
-    from runner.spec import Conversation, Turn
+    from runner.run.engine import RunConfig, run_batch
+    from runner.spec.model import Conversation, Turn
 
     hosts: list[tuple[str, str]] = []
 
@@ -146,7 +146,7 @@ def test_a_judge_endpoint_gets_only_judge_requests_and_fixtures_keep_both(tmp_pa
 
 
 def judged_batch(n: int) -> list[Any]:
-    from runner.spec import Conversation, Turn
+    from runner.spec.model import Conversation, Turn
 
     (check,) = parse_expect({"judge": "fine"}, field="expect", scope="turn")
     return [
@@ -160,7 +160,7 @@ def test_judge_requests_on_the_answers_endpoint_share_its_request_slots(tmp_path
 
     import httpx
 
-    from runner.engine import RunConfig, run_batch
+    from runner.run.engine import RunConfig, run_batch
 
     in_flight = peak = judged = 0
 
@@ -187,7 +187,7 @@ def test_judge_requests_on_the_answers_endpoint_share_its_request_slots(tmp_path
 
 
 def test_judge_tokens_count_toward_the_run_and_its_budget(tmp_path: Any) -> None:
-    from runner.engine import RunConfig, run_batch
+    from runner.run.engine import RunConfig, run_batch
 
     def config(out: str, budget: int | None = None) -> RunConfig:
         return RunConfig(

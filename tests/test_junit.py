@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.errors import OutputError
-from runner.junit import junit_xml, write_junit
+from runner.review.junit import junit_xml, write_junit
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 

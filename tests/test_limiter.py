@@ -11,11 +11,11 @@ import httpx
 from helpers import Sleeps
 from virtualtime import run_virtual
 
-from runner.engine import RunConfig, run_batch
-from runner.events import RunResult
-from runner.limiter import AdaptiveLimiter
-from runner.mock import answer
-from runner.spec import Conversation, Turn
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.send.limiter import AdaptiveLimiter
+from runner.spec.model import Conversation, Turn
 
 
 def limiter(ceiling: int, start: int | None = None) -> AdaptiveLimiter:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import InputError
-from runner.loader import expand_paths, load_conversations, load_file
-from runner.spec import Conversation, Message, Turn
-from runner.yamlsafe import MAX_FILE_BYTES
+from runner.spec.loader import expand_paths, load_conversations, load_file
+from runner.spec.model import Conversation, Message, Turn
+from runner.spec.yamlsafe import MAX_FILE_BYTES
 
 DATA = Path(__file__).parent / "data" / "loader"
 DISPLAY = "conversations/a.yaml"

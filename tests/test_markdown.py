@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runner.markdown import code, escape_text, fenced, render_markdown
+from runner.review.markdown import code, escape_text, fenced, render_markdown
 
 OPENING = re.compile(r"^ {0,3}(`{3,})")
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from runner.client import ChatClient, Completion
 from runner.errors import FatalAPIError
-from runner.mock import OfflineBackend
+from runner.http.client import ChatClient, Completion
+from runner.http.mock import OfflineBackend
 
 
 def complete_all(*bodies: dict[str, Any]) -> tuple[list[Completion], OfflineBackend]:

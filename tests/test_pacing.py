@@ -11,12 +11,12 @@ import pytest
 from helpers import Sleeps
 from virtualtime import run_virtual
 
-from runner.engine import RunConfig, run_batch
-from runner.events import RunResult
-from runner.mock import answer
-from runner.pacing import STORM_MAX_INTERVAL, Pacer, RateLimits
-from runner.retry import parse_duration, parse_rate_limits
-from runner.spec import Conversation, Turn
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.send.pacing import STORM_MAX_INTERVAL, Pacer, RateLimits
+from runner.send.retry import parse_duration, parse_rate_limits
+from runner.spec.model import Conversation, Turn
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.plan import MESSAGE_OVERHEAD_TOKENS as M
-from runner.plan import estimate_cost
-from runner.spec import Conversation, Turn, plan_request
+from runner.run.plan import MESSAGE_OVERHEAD_TOKENS as M
+from runner.run.plan import estimate_cost
+from runner.spec.model import Conversation, Turn, plan_request
 
 
 def conv(turns: int, **kw: object) -> Conversation:

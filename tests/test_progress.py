@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.events import (
+from runner.cli.progress import Progress, safe, summary_lines
+from runner.run.events import (
     ConversationFinished,
     Failure,
     RetryScheduled,
@@ -18,9 +19,8 @@ from runner.events import (
     SendsHeld,
     TurnCompleted,
 )
-from runner.progress import Progress, safe, summary_lines
-from runner.retry import AttemptRecord
-from runner.store import ResumeReport
+from runner.send.retry import AttemptRecord
+from runner.transcripts.store import ResumeReport
 
 
 class Clock:

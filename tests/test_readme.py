@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.loader import load_file
+from runner.spec.loader import load_file
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)

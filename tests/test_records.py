@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runner.records import (
+from runner.transcripts.fields import (
     NESTING_SHOWN,
     TOO_DEEP,
     as_int,

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
-from runner.loader import load_conversations
-from runner.report import (
+from runner.review.report import (
     asset,
     build_comparison,
     build_report,
@@ -23,7 +21,9 @@ from runner.report import (
     run_summary,
     write_report,
 )
-from runner.store import read_transcript
+from runner.run.engine import RunConfig, run_batch
+from runner.spec.loader import load_conversations
+from runner.transcripts.store import read_transcript
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 """The only URL the page's own parts may contain: a namespace name, never fetched."""

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from helpers import ChatServer, read_jsonl
 
 from runner.cli import main
-from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
-from runner.events import Event, RunResult, RunStarted
-from runner.mock import answer
-from runner.shard import Shard
-from runner.spec import Conversation, Turn
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import Event, RunResult, RunStarted
+from runner.run.shard import Shard
+from runner.spec.model import Conversation, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
-from runner.retry import (
+from runner.send.retry import (
     AttemptRecord,
     GaveUp,
     RetryPolicy,
@@ -504,7 +504,7 @@ def test_a_bug_in_the_attempt_is_not_retried_or_disguised() -> None:
 
 
 def test_rate_limits_have_their_own_larger_allowance() -> None:
-    from runner.retry import GaveUp as _GaveUp
+    from runner.send.retry import GaveUp as _GaveUp
 
     def rate_limited(n: int) -> Any:
         calls = 0

@@ -22,10 +22,10 @@ from faultserver import FaultServer, closed_port_url
 from helpers import read_jsonl, self_signed_cert
 
 from runner.cli import main
-from runner.client import ApiKey, ChatClient, find_api_key
-from runner.engine import RunConfig, run_batch
 from runner.errors import ConfigError, TransientAPIError
-from runner.loader import load_conversations
+from runner.http.client import ApiKey, ChatClient, find_api_key
+from runner.run.engine import RunConfig, run_batch
+from runner.spec.loader import load_conversations
 
 KEY = "sk-CANARY-" + secrets.token_hex(16)
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"

@@ -13,7 +13,7 @@ from helpers import read_jsonl
 
 from runner.cli import main
 from runner.errors import ConfigError, OutputError
-from runner.shard import Shard, merge_shards, parse_shard, shard_of
+from runner.run.shard import Shard, merge_shards, parse_shard, shard_of
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "conversations"
 

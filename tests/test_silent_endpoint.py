@@ -20,11 +20,11 @@ from helpers import Sleeps, read_jsonl
 
 from runner.cli.base import EXIT_FAILED
 from runner.cli.run import exit_code
-from runner.engine import RunConfig, run_batch
-from runner.events import RunResult
-from runner.loader import load_conversations
-from runner.retry import RetryPolicy
-from runner.spec import Conversation
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.send.retry import RetryPolicy
+from runner.spec.loader import load_conversations
+from runner.spec.model import Conversation
 
 TIMEOUT = 0.3
 COUNT = 10

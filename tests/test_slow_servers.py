@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from runner.client import ChatClient, Completion
 from runner.errors import TransientAPIError
-from runner.mock import answer, stream_events
+from runner.http.client import ChatClient, Completion
+from runner.http.mock import answer, stream_events
 
 TIMEOUT = 0.3
 CAP = 4.0

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner.client import ChatClient
 from runner.errors import TransientAPIError
-from runner.mock import answer, stream_events
-from runner.streaming import SSEParser, StreamAnswer
+from runner.http.client import ChatClient
+from runner.http.mock import answer, stream_events
+from runner.http.streaming import SSEParser, StreamAnswer
 
 FUZZ = settings(
     database=None, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from helpers import ChatServer, error, read_jsonl
 
-from runner.engine import RunConfig, run_batch
 from runner.errors import OutputError
-from runner.events import RunResult
-from runner.spec import Conversation, Turn
-from runner.store import TranscriptStore, default_output_path, read_transcript
-from runner.transcript import ConversationRecord, TurnRecord
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.spec.model import Conversation, Turn
+from runner.transcripts.records import ConversationRecord, TurnRecord
+from runner.transcripts.store import TranscriptStore, default_output_path, read_transcript
 
 LOCAL = "http://127.0.0.1:9/v1"
 

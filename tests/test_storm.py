@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 from virtualtime import run_virtual
 
-from runner.engine import RunConfig, run_batch
-from runner.events import RunResult
-from runner.mock import answer
-from runner.spec import Conversation, Turn
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.spec.model import Conversation, Turn
 
 LATENCY = 1.0
 STORM = (10.0, 30.0)

@@ -12,11 +12,11 @@ import pytest
 from faultserver import ODD_STREAM_FAULTS, FaultServer
 from helpers import ChatServer, Sleeps, bounded, read_jsonl
 
-from runner.client import ChatClient
-from runner.engine import RunConfig, run_batch
 from runner.errors import TransientAPIError
-from runner.mock import answer, stream_events
-from runner.spec import Conversation, Turn
+from runner.http.client import ChatClient
+from runner.http.mock import answer, stream_events
+from runner.run.engine import RunConfig, run_batch
+from runner.spec.model import Conversation, Turn
 
 LOCAL = "http://127.0.0.1:9/v1"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}

@@ -1,7 +1,7 @@
 """The one reader of transcripts and journals: never a traceback, a hang or an endless line.
 
 Every command that reads a transcript (show, export, report, diff, merge,
---resume, --junit) goes through :func:`runner.jsonio.json_lines`; these tests
+--resume, --junit) goes through :func:`runner.transcripts.jsonio.json_lines`; these tests
 give each of them the files a stranger could: FIFOs, devices, endless lines,
 deep nesting, bad UTF-8.
 """
@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.errors import OutputError
-from runner.jsonio import MAX_DEPTH, MAX_LINE_BYTES, json_lines, parse_line
-from runner.store import TranscriptStore, read_transcript
+from runner.transcripts.jsonio import MAX_DEPTH, MAX_LINE_BYTES, json_lines, parse_line
+from runner.transcripts.store import TranscriptStore, read_transcript
 
 
 def record(i: int, status: str = "completed") -> dict[str, Any]:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.engine import RunConfig, RunControl, run_batch
-from runner.mock import answer
-from runner.spec import Conversation, Message, Turn
-from runner.transcript import SCHEMA, STATUSES
+from runner.http.mock import answer
+from runner.run.engine import RunConfig, RunControl, run_batch
+from runner.spec.model import Conversation, Message, Turn
+from runner.transcripts.records import SCHEMA, STATUSES
 
 LOCAL = "http://127.0.0.1:9/v1"
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from helpers import self_signed_cert
 
-from runner.transport import HTTP11Transport
+from runner.http.transport import HTTP11Transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.spec import Conversation, Turn
-from runner.variants import Variants
+from runner.run.variants import Variants
+from runner.spec.model import Conversation, Turn
 
 
 def conv(cid: str, turns: int) -> Conversation:

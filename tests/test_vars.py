@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from runner import loader
 from runner.errors import InputError
-from runner.loader import (
+from runner.spec import loader
+from runner.spec.loader import (
     MAX_FILE_CONVERSATIONS,
     MAX_ID_LENGTH,
     MAX_MATRIX,
     load_conversations,
     load_file,
 )
-from runner.spec import Message, plan_request
+from runner.spec.model import Message, plan_request
 
 VARS = Path(__file__).parent / "data" / "loader" / "vars"
 

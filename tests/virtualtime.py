@@ -59,7 +59,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def create_future(self) -> asyncio.Future[Any]:
         future = super().create_future()
-        if sys._getframe(1).f_globals.get("__name__") == "runner.store":
+        if sys._getframe(1).f_globals.get("__name__") == "runner.transcripts.store":
             self.thread_work.add(future)
             future.add_done_callback(self.thread_work.discard)
         return future

@@ -69,15 +69,15 @@ def diff_command(
     Exit 1 per --fail-on; 2 when a file cannot be read or NEW holds no
     conversation at all (an empty or unreadable output is no evidence).
     """
-    from runner.diff import diff_runs, render_json, render_text, should_fail
-    from runner.records import escape_surrogates
+    from runner.review.diff import diff_runs, render_json, render_text, should_fail
+    from runner.transcripts.fields import escape_surrogates
 
     before = _read_for_review(base)
     after = _read_for_review(new) if new is not None else before
     if new is not None and not after:
         fail(InputError(f"{new}: no conversation in the transcript; nothing to compare"))
     if models:
-        from runner.transcript import records_of_model
+        from runner.transcripts.records import records_of_model
 
         before, after = records_of_model(before, models[0]), records_of_model(after, models[1])
         for model, records in zip(models, (before, after), strict=True):
@@ -103,8 +103,8 @@ def _read_for_review(path: Path) -> list[dict[str, Any]]:
     the reader; a warning on stderr names it, so a review never silently
     shows less than the file holds.
     """
-    from runner.records import unreadable_last_line
-    from runner.store import read_transcript
+    from runner.transcripts.fields import unreadable_last_line
+    from runner.transcripts.store import read_transcript
 
     try:
         records = read_transcript(path)
@@ -161,7 +161,7 @@ def show_command(
     """
     import shutil
 
-    from runner.show import Selection, render_records, select, summary_line
+    from runner.review.show import Selection, render_records, select, summary_line
 
     records = _read_for_review(file)
     chosen = select(
@@ -205,8 +205,8 @@ def show_command(
 )
 def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | None) -> None:
     """Export transcripts as Markdown, one section per conversation (for pull requests, issues)."""
-    from runner.markdown import render_markdown
-    from runner.show import Selection, select
+    from runner.review.markdown import render_markdown
+    from runner.review.show import Selection, select
 
     chosen = select(_read_for_review(file), Selection(ids=ids))
     text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
@@ -249,12 +249,12 @@ def report_command(
     and tokens per turn; comparing two runs lists regressions first and shows
     answers side by side with the differences highlighted.
     """
-    from runner.report import build_comparison, build_report, write_report
+    from runner.review.report import build_comparison, build_report, write_report
 
     if len(transcripts) > 2:
         fail(InputError("give one transcript, or two to compare: mtrun report BASE NEW"))
     if models:
-        from runner.transcript import records_of_model
+        from runner.transcripts.records import records_of_model
 
         records = [_read_for_review(path) for path in transcripts]
         base_records = records_of_model(records[0], models[0])
@@ -309,8 +309,8 @@ def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, .
     missing). Exit 0 when complete, 3 when something is missing or
     duplicated (OUTPUT is still written, for inspection), 2 on bad input.
     """
-    from runner.loader import load_conversations
-    from runner.shard import merge_shards
+    from runner.run.shard import merge_shards
+    from runner.spec.loader import load_conversations
 
     try:
         expected = [c.id for c in load_conversations(patterns)] if patterns else None

@@ -27,9 +27,9 @@ from runner.cli.base import (
 from runner.errors import ConfigError, InputError, RunnerError
 
 if TYPE_CHECKING:
-    from runner.engine import RunConfig
-    from runner.events import RunResult
-    from runner.spec import Conversation
+    from runner.run.engine import RunConfig
+    from runner.run.events import RunResult
+    from runner.spec.model import Conversation
 
 
 RUN_HELP = f"""Replay conversation FILES (files, folders or globs) and write transcripts.
@@ -302,12 +302,12 @@ def run_command(
     quiet: bool,
 ) -> None:
     """Run conversations (see RUN_HELP)."""
-    from runner.client import DEFAULT_BASE_URL, KEY_ENV_VARS, MOCK_BASE_URL, find_api_key
-    from runner.engine import RunConfig, RunControl, insecure_key_warning, run_batch
-    from runner.loader import load_conversations
-    from runner.progress import Progress, summary_lines
-    from runner.retry import RetryPolicy
-    from runner.store import default_output_path
+    from runner.cli.progress import Progress, summary_lines
+    from runner.http.client import DEFAULT_BASE_URL, KEY_ENV_VARS, MOCK_BASE_URL, find_api_key
+    from runner.run.engine import RunConfig, RunControl, insecure_key_warning, run_batch
+    from runner.send.retry import RetryPolicy
+    from runner.spec.loader import load_conversations
+    from runner.transcripts.store import default_output_path
 
     if resume and output is None:
         fail(ConfigError("--resume needs -o PATH: the output to continue"))
@@ -322,7 +322,7 @@ def run_command(
 
     shard = None
     if shard_spec is not None:
-        from runner.shard import parse_shard
+        from runner.run.shard import parse_shard
 
         try:
             shard = parse_shard(shard_spec, os.environ)
@@ -445,9 +445,9 @@ def _print_plan(
     repeat: int,
 ) -> None:
     """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
-    from runner.plan import estimate_cost, plan_lines
-    from runner.spec import plan_request
-    from runner.variants import Variants
+    from runner.run.plan import estimate_cost, plan_lines
+    from runner.run.variants import Variants
+    from runner.spec.model import plan_request
 
     env_model = os.environ.get("MTRUN_MODEL") or None
     override = models[0] if len(models) == 1 else None
@@ -486,9 +486,9 @@ def _write_reports(
     runs them: this shard's part, per model, per repetition.
     """
     if junit is not None:
-        from runner.junit import write_junit
-        from runner.store import read_transcript
-        from runner.variants import Variants
+        from runner.review.junit import write_junit
+        from runner.run.variants import Variants
+        from runner.transcripts.store import read_transcript
 
         conversations, config = batch
         mine = [c for c in conversations if config.shard is None or config.shard.holds(c.id)]
@@ -500,7 +500,7 @@ def _write_reports(
             not_run_reason=result.stop_reason,
         )
     if summary_json is not None:
-        from runner.jsonio import write_json_atomic
+        from runner.transcripts.jsonio import write_json_atomic
 
         write_json_atomic(summary_json, {**result.as_dict(), "exit_code": code})
 
@@ -518,7 +518,7 @@ MAX_REPORTED_ERRORS = 50
 @click.argument("files", nargs=-1, required=True)
 def validate_command(files: tuple[str, ...]) -> None:
     """Check conversation files, reporting every bad one (see the help above)."""
-    from runner.loader import check_files
+    from runner.spec.loader import check_files
 
     try:
         checked = check_files(files)

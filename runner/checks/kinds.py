@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from runner.safeschema import UnsafeSchema, checked_validator, pattern_problem
+from runner.checks.safeschema import UnsafeSchema, checked_validator, pattern_problem
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator

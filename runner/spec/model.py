@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from runner.checks import Check
+from runner.checks.kinds import Check
 
 DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 

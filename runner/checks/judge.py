@@ -19,10 +19,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.checks import Check, CheckResult, Judge, answer_text, check_error, excerpt
+from runner.checks.kinds import Check, CheckResult, Judge, answer_text, check_error, excerpt
 from runner.errors import RunnerError
-from runner.fixtures import Responder
-from runner.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
+from runner.send.fixtures import Responder
+from runner.send.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
 
 JUDGE_MARKER = "You are mtrun's judge."
 """How every judge request's system prompt starts (the offline backend looks for it)."""

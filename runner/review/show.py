@@ -9,7 +9,7 @@ escapes such as ``\\x1b``; content keeps its newlines and tabs (``\\r\\n``
 becomes ``\\n``), and every kind of space and the zero-width joiners of emoji
 sequences are kept as they are. The only escape sequences in the output are
 the SGR colours added with ``color=True``. The public helpers after
-:func:`summary_line` are shared with :mod:`runner.markdown`.
+:func:`summary_line` are shared with :mod:`runner.review.markdown`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from functools import partial
 from itertools import chain
 from typing import Any
 
-from runner.records import as_list as _list
-from runner.records import as_number as _number
-from runner.records import as_text as _text
-from runner.records import is_int as _is_int
-from runner.records import to_json
-from runner.transcript import STATUSES
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_number as _number
+from runner.transcripts.fields import as_text as _text
+from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.fields import to_json
+from runner.transcripts.records import STATUSES
 
 FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
 """Statuses ``--failed`` selects (besides records with a failed check)."""

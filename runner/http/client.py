@@ -8,10 +8,10 @@ the offline backend (``mock.py``) or an ``httpx.MockTransport`` in tests all
 go through exactly the same code.
 
 Two rules hold for every attempt. The whole of it runs under one
-:class:`~runner.deadline.Deadline` (``--timeout``; for a stream, the longest
+:class:`~runner.http.deadline.Deadline` (``--timeout``; for a stream, the longest
 silence between events with data). And everything the server said (bodies,
 events, the reason phrase, exception texts) passes through
-:meth:`ApiKey.scrub <runner.apikey.ApiKey.scrub>` before it is kept in a
+:meth:`ApiKey.scrub <runner.http.apikey.ApiKey.scrub>` before it is kept in a
 Completion or an error, so a server that echoes the key cannot get it stored.
 """
 
@@ -31,21 +31,21 @@ from urllib.parse import urlsplit
 import httpx
 
 from runner import __version__
-from runner.apikey import KEY_ENV_VARS, ApiKey, find_api_key
-from runner.deadline import Deadline
-from runner.endpoint import (
+from runner.errors import FatalAPIError, TransientAPIError
+from runner.http.apikey import KEY_ENV_VARS, ApiKey, find_api_key
+from runner.http.deadline import Deadline
+from runner.http.endpoint import (
     DEFAULT_BASE_URL,
     MOCK_BASE_URL,
     check_base_url,
     is_loopback,
     public_base_url,
 )
-from runner.errors import FatalAPIError, TransientAPIError
-from runner.jsonio import dumps_bytes
-from runner.pacing import RateLimits
-from runner.retry import classify_status, parse_rate_limits, parse_retry_after
-from runner.streaming import StreamAnswer
-from runner.transport import HTTP11Transport
+from runner.http.streaming import StreamAnswer
+from runner.http.transport import HTTP11Transport
+from runner.send.pacing import RateLimits
+from runner.send.retry import classify_status, parse_rate_limits, parse_retry_after
+from runner.transcripts.jsonio import dumps_bytes
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import tenacity
 
 from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
-from runner.pacing import RateLimits
+from runner.send.pacing import RateLimits
 
 T = TypeVar("T")
 

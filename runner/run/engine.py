@@ -34,8 +34,10 @@ from typing import Any
 
 import httpx
 
-from runner.checks import Check, Observation, evaluate
-from runner.client import (
+from runner.checks.judge import run_judge
+from runner.checks.kinds import Check, Observation, evaluate
+from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
+from runner.http.client import (
     DEFAULT_BASE_URL,
     MOCK_BASE_URL,
     ApiKey,
@@ -45,9 +47,8 @@ from runner.client import (
     is_loopback,
     public_base_url,
 )
-from runner.dispatch import Dispatcher, Slot
-from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
-from runner.events import (
+from runner.http.streaming import STREAM_FIELDS
+from runner.run.events import (
     CheckFailure,
     ConversationFinished,
     Event,
@@ -60,15 +61,14 @@ from runner.events import (
     SendsHeld,
     TurnCompleted,
 )
-from runner.fixtures import FixtureFolder, Responder, by_purpose, live
-from runner.judge import run_judge
-from runner.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
-from runner.shard import Shard
-from runner.spec import Conversation, RequestPlan, plan_request
-from runner.store import TranscriptStore
-from runner.streaming import STREAM_FIELDS
-from runner.transcript import ConversationRecord, TurnRecord, new_run_id, utc_now
-from runner.variants import Variants
+from runner.run.shard import Shard
+from runner.run.variants import Variants
+from runner.send.dispatch import Dispatcher, Slot
+from runner.send.fixtures import FixtureFolder, Responder, by_purpose, live
+from runner.send.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
+from runner.spec.model import Conversation, RequestPlan, plan_request
+from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id, utc_now
+from runner.transcripts.store import TranscriptStore
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 120.0
@@ -334,7 +334,7 @@ class _Batch:
         )
         transport = self.config.transport
         if transport is None and self.base_url == MOCK_BASE_URL:
-            from runner.mock import OfflineBackend
+            from runner.http.mock import OfflineBackend
 
             transport = OfflineBackend()
         client = ChatClient(

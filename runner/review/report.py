@@ -1,6 +1,6 @@
 """The HTML report: one run, or two runs compared, as one self-contained page.
 
-The page is three static assets, ``runner/assets/report.html``, ``report.css``
+The page is three static assets, ``runner/review/assets/report.html``, ``report.css``
 and ``report.js``, put together into one file: the stylesheet and the script
 are inlined, and the report's data is embedded once as JSON in
 ``<script type="application/json" id="data">``. Nothing is fetched, so the
@@ -26,7 +26,7 @@ Data (``mtrun.report/1``)::
     {"schema", "mode": "run" | "compare", "title",
      "runs": [{"label": "run" | "base" | "new", "source", "meta", "totals",
                "charts", "conversations": [record, ...]}],
-     "diff": runner.diff.render_json(...), each conversation's "turns" cut to
+     "diff": runner.review.diff.render_json(...), each conversation's "turns" cut to
              [{"index", "prompt_changed", "answer_changed", "similarity",
              "similarity_method"}] of the turns whose prompts or answers
              differ; or null}
@@ -47,15 +47,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from runner.atomic import write_atomic
-from runner.diff import diff_runs, render_json
-from runner.records import as_int as _int
-from runner.records import as_list as _list
-from runner.records import as_number as _number
-from runner.records import as_text as _text
-from runner.records import escape_surrogates, shallow
-from runner.records import is_int as _is_int
-from runner.transcript import STATUSES
+from runner.review.diff import diff_runs, render_json
+from runner.transcripts.atomic import write_atomic
+from runner.transcripts.fields import as_int as _int
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_number as _number
+from runner.transcripts.fields import as_text as _text
+from runner.transcripts.fields import escape_surrogates, shallow
+from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.records import STATUSES
 
 SCHEMA = "mtrun.report/1"
 """Version string of the data embedded in the page."""
@@ -95,7 +95,7 @@ def build_comparison(
 ) -> str:
     """The HTML page comparing two runs: regressions first, then answers side by side.
 
-    Pairing, outcomes and flipped checks come from :func:`runner.diff.diff_runs`.
+    Pairing, outcomes and flipped checks come from :func:`runner.review.diff.diff_runs`.
     Of its per-turn entries only the turns whose prompts or answers differ are
     kept, with what differs and the answers' similarity: the page takes
     prompts, answers, tokens and latency from the embedded records, which it
@@ -144,7 +144,7 @@ def embed_json(value: Any) -> str:
     """``value`` as compact JSON that is safe inside a ``<script>`` element.
 
     Values JSON cannot hold as they are (NaN, infinities; nesting deeper than
-    the encoder recurses) are shown as :func:`runner.records.shallow` makes them.
+    the encoder recurses) are shown as :func:`runner.transcripts.fields.shallow` makes them.
     """
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -160,8 +160,8 @@ def csp_hash(text: str) -> str:
 
 
 def asset(name: str) -> str:
-    """The text of one file of ``runner/assets``."""
-    return resources.files("runner").joinpath("assets", name).read_text(encoding="utf-8")
+    """The text of one file of ``runner/review/assets``."""
+    return resources.files("runner.review").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

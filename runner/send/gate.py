@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from runner.errors import APIError
-from runner.pacing import WaitSpans
-from runner.retry import is_server_wait
+from runner.send.pacing import WaitSpans
+from runner.send.retry import is_server_wait
 
 UNREACHABLE = frozenset(
     {"connect_error", "connect_timeout", "connection_dropped", "network_error", "pool_timeout"}

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.spec import RequestPlan
+from runner.spec.model import RequestPlan
 
 ASSUMED_ANSWER_TOKENS = 300
 """Answer length assumed for a turn whose parameters set no ``max_tokens``."""

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.atomic import write_new
 from runner.errors import ConfigError, OutputError
-from runner.jsonio import dumps_bytes
+from runner.transcripts.atomic import write_new
+from runner.transcripts.jsonio import dumps_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ def merge_shards(
     expected_ids: Sequence[str] | None = None,
 ) -> MergeReport:
     """Write the shards' conversations into ``output`` (which must not exist) and check them."""
-    from runner.store import read_transcript
+    from runner.transcripts.store import read_transcript
 
     if output.exists():
         raise OutputError(f"{output} already exists; choose another output for the merge")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from runner.events import (
+from runner.run.events import (
     ConversationFinished,
     Event,
     RetryScheduled,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.limiter import LimitChange
-from runner.retry import AttemptRecord
-from runner.store import ResumeReport
+from runner.send.limiter import LimitChange
+from runner.send.retry import AttemptRecord
+from runner.transcripts.store import ResumeReport
 
 
 @dataclass(frozen=True, slots=True)

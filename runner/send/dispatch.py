@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runner.client import Completion, public_base_url
 from runner.errors import APIError
-from runner.fixtures import Responder
-from runner.gate import EndpointGate
-from runner.limiter import AdaptiveLimiter
-from runner.pacing import RECHECK_S, Pacer, WaitSpans
-from runner.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
-from runner.retry import is_server_wait
+from runner.http.client import Completion, public_base_url
+from runner.run.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
+from runner.send.fixtures import Responder
+from runner.send.gate import EndpointGate
+from runner.send.limiter import AdaptiveLimiter
+from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.retry import is_server_wait
 
 
 class Stoppable(Protocol):

@@ -1,7 +1,7 @@
 """The built-in offline backend: an OpenAI-compatible server inside an httpx transport.
 
 ``--mock`` (or ``--base-url mock://``) plugs :class:`OfflineBackend` into the
-same :class:`~runner.client.ChatClient` the real API uses, so the whole
+same :class:`~runner.http.client.ChatClient` the real API uses, so the whole
 request/response path runs with no network and no key.
 
 Answers are deterministic: they depend on the model, the whole history and
@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from runner.judge import JUDGE_MARKER
+from runner.checks.judge import JUDGE_MARKER
 
 _WORDS = (
     "language models predict the next token from context and the answer depends on "

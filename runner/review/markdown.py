@@ -14,7 +14,7 @@ of it is ever Markdown here:
   title, whose Markdown and HTML characters are escaped.
 
 Control characters, bidi controls and lone surrogates are made visible with
-:func:`runner.show.visible` as in the terminal, so reading the file with
+:func:`runner.review.show.visible` as in the terminal, so reading the file with
 ``cat`` is safe too and no reviewer is shown text reordered by bidi controls.
 """
 
@@ -24,9 +24,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from runner.records import as_list as _list
-from runner.records import as_text as _text
-from runner.show import (
+from runner.review.show import (
     TurnView,
     check_name,
     content_text,
@@ -40,6 +38,8 @@ from runner.show import (
     view_of,
     visible,
 )
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_text as _text
 
 STATUS_MARKS = {
     "completed": "✅",

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner.client import Completion, completion_from_json
 from runner.errors import FatalAPIError, OutputError
-from runner.jsonio import write_json_atomic
+from runner.http.client import Completion, completion_from_json
+from runner.transcripts.jsonio import write_json_atomic
 
 SCHEMA = "mtrun.fixtures/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

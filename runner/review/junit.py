@@ -70,10 +70,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner.atomic import write_atomic
-from runner.records import as_list as _list
-from runner.records import as_text as _text
-from runner.records import escape_surrogates, is_int
+from runner.transcripts.atomic import write_atomic
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_text as _text
+from runner.transcripts.fields import escape_surrogates, is_int
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import overload
 
-from runner.spec import Conversation
+from runner.spec.model import Conversation
 
 
 class Variants(Sequence[Conversation]):

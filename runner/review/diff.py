@@ -1,7 +1,7 @@
 """Comparing two runs: what a change (of model, prompt or code) did to the answers.
 
 :func:`diff_runs` pairs the conversations of a base run and a new run by id
-(the last record of an id wins, as in :func:`runner.store.read_transcript`)
+(the last record of an id wins, as in :func:`runner.transcripts.store.read_transcript`)
 and compares each pair turn by turn. :func:`render_text` and
 :func:`render_json` turn the result into a terminal report and a JSON
 document; :func:`should_fail` decides whether a CI job should fail.
@@ -65,12 +65,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.records import as_int as _int
-from runner.records import as_list as _list
-from runner.records import as_number as _number
-from runner.records import as_text as _text
-from runner.records import escape_surrogates, shallow, to_json
-from runner.records import is_int as _is_int
+from runner.transcripts.fields import as_int as _int
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_number as _number
+from runner.transcripts.fields import as_text as _text
+from runner.transcripts.fields import escape_surrogates, shallow, to_json
+from runner.transcripts.fields import is_int as _is_int
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
@@ -93,7 +93,7 @@ _RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 """Characters a terminal may act on: C0/C1 controls but newline and tab, bidi
 controls, line separators. Lone surrogates (which cannot even be encoded) are
-escaped by :func:`runner.records.escape_surrogates`."""
+escaped by :func:`runner.transcripts.fields.escape_surrogates`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ recorded turn must be the turn the conversation file scripts at that place:
 
 The conversation continues after the last turn that passes; the turns after
 it are discarded and sent again, and the store says so in its
-:class:`~runner.store.ResumeReport`. Attempts spent on a failed next turn
+:class:`~runner.transcripts.store.ResumeReport`. Attempts spent on a failed next turn
 are kept only when nothing was discarded before them.
 
 Which output may be resumed at all is decided by the store: an output that
@@ -28,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runner.transcript import TurnRecord
+from runner.transcripts.records import TurnRecord
 
 if TYPE_CHECKING:
-    from runner.spec import Conversation
+    from runner.spec.model import Conversation
 
 
 @dataclass(slots=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.atomic import write_atomic
 from runner.errors import OutputError
+from runner.transcripts.atomic import write_atomic
 
 MAX_LINE_BYTES = 64 * 2**20
 """The longest transcript or journal line read back, newline included (64 MiB).

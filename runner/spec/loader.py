@@ -1,4 +1,4 @@
-"""Load conversation files: YAML in, validated :class:`~runner.spec.Conversation` out.
+"""Load conversation files: YAML in, validated :class:`~runner.spec.model.Conversation` out.
 
 ``yamlsafe.py`` turns each file into a bounded tree of YAML nodes; this
 module walks the nodes, checks every field, and builds the specs. Nodes keep
@@ -28,10 +28,10 @@ from typing import Any, NamedTuple, cast
 from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from runner.checks import Check, CheckSpecError, parse_expect
+from runner.checks.kinds import Check, CheckSpecError, parse_expect
 from runner.errors import InputError
-from runner.spec import MESSAGE_ROLES, Conversation, Message, Turn
-from runner.yamlsafe import (
+from runner.spec.model import MESSAGE_ROLES, Conversation, Message, Turn
+from runner.spec.yamlsafe import (
     MERGE_TAG,
     NULL_TAG,
     SCALARS,

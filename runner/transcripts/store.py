@@ -47,12 +47,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
-from runner.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
-from runner.resume import Progress, keep_matching, tokens_of
-from runner.transcript import FINISHED, ConversationRecord, TurnRecord
+from runner.transcripts.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
+from runner.transcripts.records import FINISHED, ConversationRecord, TurnRecord
+from runner.transcripts.resume import Progress, keep_matching, tokens_of
 
 if TYPE_CHECKING:
-    from runner.spec import Conversation
+    from runner.spec.model import Conversation
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
     import fcntl
@@ -633,7 +633,7 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
 
     Tolerates a torn last line, as left by a crash; other broken lines raise
     :class:`OutputError` naming the line, as does a path that is not a
-    regular file (see :func:`runner.jsonio.json_lines`).
+    regular file (see :func:`runner.transcripts.jsonio.json_lines`).
     """
     records: dict[str, dict[str, Any]] = {}
     for line in json_lines(path):
