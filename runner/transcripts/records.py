@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from runner.transcripts.status import Status
+
 SCHEMA = "mtrun.transcript/1"
 """Version string carried by every record; bumped on incompatible changes."""
 
-STATUSES = ("completed", "checks_failed", "failed", "interrupted")
-FINISHED = frozenset({"completed", "checks_failed"})
-"""Statuses of a conversation whose every turn was answered: resuming skips them."""
+STATUSES = Status.ALL
+FINISHED = Status.FINISHED
 
 
 def utc_now() -> str:
