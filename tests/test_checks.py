@@ -6,16 +6,15 @@ from typing import Any, cast
 
 import pytest
 
+from runner.checks.judge import Rubric
 from runner.checks.kinds import (
     KINDS,
     Check,
     CheckResult,
     CheckSpecError,
-    Judge,
     Observation,
     evaluate,
     excerpt,
-    find_json,
     parse_expect,
 )
 
@@ -201,27 +200,39 @@ def test_equals_an_empty_answer() -> None:
     assert failure(run({"equals": ""}, "hi")) == "differs from ''"
 
 
-# is_json / json_schema / find_json -----------------------------------------------
+# is_json / json_schema: where the answer's JSON is found --------------------------
 
 
-def test_find_json_reads_the_whole_answer_first() -> None:
-    assert find_json(' {"a": [1, 2]} ') == (True, {"a": [1, 2]})
-    assert find_json("42") == (True, 42)
+def finds(text: str, value: Any) -> bool:
+    """Whether the checks read exactly ``value`` as the JSON of answer ``text``."""
+    return passes(run({"is_json": True}, text)) and passes(
+        run({"json_schema": {"const": value}}, text)
+    )
 
 
-def test_find_json_falls_back_to_the_first_fenced_block() -> None:
+def finds_none(text: str) -> bool:
+    """Whether the checks find no JSON in answer ``text``."""
+    return failure(run({"is_json": True}, text)).startswith("no JSON found: ")
+
+
+def test_json_is_read_from_the_whole_answer_first() -> None:
+    assert finds(' {"a": [1, 2]} ', {"a": [1, 2]})
+    assert finds("42", 42)
+
+
+def test_json_falls_back_to_the_first_fenced_block() -> None:
     text = 'Here it is:\n```json\n{"a": 1}\n```\nand\n```\n{"b": 2}\n```'
-    assert find_json(text) == (True, {"a": 1})
-    assert find_json('Sure:\n```\n["x"]\n```') == (True, ["x"])
-    assert find_json("```python\nprint(1)\n```\n```json\n[1]\n```") == (True, [1])
-    assert find_json("Sure:\r\n```JSON\r\n[2]\r\n```\r\n") == (True, [2])
-    assert find_json("Sure:\n  ```\n  [3]\n  ```") == (True, [3])
+    assert finds(text, {"a": 1})
+    assert finds('Sure:\n```\n["x"]\n```', ["x"])
+    assert finds("```python\nprint(1)\n```\n```json\n[1]\n```", [1])
+    assert finds("Sure:\r\n```JSON\r\n[2]\r\n```\r\n", [2])
+    assert finds("Sure:\n  ```\n  [3]\n  ```", [3])
 
 
-def test_find_json_in_prose() -> None:
-    assert find_json("I think the answer is yes.") == (False, None)
-    assert find_json("```json\n{broken\n```") == (False, None)
-    assert find_json("```json\n[1]") == (False, None)
+def test_no_json_in_prose() -> None:
+    assert finds_none("I think the answer is yes.")
+    assert finds_none("```json\n{broken\n```")
+    assert finds_none("```json\n[1]")
 
 
 def test_is_json() -> None:
@@ -435,7 +446,7 @@ class Broken:
 
 def broken_check() -> Check:
     """A json_schema check whose validator raises, built by hand past the loader."""
-    from runner.checks.kinds import Schema
+    from runner.checks.structured import Schema
 
     return Check("json_schema", Schema({}, cast(Any, Broken())), "turn")
 
@@ -570,10 +581,10 @@ def test_max_tokens() -> None:
 
 def test_judge_parse_forms() -> None:
     plain = parse_one({"judge": "The answer is polite."}, scope="final")
-    assert plain == Check("judge", Judge("The answer is polite."), "final")
+    assert plain == Check("judge", Rubric("The answer is polite."), "final")
     assert plain.describe() == "judge: The answer is polite."
     named = parse_one({"judge": {"rubric": "Polite  and\nshort.", "model": "m-1"}})
-    assert named.arg == Judge("Polite  and\nshort.", "m-1")
+    assert named.arg == Rubric("Polite  and\nshort.", "m-1")
     assert named.describe() == "judge: Polite and short. (model m-1)"
     long = parse_one({"judge": "word " * 100})
     assert long.describe() == "judge: " + excerpt("word " * 100, 120)

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from helpers import Sleeps
 
-from runner.checks.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
+from runner.checks.judge import JUDGE_MARKER, judge_body, parse_verdict
 from runner.checks.kinds import parse_expect
 from runner.errors import FatalAPIError, OutputError
 from runner.http.client import Completion
 from runner.http.mock import answer
+from runner.run.judging import Judge
 from runner.send.retry import RetryPolicy
 
 MESSAGES = [
@@ -64,22 +65,13 @@ def judge_check(model: str | None = None) -> Any:
 
 
 def run(check: Any, respond: Any) -> Any:
+    judge = Judge(respond, RetryPolicy(max_retries=1), Sleeps(), lambda: 0.0)
     return asyncio.run(
-        run_judge(
-            check,
-            MESSAGES,
-            default_model="answer-model",
-            respond=respond,
-            conversation_id="c",
-            turn=0,
-            policy=RetryPolicy(max_retries=1),
-            sleep=Sleeps(),
-            clock=lambda: 0.0,
-        )
+        judge.grade(check, MESSAGES, answer_model="answer-model", conversation_id="c", turn=0)
     )
 
 
-def test_run_judge_records_request_and_verdict() -> None:
+def test_grading_records_request_and_verdict() -> None:
     seen: list[Mapping[str, Any]] = []
 
     async def respond(body: Mapping[str, Any], **kw: Any) -> Completion:
@@ -93,6 +85,24 @@ def test_run_judge_records_request_and_verdict() -> None:
     assert result.details["verdict"] == {"pass": True, "reason": "the answer meets the rubric"}
     assert seen == [{"conversation_id": "c", "turn": 0, "purpose": "judge"}]
     assert result.seen == "AFM-4.5B is a small language model."
+
+
+def test_the_judge_model_is_the_checks_else_the_runs_else_the_answers() -> None:
+    models: list[str] = []
+
+    async def respond(body: Mapping[str, Any], **kw: Any) -> Completion:
+        models.append(body["model"])
+        data = answer(dict(body))
+        return Completion(data["choices"][0]["message"], "stop", None, None, None, data)
+
+    for run_model in (None, "run-judge"):
+        judge = Judge(respond, RetryPolicy(max_retries=0), Sleeps(), lambda: 0.0, model=run_model)
+        for check in (judge_check(model="check-judge"), judge_check()):
+            result = asyncio.run(
+                judge.grade(check, MESSAGES, answer_model="answers", conversation_id="c", turn=0)
+            )
+            assert result.passed
+    assert models == ["check-judge", "answers", "check-judge", "run-judge"]
 
 
 def test_a_judge_that_fails_or_rambles_fails_the_check() -> None:

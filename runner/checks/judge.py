@@ -1,28 +1,25 @@
-"""LLM-graded checks: a rubric and the conversation so far, sent to a judge model.
+"""LLM-graded checks, the pure half: the ``judge`` kind, the judge's prompt and its verdict.
 
 The judge is asked for one JSON object, ``{"pass": true|false, "reason":
-"..."}``. Its request and its verdict are kept in the check result, so a
-reviewer can see exactly what the judge saw and said. Judge requests go
-through the same responder as answers (so they are retried, recorded and
-replayed like any other request); a judge that gives no usable verdict fails
-the check with a message saying so.
-
-The offline backend answers judge requests too (see ``mock.py``), so judged
-conversations can be tested without a network.
+"..."}``. Sending the request (through the same responder as answers, so it is
+retried, recorded and replayed like any other) is the run layer's job:
+``runner/run/judging.py``. The offline backend (``runner/http/mock.py``)
+answers judge requests too, reading the prompt by the constants below, so
+judged conversations can be tested without a network.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from runner.checks.kinds import Check, CheckResult, Judge, answer_text, check_error, excerpt
-from runner.errors import RunnerError
-from runner.send.fixtures import Responder
-from runner.send.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
+from runner.checks.base import Kind, Observation, Outcome, excerpt, read_options, read_text
+
+if TYPE_CHECKING:
+    from runner.checks.kinds import Check
 
 JUDGE_MARKER = "You are mtrun's judge."
 """How every judge request's system prompt starts (the offline backend looks for it)."""
@@ -33,14 +30,35 @@ JUDGE_SYSTEM = (
     'else: {"pass": true or false, "reason": "one short sentence"}.'
 )
 
+CONVERSATION_HEADING = "Conversation:"
+"""The judge prompt's first line; the messages follow, each under :func:`message_heading`."""
+RUBRIC_HEADING = "Rubric for the last assistant answer:"
+"""The line after the messages; the rubric follows on the next line."""
+REPLY_INSTRUCTION = 'Reply with only {"pass": true or false, "reason": "..."}.'
+"""The judge prompt's last paragraph, after the rubric."""
+
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def message_heading(role: str) -> str:
+    """The line above each message in the judge prompt: ``[user]``, ``[assistant]``."""
+    return f"[{role}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Rubric:
+    """Argument of ``judge``: the rubric, and the judge model when the file names one."""
+
+    text: str
+    model: str | None = None
 
 
 def rubric_of(check: Check) -> tuple[str, str | None]:
     """The rubric and the model named by a judge check (None: the default model)."""
     arg = check.arg
-    assert isinstance(arg, Judge), "not a judge check"
-    return arg.rubric, arg.model
+    if not isinstance(arg, Rubric):
+        raise TypeError(f"not a judge check: {check.kind}")
+    return arg.text, arg.model
 
 
 def judge_body(rubric: str, messages: list[dict[str, Any]], model: str) -> dict[str, Any]:
@@ -49,12 +67,11 @@ def judge_body(rubric: str, messages: list[dict[str, Any]], model: str) -> dict[
     for message in messages:
         content = message.get("content")
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        lines.append(f"[{message.get('role', '?')}]\n{text}")
+        lines.append(f"{message_heading(message.get('role', '?'))}\n{text}")
     prompt = (
-        "Conversation:\n\n"
+        f"{CONVERSATION_HEADING}\n\n"
         + "\n\n".join(lines)
-        + f"\n\nRubric for the last assistant answer:\n{rubric}\n\n"
-        + 'Reply with only {"pass": true or false, "reason": "..."}.'
+        + f"\n\n{RUBRIC_HEADING}\n{rubric}\n\n{REPLY_INSTRUCTION}"
     )
     return {
         "model": model,
@@ -88,88 +105,28 @@ def parse_verdict(content: Any) -> tuple[bool, str] | None:
     return verdict, reason if isinstance(reason, str) else json.dumps(reason)
 
 
-async def run_judge(
-    check: Check,
-    messages: list[dict[str, Any]],
-    *,
-    default_model: str,
-    respond: Responder,
-    conversation_id: str,
-    turn: int,
-    policy: RetryPolicy,
-    sleep: Sleep,
-    clock: Callable[[], float],
-    rng: random.Random | None = None,
-) -> CheckResult:
-    """Ask the judge about the last answer in ``messages``; never raises for API failures.
-
-    Nor for a bug: anything but a run-level error (a RunnerError, such as an
-    unreadable fixture) fails this check with the error, keeping the answer.
-    """
-    seen = excerpt(answer_text(messages[-1].get("content") if messages else None))
-    try:
-        return await _ask_judge(
-            check,
-            messages,
-            seen,
-            default_model=default_model,
-            respond=respond,
-            conversation_id=conversation_id,
-            turn=turn,
-            policy=policy,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
-        )
-    except RunnerError:
-        raise
-    except Exception as exc:
-        return check_error(check, seen, exc)
+# The judge kind: parsed and described like any other, graded by the run layer.
 
 
-async def _ask_judge(
-    check: Check,
-    messages: list[dict[str, Any]],
-    seen: str,
-    *,
-    default_model: str,
-    respond: Responder,
-    conversation_id: str,
-    turn: int,
-    policy: RetryPolicy,
-    sleep: Sleep,
-    clock: Callable[[], float],
-    rng: random.Random | None,
-) -> CheckResult:
-    """:func:`run_judge` without its guard."""
-    rubric, model = rubric_of(check)
-    body = judge_body(rubric, messages, model or default_model)
-    details: dict[str, Any] = {"model": body["model"], "request": body}
+def _parse_judge(value: Any, field: str) -> Rubric:
+    if not isinstance(value, Mapping):
+        return Rubric(read_text(value, field, "a rubric (a string) or a mapping with 'rubric'"))
+    read_options(value, field, ("rubric", "model"), "rubric")
+    model = value.get("model")
+    return Rubric(
+        read_text(value["rubric"], f"{field}.rubric"),
+        None if model is None else read_text(model, f"{field}.model"),
+    )
 
-    def ask() -> Awaitable[Any]:
-        return respond(body, conversation_id=conversation_id, turn=turn, purpose="judge")
 
-    def result(passed: bool, message: str) -> CheckResult:
-        return CheckResult(
-            kind=check.kind,
-            scope=check.scope,
-            passed=passed,
-            expected=check.describe(),
-            seen=seen,
-            message=message,
-            details=details,
-        )
+def _describe_judge(arg: Rubric) -> str:
+    model = f" (model {arg.model})" if arg.model else ""
+    return f"judge: {excerpt(arg.text, 120)}{model}"
 
-    try:
-        completion, _ = await call_with_retries(ask, policy, sleep=sleep, clock=clock, rng=rng)
-    except GaveUp as gave_up:
-        details["error"] = gave_up.error.message
-        return result(False, f"the judge gave no verdict: {gave_up.error.message}")
-    details["reply"] = completion.content
-    details["usage"] = completion.usage  # counted in the run's tokens; the report adds it too
-    verdict = parse_verdict(completion.content)
-    if verdict is None:
-        return result(False, f"the judge gave no verdict: {excerpt(str(completion.content), 120)}")
-    passed, reason = verdict
-    details["verdict"] = {"pass": passed, "reason": reason}
-    return result(passed, "" if passed else f"the judge says: {reason}")
+
+def _unevaluated(_arg: Any, _text: str, _: Observation) -> Outcome:
+    raise ValueError("judge checks are evaluated by the engine")
+
+
+KINDS: dict[str, Kind] = {"judge": Kind(_parse_judge, _describe_judge, _unevaluated)}
+"""The judge kind."""

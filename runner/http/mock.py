@@ -11,9 +11,10 @@ different answer. ``usage`` is estimated at about four characters a token;
 ``max_tokens`` truncates the answer with ``finish_reason: length``; a
 ``response_format`` of ``json_object`` or ``json_schema`` gets a JSON answer.
 
-Judge requests (``judge.py``) get a verdict by a simple, documented rule:
-the answer passes when every phrase the rubric puts in double quotes appears
-in it, ignoring case (a rubric with no quoted phrase always passes).
+Judge requests (``runner/checks/judge.py``, whose prompt is read by its
+constants) get a verdict by a simple, documented rule: the answer passes when
+every phrase the rubric puts in double quotes appears in it, ignoring case (a
+rubric with no quoted phrase always passes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from runner.checks.judge import JUDGE_MARKER
+from runner.checks.judge import JUDGE_MARKER, REPLY_INSTRUCTION, RUBRIC_HEADING, message_heading
 
 _WORDS = (
     "language models predict the next token from context and the answer depends on "
@@ -164,9 +165,9 @@ def _is_judge_request(messages: list[dict[str, Any]]) -> bool:
 
 def _judge_verdict(prompt: str) -> str:
     """The offline judge: pass when every quoted phrase of the rubric is in the answer."""
-    conversation, _, rubric = prompt.partition("\n\nRubric for the last assistant answer:\n")
-    rubric = rubric.rsplit("\n\nReply with only", 1)[0]
-    answer = conversation.rpartition("[assistant]\n")[2].lower()
+    conversation, _, rubric = prompt.partition(f"\n\n{RUBRIC_HEADING}\n")
+    rubric = rubric.rsplit(f"\n\n{REPLY_INSTRUCTION}", 1)[0]
+    answer = conversation.rpartition(f"{message_heading('assistant')}\n")[2].lower()
     missing = [p for p in re.findall(r'"([^"]+)"', rubric) if p.lower() not in answer]
     if missing:
         reason = f"the answer does not mention {', '.join(repr(p) for p in missing)}"

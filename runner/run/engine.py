@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 
-from runner.checks.judge import run_judge
 from runner.checks.kinds import Check, Observation, evaluate
 from runner.errors import APIError, ConfigError, OutputError, QuotaExhaustedError
 from runner.http.client import (
@@ -61,6 +60,7 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
+from runner.run.judging import Judge
 from runner.run.shard import Shard
 from runner.run.variants import Variants
 from runner.send.dispatch import Dispatcher, Slot
@@ -376,7 +376,14 @@ class _Batch:
         )
         # On the answers' endpoint, judge requests share its limits (slots, pacing,
         # Retry-After holds, the token budget); another endpoint has limits of its own.
-        self.judge = respond if judge_client is not None else self.dispatch.ask_judge
+        self.judge = Judge(
+            respond=respond if judge_client is not None else self.dispatch.ask_judge,
+            policy=self.config.retry,
+            sleep=self.sleep,
+            clock=self.clock,
+            rng=self.rng,
+            model=self.config.judge_model,
+        )
         self.control._on_stop = self._stop
         if already < len(self.conversations):
             self.dispatch.check_budget()  # spent by earlier runs: send nothing
@@ -571,17 +578,12 @@ class _Batch:
         results = []
         for check in checks:
             if check.kind == "judge":
-                result = await run_judge(
+                result = await self.judge.grade(
                     check,
                     list(record.messages),
-                    default_model=self.config.judge_model or plan.model,
-                    respond=self.judge,
+                    answer_model=plan.model,
                     conversation_id=record.id,
                     turn=turn.index,
-                    policy=self.config.retry,
-                    sleep=self.sleep,
-                    clock=self.clock,
-                    rng=self.rng,
                 )
             else:
                 result = evaluate(check, observation)
