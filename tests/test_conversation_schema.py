@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from loading import load_as
 
 from runner.checks.kinds import KINDS
 from runner.errors import InputError
@@ -24,7 +25,6 @@ from runner.spec.loader import (
     RESERVED_PARAMS,
     SCHEMA_KEY,
     TURN_KEYS,
-    load_file,
 )
 from runner.spec.model import MESSAGE_ROLES
 
@@ -48,7 +48,7 @@ def loader_accepts(text: str) -> tuple[bool, str]:
         path = Path(folder) / "case.yaml"
         path.write_text(text, encoding="utf-8")
         try:
-            load_file(path)
+            load_as(path)
         except InputError as exc:
             return False, str(exc)
     return True, ""
@@ -111,7 +111,7 @@ def test_every_field_is_documented() -> None:
 @pytest.mark.parametrize("path", VALID_FIXTURES, ids=lambda p: p.name)
 def test_valid_fixtures_pass_both(path: Path) -> None:
     assert VALIDATOR.is_valid(yaml.safe_load(path.read_text(encoding="utf-8")))
-    assert load_file(path)
+    assert load_as(path)
 
 
 STRUCTURAL_ERRORS = [

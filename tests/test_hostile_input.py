@@ -23,11 +23,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from loading import load_as
 
 from runner.cli import main
 from runner.errors import InputError, OutputError
 from runner.send.retry import parse_duration, parse_retry_after
-from runner.spec.loader import load_conversations, load_file
+from runner.spec.loader import load_conversations
 from runner.transcripts.store import TranscriptStore, read_transcript
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ FAST = settings(
 def load_or_input_error(path: Path, display: str = "conv.yaml") -> str | None:
     """Load a file; None if it loaded, else the InputError's text (checked to be one line)."""
     try:
-        load_file(path, display)
+        load_as(path, display)
     except InputError as exc:
         text = str(exc)
         assert "\n" not in text and text.startswith(display), text
@@ -143,7 +144,7 @@ def test_huge_strings_load_or_fail_cleanly(tmp_path: Path) -> None:
     long_turn = "x" * (8 * 2**20)
     path.write_text(json.dumps({"id": "big", "turns": [long_turn, "short"]}))
     started = time.monotonic()
-    (conversation,) = load_file(path)
+    (conversation,) = load_as(path)
     assert conversation.turns[0].content == long_turn
     path.write_text(json.dumps({"id": "y" * 100_000, "turns": ["a"]}))
     message = load_or_input_error(path)

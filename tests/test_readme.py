@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.spec.loader import load_file
+from runner.spec.loader import load_conversations
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)
@@ -21,7 +21,7 @@ def test_the_readme_has_yaml_examples() -> None:
 def test_every_yaml_example_loads(block: str, tmp_path: Path) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(block, encoding="utf-8")
-    assert load_file(path)
+    assert load_conversations([str(path)])
 
 
 def test_the_readme_starts_with_the_two_setup_commands() -> None:
@@ -82,7 +82,7 @@ def test_the_literal_brace_forms_the_readme_documents_work(tmp_path: Path) -> No
     (block,) = [b for b in YAML_BLOCKS if b.startswith("id: braces\n")]
     path = tmp_path / "braces.yaml"
     path.write_text(block, encoding="utf-8")
-    (conversation,) = load_file(path)
+    (conversation,) = load_conversations([str(path)])
     assert [turn.content for turn in conversation.turns] == [
         "Hello Ada, this stays {{name}}",
         "{{name}} in single quotes",
@@ -102,7 +102,7 @@ def test_the_form_the_readme_calls_an_error_is_one_with_a_hint(tmp_path: Path) -
     path = tmp_path / "bad.yaml"
     path.write_text('turns:\n  - "\\{{name}}"\n', encoding="utf-8")
     with pytest.raises(InputError) as caught:
-        load_file(path)
+        load_conversations([str(path)])
     assert str(caught.value) == (
         f"{path}:2:7: YAML syntax error: found unknown escape character '{{'; "
         "inside double quotes write \\\\{{ for a literal {{, or use single quotes"

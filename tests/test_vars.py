@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from loading import load_as
 
 from runner.errors import InputError
 from runner.spec import loader
@@ -13,7 +14,6 @@ from runner.spec.loader import (
     MAX_ID_LENGTH,
     MAX_MATRIX,
     load_conversations,
-    load_file,
 )
 from runner.spec.model import Message, plan_request
 
@@ -27,12 +27,12 @@ def write(path: Path, text: str) -> Path:
 
 def error_for(tmp_path: Path, text: str) -> str:
     with pytest.raises(InputError) as info:
-        load_file(write(tmp_path / "a.yaml", text), "a.yaml")
+        load_as(write(tmp_path / "a.yaml", text), "a.yaml")
     return str(info.value)
 
 
 def turns_of(tmp_path: Path, text: str) -> list[str]:
-    [conversation] = load_file(write(tmp_path / "a.yaml", text))
+    [conversation] = load_as(write(tmp_path / "a.yaml", text))
     return [turn.content for turn in conversation.turns]
 
 
@@ -40,7 +40,7 @@ def turns_of(tmp_path: Path, text: str) -> list[str]:
 
 
 def test_vars_fill_system_messages_and_turns() -> None:
-    inherits, _ = load_file(VARS / "everywhere.yaml")
+    inherits, _ = load_as(VARS / "everywhere.yaml")
     assert inherits.system == "You plan trips to Lisbon. Strict budget? true."
     assert inherits.messages == (
         Message(role="user", content="I am going to Lisbon."),
@@ -57,15 +57,15 @@ def test_vars_fill_system_messages_and_turns() -> None:
 
 
 def test_expect_model_and_params_are_taken_as_written(tmp_path: Path) -> None:
-    [inherits, _] = load_file(VARS / "everywhere.yaml")
+    [inherits, _] = load_as(VARS / "everywhere.yaml")
     assert inherits.turns[1].expect[0].describe() == "contains '{{city}}'"
     text = "vars: {m: x}\nmodel: '{{m}}'\nparams: {stop: ['{{m}}']}\nturns: [Hi]\n"
-    [conversation] = load_file(write(tmp_path / "a.yaml", text))
+    [conversation] = load_as(write(tmp_path / "a.yaml", text))
     assert (conversation.model, conversation.params) == ("{{m}}", {"stop": ["{{m}}"]})
 
 
 def test_conversation_vars_override_defaults_key_by_key() -> None:
-    _, overrides = load_file(VARS / "everywhere.yaml")
+    _, overrides = load_as(VARS / "everywhere.yaml")
     assert overrides.system == "You plan trips to Porto. Strict budget? true."
     assert [t.content for t in overrides.turns] == ["Porto, 3 days, false."]
 
@@ -122,7 +122,7 @@ def test_backslash_braces_write_literal_braces(tmp_path: Path) -> None:
 
 
 def test_fingerprint_reflects_the_values(tmp_path: Path) -> None:
-    one, two = load_file(write(tmp_path / "a.yaml", "vars: {x: [1, 2]}\nturns: ['{{x}}']\n"))
+    one, two = load_as(write(tmp_path / "a.yaml", "vars: {x: [1, 2]}\nturns: ['{{x}}']\n"))
     assert plan_request(one).fingerprint() != plan_request(two).fingerprint()
 
 
@@ -131,7 +131,7 @@ def test_fingerprint_reflects_the_values(tmp_path: Path) -> None:
 
 def test_undefined_variable_points_at_the_string_and_suggests() -> None:
     with pytest.raises(InputError) as info:
-        load_file(VARS / "invalid" / "undefined.yaml", "undefined.yaml")
+        load_as(VARS / "invalid" / "undefined.yaml", "undefined.yaml")
     assert str(info.value) == (
         "undefined.yaml:6:5: turns[1]: undefined variable 'cty'; did you mean 'city'?"
     )
@@ -140,7 +140,7 @@ def test_undefined_variable_points_at_the_string_and_suggests() -> None:
 
 def test_undefined_variable_in_defaults_names_the_conversation() -> None:
     with pytest.raises(InputError) as info:
-        load_file(VARS / "invalid" / "defaults_undefined.yaml", "d.yaml")
+        load_as(VARS / "invalid" / "defaults_undefined.yaml", "d.yaml")
     assert str(info.value) == (
         "d.yaml:2:11: defaults.system: undefined variable 'tone' in conversations[1]; "
         "define it under vars:"
@@ -259,7 +259,7 @@ def test_error_message(tmp_path: Path, text: str, expected: str) -> None:
 
 
 def test_matrix_makes_one_conversation_per_combination_in_written_order() -> None:
-    conversations = load_file(VARS / "matrix.yaml")
+    conversations = load_as(VARS / "matrix.yaml")
     assert [c.id for c in conversations] == [
         "trip--city=Paris--tone=formal",
         "trip--city=Paris--tone=casual",
@@ -283,7 +283,7 @@ def test_matrix_in_defaults_applies_to_every_conversation(tmp_path: Path) -> Non
         "  - vars: {model: c}\n    turns: ['{{n}}']\n"
         "  - id: more\n    vars: {n: [1, 2]}\n    turns: ['{{n}}']\n"
     )
-    conversations = load_file(write(tmp_path / "chat.yaml", text))
+    conversations = load_as(write(tmp_path / "chat.yaml", text))
     assert [(c.id, c.system, c.turns[0].content) for c in conversations] == [
         ("chat-1--model=a", "Model a", "1"),
         ("chat-1--model=b", "Model b", "1"),
@@ -296,7 +296,7 @@ def test_matrix_in_defaults_applies_to_every_conversation(tmp_path: Path) -> Non
 
 
 def test_list_of_one_value_still_names_the_variable(tmp_path: Path) -> None:
-    [conversation] = load_file(write(tmp_path / "one.yaml", "vars: {x: [A]}\nturns: [Hi]\n"))
+    [conversation] = load_as(write(tmp_path / "one.yaml", "vars: {x: [A]}\nturns: [Hi]\n"))
     assert conversation.id == "one--x=A"
 
 
@@ -313,7 +313,7 @@ def test_list_of_one_value_still_names_the_variable(tmp_path: Path) -> None:
 def test_values_in_ids_keep_only_file_name_friendly_characters(
     tmp_path: Path, values: str, ids: list[str]
 ) -> None:
-    conversations = load_file(write(tmp_path / "a.yaml", f"vars: {{v: {values}}}\nturns: [Hi]\n"))
+    conversations = load_as(write(tmp_path / "a.yaml", f"vars: {{v: {values}}}\nturns: [Hi]\n"))
     if len(set(ids)) == len(ids):
         assert [c.id for c in conversations] == [f"a--v={i}" for i in ids]
     else:  # the friendly ids would clash: numbered instead
@@ -323,7 +323,7 @@ def test_values_in_ids_keep_only_file_name_friendly_characters(
 def test_too_long_ids_are_numbered(tmp_path: Path) -> None:
     long = "w" * MAX_ID_LENGTH
     text = f"id: trip\nvars: {{persona: [short, {long}]}}\nturns: ['{{{{persona}}}}']\n"
-    conversations = load_file(write(tmp_path / "a.yaml", text))
+    conversations = load_as(write(tmp_path / "a.yaml", text))
     assert [c.id for c in conversations] == ["trip--1", "trip--2"]
     assert conversations[1].turns[0].content == long
 
@@ -352,7 +352,7 @@ def test_matrix_ids_are_unique_across_files(monkeypatch: pytest.MonkeyPatch) -> 
 def test_matrix_of_the_largest_size_loads(tmp_path: Path) -> None:
     values = ", ".join(str(i) for i in range(100))
     text = f"vars: {{a: [{values}], b: [{values}]}}\nturns: ['{{{{a}}}}.{{{{b}}}}']\n"
-    conversations = load_file(write(tmp_path / "a.yaml", text))
+    conversations = load_as(write(tmp_path / "a.yaml", text))
     assert len(conversations) == MAX_MATRIX == 100 * 100
     assert (conversations[-1].id, conversations[-1].turns[0].content) == ("a--a=99--b=99", "99.99")
 
@@ -401,12 +401,12 @@ def test_models_runs_a_conversation_once_per_model(tmp_path: Path) -> None:
         "  - id: solo\n    model: only\n    models: null\n    turns: [Yo]\n"
     )
     with pytest.raises(InputError, match="give 'model' or 'models', not both"):
-        load_file(path)
+        load_as(path)
     path.write_text(
         "defaults:\n  models: [small, large]\n"
         "conversations:\n  - id: hi\n    vars: {x: [1, 2]}\n    turns: ['n={{x}}']\n"
     )
-    convs = load_file(path)
+    convs = load_as(path)
     assert [(c.id, c.model, c.variant_of) for c in convs] == [
         ("hi--x=1@small", "small", "hi--x=1"),
         ("hi--x=1@large", "large", "hi--x=1"),
@@ -415,7 +415,7 @@ def test_models_runs_a_conversation_once_per_model(tmp_path: Path) -> None:
     ]
     path.write_text("models: [a, a]\nturns: [Hi]\n")
     with pytest.raises(InputError, match=r"models\[1\]: model 'a' is listed twice"):
-        load_file(path)
+        load_as(path)
 
 
 def test_a_conversations_own_model_wins_over_default_models(tmp_path: Path) -> None:
@@ -425,7 +425,7 @@ def test_a_conversations_own_model_wins_over_default_models(tmp_path: Path) -> N
         "conversations:\n  - id: solo\n    model: only\n    turns: [Yo]\n"
         "  - id: both\n    turns: [Hi]\n"
     )
-    assert [(c.id, c.model) for c in load_file(path)] == [
+    assert [(c.id, c.model) for c in load_as(path)] == [
         ("solo", "only"),
         ("both@small", "small"),
         ("both@large", "large"),

@@ -18,6 +18,9 @@ DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant")
 
+MAX_ID_LENGTH = 200
+"""Longest id a conversation may have, a matrix's ``--name=value`` parts included."""
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
