@@ -1,5 +1,6 @@
-"""Expectations: the check kinds, their parsing and evaluation, and the pure half of the judge
-(its prompt and verdict). Sending a judge request belongs to the run layer (``run/judging.py``).
+"""Expectations: the check kinds, their parsing and evaluation, the judge's prompt and verdict.
+
+Sending a judge request belongs to the run layer (``runner/run/judging.py``).
 
 ``kinds.py`` is the entry point (:class:`Check`, ``parse_expect``, ``evaluate``) and the
 registry; ``base.py`` holds what every kind is made of. A new check kind goes in the module

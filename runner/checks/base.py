@@ -1,6 +1,8 @@
-"""What every check kind is made of: a :class:`Kind`, the :class:`Observation` it looks at,
-the :class:`Outcome` it returns, and the helpers kinds share to read their argument and
-quote the answer.
+"""What every check kind is made of, and the helpers the kinds share.
+
+A :class:`Kind` parses its argument, describes it, and evaluates an
+:class:`Observation` to an :class:`Outcome`; the ``read_*`` helpers read an
+argument from spec data, :func:`excerpt` quotes the answer in results.
 
 The kinds themselves live in the modules of their family (``text.py``,
 ``structured.py``, ``metrics.py``, ``judge.py``); ``kinds.py`` registers them.

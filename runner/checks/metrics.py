@@ -1,5 +1,6 @@
-"""Measured kinds: ``min_chars``, ``max_chars``, ``finish_reason``, ``max_latency_ms``,
-``max_tokens``: a length counted, or a fact the API reported with the answer.
+"""Measured kinds: a length counted, or a fact the API reported with the answer.
+
+``min_chars``, ``max_chars``, ``finish_reason``, ``max_latency_ms``, ``max_tokens``.
 """
 
 from __future__ import annotations

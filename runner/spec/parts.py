@@ -1,5 +1,6 @@
-"""The parts of a conversation read from its nodes: settings, id, turns, messages, params,
-expectations.
+"""The parts of a conversation, read from its nodes: settings, id, turns, messages, params.
+
+Expectations are read here too, and parsed by ``runner/checks/kinds.py``.
 
 Each part is checked field by field; the first problem raises an
 :class:`~runner.errors.InputError` pointed at the value it is about.
