@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from runner.cli import main
 from runner.errors import InputError, OutputError
-from runner.send.retry import parse_duration, parse_retry_after
+from runner.http.headers import parse_duration, parse_retry_after
 from runner.spec.loader import load_conversations, load_file
 from runner.transcripts.store import TranscriptStore, read_transcript
 
