@@ -21,7 +21,7 @@ from typing import Any
 
 from runner.checks.kinds import Check, CheckResult, Judge, answer_text, check_error, excerpt
 from runner.errors import RunnerError
-from runner.send.fixtures import Responder
+from runner.send.responder import Responder
 from runner.send.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
 
 JUDGE_MARKER = "You are mtrun's judge."

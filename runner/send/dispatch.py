@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
-from runner.send.fixtures import Responder
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter
 from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
 from runner.spec.tokens import request_tokens
 
