@@ -33,6 +33,7 @@ from runner.http.client import (
     is_loopback,
     public_base_url,
 )
+from runner.http.network import Route, choose_route
 from runner.http.transport import HTTP11Transport
 
 KEY = "sk-test-SECRET-123"
@@ -642,16 +643,32 @@ def test_no_proxy_sends_the_requests_direct(
     assert path == "/v1/chat/completions"
 
 
+def test_the_network_goes_through_the_keep_alive_transport_unless_a_proxy_applies(
+    no_proxy: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct = choose_route(BASE, transport=None, max_connections=3)
+    assert isinstance(direct.transport, HTTP11Transport) and not direct.trust_env
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert choose_route(BASE, transport=None, max_connections=3) == Route(None, trust_env=True)
+    given = httpx.MockTransport(lambda request: httpx.Response(200))
+    assert choose_route(BASE, transport=given, max_connections=3) == Route(given, trust_env=False)
+
+
 def test_requests_share_keep_alive_connections(chat_server: LoopbackServer) -> None:
-    async def go() -> int:
-        async with ChatClient(chat_server.base_url, api_key=None, timeout=10.0) as client:
+    route = choose_route(chat_server.base_url, transport=None, max_connections=8)
+    transport = route.transport
+    assert isinstance(transport, HTTP11Transport)
+
+    async def go() -> None:
+        async with ChatClient(
+            chat_server.base_url, api_key=None, timeout=10.0, transport=transport
+        ) as client:
             for _ in range(5):
                 await client.complete(BODY)
-            transport = client._http._transport
-            assert isinstance(transport, HTTP11Transport)
-            return transport.connections_opened
 
-    assert asyncio.run(go()) == 1
+    asyncio.run(go())
+    assert transport.connections_opened == 1
     assert len(chat_server.seen) == 5
 
 

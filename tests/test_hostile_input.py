@@ -27,7 +27,7 @@ from loading import load_as
 
 from runner.cli import main
 from runner.errors import InputError, OutputError
-from runner.send.retry import parse_duration, parse_retry_after
+from runner.http.headers import parse_duration, parse_retry_after
 from runner.spec.loader import load_conversations
 from runner.transcripts.store import TranscriptStore, read_transcript
 

@@ -11,11 +11,11 @@ import pytest
 from helpers import Sleeps
 from virtualtime import run_virtual
 
+from runner.http.headers import RateLimits, parse_duration, parse_rate_limits
 from runner.http.mock import answer
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import RunResult
-from runner.send.pacing import STORM_MAX_INTERVAL, Pacer, RateLimits
-from runner.send.retry import parse_duration, parse_rate_limits
+from runner.send.pacing import STORM_MAX_INTERVAL, Pacer
 from runner.spec.model import Conversation, Turn
 
 

@@ -15,15 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
-from runner.send.retry import (
-    AttemptRecord,
-    GaveUp,
-    RetryPolicy,
-    call_with_retries,
-    classify_status,
-    next_wait,
-    parse_retry_after,
-)
+from runner.http.headers import parse_retry_after
+from runner.http.status import classify_status
+from runner.send.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries, next_wait
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=timezone.utc)
 START = 1000.0

@@ -3,9 +3,11 @@
 ``ChatClient.complete`` sends one request and either returns a
 :class:`Completion` or raises an :class:`~runner.errors.APIError` subclass
 that says whether the failure is worth retrying. It never retries itself
-(``retry.py`` does) and never logs. The transport is a seam: the real network,
+(``runner.send.retry`` does) and never logs. The transport is a seam: the real network,
 the offline backend (``mock.py``) or an ``httpx.MockTransport`` in tests all
-go through exactly the same code.
+go through exactly the same code. Which transport the network uses (direct,
+or httpx's behind an environment proxy) is decided in ``network.py``; what
+a status and the headers mean, in ``status.py`` and ``headers.py``.
 
 Two rules hold for every attempt. The whole of it runs under one
 :class:`~runner.http.deadline.Deadline` (``--timeout``; for a stream, the longest
@@ -20,18 +22,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from runner import __version__
-from runner.errors import FatalAPIError, TransientAPIError
+from runner.errors import APIError, FatalAPIError, TransientAPIError
 from runner.http.apikey import KEY_ENV_VARS, ApiKey, find_api_key
 from runner.http.deadline import Deadline
 from runner.http.endpoint import (
@@ -41,11 +40,11 @@ from runner.http.endpoint import (
     is_loopback,
     public_base_url,
 )
+from runner.http.headers import RateLimits, parse_rate_limits, parse_retry_after
+from runner.http.network import choose_route, is_tls_failure
+from runner.http.status import classify_status
 from runner.http.streaming import StreamAnswer
-from runner.http.transport import HTTP11Transport
-from runner.send.pacing import RateLimits
-from runner.send.retry import classify_status, parse_rate_limits, parse_retry_after
-from runner.transcripts.jsonio import dumps_bytes
+from runner.jsonbytes import dumps_bytes
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -117,22 +116,16 @@ class ChatClient:
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
-        # The network goes through our HTTP/1.1 transport (see transport.py for why),
-        # unless an environment proxy applies: then httpx's own transport handles it.
-        trust_env = transport is None and _env_proxy(self.base_url)
-        if transport is None and not trust_env:
-            transport = HTTP11Transport(
-                ssl_context=_ssl_context(self.base_url), max_connections=max_connections
-            )
+        route = choose_route(self.base_url, transport=transport, max_connections=max_connections)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
+            transport=route.transport,
             follow_redirects=False,
-            trust_env=trust_env,
+            trust_env=route.trust_env,
         )
 
     def __repr__(self) -> str:
@@ -172,25 +165,8 @@ class ChatClient:
                 _deadline_words(self.timeout, streamed=streamed, connecting=request.connecting),
                 kind="connect_timeout" if request.connecting else "read_timeout",
             ) from None
-        except httpx.TimeoutException as exc:
-            raise TransientAPIError(
-                f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)
-            ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            said = _short(self._scrub(str(exc)))
-            if _tls_failure(exc):
-                raise FatalAPIError(
-                    f"TLS verification failed for {self._scrub(public_base_url(self.base_url))}: "
-                    f"{said}; check the URL, or the CA bundle (SSL_CERT_FILE)",
-                    kind="tls_error",
-                ) from None
-            kind, words = _network_failure(exc)
-            raise TransientAPIError(f"{words}: {said or type(exc).__name__}", kind=kind) from None
         except httpx.HTTPError as exc:
-            said = _short(self._scrub(str(exc)))
-            raise FatalAPIError(
-                f"request failed: {said or type(exc).__name__}", kind="request_error"
-            ) from None
+            raise self._failure(exc) from None
         return self._read_response(
             response.status_code, response.headers, response.content, response.reason_phrase
         )
@@ -229,6 +205,26 @@ class ChatClient:
         return dataclasses.replace(
             completion, first_token_ms=stream.first_token_ms, rate_limits=parse_rate_limits(headers)
         )
+
+    def _failure(self, exc: httpx.HTTPError) -> APIError:
+        """The typed error for an attempt that got no answer from httpx (all but the deadline)."""
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientAPIError(
+                f"no answer within the timeout ({type(exc).__name__})", kind=_timeout_kind(exc)
+            )
+        said = _short(self._scrub(str(exc)))
+        if not isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+            return FatalAPIError(
+                f"request failed: {said or type(exc).__name__}", kind="request_error"
+            )
+        if is_tls_failure(exc):
+            return FatalAPIError(
+                f"TLS verification failed for {self._scrub(public_base_url(self.base_url))}: "
+                f"{said}; check the URL, or the CA bundle (SSL_CERT_FILE)",
+                kind="tls_error",
+            )
+        kind, words = _network_failure(exc)
+        return TransientAPIError(f"{words}: {said or type(exc).__name__}", kind=kind)
 
     def _scrub(self, text: str) -> str:
         """``text`` without the API key: for everything a server said."""
@@ -315,7 +311,8 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
     ``text`` is the body as received, quoted in errors (default: ``data`` as JSON).
     """
     shown = _short(text if text is not None else json.dumps(data, ensure_ascii=False))
-    choices = data.get("choices") if isinstance(data, dict) else None
+    answer: dict[str, Any] = data if isinstance(data, dict) else {}
+    choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise TransientAPIError(
             f"HTTP {status} with no choices in the answer: {shown!r}",
@@ -329,15 +326,14 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
             kind="no_message",
             status=status,
         )
-    assert isinstance(data, dict)
-    usage = data.get("usage")
+    usage = answer.get("usage")
     return Completion(
         message=message,
         finish_reason=_str_or_none(choices[0].get("finish_reason")),
         usage=usage if isinstance(usage, dict) else None,
-        response_id=_str_or_none(data.get("id")),
-        model=_str_or_none(data.get("model")),
-        raw=data,
+        response_id=_str_or_none(answer.get("id")),
+        model=_str_or_none(answer.get("model")),
+        raw=answer,
     )
 
 
@@ -373,28 +369,6 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _env_proxy(base_url: str) -> bool:
-    """Whether an HTTP(S)_PROXY / ALL_PROXY setting applies to ``base_url`` (NO_PROXY aside)."""
-    if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return False  # the common case, without importing urllib.request (~13 ms)
-    import urllib.request
-
-    proxies = urllib.request.getproxies_environment()
-    parts = urlsplit(base_url)
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    # proxy_bypass_environment is public but missing from typeshed.
-    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-    return not bypass(parts.hostname or "", proxies)
-
-
-def _ssl_context(base_url: str) -> ssl.SSLContext | None:
-    """The verifying TLS context for an https endpoint (honours SSL_CERT_FILE / SSL_CERT_DIR)."""
-    if urlsplit(base_url).scheme != "https":
-        return None
-    return httpx.create_ssl_context(trust_env=True)
-
-
 def _timeout_kind(exc: httpx.TimeoutException) -> str:
     return {
         httpx.ConnectTimeout: "connect_timeout",
@@ -402,18 +376,6 @@ def _timeout_kind(exc: httpx.TimeoutException) -> str:
         httpx.WriteTimeout: "write_timeout",
         httpx.PoolTimeout: "pool_timeout",
     }.get(type(exc), "timeout")
-
-
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether a network error is a failed TLS verification: retrying cannot fix it."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _network_failure(exc: httpx.HTTPError) -> tuple[str, str]:

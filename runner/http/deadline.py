@@ -32,10 +32,13 @@ class Deadline:
         self._handle: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> Deadline:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._until = self._loop.time() + self.seconds
-        self._handle = self._loop.call_at(self._until, self._check)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a Deadline bounds a block of a task: enter it inside one")
+        self._loop, self._task = loop, task
+        self._until = loop.time() + self.seconds
+        self._handle = loop.call_at(self._until, self._check, loop, task)
         return self
 
     def extend(self) -> None:
@@ -43,13 +46,13 @@ class Deadline:
         if self._loop is not None and not self.expired:
             self._until = self._loop.time() + self.seconds
 
-    def _check(self) -> None:
-        assert self._loop is not None and self._task is not None
-        if self._loop.time() < self._until:
-            self._handle = self._loop.call_at(self._until, self._check)
+    def _check(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[object]) -> None:
+        """The timer: cancel the block once the deadline passed, else look again then."""
+        if loop.time() < self._until:
+            self._handle = loop.call_at(self._until, self._check, loop, task)
             return
         self.expired = True
-        self._task.cancel()
+        task.cancel()
 
     async def __aexit__(
         self,

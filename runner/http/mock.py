@@ -7,7 +7,8 @@ request/response path runs with no network and no key.
 Answers are deterministic: they depend on the model, the whole history and
 the parameters, so two runs of the same batch carry byte-identical
 messages, and a client that dropped or reordered history would get a
-different answer. ``usage`` is estimated at about four characters a token;
+different answer. ``usage`` is estimated at about four characters a token
+(``runner.spec.tokens``, at least one a text, counting only the text parts);
 ``max_tokens`` truncates the answer with ``finish_reason: length``; a
 ``response_format`` of ``json_object`` or ``json_schema`` gets a JSON answer.
 
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 
 from runner.checks.judge import JUDGE_MARKER, REPLY_INSTRUCTION, RUBRIC_HEADING, message_heading
+from runner.spec.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS, text_tokens
 
 _WORDS = (
     "language models predict the next token from context and the answer depends on "
@@ -36,9 +38,9 @@ _WORDS = (
 ).split()
 
 
-def estimate_tokens(text: str) -> int:
-    """A rough token count: about four characters a token, at least one."""
-    return max(1, (len(text) + 3) // 4)
+def _usage_tokens(text: str) -> int:
+    """The tokens the offline backend reports for ``text``: the shared estimate, at least one."""
+    return max(1, text_tokens(text))
 
 
 class OfflineBackend(httpx.AsyncBaseTransport):
@@ -115,12 +117,14 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
 
     finish_reason = "stop"
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(text) > max_tokens:
-        text = text[: max_tokens * 4]
+    if isinstance(max_tokens, int) and max_tokens > 0 and _usage_tokens(text) > max_tokens:
+        text = text[: max_tokens * CHARS_PER_TOKEN]
         finish_reason = "length"
 
-    prompt_tokens = sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages)
-    completion_tokens = estimate_tokens(text)
+    prompt_tokens = sum(
+        MESSAGE_OVERHEAD_TOKENS + _usage_tokens(_text_of(m.get("content"))) for m in messages
+    )
+    completion_tokens = _usage_tokens(text)
     return {
         "id": f"chatcmpl-offline-{digest[:24]}",
         "object": "chat.completion",

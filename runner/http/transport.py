@@ -26,12 +26,17 @@ finishes connecting (``connection.connect_tcp.started`` / ``.complete``), so
 the client can say whether a deadline passed while connecting or waiting.
 
 Not here: HTTP/2 and proxies. ``ChatClient`` keeps httpx's default transport
-when an environment proxy applies to the endpoint.
+when an environment proxy applies to the endpoint (``network.py``).
 
 A request that fails on a reused connection before any byte of the answer
 arrived is a race with the server's keep-alive timeout, not a failure of
 the endpoint; like httpx, it is reported as a dropped connection and the
 retry layer sends it again.
+
+At about 460 lines it is over the house limit of ~400 on purpose: issue 14
+replaces it with a library transport, so it is left whole until then rather
+than split into pieces that would go with it. ``network.py`` decides when it
+is used.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ from runner.run.judging import Judge
 from runner.run.shard import Shard
 from runner.run.variants import Variants
 from runner.send.dispatch import Dispatcher, Slot
-from runner.send.fixtures import FixtureFolder, Responder, by_purpose, live
+from runner.send.fixtures import FixtureFolder
+from runner.send.responder import Responder, by_purpose, live
 from runner.send.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries
 from runner.spec.model import Conversation, RequestPlan, plan_request
 from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id, utc_now

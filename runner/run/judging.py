@@ -17,7 +17,7 @@ from typing import Any
 from runner.checks.judge import judge_body, parse_verdict, rubric_of
 from runner.checks.kinds import Check, CheckResult, answer_text, check_error, excerpt
 from runner.errors import RunnerError
-from runner.send.fixtures import Responder
+from runner.send.responder import Responder
 from runner.send.retry import GaveUp, RetryPolicy, Sleep, call_with_retries
 
 

@@ -5,34 +5,23 @@ pre-filled messages, every earlier user turn and every earlier answer: a
 conversation's prompt tokens grow roughly with the square of its turn count.
 Answers are not known before the run, so each earlier answer is counted as
 the request's ``max_tokens`` when it sets one, else as ``assumed_answer_tokens``.
-Tokens are estimated at about four characters a token, the usual rule of
-thumb for English with BPE tokenizers; real counts depend on the model's
-tokenizer.
+Tokens are estimated at about four characters a token (``runner.spec.tokens``),
+the usual rule of thumb for English with BPE tokenizers; real counts depend on
+the model's tokenizer.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from runner.spec.model import RequestPlan
-
-ASSUMED_ANSWER_TOKENS = 300
-"""Answer length assumed for a turn whose parameters set no ``max_tokens``."""
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Tokens a message costs besides its content (role and separators)."""
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token, at least one for non-empty text."""
-    return (len(text) + 3) // 4
-
-
-def _content_tokens(content: Any) -> int:
-    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-    return MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
+from runner.spec.tokens import (
+    ASSUMED_ANSWER_TOKENS,
+    MESSAGE_OVERHEAD_TOKENS,
+    answer_cap,
+    message_tokens,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +57,6 @@ class CostPlan:
         return sum(c.prompt_tokens for c in self.conversations)
 
 
-def _max_tokens(params: Mapping[str, Any]) -> int | None:
-    value = params.get("max_tokens", params.get("max_completion_tokens"))
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def estimate_cost(
     plans: Sequence[RequestPlan], *, assumed_answer_tokens: int = ASSUMED_ANSWER_TOKENS
 ) -> CostPlan:
@@ -80,13 +64,13 @@ def estimate_cost(
     costs = []
     for plan in plans:
         conv = plan.conversation
-        history = sum(_content_tokens(m["content"]) for m in conv.prefix())
+        history = sum(message_tokens(m["content"]) for m in conv.prefix())
         prompt_total = 0
         completion_caps: list[int | None] = []
         for index, turn in enumerate(conv.turns):
-            history += _content_tokens(turn.content)
+            history += message_tokens(turn.content)
             prompt_total += history
-            cap = _max_tokens(plan.turn_params(index))
+            cap = answer_cap(plan.turn_params(index))
             completion_caps.append(cap)
             history += MESSAGE_OVERHEAD_TOKENS + (cap or assumed_answer_tokens)
         known = [c for c in completion_caps if c is not None]

@@ -20,19 +20,18 @@ attempt, so a request sleeping in backoff holds no slot.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
-from runner.run.plan import ASSUMED_ANSWER_TOKENS, estimate_tokens
-from runner.send.fixtures import Responder
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter
 from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
+from runner.spec.tokens import request_tokens
 
 
 class Stoppable(Protocol):
@@ -109,7 +108,7 @@ class Dispatcher:
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
         # Only --tpm books tokens ahead: skip the walk over the history otherwise.
-        slot.estimate = estimate_request_tokens(body) if self.tpm else 0
+        slot.estimate = request_tokens(body) if self.tpm else 0
         await self.pacer.wait_turn(slot.estimate)
         slot.epoch = await self.limiter.acquire(continuing=continuing)
 
@@ -230,13 +229,3 @@ class Dispatcher:
             value = usage.get(key)
             if isinstance(value, int):
                 self.tokens[i] += value
-
-
-def estimate_request_tokens(body: Mapping[str, Any]) -> int:
-    """A request's tokens, booked ahead for --tpm: its prompt plus what it may generate."""
-    prompt = sum(
-        4 + estimate_tokens(m["content"] if isinstance(m["content"], str) else json.dumps(m))
-        for m in body["messages"]
-    )
-    cap = body.get("max_tokens", body.get("max_completion_tokens"))
-    return prompt + (cap if isinstance(cap, int) and cap > 0 else ASSUMED_ANSWER_TOKENS)

@@ -21,47 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from runner.errors import FatalAPIError, OutputError
 from runner.http.client import Completion, completion_from_json
+from runner.send.responder import Responder
 from runner.transcripts.jsonio import write_json_atomic
 
 SCHEMA = "mtrun.fixtures/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class Responder(Protocol):
-    """Anything that answers one chat request of a given conversation and turn."""
-
-    async def __call__(
-        self, body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
-    ) -> Completion: ...
-
-
-def live(complete: Callable[[Mapping[str, Any]], Awaitable[Completion]]) -> Responder:
-    """A responder that sends every request to the API."""
-
-    async def respond(
-        body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
-    ) -> Completion:
-        return await complete(body)
-
-    return respond
-
-
-def by_purpose(answers: Responder, judge: Responder) -> Responder:
-    """Send answer requests to one responder and judge requests to another."""
-
-    async def respond(
-        body: Mapping[str, Any], *, conversation_id: str, turn: int, purpose: str
-    ) -> Completion:
-        chosen = judge if purpose == "judge" else answers
-        return await chosen(body, conversation_id=conversation_id, turn=turn, purpose=purpose)
-
-    return respond
 
 
 def request_key(body: Mapping[str, Any]) -> str:
@@ -94,8 +64,8 @@ class FixtureFolder:
         record: bool,
         upstream: Responder | None = None,
     ) -> None:
-        if record and upstream is None:
-            raise ValueError("recording needs an upstream responder")
+        if upstream is None and (record or not replay):
+            raise ValueError("recording, or passing requests on, needs an upstream responder")
         self.folder = folder
         self.replay = replay
         self.record = record
@@ -140,7 +110,8 @@ class FixtureFolder:
                     f"recording: record again with --record {self.folder}",
                     kind="replay_miss",
                 )
-        assert self.upstream is not None
+        if self.upstream is None:  # replay only: a miss raised above
+            raise RuntimeError("a replay-only fixture folder has no upstream to ask")
         completion = await self.upstream(
             body, conversation_id=conversation_id, turn=turn, purpose=purpose
         )

@@ -8,9 +8,9 @@ Two sources say how fast we may send:
   the usage the answer reports;
 - what the server says: ``x-ratelimit-remaining-requests`` /
   ``-reset-requests`` and ``-tokens`` headers (OpenAI, Azure, vLLM behind
-  gateways, litellm, ...). When few requests remain in the window, sends are
-  spread over the time left instead of spent at once; when none or too few
-  tokens remain, sends wait for the reset.
+  gateways, litellm, ...; read by ``runner.http.headers``). When few requests
+  remain in the window, sends are spread over the time left instead of spent
+  at once; when none or too few tokens remain, sends wait for the reset.
 
 - what 429s say when nobody said anything else: on the first 429 of an
   episode, sends are paced at 85% of the rate that was getting answers just
@@ -36,18 +36,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """What an answer's ``x-ratelimit-*`` headers said (None: not given)."""
-
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float | None = None
-
+from runner.http.headers import RateLimits
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""

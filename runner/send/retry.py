@@ -2,17 +2,16 @@
 
 One place decides all of it:
 
-- ``classify_status`` maps an HTTP status (and the API's error code) to an
-  error class: 408, 409, 429 and 5xx are transient; other 4xx are fatal; a 429
-  whose code says the quota or billing is exhausted stops the run.
-- ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
-  (seconds, fractional allowed, or an HTTP-date); only a positive, finite
-  wait counts.
+- which failures are transient is the error class the client picked
+  (``runner.http.status``); Retry-After is what the client read
+  (``runner.http.headers``);
 - ``next_wait`` honours the server's wait up to a cap (a longer one waits
   the cap), with a little jitter, and otherwise backs off exponentially with
-  jitter.
+  jitter;
 - ``call_with_retries`` runs one request under those rules with tenacity and
-  returns every attempt it made, so transcripts can say what happened.
+  returns every attempt it made, so transcripts can say what happened; a
+  request gives up after ``max_retries`` failures (429s have their own,
+  larger allowance) or once a retry would start after ``max_elapsed``.
 
 Waiting goes through an injected ``sleep`` so tests never really sleep, and
 so a scheduler can release a concurrency slot while a request waits.
@@ -21,27 +20,17 @@ so a scheduler can release a concurrency slot while a request waits.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import math
 import random
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import tenacity
 
-from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
-from runner.send.pacing import RateLimits
+from runner.errors import APIError, TransientAPIError
 
 T = TypeVar("T")
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-"""Statuses below 500 that are worth retrying (every 5xx is, too)."""
-
-QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"})
-"""Error codes or types that mean the account cannot send more, not "slow down"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,110 +92,6 @@ class GaveUp(Exception):
         self.attempts = attempts
 
 
-def classify_status(status: int, *, code: str | None = None) -> type[APIError]:
-    """The error class for a non-2xx status and the API's error code or type."""
-    if code in QUOTA_CODES or status == 402:
-        return QuotaExhaustedError
-    if status in RETRYABLE_STATUSES or 500 <= status <= 599:
-        return TransientAPIError
-    return FatalAPIError
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """Seconds the server asks us to wait, or None when it says nothing usable.
-
-    ``retry-after-ms`` wins over ``retry-after``. ``retry-after`` may be
-    seconds (fractions allowed) or an HTTP-date. Only a positive, finite,
-    parsable wait is the server's word: zero, negative, non-finite and
-    unparsable values, and dates that are not in the future, are None, so
-    the request backs off instead of coming straight back. A huge value is
-    returned as is; :func:`next_wait` caps it.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    millis = _positive(_parse_seconds(lowered.get("retry-after-ms")))
-    if millis is not None:
-        return millis / 1000.0
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    seconds = _parse_seconds(raw)
-    if seconds is not None:
-        return _positive(seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = now or datetime.now(timezone.utc)
-    return _positive((when - current).total_seconds())
-
-
-def _positive(seconds: float | None) -> float | None:
-    """``seconds`` when it is a wait worth honouring (more than 0), else None."""
-    return seconds if seconds is not None and seconds > 0 else None
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(raw: str | None) -> float | None:
-    """Seconds in a rate-limit reset value: ``12ms``, ``1.5s``, ``6m0s``, ``1h2m``, ``30``."""
-    if raw is None:
-        return None
-    text = raw.strip().lower()
-    plain = _parse_seconds(text)
-    if plain is not None:
-        return plain
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    seconds = sum(float(number) * scale[unit] for number, unit in parts)
-    return seconds if math.isfinite(seconds) else None
-
-
-_RATE_LIMIT_HEADERS = frozenset(
-    {
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
-    }
-)
-
-
-def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
-    """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
-    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
-    if not lowered:
-        return None  # most answers: nothing to parse, on every request
-
-    def count(name: str) -> int | None:
-        value = _parse_seconds(lowered.get(name))
-        return None if value is None else int(value)
-
-    limits = RateLimits(
-        remaining_requests=count("x-ratelimit-remaining-requests"),
-        reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),
-        remaining_tokens=count("x-ratelimit-remaining-tokens"),
-        reset_tokens_s=parse_duration(lowered.get("x-ratelimit-reset-tokens")),
-    )
-    return None if limits == RateLimits() else limits
-
-
-def _parse_seconds(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return value
-
-
 def next_wait(
     error: APIError, attempt_number: int, policy: RetryPolicy, rng: random.Random
 ) -> float:
@@ -256,121 +141,151 @@ async def call_with_retries(
     attempts instead of ``sleep`` (the dispatcher ends a wait early when the
     endpoint answers again after a storm of 429s).
     """
-    rand = rng or random.Random()
-    records: list[AttemptRecord] = []
-    started = clock()
-    last_sent = [started]
-    failed_at: list[float] = []  # when the last failure was recorded, until the next send
-
-    async def timed_attempt() -> T:
-        if prepare is not None:
-            await prepare()
-        last_sent[0] = clock()
-        if failed_at:
-            # What was waited, not what was planned: a Retry-After hold, pacing or
-            # a busy endpoint may have kept the attempt waiting after its backoff.
-            waited = math.ceil((last_sent[0] - failed_at.pop()) * 1000) / 1000
-            records[-1] = dataclasses.replace(records[-1], wait_s=waited)
-        return await attempt()
-
-    def elapsed_ms() -> float:
-        return round((clock() - last_sent[0]) * 1000.0, 1)
-
-    def record_failure(state: tenacity.RetryCallState, wait: float | None) -> AttemptRecord:
-        outcome = state.outcome
-        assert outcome is not None and outcome.failed
-        error = outcome.exception()
-        assert isinstance(error, APIError)
-        rec = AttemptRecord(
-            number=state.attempt_number,
-            outcome=error.kind,
-            status=error.status,
-            latency_ms=elapsed_ms(),
-            message=error.message,
-            retry_after_s=error.retry_after,
-            # Rounded up, so a recorded wait is never below the Retry-After it honoured.
-            wait_s=None if wait is None else math.ceil(wait * 1000) / 1000,
-        )
-        records.append(rec)
-        return rec
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        assert outcome is not None
-        error = outcome.exception()
-        assert isinstance(error, APIError)
-        return next_wait(error, state.attempt_number, policy, rand)
-
-    failures = {"rate_limited": 0, "other": 0}
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        if policy.max_retries == 0:
-            return True
-        outcome = state.outcome
-        assert outcome is not None
-        error = outcome.exception()
-        if isinstance(error, APIError) and error.status == 429:
-            failures["rate_limited"] += 1
-            if failures["rate_limited"] > policy.max_rate_limit_retries:
-                return True
-        else:
-            failures["other"] += 1
-            if failures["other"] > policy.max_retries:
-                return True
-        upcoming = state.upcoming_sleep
-        return clock() - started + upcoming > policy.max_elapsed
-
-    last_error: list[APIError] = []
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        assert state.next_action is not None
-        rec = record_failure(state, state.next_action.sleep)
-        failed_at.append(clock())
-        assert state.outcome is not None
-        error = state.outcome.exception()
-        assert isinstance(error, APIError)
-        last_error[:] = [error]
-        if on_retry is not None:
-            on_retry(rec)
-
-    async def pause(seconds: float) -> None:
-        if back_off is not None and last_error:
-            await back_off(seconds, last_error[0])
-        else:
-            await sleep(seconds)
-
+    attempts = _Attempts(
+        attempt,
+        policy,
+        clock=clock,
+        rng=rng or random.Random(),
+        prepare=prepare,
+        on_retry=on_retry,
+        sleep=sleep,
+        back_off=back_off,
+    )
     try:
         try:
             # Most requests succeed at once, and tenacity's machinery costs more
             # than the rest of a turn's bookkeeping: it takes over only after a
             # transient failure, which it sees as its own first attempt.
-            result: T = await timed_attempt()
+            result: T = await attempts.send()
         except TransientAPIError as error:
             retrying = tenacity.AsyncRetrying(
-                sleep=pause,
-                stop=stop,
-                wait=wait,
+                sleep=attempts.pause,
+                stop=attempts.stop,
+                wait=attempts.wait,
                 retry=tenacity.retry_if_exception_type(TransientAPIError),
-                before_sleep=before_sleep,
+                before_sleep=attempts.before_sleep,
                 reraise=True,
             )
-            result = await retrying(_after_failing(error, timed_attempt))
+            result = await retrying(_after_failing(error, attempts.send))
     except APIError as error:
-        records.append(
-            AttemptRecord(
-                number=len(records) + 1,
-                outcome=error.kind,
-                status=error.status,
-                latency_ms=elapsed_ms(),
-                message=error.message,
-                retry_after_s=error.retry_after,
-            )
+        attempts.records.append(attempts.record(error))
+        raise GaveUp(error, attempts.records) from None
+    attempts.records.append(attempts.record(None))
+    return result, attempts.records
+
+
+class _Attempts(Generic[T]):
+    """The attempts at one request: their records, the failures counted, and when each was sent.
+
+    ``send`` is the attempt tenacity repeats; ``wait``, ``stop``, ``before_sleep``
+    and ``pause`` are the hooks it calls between two attempts.
+    """
+
+    def __init__(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        prepare: Callable[[], Awaitable[None]] | None,
+        on_retry: Callable[[AttemptRecord], None] | None,
+        sleep: Sleep,
+        back_off: Callable[[float, APIError], Awaitable[None]] | None,
+    ) -> None:
+        self.records: list[AttemptRecord] = []
+        """One record per attempt made so far."""
+        self._attempt = attempt
+        self._policy = policy
+        self._clock = clock
+        self._rng = rng
+        self._prepare = prepare
+        self._on_retry = on_retry
+        self._sleep = sleep
+        self._back_off = back_off
+        self._started = clock()
+        self._sent = self._started
+        self._failed_at: float | None = None  # when the last failure was recorded, until a send
+        self._rate_limited = 0
+        self._other_failures = 0
+        self._last_error: APIError | None = None
+
+    async def send(self) -> T:
+        """One attempt, timed from after ``prepare``; the wait before it goes in its record."""
+        if self._prepare is not None:
+            await self._prepare()
+        self._sent = self._clock()
+        if self._failed_at is not None:
+            # What was waited, not what was planned: a Retry-After hold, pacing or
+            # a busy endpoint may have kept the attempt waiting after its backoff.
+            waited = math.ceil((self._sent - self._failed_at) * 1000) / 1000
+            self.records[-1] = dataclasses.replace(self.records[-1], wait_s=waited)
+            self._failed_at = None
+        return await self._attempt()
+
+    def record(self, error: APIError | None, *, wait: float | None = None) -> AttemptRecord:
+        """The record of the attempt that just ended: ``ok`` without ``error``."""
+        latency_ms = round((self._clock() - self._sent) * 1000.0, 1)
+        number = len(self.records) + 1
+        if error is None:
+            return AttemptRecord(number=number, outcome="ok", status=200, latency_ms=latency_ms)
+        return AttemptRecord(
+            number=number,
+            outcome=error.kind,
+            status=error.status,
+            latency_ms=latency_ms,
+            message=error.message,
+            retry_after_s=error.retry_after,
+            # Rounded up, so a recorded wait is never below the Retry-After it honoured.
+            wait_s=None if wait is None else math.ceil(wait * 1000) / 1000,
         )
-        raise GaveUp(error, records) from None
-    records.append(
-        AttemptRecord(number=len(records) + 1, outcome="ok", status=200, latency_ms=elapsed_ms())
-    )
-    return result, records
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        """tenacity's ``wait``: the backoff or server wait after the attempt that failed."""
+        return next_wait(_error_of(state), state.attempt_number, self._policy, self._rng)
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        """tenacity's ``stop``: whether the allowance for this kind of failure, or time, ran out."""
+        policy = self._policy
+        if policy.max_retries == 0:
+            return True
+        if _error_of(state).status == 429:
+            self._rate_limited += 1
+            if self._rate_limited > policy.max_rate_limit_retries:
+                return True
+        else:
+            self._other_failures += 1
+            if self._other_failures > policy.max_retries:
+                return True
+        return self._clock() - self._started + state.upcoming_sleep > policy.max_elapsed
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        """tenacity's ``before_sleep``: record the failure and the wait planned; tell on_retry."""
+        if state.next_action is None:
+            raise RuntimeError("tenacity called before_sleep without a planned wait")
+        error = _error_of(state)
+        rec = self.record(error, wait=state.next_action.sleep)
+        self.records.append(rec)
+        self._failed_at = self._clock()
+        self._last_error = error
+        if self._on_retry is not None:
+            self._on_retry(rec)
+
+    async def pause(self, seconds: float) -> None:
+        """tenacity's ``sleep``: ``back_off`` with the error that caused it, else ``sleep``."""
+        if self._back_off is not None and self._last_error is not None:
+            await self._back_off(seconds, self._last_error)
+        else:
+            await self._sleep(seconds)
+
+
+def _error_of(state: tenacity.RetryCallState) -> APIError:
+    """The APIError of the attempt that just failed (tenacity retries nothing else)."""
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None and outcome.failed else None
+    if not isinstance(error, APIError):
+        raise RuntimeError(f"a retry hook was called without a failed API attempt: {error!r}")
+    return error
 
 
 def _after_failing(

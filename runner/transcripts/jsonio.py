@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import OutputError
+from runner.jsonbytes import dumps_bytes as dumps_bytes  # its old home: callers import it here
 from runner.transcripts.atomic import write_atomic
 
 MAX_LINE_BYTES = 64 * 2**20
@@ -40,21 +41,6 @@ Conversation files may nest content 100 levels deep (``yamlsafe.MAX_DEPTH``)
 and a record adds a few levels around it; anything deeper would only reach
 Python's recursion limit further on.
 """
-
-# Built once: json.dumps with options builds a new encoder on every call, and
-# these encode every request body and every transcript and journal line.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))
-
-
-def dumps_bytes(value: Any, *, newline: bool = False) -> bytes:
-    """Compact UTF-8 JSON for ``value``; ASCII-escaped if it holds lone surrogates."""
-    text = _COMPACT.encode(value)
-    end = "\n" if newline else ""
-    try:
-        return (text + end).encode("utf-8")
-    except UnicodeEncodeError:
-        return (_COMPACT_ASCII.encode(value) + end).encode("ascii")
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:

@@ -1,0 +1,128 @@
+"""What an answer's headers say about waiting: Retry-After and the ``x-ratelimit-*`` family.
+
+- ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
+  (seconds, fractional allowed, or an HTTP-date); only a positive, finite
+  wait counts.
+- ``parse_rate_limits`` reads the remaining requests and tokens of the
+  server's window and when each resets (``parse_duration``: ``6m0s`` and
+  the like), as a :class:`RateLimits`.
+
+Both are read by the client from every answer; the send path (retry waits,
+pacing) acts on what they found.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What an answer's ``x-ratelimit-*`` headers said (None: not given)."""
+
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds the server asks us to wait, or None when it says nothing usable.
+
+    ``retry-after-ms`` wins over ``retry-after``. ``retry-after`` may be
+    seconds (fractions allowed) or an HTTP-date. Only a positive, finite,
+    parsable wait is the server's word: zero, negative, non-finite and
+    unparsable values, and dates that are not in the future, are None, so
+    the request backs off instead of coming straight back. A huge value is
+    returned as is; the retry policy caps it.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = _positive(_parse_seconds(lowered.get("retry-after-ms")))
+    if millis is not None:
+        return millis / 1000.0
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _parse_seconds(raw)
+    if seconds is not None:
+        return _positive(seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = now or datetime.now(timezone.utc)
+    return _positive((when - current).total_seconds())
+
+
+def _positive(seconds: float | None) -> float | None:
+    """``seconds`` when it is a wait worth honouring (more than 0), else None."""
+    return seconds if seconds is not None and seconds > 0 else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(raw: str | None) -> float | None:
+    """Seconds in a rate-limit reset value: ``12ms``, ``1.5s``, ``6m0s``, ``1h2m``, ``30``."""
+    if raw is None:
+        return None
+    text = raw.strip().lower()
+    plain = _parse_seconds(text)
+    if plain is not None:
+        return plain
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    seconds = sum(float(number) * scale[unit] for number, unit in parts)
+    return seconds if math.isfinite(seconds) else None
+
+
+_RATE_LIMIT_HEADERS = frozenset(
+    {
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    }
+)
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
+    """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
+    if not lowered:
+        return None  # most answers: nothing to parse, on every request
+    limits = RateLimits(
+        remaining_requests=_count(lowered.get("x-ratelimit-remaining-requests")),
+        reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),
+        remaining_tokens=_count(lowered.get("x-ratelimit-remaining-tokens")),
+        reset_tokens_s=parse_duration(lowered.get("x-ratelimit-reset-tokens")),
+    )
+    return None if limits == RateLimits() else limits
+
+
+def _count(raw: str | None) -> int | None:
+    """A remaining-requests or -tokens value: a whole count, or None."""
+    value = _parse_seconds(raw)
+    return None if value is None else int(value)
+
+
+def _parse_seconds(raw: str | None) -> float | None:
+    """A plain non-negative, finite number in a header value, or None."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
