@@ -9,7 +9,7 @@ dry run's ids, the run's ids and the JUnit report's ids are the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from runner.run.config import RunConfig
 from runner.run.variants import Variants
@@ -32,3 +32,13 @@ def request_settings(conversation: Conversation, config: RunConfig) -> RequestPl
         env_model=config.env_model,
         param_overrides=config.params,
     )
+
+
+def longest_first(batch: Variants, *, skip: Callable[[str], bool]) -> Iterator[Conversation]:
+    """The conversations of ``batch`` to run, longest first, leaving out those ``skip`` names.
+
+    A long chain of turns started last would set the batch's end. Indices,
+    not conversations, are sorted: variants are made as they start.
+    """
+    by_length = sorted(range(len(batch)), key=batch.turn_count, reverse=True)
+    return (c for c in map(batch.__getitem__, by_length) if not skip(c.id))

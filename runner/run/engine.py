@@ -33,7 +33,7 @@ from runner.checks.kinds import Check, Observation, evaluate
 from runner.errors import APIError, OutputError, QuotaExhaustedError
 from runner.http.client import Completion, public_base_url
 from runner.http.streaming import STREAM_FIELDS
-from runner.run.batch import expand_batch, request_settings
+from runner.run.batch import expand_batch, longest_first, request_settings
 from runner.run.config import RunConfig, check_config, conversations_in_flight
 from runner.run.control import RunControl
 from runner.run.events import (
@@ -46,12 +46,21 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
-from runner.run.tally import Tally, limit_changes
+from runner.run.tally import Tally, run_result
+from runner.run.turns import (
+    answered_status,
+    fill_answered_turn,
+    mark_failed,
+    mark_finished,
+    mark_interrupted,
+    new_record,
+    numbered_attempts,
+)
 from runner.run.wiring import send_path
 from runner.send.dispatch import Slot
 from runner.send.retry import AttemptRecord, GaveUp, call_with_retries
 from runner.spec.model import Conversation, RequestPlan
-from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id, utc_now
+from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id
 from runner.transcripts.status import Status
 from runner.transcripts.store import TranscriptStore
 
@@ -150,7 +159,17 @@ class _Batch:
                 if already < len(self.conversations):
                     self.dispatch.check_budget()  # spent by earlier runs: send nothing
                 await self._run_workers()
-        return self._result(already, self.clock() - started)
+        return run_result(
+            self.tally,
+            self.conversations,
+            run_id=self.run_id,
+            output=self.config.output,
+            already=already,
+            wall=self.clock() - started,
+            dispatch=self.dispatch,
+            control=self.control,
+            output_error=self.output_error,
+        )
 
     def _count_resumed(self) -> int:
         """Check the output can be resumed with this batch; count what it already finished."""
@@ -163,19 +182,8 @@ class _Batch:
         self.store.check_same_batch()
         return already
 
-    def _pending(self) -> Iterator[Conversation]:
-        """The conversations still to run, longest first.
-
-        A long chain of turns started last would set the batch's end. Indices,
-        not conversations, are sorted: variants are made as they start (see
-        variants.py).
-        """
-        batch = self.conversations
-        by_length = sorted(range(len(batch)), key=batch.turn_count, reverse=True)
-        return (c for c in map(batch.__getitem__, by_length) if not self.store.is_completed(c.id))
-
     async def _run_workers(self) -> None:
-        pending = self._pending()
+        pending = longest_first(self.conversations, skip=self.store.is_completed)
         self.workers = [
             asyncio.create_task(self._worker(pending))
             for _ in range(conversations_in_flight(self.config.ceiling))
@@ -228,24 +236,9 @@ class _Batch:
                 self.control.stop(str(exc))
                 return
 
-    def _new_record(self, conversation: Conversation, plan: RequestPlan) -> ConversationRecord:
-        """The record ``conversation`` starts with, continuing what an earlier run recorded."""
-        record = ConversationRecord(
-            run_id=self.run_id,
-            id=conversation.id,
-            source=conversation.source,
-            model=plan.model,
-            base_url=public_base_url(self.base_url),
-            params=dict(plan.params),
-            fingerprint=plan.fingerprint(),
-            started_at=utc_now(),
-            messages=conversation.prefix(),
-        )
-        return record
-
     async def _replay(self, conversation: Conversation) -> None:
         plan = request_settings(conversation, self.config)
-        record = self._new_record(conversation, plan)
+        record = new_record(conversation, plan, self.run_id, public_base_url(self.base_url))
         earlier_attempts: list[dict[str, Any]] = []
         progress = self.store.progress(conversation.id)
         if progress is not None:
@@ -260,17 +253,10 @@ class _Batch:
                 if record.status == Status.FAILED:
                     break
             else:
-                failed_checks = any(
-                    not c.get("passed") for t in record.turns for c in t.checks or ()
-                )
-                record.status = Status.CHECKS_FAILED if failed_checks else Status.COMPLETED
+                record.status = answered_status(record)
         except asyncio.CancelledError:
             if record.finished_at is None:
-                record.status = Status.INTERRUPTED
-                record.error = {
-                    "kind": "interrupted",
-                    "message": self.control.reason or "cancelled",
-                }
+                mark_interrupted(record, self.control.reason or "cancelled")
                 await asyncio.shield(self._finish(record, conversation))
             raise
         await self._finish(record, conversation)
@@ -394,10 +380,7 @@ class _Batch:
         return [r.as_dict() for r in results]
 
     def _fail(self, record: ConversationRecord, turn: TurnRecord, error: APIError) -> None:
-        turn.error = {"kind": error.kind, "status": error.status, "message": error.message}
-        record.turns.append(turn)
-        record.status = Status.FAILED
-        record.error = {"turn": turn.index, **turn.error}
+        mark_failed(record, turn, error)
         if isinstance(error, QuotaExhaustedError):
             self.control.stop(
                 f"the API says the quota or billing is exhausted ({error.message}); "
@@ -405,12 +388,7 @@ class _Batch:
             )
 
     async def _finish(self, record: ConversationRecord, conversation: Conversation) -> None:
-        record.finished_at = utc_now()
-        record.group = conversation.group
-        record.repeat = conversation.repeat
-        record.variant_of = conversation.variant_of
-        if self.config.shard is not None:
-            record.shard = {"index": self.config.shard.index, "count": self.config.shard.count}
+        mark_finished(record, conversation, self.config.shard)
         self.store.append_conversation(record)
         self.tally.count_finished(record.id, record.status)
         error = None
@@ -431,63 +409,3 @@ class _Batch:
         # Counted and reported above even if a stop cancels this wait: the
         # line is written; the fsync it waits for goes on regardless.
         await self.store.flush()
-
-    def _result(self, already: int, wall: float) -> RunResult:
-        tally, total = self.tally, len(self.conversations)
-        return RunResult(
-            run_id=self.run_id,
-            output=self.config.output,
-            total=total,
-            completed=tally.counts[Status.COMPLETED],
-            checks_failed=tally.counts[Status.CHECKS_FAILED],
-            failed=tally.counts[Status.FAILED],
-            interrupted=tally.counts[Status.INTERRUPTED],
-            not_started=total - already - tally.started,
-            already_completed=already,
-            turns=tally.turns,
-            prompt_tokens=self.dispatch.tokens[0],
-            completion_tokens=self.dispatch.tokens[1],
-            retries=tally.retries,
-            wall_seconds=wall,
-            stop_reason=self.control.reason,
-            interrupted_by_user=self.control.by_user,
-            failures=tuple(tally.failures),
-            check_failures=tuple(tally.check_failures),
-            pass_rates=tally.pass_rates(self.conversations),
-            rate_limited=self.dispatch.rate_limited,
-            rate_limit_wait_s=round(self.dispatch.waited_s, 3),
-            limit_changes=limit_changes(self.dispatch.limiter.changes),
-            output_error=None if self.output_error is None else str(self.output_error),
-        )
-
-
-def fill_answered_turn(turn: TurnRecord, completion: Completion, latency_ms: float | None) -> None:
-    """Record an answer on its turn: timings, usage, and the message's extra fields."""
-    extra = {
-        k: v
-        for k, v in completion.message.items()
-        if k not in ("role", "content") and v not in (None, [], {}, "")
-    }
-    turn.latency_ms = latency_ms
-    turn.first_token_ms = completion.first_token_ms
-    tokens = (completion.usage or {}).get("completion_tokens")
-    if completion.first_token_ms is not None and latency_ms and isinstance(tokens, int):
-        generating = (latency_ms - completion.first_token_ms) / 1000.0
-        turn.tokens_per_s = round(tokens / generating, 1) if generating > 0 else None
-    turn.usage = completion.usage
-    turn.finish_reason = completion.finish_reason
-    turn.response_id = completion.response_id
-    turn.model = completion.model
-    turn.extra = extra or None
-
-
-def numbered_attempts(
-    earlier: list[dict[str, Any]], attempts: list[AttemptRecord]
-) -> list[dict[str, Any]]:
-    """A turn's attempt records, numbered on after the attempts made before a resume."""
-    out = [dict(a, resumed=True) for a in earlier]
-    for attempt in attempts:
-        data = attempt.as_dict()
-        data["attempt"] = len(out) + 1
-        out.append(data)
-    return out

@@ -1,11 +1,15 @@
-"""The running count of a batch's outcomes, for its summary and its result."""
+"""The running count of a batch's outcomes, and the :class:`RunResult` made from it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from runner.checks.kinds import CheckResult
-from runner.run.events import CheckFailure, Failure, LimitChanged, PassRate
+from runner.errors import OutputError
+from runner.run.control import RunControl
+from runner.run.events import CheckFailure, Failure, LimitChanged, PassRate, RunResult
+from runner.send.dispatch import Dispatcher
 from runner.send.limiter import LimitChange
 from runner.spec.model import Conversation
 from runner.transcripts.records import ConversationRecord
@@ -64,6 +68,47 @@ class Tally:
             tally[0] += self.statuses[conv.id] == Status.COMPLETED
             tally[1] += 1
         return tuple(PassRate(group, passed, runs) for group, (passed, runs) in rates.items())
+
+
+def run_result(
+    tally: Tally,
+    batch: Sequence[Conversation],
+    *,
+    run_id: str,
+    output: Path,
+    already: int,
+    wall: float,
+    dispatch: Dispatcher,
+    control: RunControl,
+    output_error: OutputError | None,
+) -> RunResult:
+    """What the run did: ``tally``'s counts, ``dispatch``'s tokens and limits, why it stopped."""
+    total = len(batch)
+    return RunResult(
+        run_id=run_id,
+        output=output,
+        total=total,
+        completed=tally.counts[Status.COMPLETED],
+        checks_failed=tally.counts[Status.CHECKS_FAILED],
+        failed=tally.counts[Status.FAILED],
+        interrupted=tally.counts[Status.INTERRUPTED],
+        not_started=total - already - tally.started,
+        already_completed=already,
+        turns=tally.turns,
+        prompt_tokens=dispatch.tokens[0],
+        completion_tokens=dispatch.tokens[1],
+        retries=tally.retries,
+        wall_seconds=wall,
+        stop_reason=control.reason,
+        interrupted_by_user=control.by_user,
+        failures=tuple(tally.failures),
+        check_failures=tuple(tally.check_failures),
+        pass_rates=tally.pass_rates(batch),
+        rate_limited=dispatch.rate_limited,
+        rate_limit_wait_s=round(dispatch.waited_s, 3),
+        limit_changes=limit_changes(dispatch.limiter.changes),
+        output_error=None if output_error is None else str(output_error),
+    )
 
 
 def limit_changes(changes: Sequence[LimitChange]) -> tuple[LimitChanged, ...]:
