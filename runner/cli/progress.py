@@ -25,6 +25,7 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
+from runner.transcripts.status import Status
 
 MAX_FAILURES_SHOWN = 20
 TICK_S = 1.0
@@ -78,10 +79,12 @@ class ProgressPrinter:
             )
         elif isinstance(event, ConversationFinished):
             self.done += 1
-            self.failed += event.status == "failed"
-            if event.status == "failed" or not self.live:
+            self.failed += event.status == Status.FAILED
+            if event.status == Status.FAILED or not self.live:
                 detail = (
-                    f": {safe(event.error)}" if event.error and event.status != "completed" else ""
+                    f": {safe(event.error)}"
+                    if event.error and event.status != Status.COMPLETED
+                    else ""
                 )
                 self._line(
                     f"{event.status:<11} {safe(event.conversation_id)} "
