@@ -1,9 +1,12 @@
 """The ``mtrun`` command group: exit codes, the group itself, and how errors are shown.
 
 The ``cli`` package is the only part of mtrun that knows about click, the
-terminal, signals and exit codes; everything it does is also possible from
-Python. ``run.py`` holds ``mtrun run`` and ``mtrun validate``, ``review.py``
-the commands that read transcripts.
+terminal, signals and exiting; everything it does is also possible from
+Python. The exit codes are named in ``runner/errors.py`` beside the errors
+that carry them, and explained to users here (``EXIT_CODES_HELP``); the
+group's ``invoke`` is the one place an error becomes its exit code.
+``run.py`` holds ``mtrun run`` and ``mtrun validate`` (options in
+``run_options.py``), ``review.py`` the commands that read transcripts.
 """
 
 from __future__ import annotations

@@ -129,6 +129,7 @@ class _Batch:
         self.output_error: OutputError | None = None
 
     async def run(self) -> RunResult:
+        """Replay the batch through its send path, conversations in flight at once."""
         started = self.clock()
         already = self._count_resumed() if self.config.resume else 0
         report = self.store.resume_report
@@ -183,6 +184,7 @@ class _Batch:
         return already
 
     async def _run_workers(self) -> None:
+        """Run the conversations still to run on workers; raise what no stop explains."""
         pending = longest_first(self.conversations, skip=self.store.is_completed)
         self.workers = [
             asyncio.create_task(self._worker(pending))
