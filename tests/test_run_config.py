@@ -20,6 +20,7 @@ from runner.errors import (
     TransientAPIError,
 )
 from runner.run.config import AUTO_CEILING, AUTO_START, check_config, conversations_in_flight
+from runner.run.events import ConversationFinished, Event
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "conversations"
 
@@ -49,16 +50,28 @@ def test_a_bad_concurrency_is_refused(tmp_path: Path, concurrency: object) -> No
 
 def test_the_stop_callback_is_detached_however_the_run_ends(tmp_path: Path) -> None:
     conversations = load_conversations([str(EXAMPLES / "list_form.yaml")])
+
+    def broken_renderer(event: Event) -> None:
+        if isinstance(event, ConversationFinished):
+            raise ValueError("a bug in the caller's callback")
+
     control = RunControl()
     config = RunConfig(output=tmp_path / "o.jsonl", base_url="mock://")
-    asyncio.run(run_batch(conversations, config, control=control))
-    again = RunConfig(output=tmp_path / "o.jsonl", base_url="mock://")  # exists: refused
-    with pytest.raises(OutputError):
-        asyncio.run(run_batch(conversations, again, control=control))
+    with pytest.raises(ValueError, match="a bug"):
+        asyncio.run(run_batch(conversations, config, on_event=broken_renderer, control=control))
+    assert control.reason == "stopped by an internal error"
     seen: list[str] = []
-    with control.on_stop(seen.append):  # free again: nothing left attached
-        control.stop("done")
+    with control.on_stop(seen.append):  # free again: the failed run detached its callback
+        pass
+    fresh = RunControl()
+    asyncio.run(run_batch(conversations, config_for(tmp_path / "p.jsonl"), control=fresh))
+    with fresh.on_stop(seen.append):  # and so did the run that succeeded
+        fresh.stop("done")
     assert seen == ["done"]
+
+
+def config_for(output: Path) -> RunConfig:
+    return RunConfig(output=output, base_url="mock://")
 
 
 def test_a_control_drives_one_run_at_a_time() -> None:
