@@ -2,24 +2,52 @@
 
 Every error a user can cause or meet derives from :class:`RunnerError`; its
 message is one line that names what it is about (file, line, conversation,
-turn) and says what to do next. The ``cli`` package turns them into exit
-codes; the core never prints or exits.
+turn) and says what to do next. Each class carries the exit code it means
+(``exit_code``); one handler in ``cli/base.py`` prints the line and exits
+with it. The core never prints or exits.
 
-    RunnerError
-    ├── InputError          bad conversation files, globs, or options (exit 2)
-    ├── ConfigError         missing key, bad endpoint, bad option value (exit 2)
-    ├── OutputError         output exists, unwritable, or cannot be resumed (exit 2)
-    └── APIError            one failed request to the chat API (recorded in transcripts)
+    RunnerError                                                          exit_code
+    ├── InputError          bad conversation files, globs, or options        2
+    ├── ConfigError         missing key, bad endpoint, bad option value      2
+    ├── OutputError         output exists, unwritable, or cannot be resumed  2
+    └── APIError            one failed request to the chat API               3
         ├── TransientAPIError   worth retrying: 408/409/429/5xx, network faults, bad bodies
         ├── FatalAPIError       not worth retrying: 400/401/403/404/422 and the like
         └── QuotaExhaustedError a 429 saying the quota or billing is used up: stop the run
+
+An error raised means the command could not do its work, so nothing was
+sent (2). Once a run is under way, errors are recorded instead of raised:
+an APIError in the conversation's transcript, and an OutputError that stops
+the run (the disk filled up) in ``RunResult.output_error``; either makes the
+run's exit code 3, decided from its result (``cli/run.py`` ``exit_code``).
+
+The exit codes themselves are named here, once, beside the errors that
+carry them; ``EXIT_CODES_HELP`` in ``cli/base.py`` explains them to users.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+EXIT_OK = 0
+"""Every conversation completed and every expectation passed."""
+EXIT_CHECKS_FAILED = 1
+"""An expectation failed (a pass rate too low; ``mtrun diff``: a regression)."""
+EXIT_USAGE = 2
+"""Invalid input or usage; nothing was sent."""
+EXIT_FAILED = 3
+"""Some conversation failed, or the run stopped early."""
+EXIT_INTERNAL = 4
+"""A bug in mtrun."""
+EXIT_INTERRUPTED = 130
+"""Interrupted by Ctrl-C."""
+
 
 class RunnerError(Exception):
     """Base of every error mtrun reports to its user."""
+
+    exit_code: ClassVar[int] = EXIT_USAGE
+    """The command's exit code when this error stops it."""
 
 
 class InputError(RunnerError):
@@ -28,6 +56,8 @@ class InputError(RunnerError):
     ``location`` is ``path[:line[:column]]``; ``field`` the dotted path of the
     offending value (``turns[2].content``) or empty.
     """
+
+    exit_code: ClassVar[int] = EXIT_USAGE
 
     def __init__(
         self,
@@ -64,9 +94,13 @@ class InputError(RunnerError):
 class ConfigError(RunnerError):
     """The run cannot start as configured (no API key, bad base URL, ...)."""
 
+    exit_code: ClassVar[int] = EXIT_USAGE
+
 
 class OutputError(RunnerError):
     """The transcript output cannot be created, written or resumed."""
+
+    exit_code: ClassVar[int] = EXIT_USAGE
 
 
 class APIError(RunnerError):
@@ -76,6 +110,8 @@ class APIError(RunnerError):
     ``read_timeout``, ``invalid_json``, ...) recorded in transcripts.
     ``retry_after`` is the server's requested wait in seconds, when it gave one.
     """
+
+    exit_code: ClassVar[int] = EXIT_FAILED
 
     def __init__(
         self,

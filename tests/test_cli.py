@@ -452,3 +452,10 @@ def test_validate_of_good_files_counts_them(
     (tmp_path / "b.yaml").write_text("- turns: [x]\n- turns: [y]\n")
     result = invoke("validate", "a.yaml", "b.yaml", "a.yaml")
     assert (result.exit_code, result.stdout) == (0, "ok: 3 conversations, 4 turns in 2 files\n")
+
+
+def test_run_help_is_unchanged_by_the_options_refactor() -> None:
+    """``mtrun run --help`` as it was before RunOptions (tests/data/run_help.txt, from git)."""
+    expected = (Path(__file__).parent / "data" / "run_help.txt").read_text(encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "--help"], terminal_width=80)
+    assert result.stdout == expected

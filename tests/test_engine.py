@@ -421,7 +421,7 @@ def test_a_lone_surrogate_in_an_answer_is_carried_and_written(tmp_path: Path) ->
 
 
 def test_allowing_an_insecure_key_warns(tmp_path: Path) -> None:
-    from runner.run.engine import insecure_key_warning
+    from runner.run.config import insecure_key_warning
 
     key = ApiKey("sk-x", "MTRUN_API_KEY")
     remote = RunConfig(

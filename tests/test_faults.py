@@ -242,7 +242,7 @@ def test_endpoint_down_stops_the_run_quickly(batch: list[Conversation], tmp_path
     assert result.stop_reason is not None and "is unreachable" in result.stop_reason
     assert "--resume" in result.stop_reason
     retries = [e for e in events if isinstance(e, RetryScheduled)]
-    assert {e.attempt.outcome for e in retries} == {"connect_error"}
+    assert {e.outcome for e in retries} == {"connect_error"}
     assert len(retries) <= 12 + 4  # the down threshold, plus attempts already in flight
     records = read_jsonl(out)
     assert records and {r["status"] for r in records} == {"interrupted"}

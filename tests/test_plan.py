@@ -52,3 +52,55 @@ def test_dry_run_sends_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert lines[-2].startswith("total: 2 conversations, 4 requests, about ")
     assert lines[-1] == "estimates: about 4 characters a token; nothing was sent"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+
+
+LIST_FORM = Path(__file__).resolve().parent.parent / "conversations" / "list_form.yaml"
+
+
+def dry_run_ids(*args: str) -> list[str]:
+    result = CliRunner().invoke(main, ["--mock", "--dry-run", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [line.split()[0] for line in result.stdout.splitlines()[1:-2]]
+
+
+def test_the_dry_run_lists_the_ids_the_run_writes() -> None:
+    ids = dry_run_ids("--model", "a", "--model", "b", "--repeat", "2", str(LIST_FORM))
+    assert sorted(ids) == [
+        "list_form-1@a#1",
+        "list_form-1@a#2",
+        "list_form-1@b#1",
+        "list_form-1@b#2",
+        "list_form-2@a#1",
+        "list_form-2@a#2",
+        "list_form-2@b#1",
+        "list_form-2@b#2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--model", "a", "--model", "b", "--repeat", "2"),
+        ("--model", "z"),
+        ("--repeat", "3", "--shard", "1/2"),
+        ("--model", "x", "--model", "w", "--shard", "2/2"),
+    ],
+)
+def test_dry_run_run_and_junit_expand_the_batch_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...]
+) -> None:
+    """One expansion (run/batch.py): the ids planned are the ids run and the ids reported."""
+    import xml.etree.ElementTree as ET
+
+    from helpers import read_jsonl
+
+    monkeypatch.chdir(tmp_path)
+    files = ["c.yaml", str(LIST_FORM)]
+    (tmp_path / "c.yaml").write_text("id: c\nmodels: [x, y]\nturns: [Hi]\n")
+    planned = dry_run_ids(*options, *files)
+    args = ["--mock", "-q", *options, "-o", "out.jsonl", "--junit", "j.xml", *files]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    ran = [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    reported = [case.attrib["name"] for case in ET.parse("j.xml").iter("testcase")]
+    assert planned and sorted(planned) == sorted(ran) == sorted(reported)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli.progress import Progress, safe, summary_lines
+from runner.cli.progress import ProgressPrinter as Progress  # renamed: the CLI's printer
+from runner.cli.progress import safe, summary_lines
 from runner.run.events import (
     ConversationFinished,
     Failure,
@@ -19,8 +20,6 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
-from runner.send.retry import AttemptRecord
-from runner.transcripts.store import ResumeReport
 
 
 class Clock:
@@ -32,7 +31,7 @@ class Clock:
 
 
 def started(total: int = 3, already: int = 0) -> RunStarted:
-    return RunStarted("RUN", Path("out.jsonl"), total, already, ResumeReport(already, 1, 12))
+    return RunStarted("RUN", Path("out.jsonl"), total, already, to_continue=1, torn_bytes=12)
 
 
 def test_plain_lines_for_logs() -> None:
@@ -40,8 +39,7 @@ def test_plain_lines_for_logs() -> None:
     progress = Progress(out, live=False)
     progress(started(3, 1))
     progress(TurnCompleted("a", 0, 2, 10.0))
-    attempt = AttemptRecord(1, "http_429", 429, 5.0, "HTTP 429: slow down", 2.0, 2.5)
-    progress(RetryScheduled("a", 1, attempt))
+    progress(RetryScheduled("a", 1, 1, "http_429", "HTTP 429: slow down", 2.5))
     progress(ConversationFinished("a", "a.yaml", "completed", 2, 2, None))
     progress(ConversationFinished("b", "b.yaml", "failed", 1, 3, "HTTP 400: bad"))
     progress(RunStopping("interrupted by Ctrl-C"))

@@ -107,3 +107,43 @@ def test_the_form_the_readme_calls_an_error_is_one_with_a_hint(tmp_path: Path) -
         f"{path}:2:7: YAML syntax error: found unknown escape character '{{'; "
         "inside double quotes write \\\\{{ for a literal {{, or use single quotes"
     )
+
+
+def test_the_python_api_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = re.findall(r"## Python API\n.*?```python\n(.*?)```", README, re.DOTALL)
+    assert len(blocks) == 1
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "conversations").symlink_to(root / "conversations")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    completed, failed, tokens = capsys.readouterr().out.splitlines()[0].split()
+    records = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert int(failed) == 0 and int(completed) >= 1 and int(tokens) > 0
+    assert len(records) >= int(completed)
+
+
+def test_the_public_api_is_what_init_lists() -> None:
+    import runner
+
+    for name in runner.__all__:
+        assert getattr(runner, name) is not None, name
+    from runner.run.engine import run_batch
+
+    assert runner.run_batch is run_batch
+    with pytest.raises(AttributeError):
+        runner.no_such_name  # noqa: B018 - the attribute access is the test
+
+
+def test_importing_the_cli_imports_no_run_machinery() -> None:
+    """``mtrun --help`` stays fast: the lazy exports import nothing until used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runner.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('runner.run.engine', 'httpx'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

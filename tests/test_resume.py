@@ -48,7 +48,7 @@ class Run:
     @property
     def discarded(self) -> tuple[str, ...]:
         started = next(e for e in self.events if isinstance(e, RunStarted))
-        return started.resume.discarded
+        return started.discarded
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """The ``mtrun`` command group: exit codes, the group itself, and how errors are shown.
 
 The ``cli`` package is the only part of mtrun that knows about click, the
-terminal, signals and exit codes; everything it does is also possible from
-Python. ``run.py`` holds ``mtrun run`` and ``mtrun validate``, ``review.py``
-the commands that read transcripts.
+terminal, signals and exiting; everything it does is also possible from
+Python. The exit codes are named in ``runner/errors.py`` beside the errors
+that carry them, and explained to users here (``EXIT_CODES_HELP``); the
+group's ``invoke`` is the one place an error becomes its exit code.
+``run.py`` holds ``mtrun run`` and ``mtrun validate`` (options in
+``run_options.py``), ``review.py`` the commands that read transcripts.
 """
 
 from __future__ import annotations
@@ -20,14 +23,28 @@ from typing import Any, NoReturn
 import click
 
 from runner import __version__
-from runner.errors import RunnerError
+from runner.errors import (
+    EXIT_CHECKS_FAILED,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunnerError,
+)
 
-EXIT_OK = 0
-EXIT_CHECKS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 3
-EXIT_INTERNAL = 4
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "EXIT_CHECKS_FAILED",
+    "EXIT_CODES_HELP",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "internal_error",
+    "main",
+    "show_error",
+]
 _ARGS = "mtrun.args"
 DEBUG_ENV = "MTRUN_DEBUG"
 """Set to 1 to print an internal error's traceback on stderr too."""
@@ -75,11 +92,19 @@ class _DefaultRunGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand; an exception no command expected is an internal error (exit 4)."""
+        """Run the subcommand; turn its error into a message and an exit code.
+
+        This is the one place errors become exit codes: a :class:`RunnerError`
+        exits with its class's ``exit_code``; an exception no command expected
+        is an internal error (exit 4).
+        """
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except RunnerError as exc:
+            show_error(exc)
+            sys.exit(exc.exit_code)
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # click's own handling: output closed early
                 raise
@@ -96,10 +121,9 @@ def main() -> None:
     """The mtrun command group."""
 
 
-def fail(exc: RunnerError) -> NoReturn:
-    """Print one error line and exit with the code for its kind."""
+def show_error(exc: RunnerError | str) -> None:
+    """Print one error line on stderr."""
     click.echo(f"mtrun: error: {exc}", err=True)
-    sys.exit(EXIT_USAGE)
 
 
 def internal_error(exc: BaseException, args: Sequence[str] = ()) -> NoReturn:

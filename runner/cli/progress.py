@@ -1,7 +1,7 @@
 """Terminal rendering of a run: live progress on stderr and the closing summary.
 
 On a terminal, one status line is redrawn in place, on every event and, via
-:meth:`Progress.ticking`, every second even when nothing happens (a run held
+:meth:`ProgressPrinter.ticking`, every second even when nothing happens (a run held
 by a Retry-After must not look hung); elsewhere (CI logs, a pipe) each event
 is one plain line. Model output never reaches the terminal
 from here, only ids, counts and error messages, with control characters
@@ -25,6 +25,7 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
+from runner.transcripts.status import Status
 
 MAX_FAILURES_SHOWN = 20
 TICK_S = 1.0
@@ -36,7 +37,7 @@ def safe(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
-class Progress:
+class ProgressPrinter:
     """Turns engine events into progress output on a stream."""
 
     def __init__(
@@ -64,25 +65,26 @@ class Progress:
         if isinstance(event, RunStarted):
             self.total = event.total - event.already_completed
             self._line(self._started_text(event))
-            for note in event.resume.discarded:
+            for note in event.discarded:
                 self._line(f"resume: {safe(note)}")
         elif isinstance(event, TurnCompleted):
             self.turns += 1
         elif isinstance(event, RetryScheduled):
             self.retries += 1
-            a = event.attempt
-            wait = f", retrying in {a.wait_s:.1f}s" if a.wait_s is not None else ""
+            wait = f", retrying in {event.wait_s:.1f}s" if event.wait_s is not None else ""
             self._line(
                 f"retry  {safe(event.conversation_id)} turn {event.index + 1} "
-                f"attempt {a.number}: {safe(a.message or a.outcome)}{wait}",
+                f"attempt {event.number}: {safe(event.message or event.outcome)}{wait}",
                 quiet_when_live=True,
             )
         elif isinstance(event, ConversationFinished):
             self.done += 1
-            self.failed += event.status == "failed"
-            if event.status == "failed" or not self.live:
+            self.failed += event.status == Status.FAILED
+            if event.status == Status.FAILED or not self.live:
                 detail = (
-                    f": {safe(event.error)}" if event.error and event.status != "completed" else ""
+                    f": {safe(event.error)}"
+                    if event.error and event.status != Status.COMPLETED
+                    else ""
                 )
                 self._line(
                     f"{event.status:<11} {safe(event.conversation_id)} "
@@ -113,14 +115,13 @@ class Progress:
 
     def _started_text(self, event: RunStarted) -> str:
         parts = [f"run {event.run_id}: {event.total} conversations -> {event.output}"]
-        report = event.resume
-        if event.already_completed or report.to_continue:
+        if event.already_completed or event.to_continue:
             parts.append(
                 f"resuming: {event.already_completed} already completed, "
-                f"{report.to_continue} to continue"
+                f"{event.to_continue} to continue"
             )
-        if report.torn_bytes:
-            parts.append(f"cut an incomplete last line ({report.torn_bytes} bytes) left by a crash")
+        if event.torn_bytes:
+            parts.append(f"cut an incomplete last line ({event.torn_bytes} bytes) left by a crash")
         return "; ".join(parts)
 
     def _line(self, text: str, *, quiet_when_live: bool = False) -> None:

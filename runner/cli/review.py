@@ -14,10 +14,11 @@ from runner.cli.base import (
     EXIT_CHECKS_FAILED,
     EXIT_FAILED,
     EXIT_OK,
-    fail,
     main,
 )
-from runner.errors import InputError, OutputError, RunnerError
+from runner.errors import InputError, OutputError
+from runner.review.diff import FAIL_ON
+from runner.transcripts.status import Status
 
 _ids_option = click.option(
     "--id",
@@ -42,7 +43,7 @@ _ids_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option(
     "--fail-on",
-    type=click.Choice(["regressed", "changed", "never"]),
+    type=click.Choice(FAIL_ON),
     default="regressed",
     show_default=True,
     help="Exit 1 when a conversation regressed (newly failed, a check flipped to failing), "
@@ -75,16 +76,16 @@ def diff_command(
     before = _read_for_review(base)
     after = _read_for_review(new) if new is not None else before
     if new is not None and not after:
-        fail(InputError(f"{new}: no conversation in the transcript; nothing to compare"))
+        raise InputError(f"{new}: no conversation in the transcript; nothing to compare")
     if models:
         from runner.transcripts.records import records_of_model
 
         before, after = records_of_model(before, models[0]), records_of_model(after, models[1])
         for model, records in zip(models, (before, after), strict=True):
             if not records:
-                fail(InputError(f"--models: no conversation in the transcript used {model!r}"))
+                raise InputError(f"--models: no conversation in the transcript used {model!r}")
     elif new is None:
-        fail(InputError("give two transcripts (BASE NEW), or one with --models A B"))
+        raise InputError("give two transcripts (BASE NEW), or one with --models A B")
     report = diff_runs(before, after)
     if as_json:
         click.echo(escape_surrogates(json.dumps(render_json(report), ensure_ascii=False, indent=2)))
@@ -106,10 +107,7 @@ def _read_for_review(path: Path) -> list[dict[str, Any]]:
     from runner.transcripts.fields import unreadable_last_line
     from runner.transcripts.store import read_transcript
 
-    try:
-        records = read_transcript(path)
-    except RunnerError as exc:
-        fail(exc)
+    records = read_transcript(path)
     cut = unreadable_last_line(path)
     if cut is not None:
         click.echo(
@@ -127,7 +125,7 @@ def _read_for_review(path: Path) -> list[dict[str, Any]]:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(["completed", "checks_failed", "failed", "interrupted"]),
+    type=click.Choice(Status.ALL),
     help="Only conversations with this status (repeatable).",
 )
 @click.option(
@@ -214,11 +212,11 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
         click.echo(text, nl=False)
         return
     if output.exists():
-        fail(OutputError(f"{output} already exists; choose another -o"))
+        raise OutputError(f"{output} already exists; choose another -o")
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        fail(OutputError(f"cannot write {output}: {exc.strerror or exc}"))
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 @main.command("report")
@@ -252,7 +250,7 @@ def report_command(
     from runner.review.report import build_comparison, build_report, write_report
 
     if len(transcripts) > 2:
-        fail(InputError("give one transcript, or two to compare: mtrun report BASE NEW"))
+        raise InputError("give one transcript, or two to compare: mtrun report BASE NEW")
     if models:
         from runner.transcripts.records import records_of_model
 
@@ -283,10 +281,7 @@ def report_command(
         )
         target = output or new.with_name(new.stem + ".compare.html")
     replacing = target.exists()
-    try:
-        write_report(target, page)
-    except RunnerError as exc:
-        fail(exc)
+    write_report(target, page)
     click.echo(f"wrote {target}" + (" (replacing the earlier report)" if replacing else ""))
 
 
@@ -312,11 +307,8 @@ def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, .
     from runner.run.shard import merge_shards
     from runner.spec.loader import load_conversations
 
-    try:
-        expected = [c.id for c in load_conversations(patterns)] if patterns else None
-        report = merge_shards(output, shards, expected_ids=expected)
-    except RunnerError as exc:
-        fail(exc)
+    expected = [c.id for c in load_conversations(patterns)] if patterns else None
+    report = merge_shards(output, shards, expected_ids=expected)
     click.echo(
         f"merged {report.conversations} conversations from {len(shards)} files into {output}"
     )

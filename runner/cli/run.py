@@ -1,9 +1,14 @@
-"""``mtrun run`` (also plain ``mtrun FILES...``) and ``mtrun validate``."""
+"""``mtrun run`` (also plain ``mtrun FILES...``) and ``mtrun validate``.
+
+``run`` gathers its options (``run_options.py``), loads the conversations,
+and hands the batch to the run layer (:func:`~runner.run.engine.run_batch`,
+or :func:`~runner.run.plan.estimate_batch` for ``--dry-run``); what stays
+here is the terminal: signals, progress, the summary, reports, exit codes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import signal
@@ -21,13 +26,23 @@ from runner.cli.base import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    fail,
     main,
+    show_error,
 )
-from runner.errors import ConfigError, InputError, RunnerError
+from runner.cli.run_options import (
+    Concurrency,
+    RunOptions,
+    build_config,
+    find_key,
+    parse_params,
+    unique_models,
+)
+from runner.errors import ConfigError, RunnerError
+from runner.run.config import AUTO_CEILING, AUTO_START
 
 if TYPE_CHECKING:
-    from runner.run.engine import RunConfig
+    from runner.cli.progress import ProgressPrinter
+    from runner.run.config import RunConfig
     from runner.run.events import RunResult
     from runner.spec.model import Conversation
 
@@ -47,60 +62,6 @@ Examples:
   mtrun --resume -o outputs/run.jsonl conversations/
 
 {EXIT_CODES_HELP}"""
-
-
-AUTO_CEILING = 32
-AUTO_START = 16
-
-
-# ParamType is generic only from click 8.5; subscripting it would break older click.
-class _Concurrency(click.ParamType):  # type: ignore[type-arg]
-    """``-j``: a whole number from 1 to 10,000, or ``auto``."""
-
-    name = "concurrency"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int) or value == "auto":
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
-        if not 1 <= number <= 10_000:
-            self.fail(f"{number} is not between 1 and 10,000", param, ctx)
-        return number
-
-
-def _parse_params(values: Sequence[str]) -> dict[str, Any]:
-    """``--param key=value`` options, each value read as a YAML scalar."""
-    import yaml
-
-    params: dict[str, Any] = {}
-    for raw in values:
-        key, sep, text = raw.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise InputError(f"--param {raw!r}: expected KEY=VALUE, e.g. --param temperature=0.2")
-        if key in ("model", "messages", "stream"):
-            raise InputError(
-                f"--param {key}: not a passthrough parameter; use --{key} if it exists"
-            )
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            raise InputError(
-                f"--param {key}: value {text!r} is not a valid YAML value; quote it"
-            ) from None
-        try:
-            json.dumps(value, allow_nan=False)
-        except TypeError:  # a YAML date or time: send the text as written
-            value = text.strip()
-        except ValueError:
-            raise InputError(
-                f"--param {key}: {text.strip()} is not representable in JSON; use a finite number"
-            ) from None
-        params[key] = value
-    return params
 
 
 @main.command("run", help=RUN_HELP)
@@ -150,7 +111,7 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
 @click.option(
     "-j",
     "--concurrency",
-    type=_Concurrency(),
+    type=Concurrency(),
     default="auto",
     show_default=True,
     metavar="N|auto",
@@ -271,192 +232,114 @@ def _parse_params(values: Sequence[str]) -> dict[str, Any]:
     help="Validate and print the plan (requests, estimated prompt tokens); send nothing.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def run_command(
-    files: tuple[str, ...],
-    output: Path | None,
-    resume: bool,
-    mock: bool,
-    base_url: str | None,
-    models: tuple[str, ...],
-    params: tuple[str, ...],
-    api_key_env: str | None,
-    concurrency: int | str,
-    timeout: float,
-    max_retries: int,
-    max_retry_wait: float,
-    allow_insecure_key: bool,
-    record: Path | None,
-    replay: Path | None,
-    junit: Path | None,
-    summary_json: Path | None,
-    repeat: int,
-    min_pass_rate: float,
-    judge_model: str | None,
-    judge_base_url: str | None,
-    rpm: float | None,
-    tpm: float | None,
-    stream: bool,
-    budget_tokens: int | None,
-    shard_spec: str | None,
-    dry_run: bool,
-    quiet: bool,
-) -> None:
+def run_command(**options: Any) -> None:
     """Run conversations (see RUN_HELP)."""
-    from runner.cli.progress import Progress, summary_lines
-    from runner.http.client import DEFAULT_BASE_URL, KEY_ENV_VARS, MOCK_BASE_URL, find_api_key
-    from runner.run.engine import RunConfig, RunControl, insecure_key_warning, run_batch
-    from runner.send.retry import RetryPolicy
-    from runner.spec.loader import load_conversations
-    from runner.transcripts.store import default_output_path
+    run_from_options(RunOptions(**options))
 
-    if resume and output is None:
-        fail(ConfigError("--resume needs -o PATH: the output to continue"))
-    models = _unique_models(models, quiet=quiet)
-    try:
-        overrides = _parse_params(params)
-        conversations = load_conversations(files)
-    except RunnerError as exc:
-        fail(exc)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
-    shard = None
-    if shard_spec is not None:
-        from runner.run.shard import parse_shard
+def run_from_options(options: RunOptions) -> None:
+    """``mtrun run``: load, expand and replay the batch, then report and exit."""
+    from runner.run.plan import estimate_batch, plan_lines
+    from runner.run.shard import parse_shard
 
-        try:
-            shard = parse_shard(shard_spec, os.environ)
-        except RunnerError as exc:
-            fail(exc)
-    if dry_run:
-        mine = [c for c in conversations if shard is None or shard.holds(c.id)]
-        _print_plan(mine, models, overrides, repeat)
+    if options.resume and options.output is None:
+        raise ConfigError("--resume needs -o PATH: the output to continue")
+    models = unique_models(options.models, quiet=options.quiet)
+    params, conversations = _load(options)
+    shard = parse_shard(options.shard_spec, os.environ) if options.shard_spec else None
+    if options.dry_run:
+        config = build_config(options, models=models, params=params, shard=shard, api_key=None)
+        for line in plan_lines(estimate_batch(conversations, config)):
+            click.echo(line)
         sys.exit(EXIT_OK)
-    key_names = (api_key_env,) if api_key_env else KEY_ENV_VARS
-    if api_key_env and not os.environ.get(api_key_env, "").strip():
-        fail(ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set"))
+    api_key = find_key(options, os.environ)
+    config = build_config(options, models=models, params=params, shard=shard, api_key=api_key)
+    result = _replay(conversations, config, quiet=options.quiet)
+    code = exit_code(result, options.min_pass_rate)
     try:
-        api_key = None if mock else find_api_key(os.environ, key_names)
-    except RunnerError as exc:
-        fail(exc)
-    config = RunConfig(
-        output=output
-        or default_output_path(
-            Path("outputs"), suffix=f"-shard{shard.index}of{shard.count}" if shard else ""
-        ),
-        shard=shard,
-        resume=resume,
-        base_url=MOCK_BASE_URL if mock else (base_url or DEFAULT_BASE_URL),
-        api_key=api_key,
-        model=models[0] if len(models) == 1 else None,
-        models=models if len(models) > 1 else (),
-        env_model=os.environ.get("MTRUN_MODEL") or None,
-        params=overrides,
-        concurrency=AUTO_CEILING if concurrency == "auto" else int(concurrency),
-        initial_limit=AUTO_START if concurrency == "auto" else None,
-        timeout=timeout,
-        retry=RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_wait),
-        allow_insecure_key=allow_insecure_key,
-        record=record,
-        replay=replay,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        repeat=repeat,
-        budget_tokens=budget_tokens,
-        stream=stream,
-        rpm=rpm,
-        tpm=tpm,
-    )
-    warning = insecure_key_warning(config)
-    if warning:
-        click.echo(f"mtrun: warning: {warning}", err=True)
-    progress = Progress(sys.stderr, live=not quiet and sys.stderr.isatty())
-    control = RunControl()
-
-    async def go() -> Any:
-        loop = asyncio.get_running_loop()
-
-        def on_interrupt() -> None:
-            if control.stopping and control.by_user:
-                # Second Ctrl-C: leave now. Every line on disk is whole (writes
-                # happen on this thread, between callbacks), and the journal
-                # lets --resume continue what was in flight.
-                progress.close()
-                click.echo(
-                    f"\nmtrun: stopped at once; continue with --resume -o {config.output}", err=True
-                )
-                os._exit(EXIT_INTERRUPTED)
-            control.stop("interrupted by Ctrl-C", by_user=True)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_interrupt)
-        # The live line ticks on its own: a run held by a Retry-After must not look hung.
-        ticker = asyncio.create_task(progress.ticking()) if progress.live else None
-        try:
-            return await run_batch(
-                conversations, config, on_event=None if quiet else progress, control=control
-            )
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-
-    try:
-        result = asyncio.run(go())
-    except RunnerError as exc:
-        progress.close()
-        fail(exc)
-    progress.close()
-    code = exit_code(result, min_pass_rate)
-    try:
-        _write_reports(
-            result, code, junit=junit, summary_json=summary_json, batch=(conversations, config)
-        )
-    except RunnerError as exc:
-        click.echo(f"mtrun: error: {exc}", err=True)
-        code = max(code, EXIT_FAILED) if code != EXIT_INTERRUPTED else code
-    if not quiet:
-        for line in summary_lines(result, min_pass_rate=min_pass_rate):
-            click.echo(line, err=True)
-        if result.interrupted or result.not_started or result.failed:
-            click.echo(
-                "to continue: run the same command with "
-                f"--resume -o {shlex.quote(str(result.output))}",
-                err=True,
-            )
+        _write_reports(result, code, options, batch=(conversations, config))
+    except RunnerError as exc:  # the run happened: say how it went, then this
+        show_error(exc)
+        code = code if code == EXIT_INTERRUPTED else max(code, EXIT_FAILED)
+    if not options.quiet:
+        _print_summary(result, options.min_pass_rate)
     if result.output_error:
-        click.echo(f"mtrun: error: {result.output_error}", err=True)
+        show_error(result.output_error)
     sys.exit(code)
 
 
-def _unique_models(models: tuple[str, ...], *, quiet: bool) -> tuple[str, ...]:
-    """``--model`` values, each once: a model named twice runs once, with a note."""
-    unique = tuple(dict.fromkeys(models))
-    if len(unique) < len(models) and not quiet:
-        twice = sorted({m for m in models if models.count(m) > 1})
-        named = ", ".join(twice)
-        click.echo(f"mtrun: note: --model {named} given more than once; each runs once", err=True)
-    return unique
+def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:
+    """The ``--param`` overrides and the conversations; Ctrl-C here exits 130 at once."""
+    from runner.spec.loader import load_conversations
+
+    try:
+        return parse_params(options.params), load_conversations(options.files)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
 
 
-def _print_plan(
+def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: bool) -> RunResult:
+    """Run the batch with live progress on stderr; Ctrl-C stops it cleanly, twice at once."""
+    from runner.cli.progress import ProgressPrinter
+    from runner.run.config import insecure_key_warning
+
+    warning = insecure_key_warning(config)
+    if warning:
+        click.echo(f"mtrun: warning: {warning}", err=True)
+    progress = ProgressPrinter(sys.stderr, live=not quiet and sys.stderr.isatty())
+    try:
+        return asyncio.run(_replay_on_loop(conversations, config, progress, quiet=quiet))
+    finally:
+        progress.close()
+
+
+async def _replay_on_loop(
     conversations: Sequence[Conversation],
-    models: Sequence[str],
-    params: dict[str, Any],
-    repeat: int,
-) -> None:
-    """``--dry-run``: what the batch would send, estimated; nothing is sent or written."""
-    from runner.run.plan import estimate_cost, plan_lines
-    from runner.run.variants import Variants
-    from runner.spec.model import plan_request
+    config: RunConfig,
+    progress: ProgressPrinter,
+    *,
+    quiet: bool,
+) -> RunResult:
+    from runner.run.engine import RunControl, run_batch
 
-    env_model = os.environ.get("MTRUN_MODEL") or None
-    override = models[0] if len(models) == 1 else None
-    plans = [
-        plan_request(c, model_override=override, env_model=env_model, param_overrides=params)
-        for c in Variants(conversations, models, repeat)
-    ]
-    for line in plan_lines(estimate_cost(plans)):
-        click.echo(line)
+    control = RunControl()
+
+    def on_interrupt() -> None:
+        if control.stopping and control.by_user:
+            # Second Ctrl-C: leave now. Every line on disk is whole (writes
+            # happen on this thread, between callbacks), and the journal
+            # lets --resume continue what was in flight.
+            progress.close()
+            click.echo(
+                f"\nmtrun: stopped at once; continue with --resume -o {config.output}", err=True
+            )
+            os._exit(EXIT_INTERRUPTED)
+        control.stop("interrupted by Ctrl-C", by_user=True)
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_interrupt)
+    # The live line ticks on its own: a run held by a Retry-After must not look hung.
+    ticker = asyncio.create_task(progress.ticking()) if progress.live else None
+    try:
+        return await run_batch(
+            conversations, config, on_event=None if quiet else progress, control=control
+        )
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+
+
+def _print_summary(result: RunResult, min_pass_rate: float) -> None:
+    from runner.cli.progress import summary_lines
+
+    for line in summary_lines(result, min_pass_rate=min_pass_rate):
+        click.echo(line, err=True)
+    if result.interrupted or result.not_started or result.failed:
+        click.echo(
+            f"to continue: run the same command with --resume -o {shlex.quote(str(result.output))}",
+            err=True,
+        )
 
 
 def exit_code(result: RunResult, min_pass_rate: float = 1.0) -> int:
@@ -474,9 +357,8 @@ def exit_code(result: RunResult, min_pass_rate: float = 1.0) -> int:
 def _write_reports(
     result: RunResult,
     code: int,
+    options: RunOptions,
     *,
-    junit: Path | None,
-    summary_json: Path | None,
     batch: tuple[Sequence[Conversation], RunConfig],
 ) -> None:
     """The JUnit report (of the whole output file) and the JSON summary, when asked for.
@@ -485,24 +367,22 @@ def _write_reports(
     record (never started: the run stopped first), expanded as the engine
     runs them: this shard's part, per model, per repetition.
     """
-    if junit is not None:
+    if options.junit is not None:
         from runner.review.junit import write_junit
-        from runner.run.variants import Variants
+        from runner.run.batch import expand_batch
         from runner.transcripts.store import read_transcript
 
-        conversations, config = batch
-        mine = [c for c in conversations if config.shard is None or config.shard.holds(c.id)]
-        expected = [(c.id, c.source) for c in Variants(mine, config.models, config.repeat)]
+        expected = [(c.id, c.source) for c in expand_batch(*batch)]
         write_junit(
-            junit,
+            options.junit,
             read_transcript(result.output),
             batch=expected,
             not_run_reason=result.stop_reason,
         )
-    if summary_json is not None:
+    if options.summary_json is not None:
         from runner.transcripts.jsonio import write_json_atomic
 
-        write_json_atomic(summary_json, {**result.as_dict(), "exit_code": code})
+        write_json_atomic(options.summary_json, {**result.as_dict(), "exit_code": code})
 
 
 MAX_REPORTED_ERRORS = 50

@@ -1,7 +1,9 @@
 """What a run reports: progress events while it goes, and its result at the end.
 
 The engine emits :data:`Event` objects to a callback and returns a
-:class:`RunResult`; renderers (``progress.py``) read only these types.
+:class:`RunResult`; renderers (``cli/progress.py``) read only these types.
+They are plain data, holding plain values: a renderer depends on this
+module alone, not on the store, the limiter or the retry loop they come from.
 """
 
 from __future__ import annotations
@@ -10,10 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from runner.send.limiter import LimitChange
-from runner.send.retry import AttemptRecord
-from runner.transcripts.store import ResumeReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +24,12 @@ class RunStarted:
     """Conversations in the batch."""
     already_completed: int
     """Skipped because the output already holds them completed."""
-    resume: ResumeReport
+    to_continue: int = 0
+    """Resuming: conversations cut short that continue from their last completed turn."""
+    torn_bytes: int = 0
+    """Resuming: bytes of an incomplete last line cut off the transcript."""
+    discarded: tuple[str, ...] = ()
+    """Resuming: recorded lines and turns not trusted, each saying why (sent again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,14 @@ class RetryScheduled:
 
     conversation_id: str
     index: int
-    attempt: AttemptRecord
+    number: int
+    """The failed attempt's 1-based number."""
+    outcome: str
+    """Its failure kind: ``http_429``, ``read_timeout``, ``invalid_json``, ..."""
+    message: str | None
+    """Its failure's message."""
+    wait_s: float | None
+    """The wait planned before the next attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,16 @@ class PassRate:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """One change of the limit on requests in flight, and why."""
+
+    at_s: float
+    """Seconds since the run started."""
+    limit: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """What a run did."""
 
@@ -157,7 +177,7 @@ class RunResult:
     rate_limit_wait_s: float = 0.0
     """Wall-clock seconds during which sends were held by Retry-After or paced under a rate
     limit (many requests waiting at once count once)."""
-    limit_changes: tuple[LimitChange, ...] = ()
+    limit_changes: tuple[LimitChanged, ...] = ()
     """How the concurrency limit changed, and why."""
     output_error: str | None = None
     """Why the transcript could not be written, when that stopped the run."""

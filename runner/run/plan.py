@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.spec.model import RequestPlan
+from runner.run.batch import expand_batch, request_settings
+from runner.run.config import RunConfig
+from runner.spec.model import Conversation, RequestPlan
 from runner.spec.tokens import (
     ASSUMED_ANSWER_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
@@ -85,6 +87,12 @@ def estimate_cost(
             )
         )
     return CostPlan(tuple(costs), assumed_answer_tokens)
+
+
+def estimate_batch(conversations: Sequence[Conversation], config: RunConfig) -> CostPlan:
+    """The cost plan of the batch ``config`` would run (``--dry-run``), expanded as the run does."""
+    batch = expand_batch(conversations, config)
+    return estimate_cost([request_settings(c, config) for c in batch])
 
 
 def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:

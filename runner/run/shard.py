@@ -27,6 +27,7 @@ from typing import Any
 from runner.errors import ConfigError, OutputError
 from runner.transcripts.atomic import write_new
 from runner.transcripts.jsonio import dumps_bytes
+from runner.transcripts.status import Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ def merge_shards(
     present = set(seen) | {str(r["group"]) for r in records if r.get("group")}
     missing = tuple(cid for cid in expected_ids or () if cid not in present)
     unfinished = tuple(
-        str(r["id"]) for r in records if r.get("status") in ("failed", "interrupted")
+        str(r["id"]) for r in records if r.get("status") in (Status.FAILED, Status.INTERRUPTED)
     )
     _write_new(output, records)
     return MergeReport(
