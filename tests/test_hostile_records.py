@@ -1,6 +1,6 @@
 """Hostile transcript records through every renderer: never an exception, always valid output.
 
-Records come out of :func:`runner.transcripts.store.read_transcript` as dicts of any
+Records come out of :func:`runner.transcripts.reader.read_transcript` as dicts of any
 shape: every field of the transcript schema may hold the wrong type, None,
 huge or deeply nested values, control characters, escape sequences, lone
 surrogates or HTML. Each renderer (show, export as Markdown, the HTML report

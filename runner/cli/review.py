@@ -104,7 +104,7 @@ def _read_for_review(path: Path) -> list[dict[str, Any]]:
     shows less than the file holds.
     """
     from runner.transcripts.fields import unreadable_last_line
-    from runner.transcripts.store import read_transcript
+    from runner.transcripts.reader import read_transcript
 
     try:
         records = read_transcript(path)
@@ -309,8 +309,8 @@ def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, .
     missing). Exit 0 when complete, 3 when something is missing or
     duplicated (OUTPUT is still written, for inspection), 2 on bad input.
     """
-    from runner.run.shard import merge_shards
     from runner.spec.loader import load_conversations
+    from runner.transcripts.merge import merge_shards
 
     try:
         expected = [c.id for c in load_conversations(patterns)] if patterns else None

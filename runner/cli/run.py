@@ -488,7 +488,7 @@ def _write_reports(
     if junit is not None:
         from runner.review.junit import write_junit
         from runner.run.variants import Variants
-        from runner.transcripts.store import read_transcript
+        from runner.transcripts.reader import read_transcript
 
         conversations, config = batch
         mine = [c for c in conversations if config.shard is None or config.shard.holds(c.id)]

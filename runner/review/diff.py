@@ -1,7 +1,7 @@
 """Comparing two runs: what a change (of model, prompt or code) did to the answers.
 
 :func:`diff_runs` pairs the conversations of a base run and a new run by id
-(the last record of an id wins, as in :func:`runner.transcripts.store.read_transcript`)
+(the last record of an id wins, as in :func:`runner.transcripts.reader.read_transcript`)
 and compares each pair turn by turn. :func:`render_text` and
 :func:`render_json` turn the result into a terminal report and a JSON
 document; :func:`should_fail` decides whether a CI job should fail.

@@ -55,7 +55,7 @@ from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, shallow
 from runner.transcripts.fields import is_int as _is_int
-from runner.transcripts.records import STATUSES
+from runner.transcripts.status import Status
 
 SCHEMA = "mtrun.report/1"
 """Version string of the data embedded in the page."""
@@ -168,7 +168,7 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Metadata, totals and chart aggregates of one run's records."""
     records = [r for r in records if isinstance(r, Mapping)]
     statuses = Counter(_text(r.get("status")) or "unknown" for r in records)
-    status_counts = {status: statuses.pop(status, 0) for status in STATUSES}
+    status_counts = {status: statuses.pop(status, 0) for status in Status.ALL}
     status_counts.update(sorted(statuses.items()))
 
     started = [s for r in records if (s := _text(r.get("started_at")))]

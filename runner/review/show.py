@@ -28,7 +28,7 @@ from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import is_int as _is_int
 from runner.transcripts.fields import to_json
-from runner.transcripts.records import STATUSES
+from runner.transcripts.status import Status
 
 FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
 """Statuses ``--failed`` selects (besides records with a failed check)."""
@@ -112,7 +112,8 @@ def summary_line(records: Sequence[Mapping[str, Any]]) -> str:
         answered, total, _ = conversation_totals(record)
         turns += answered
         tokens += total
-    order = [s for s in STATUSES if s in counts] + sorted(s for s in counts if s not in STATUSES)
+    known = [s for s in Status.ALL if s in counts]
+    order = known + sorted(s for s in counts if s not in Status.ALL)
     by_status = ", ".join(f"{counts[s]} {visible(s) or '(no status)'}" for s in order)
     head = f"{len(records)} conversation{'' if len(records) == 1 else 's'}"
     head += f": {by_status}" if by_status else ""

@@ -20,9 +20,6 @@ from runner.transcripts.status import Status
 SCHEMA = "mtrun.transcript/1"
 """Version string carried by every record; bumped on incompatible changes."""
 
-STATUSES = Status.ALL
-FINISHED = Status.FINISHED
-
 
 def utc_now() -> str:
     """The current time as an ISO 8601 UTC string with milliseconds."""
@@ -139,7 +136,7 @@ class ConversationRecord:
     """Hash of what decides the requests; resume refuses a changed conversation."""
     started_at: str
     """When its first turn was sent."""
-    status: str = "interrupted"
+    status: str = Status.INTERRUPTED
     """``completed``, ``checks_failed``, ``failed`` or ``interrupted``."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The full history exactly as sent and received."""
