@@ -65,12 +65,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.transcripts.fields import as_int as _int
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, shallow, to_json
 from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
@@ -442,8 +442,7 @@ def _diff_turn(
         if base_answer is not None and new_answer is not None:
             similarity, method = similarity_of(base_answer, new_answer)
         answer = AnswerChange(base_answer, new_answer, similarity, method)
-    base_usage = _usage((base or {}).get("usage"))
-    new_usage = _usage((new or {}).get("usage"))
+    base_usage, new_usage = _usage(base), _usage(new)
     return TurnDiff(
         index=index,
         prompt=prompt,
@@ -581,27 +580,20 @@ def _message_text(messages: list[Any], position: int, role: str) -> str | None:
     return to_json(content, sort_keys=True)
 
 
-def _usage(value: Any) -> tuple[int, int, int] | None:
-    """Prompt, completion and total tokens; total defaults to the sum of the others."""
-    if not isinstance(value, Mapping):
+def _usage(turn: Mapping[str, Any] | None) -> tuple[int, int, int] | None:
+    """A turn's prompt, completion and total tokens, counted as :func:`totals` counts them."""
+    if turn is None or not isinstance(turn.get("usage"), Mapping):
         return None
-    prompt, completion = _int(value.get("prompt_tokens")), _int(value.get("completion_tokens"))
-    return prompt, completion, _int(value.get("total_tokens")) or prompt + completion
+    counted = totals({"turns": [turn]})
+    return counted.prompt_tokens, counted.completion_tokens, counted.total_tokens
 
 
 def _conversation_usage(record: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """The record's ``totals``, or the sum of its turns' usage when it has none."""
-    totals = _usage(record.get("totals"))
-    if totals is not None:
-        return totals
-    usages = [u for t in _turns(record).values() if (u := _usage(t.get("usage"))) is not None]
-    if not usages:
+    """The record's token totals; None when neither it nor any turn reports usage."""
+    counted = totals({"turns": list(_turns(record).values())})
+    if not counted.usage_reported and not isinstance(record.get("totals"), Mapping):
         return None
-    return (
-        sum(u[0] for u in usages),
-        sum(u[1] for u in usages),
-        sum(u[2] for u in usages),
-    )
+    return counted.prompt_tokens, counted.completion_tokens, counted.total_tokens
 
 
 def _token_delta(base: tuple[int, int, int] | None, new: tuple[int, int, int] | None) -> TokenDelta:

@@ -74,6 +74,7 @@ from runner.transcripts.atomic import write_atomic
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, is_int
+from runner.transcripts.totals import totals
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -199,7 +200,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
         _add_error(case, error or {}, turns, checks_text)
         outcome = "errors"
     elif status == "interrupted":
-        answered = sum(1 for t in turns if t.get("error") is None)
+        answered = totals(record).turns
         reason = _text((error or {}).get("message")) or "the run stopped first"
         message = f"interrupted after {answered} turn{'' if answered == 1 else 's'}: {reason}"
         body = [message, checks_text] if checks_text else [message]

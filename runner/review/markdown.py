@@ -28,7 +28,6 @@ from runner.review.show import (
     TurnView,
     check_name,
     content_text,
-    conversation_totals,
     error_text,
     field_text,
     stop_reason,
@@ -40,6 +39,7 @@ from runner.review.show import (
 )
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
+from runner.transcripts.totals import totals
 
 STATUS_MARKS = {
     "completed": "✅",
@@ -92,7 +92,8 @@ def escape_text(text: str) -> str:
 def _conversation(record: Mapping[str, Any]) -> Iterator[str]:
     status = _text(record.get("status"))
     model, source = record.get("model"), record.get("source")
-    answered, tokens, retries = conversation_totals(record)
+    counted = totals(record)
+    answered, tokens, retries = counted.turns, counted.total_tokens, counted.retries
     facts = [f"{STATUS_MARKS[status]} **{status}**" if status in STATUS_MARKS else code(status)]
     facts += [f"model {code(_text(model))}"] if model else []
     facts += [f"source {code(_text(source))}"] if source else []

@@ -29,6 +29,7 @@ from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import is_int as _is_int
 from runner.transcripts.fields import to_json
 from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
 FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
 """Statuses ``--failed`` selects (besides records with a failed check)."""
@@ -109,9 +110,9 @@ def summary_line(records: Sequence[Mapping[str, Any]]) -> str:
     for record in records:
         status = _text(record.get("status"))
         counts[status] = counts.get(status, 0) + 1
-        answered, total, _ = conversation_totals(record)
-        turns += answered
-        tokens += total
+        counted = totals(record)
+        turns += counted.turns
+        tokens += counted.total_tokens
     known = [s for s in Status.ALL if s in counts]
     order = known + sorted(s for s in counts if s not in Status.ALL)
     by_status = ", ".join(f"{counts[s]} {visible(s) or '(no status)'}" for s in order)
@@ -187,21 +188,6 @@ def view_of(record: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Tu
                 answer = following
         views.append(TurnView(number, turn, user, answer))
     return messages[:first], views
-
-
-def conversation_totals(record: Mapping[str, Any]) -> tuple[int, int, int]:
-    """Answered turns, tokens and retries, summed over the turns as ``totals`` is."""
-    turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
-    answered = sum(1 for t in turns if t.get("error") is None)
-    tokens = 0
-    for usage in (t.get("usage") for t in turns):
-        if isinstance(usage, Mapping):
-            prompt, completion, total = (
-                n if _is_int(n) else 0
-                for n in (usage.get(f"{k}_tokens") for k in ("prompt", "completion", "total"))
-            )
-            tokens += total or prompt + completion
-    return answered, tokens, sum(max(len(_list(t.get("attempts"))) - 1, 0) for t in turns)
 
 
 def turn_facts(turn: Mapping[str, Any], model: str | None = None) -> list[str]:
@@ -307,7 +293,8 @@ def _conversation(
         repeat, group = visible(_text(record.get("repeat"))), visible(_text(record["group"]))
         head.append(f"repeat {repeat} of {group}")
     yield "━━ " + " · ".join(head)
-    answered, tokens, retries = conversation_totals(record)
+    counted = totals(record)
+    answered, tokens, retries = counted.turns, counted.total_tokens, counted.retries
     stats = [f"{answered} turn{'' if answered == 1 else 's'} answered", f"{tokens:,} tokens"]
     stats.append(f"{retries} retr{'y' if retries == 1 else 'ies'}")
     stats += [visible(_text(record[k])) for k in ("base_url", "started_at") if record.get(k)]
