@@ -70,6 +70,7 @@ from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, shallow, to_json
 from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.diff/1"
@@ -390,11 +391,11 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
     first = next((t.index for t in turns if t.answer is not None), None)
     prompts_changed = any(t.prompt is not None for t in turns)
 
-    if (base_status == "completed" and new_status != "completed") or any(
+    if (base_status == Status.COMPLETED and new_status != Status.COMPLETED) or any(
         c.change == "regressed" for c in checks
     ):
         outcome = "regressed"
-    elif (new_status == "completed" and base_status != "completed") or any(
+    elif (new_status == Status.COMPLETED and base_status != Status.COMPLETED) or any(
         c.change == "fixed" for c in checks
     ):
         outcome = "fixed"
@@ -630,7 +631,7 @@ def _canonical(value: Any) -> str:
 def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str, str]]:
     yield _one_line(c.id) + (f" ({_one_line(c.source)})" if c.source else ""), _BOLD
     if c.base_status != c.new_status:
-        why = _error_text(c.new_error) if c.new_status != "completed" else ""
+        why = _error_text(c.new_error) if c.new_status != Status.COMPLETED else ""
         yield f"  status: {_one_line(c.base_status)} -> {_one_line(c.new_status)}{why}", ""
     if c.base_model != c.new_model:
         yield f"  model: {_one_line(c.base_model)} -> {_one_line(c.new_model)}", ""

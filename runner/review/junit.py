@@ -74,6 +74,7 @@ from runner.transcripts.atomic import write_atomic
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, is_int
+from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
 EXCERPT_CHARS = 500
@@ -196,18 +197,18 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
     error = record.get("error") if isinstance(record.get("error"), Mapping) else None
     checks_text = _checks_text(failed_checks)
 
-    if status == "failed":
+    if status == Status.FAILED:
         _add_error(case, error or {}, turns, checks_text)
         outcome = "errors"
-    elif status == "interrupted":
+    elif status == Status.INTERRUPTED:
         answered = totals(record).turns
         reason = _text((error or {}).get("message")) or "the run stopped first"
         message = f"interrupted after {answered} turn{'' if answered == 1 else 's'}: {reason}"
         body = [message, checks_text] if checks_text else [message]
         _child(case, "error", message=message, type="interrupted").text = _clean("\n\n".join(body))
         outcome = "errors"
-    elif status in ("completed", "checks_failed"):
-        outcome = "failures" if failed_checks or status == "checks_failed" else "passed"
+    elif status in Status.FINISHED:
+        outcome = "failures" if failed_checks or status == Status.CHECKS_FAILED else "passed"
         if failed_checks:
             kinds = {_text(check.get("kind")) or "check" for _, check in failed_checks}
             kind = kinds.pop() if len(kinds) == 1 else "checks"
@@ -215,7 +216,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
             if len(failed_checks) > 1:
                 summary = f"{len(failed_checks)} checks failed: {summary}"
             _child(case, "failure", message=summary, type=kind).text = _clean(checks_text)
-        elif status == "checks_failed":
+        elif status == Status.CHECKS_FAILED:
             _child(case, "failure", message="checks failed", type="checks").text = _clean(
                 "the transcript says checks failed but lists no failed check"
             )
@@ -362,11 +363,11 @@ def _wall_millis(record: Mapping[str, Any]) -> int | None:
 def _turn_millis(turn: Mapping[str, Any]) -> float:
     """Milliseconds a turn spent waiting for the API."""
     attempts = [a for a in _list(turn.get("attempts")) if isinstance(a, Mapping)]
-    latencies = [_number(a.get("latency_ms")) for a in attempts]
+    latencies = [_as_millis(a.get("latency_ms")) for a in attempts]
     known = [ms for ms in latencies if ms is not None]
     if known:
         return sum(known)
-    return _number(turn.get("latency_ms")) or 0.0
+    return _as_millis(turn.get("latency_ms")) or 0.0
 
 
 def _turn_number(turn: Mapping[str, Any]) -> int:
@@ -438,7 +439,7 @@ def _clean(text: str) -> str:
     return _ILLEGAL_XML.sub("", escape_surrogates(text))
 
 
-def _number(value: Any) -> float | None:
+def _as_millis(value: Any) -> float | None:
     """``value`` as a non-negative number of milliseconds, or None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)

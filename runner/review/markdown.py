@@ -39,13 +39,14 @@ from runner.review.show import (
 )
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
+from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
 STATUS_MARKS = {
-    "completed": "✅",
-    "checks_failed": "⚠️",
-    "failed": "❌",
-    "interrupted": "⏸️",
+    Status.COMPLETED: "✅",
+    Status.CHECKS_FAILED: "⚠️",
+    Status.FAILED: "❌",
+    Status.INTERRUPTED: "⏸️",
 }
 """The mark shown before each known status."""
 

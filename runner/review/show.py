@@ -31,14 +31,19 @@ from runner.transcripts.fields import to_json
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
-FAILED_STATUSES = frozenset({"failed", "checks_failed", "interrupted"})
+FAILED_STATUSES = frozenset({Status.FAILED, Status.CHECKS_FAILED, Status.INTERRUPTED})
 """Statuses ``--failed`` selects (besides records with a failed check)."""
 
 INDENT, CONTINUATION = "    ", "  ↪ "  # content; the rest of a code line cut to fit
 MIN_TEXT_WIDTH = 20  # the narrowest column content is wrapped to, whatever ``width``
 
 _BOLD, _DIM, _GREEN, _ALARM, _WARN = "1", "2", "32", "1;31", "1;33"
-_STATUS = {"completed": "1;32", "checks_failed": _WARN, "interrupted": _WARN, "failed": _ALARM}
+_STATUS = {
+    Status.COMPLETED: "1;32",
+    Status.CHECKS_FAILED: _WARN,
+    Status.INTERRUPTED: _WARN,
+    Status.FAILED: _ALARM,
+}
 _ROLE_STYLE = {"user": "1;36", "assistant": "1;35"}
 _LAYOUT = frozenset("\n\t")
 _NO_LAYOUT = str.maketrans("", "", "\n\t")
@@ -314,7 +319,7 @@ def _conversation(
         yield from _turn(turn, model, paint, width)
     stopped = stop_reason(record) if only is None else None
     if stopped is not None:
-        style = _WARN if status == "interrupted" else _ALARM
+        style = _WARN if status == Status.INTERRUPTED else _ALARM
         yield ""
         yield paint(f"✗ {visible(status) or 'error'}{stopped[0]}: {stopped[1]}", style)
 
