@@ -318,7 +318,7 @@ def test_control_characters_in_model_output_are_escaped() -> None:
         assert "\x9b" not in text and "\r" not in text
     lines = render_text(diff).splitlines()
     assert "id\\x1b[31m (convs.yaml)" in lines
-    assert "    +ok\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\x0d" in lines
+    assert "    +ok\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\r" in lines
     assert "    +\tindented \\ud800 \\x9b" in lines
 
 

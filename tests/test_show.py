@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.checks.kinds import parse_expect
-from runner.review.show import Selection, render_records, select, summary_line, visible, wrap
+from runner.review.show import Selection, render_records, select, summary_line, wrap
+from runner.review.view import visible
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.model import Conversation, Turn
 from runner.transcripts.reader import read_transcript

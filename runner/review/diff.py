@@ -60,16 +60,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.review.view import cut, visible
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
-from runner.transcripts.fields import escape_surrogates, shallow, to_json
 from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.fields import shallow, to_json
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
@@ -91,10 +91,6 @@ EXCERPT_CHARS = 300
 """Longest excerpt of a check's expected, seen or message in the text report."""
 
 _RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-"""Characters a terminal may act on: C0/C1 controls but newline and tab, bidi
-controls, line separators. Lone surrogates (which cannot even be encoded) are
-escaped by :func:`runner.transcripts.fields.escape_surrogates`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +342,7 @@ def _ref_lines(
     if refs:
         lines.append((f"{title} ({len(refs)}{note})", _BOLD))
         lines.extend(
-            (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
+            (f"  {sign} {visible(r.id)} ({visible(r.source)}): {visible(r.status)}", "")
             for r in refs
         )
         lines.append(("", ""))
@@ -629,12 +625,12 @@ def _canonical(value: Any) -> str:
 
 
 def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str, str]]:
-    yield _one_line(c.id) + (f" ({_one_line(c.source)})" if c.source else ""), _BOLD
+    yield visible(c.id) + (f" ({visible(c.source)})" if c.source else ""), _BOLD
     if c.base_status != c.new_status:
         why = _error_text(c.new_error) if c.new_status != Status.COMPLETED else ""
-        yield f"  status: {_one_line(c.base_status)} -> {_one_line(c.new_status)}{why}", ""
+        yield f"  status: {visible(c.base_status)} -> {visible(c.new_status)}{why}", ""
     if c.base_model != c.new_model:
-        yield f"  model: {_one_line(c.base_model)} -> {_one_line(c.new_model)}", ""
+        yield f"  model: {visible(c.base_model)} -> {visible(c.new_model)}", ""
     labels = {
         "regressed": "check pass -> fail",
         "fixed": "check fail -> pass",
@@ -691,7 +687,7 @@ def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tup
             style = _RED
         elif line.startswith("+"):
             style = _GREEN
-        yield f"    {_escape(_cut(line, LINE_CHARS))}", style
+        yield f"    {visible(cut(line, LINE_CHARS), multiline=True)}", style
     if len(diff) > DIFF_LINES:
         yield f"    … {len(diff) - DIFF_LINES} more lines", ""
 
@@ -702,16 +698,16 @@ def _split(text: str | None) -> list[str]:
 
 
 def _check_text(check: CheckChange) -> str:
-    head = f"turn {check.turn + 1} {_one_line(check.kind) or 'check'}"
+    head = f"turn {check.turn + 1} {visible(check.kind) or 'check'}"
     if check.scope is not None:
         scope = check.scope if isinstance(check.scope, str) else _excerpt(check.scope)
-        head += f" ({_one_line(scope)})"
+        head += f" ({visible(scope)})"
     if check.expected is not None:
         head += f", expected {_excerpt(check.expected)}"
     if check.change in ("added", "removed"):
         passed = check.new_passed if check.change == "added" else check.base_passed
         head += ", passed" if passed else ", failed"
-    return f"{head}: {_one_line(_cut(check.message))}" if check.message else head
+    return f"{head}: {visible(cut(check.message, EXCERPT_CHARS))}" if check.message else head
 
 
 def _error_text(error: Mapping[str, Any] | None) -> str:
@@ -721,7 +717,7 @@ def _error_text(error: Mapping[str, Any] | None) -> str:
     if _is_int(error.get("turn")):
         parts.append(f"turn {error['turn'] + 1}")
     parts.extend(_text(error.get(key)) for key in ("kind", "message") if error.get(key))
-    return f" ({_one_line(': '.join(parts))})" if parts else ""
+    return f" ({visible(': '.join(parts))})" if parts else ""
 
 
 def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: bool = False) -> str:
@@ -740,24 +736,4 @@ def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: boo
 
 def _excerpt(value: Any) -> str:
     """A value on one line: strings quoted as JSON, cut to :data:`EXCERPT_CHARS`."""
-    return _escape(_cut(to_json(value)))
-
-
-def _cut(text: str, limit: int = EXCERPT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]} … ({len(text) - limit} more characters)"
-
-
-def _one_line(text: str) -> str:
-    return _escape(text.replace("\n", "\\n").replace("\t", "\\t"))
-
-
-def _escape(text: str) -> str:
-    """``text`` with every character a terminal may act on written as a visible escape."""
-    return escape_surrogates(_UNSAFE.sub(_escape_char, text))
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return visible(cut(to_json(value), EXCERPT_CHARS))

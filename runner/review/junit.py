@@ -70,6 +70,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner.review.view import cut
 from runner.transcripts.atomic import write_atomic
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
@@ -267,7 +268,7 @@ def _add_error(
             said = _text(attempt.get("message"))
             lines.append(
                 f"  {_text(attempt.get('attempt'))}: {_text(attempt.get('outcome'))}"
-                + (f": {_excerpt(said, EXCERPT_CHARS)}" if said else "")
+                + (f": {cut(said, EXCERPT_CHARS)}" if said else "")
             )
     if checks_text:
         lines += ["", f"before it, {checks_text[0].lower()}{checks_text[1:]}"]
@@ -304,7 +305,7 @@ def _check_body(number: int, check: Mapping[str, Any]) -> str:
     ):
         value = _text(check.get(key))
         if value:
-            lines.append(_indented(f"{label + ':':<10}{_excerpt(value, limit)}", 10))
+            lines.append(_indented(f"{label + ':':<10}{cut(value, limit)}", 10))
     return "\n".join(lines)
 
 
@@ -328,7 +329,7 @@ def _transcript(record: Mapping[str, Any]) -> str:
         if not isinstance(message, Mapping):
             continue
         role = _text(message.get("role")) or "?"
-        line = _indented(f"{role}: {_excerpt(_content(message.get('content')), EXCERPT_CHARS)}", 2)
+        line = _indented(f"{role}: {cut(_content(message.get('content')), EXCERPT_CHARS)}", 2)
         lines.append(line)
         size += len(line) + 1
     return "\n".join(lines)
@@ -418,15 +419,8 @@ def _child(parent: ET.Element, tag: str, **attributes: str) -> ET.Element:
     return ET.SubElement(
         parent,
         tag,
-        {k: _clean(_excerpt(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
+        {k: _clean(cut(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
     )
-
-
-def _excerpt(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit} more characters]"
 
 
 def _indented(text: str, width: int) -> str:

@@ -14,7 +14,7 @@ of it is ever Markdown here:
   title, whose Markdown and HTML characters are escaped.
 
 Control characters, bidi controls and lone surrogates are made visible with
-:func:`runner.review.show.visible` as in the terminal, so reading the file with
+:func:`runner.review.view.visible` as in the terminal, so reading the file with
 ``cat`` is safe too and no reviewer is shown text reordered by bidi controls.
 """
 
@@ -24,14 +24,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from runner.review.show import (
+from runner.review.show import summary_line
+from runner.review.view import (
     TurnView,
     check_name,
     content_text,
     error_text,
     field_text,
     stop_reason,
-    summary_line,
     turn_extras,
     turn_facts,
     view_of,
