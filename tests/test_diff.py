@@ -14,10 +14,10 @@ from runner.review.diff import (
     SCHEMA,
     diff_runs,
     render_json,
-    render_text,
     should_fail,
     similarity_of,
 )
+from runner.review.diff_text import render_text
 from runner.transcripts.records import ConversationRecord, TurnRecord
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.cli import main
-from runner.review.diff import diff_runs, render_json, render_text
+from runner.review.diff import diff_runs, render_json
+from runner.review.diff_text import render_text
 from runner.review.junit import junit_xml
 from runner.review.markdown import render_markdown
 from runner.review.report import build_comparison, build_report

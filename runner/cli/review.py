@@ -69,7 +69,8 @@ def diff_command(
     Exit 1 per --fail-on; 2 when a file cannot be read or NEW holds no
     conversation at all (an empty or unreadable output is no evidence).
     """
-    from runner.review.diff import diff_runs, render_json, render_text, should_fail
+    from runner.review.diff import diff_runs, render_json, should_fail
+    from runner.review.diff_text import render_text
     from runner.transcripts.fields import escape_surrogates
 
     before = _read_for_review(base)

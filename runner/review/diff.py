@@ -2,9 +2,10 @@
 
 :func:`diff_runs` pairs the conversations of a base run and a new run by id
 (the last record of an id wins, as in :func:`runner.transcripts.reader.read_transcript`)
-and compares each pair turn by turn. :func:`render_text` and
-:func:`render_json` turn the result into a terminal report and a JSON
-document; :func:`should_fail` decides whether a CI job should fail.
+and compares each pair turn by turn into a :class:`~runner.review.diff_model.RunDiff`.
+:func:`render_json` turns it into a JSON document and
+:func:`runner.review.diff_text.render_text` into a terminal report;
+:func:`should_fail` decides whether a CI job should fail.
 
 Each conversation found in both runs gets one outcome, the first that applies:
 
@@ -61,10 +62,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from runner.review.view import cut, visible
+from runner.review.diff_model import (
+    AnswerChange,
+    CheckChange,
+    ConversationDiff,
+    ConversationRef,
+    DiffSummary,
+    PromptChange,
+    RunDiff,
+    TokenDelta,
+    TurnDiff,
+)
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
@@ -83,168 +93,6 @@ CHAR_PAIRS = 500 * 500
 """Largest product of two answers' lengths measured with difflib over characters."""
 WORD_PAIRS = 30_000 * 30_000
 """Largest product of two answers' word counts measured by common subsequence."""
-DIFF_LINES = 200
-"""Most lines of one answer's unified diff shown in the text report."""
-LINE_CHARS = 1_000
-"""Longest line of a diff shown in the text report."""
-EXCERPT_CHARS = 300
-"""Longest excerpt of a check's expected, seen or message in the text report."""
-
-_RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenDelta:
-    """Token usage of new minus base; None where either side reported none."""
-
-    prompt_tokens: int | None
-    """Difference in prompt tokens."""
-    completion_tokens: int | None
-    """Difference in completion tokens."""
-    total_tokens: int | None
-    """Difference in total tokens."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerChange:
-    """Two differing answers to the same turn."""
-
-    base: str | None
-    """The base run's answer; None when the turn got no answer there."""
-    new: str | None
-    """The new run's answer; None when the turn got no answer there."""
-    similarity: float | None
-    """0 (unrelated) to 1 (equal), 3 decimals; None when either answer is missing."""
-    similarity_method: str | None
-    """``chars``, ``words`` or ``word_counts`` (see the module docstring)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PromptChange:
-    """Two differing user messages at the same turn."""
-
-    base: str | None
-    """The base run's user message; None when it is not in the transcript."""
-    new: str | None
-    """The new run's user message; None when it is not in the transcript."""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDiff:
-    """One turn sent in either run."""
-
-    index: int
-    """0-based turn number."""
-    prompt: PromptChange | None
-    """How the user message changed; None when both runs sent the same one."""
-    answer: AnswerChange | None
-    """How the answer changed; None when both runs gave the same answer (or none)."""
-    tokens: TokenDelta
-    """Token usage of this turn, new minus base."""
-    latency_ms: float | None
-    """Latency of this turn, new minus base; None where either side has none."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckChange:
-    """A check whose result differs between the runs, or that only one run has."""
-
-    turn: int
-    """0-based index of the turn the check belongs to."""
-    kind: str
-    """The check's kind, e.g. ``contains``."""
-    scope: Any
-    """The check's scope, as recorded."""
-    expected: Any
-    """What the check expected, as recorded."""
-    change: str
-    """``regressed`` (pass to fail), ``fixed`` (fail to pass), ``added`` or ``removed``."""
-    base_passed: bool | None
-    """Whether it passed in base; None when base does not have it."""
-    new_passed: bool | None
-    """Whether it passes in new; None when new does not have it."""
-    message: str
-    """The check's message in new (in base when removed)."""
-    seen: Any
-    """What the check saw in new (in base when removed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationDiff:
-    """One conversation found in both runs."""
-
-    id: str
-    """The conversation id."""
-    source: str
-    """The conversation file, as the new run recorded it."""
-    outcome: str
-    """``same``, ``changed``, ``regressed`` or ``fixed`` (see the module docstring)."""
-    base_status: str
-    """Its status in base."""
-    new_status: str
-    """Its status in new."""
-    base_model: str
-    """The model requested in base."""
-    new_model: str
-    """The model requested in new."""
-    base_error: dict[str, Any] | None
-    """The record's ``error`` in base, when it has one."""
-    new_error: dict[str, Any] | None
-    """The record's ``error`` in new, when it has one."""
-    first_divergence: int | None
-    """0-based index of the first turn whose answers differ; None when all are equal."""
-    turns: tuple[TurnDiff, ...]
-    """Every turn sent in either run, in order."""
-    checks: tuple[CheckChange, ...]
-    """Checks that flipped, appeared or disappeared, by turn."""
-    tokens: TokenDelta
-    """The conversation's token totals, new minus base."""
-    latency_ms: float | None
-    """Sum of turn latencies, new minus base (a side without any counts 0; None if both)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationRef:
-    """A conversation found in one run only."""
-
-    id: str
-    """The conversation id."""
-    source: str
-    """The conversation file."""
-    status: str
-    """Its status in the run that has it."""
-
-
-@dataclass(frozen=True, slots=True)
-class DiffSummary:
-    """How many conversations fall in each category."""
-
-    same: int
-    """In both runs, with no difference."""
-    changed: int
-    """In both runs, different but neither regressed nor fixed."""
-    regressed: int
-    """In both runs, newly failing or with a check that stopped passing."""
-    fixed: int
-    """In both runs, newly completed or with a check that started passing."""
-    added: int
-    """In new only."""
-    removed: int
-    """In base only; :func:`should_fail` counts them as regressions."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunDiff:
-    """Everything that differs between two runs."""
-
-    summary: DiffSummary
-    """Counts per category."""
-    conversations: tuple[ConversationDiff, ...]
-    """Every conversation in both runs, sorted by id."""
-    added: tuple[ConversationRef, ...]
-    """Conversations in new only, sorted by id."""
-    removed: tuple[ConversationRef, ...]
-    """Conversations in base only, sorted by id."""
 
 
 def diff_runs(base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> RunDiff:
@@ -286,66 +134,8 @@ def render_json(diff: RunDiff) -> dict[str, Any]:
 
     Keys are the dataclass field names in declaration order, tuples become lists.
     """
-    document = _plain(dataclasses.asdict(diff))
-    assert isinstance(document, dict)
+    document: dict[str, Any] = _plain(dataclasses.asdict(diff))
     return {"schema": SCHEMA, **document}
-
-
-def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
-    """A terminal report: regressions, fixes, other changes, added and removed, then a summary.
-
-    Model output is escaped (control characters become ``\\x1b``-style text),
-    so the report is safe to print; ``color`` adds ANSI colors of its own.
-    ``context`` is the number of unchanged lines shown around each change.
-    """
-    if context < 0:
-        raise ValueError(f"context must be 0 or more, not {context}")
-    lines: list[tuple[str, str]] = []
-    _outcome_lines(lines, diff, "regressed", "Regressed", context)
-    _ref_lines(lines, "Removed", diff.removed, "-", note=", missing from new: regressions")
-    _outcome_lines(lines, diff, "fixed", "Fixed", context)
-    _outcome_lines(lines, diff, "changed", "Changed", context)
-    _ref_lines(lines, "Added", diff.added, "+")
-    if not lines:
-        lines.append(("No differences.", ""))
-    s = diff.summary
-    lines.append(
-        (
-            f"summary: {s.same} same, {s.changed} changed, {s.regressed} regressed, "
-            f"{s.fixed} fixed, {s.added} added, {s.removed} removed",
-            _BOLD,
-        )
-    )
-    return "\n".join(f"{style}{text}{_RESET}" if color and style else text for text, style in lines)
-
-
-def _outcome_lines(
-    lines: list[tuple[str, str]], diff: RunDiff, outcome: str, title: str, context: int
-) -> None:
-    members = [c for c in diff.conversations if c.outcome == outcome]
-    if members:
-        lines.append((f"{title} ({len(members)})", _BOLD))
-        for conversation in members:
-            lines.append(("", ""))
-            lines.extend(_conversation_lines(conversation, context))
-        lines.append(("", ""))
-
-
-def _ref_lines(
-    lines: list[tuple[str, str]],
-    title: str,
-    refs: Sequence[ConversationRef],
-    sign: str,
-    *,
-    note: str = "",
-) -> None:
-    if refs:
-        lines.append((f"{title} ({len(refs)}{note})", _BOLD))
-        lines.extend(
-            (f"  {sign} {visible(r.id)} ({visible(r.source)}): {visible(r.status)}", "")
-            for r in refs
-        )
-        lines.append(("", ""))
 
 
 def _plain(value: Any) -> Any:
@@ -507,7 +297,8 @@ def _diff_checks(
             else:
                 change = "fixed" if new_passed else "regressed"
             shown = now if now is not None else old
-            assert shown is not None
+            if shown is None:  # not reached: the two would be equal
+                continue
             yield CheckChange(
                 turn=key[0],
                 kind=_text(shown.get("kind")),
@@ -619,121 +410,3 @@ def _error(record: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _canonical(value: Any) -> str:
     return to_json(value, sort_keys=True)
-
-
-# -- the text report ------------------------------------------------------------------
-
-
-def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str, str]]:
-    yield visible(c.id) + (f" ({visible(c.source)})" if c.source else ""), _BOLD
-    if c.base_status != c.new_status:
-        why = _error_text(c.new_error) if c.new_status != Status.COMPLETED else ""
-        yield f"  status: {visible(c.base_status)} -> {visible(c.new_status)}{why}", ""
-    if c.base_model != c.new_model:
-        yield f"  model: {visible(c.base_model)} -> {visible(c.new_model)}", ""
-    labels = {
-        "regressed": "check pass -> fail",
-        "fixed": "check fail -> pass",
-        "added": "check added",
-        "removed": "check removed",
-    }
-    for change in ("regressed", "fixed", "added", "removed"):
-        for check in (k for k in c.checks if k.change == change):
-            yield f"  {labels[change]}: {_check_text(check)}", ""
-            if change == "regressed" and check.seen is not None:
-                yield f"    seen: {_excerpt(check.seen)}", ""
-    if c.first_divergence is not None:
-        where = next(t for t in c.turns if t.index == c.first_divergence)
-        why = ", where the prompt changed" if where.prompt is not None else ""
-        yield f"  answers diverge at turn {c.first_divergence + 1}{why}", ""
-    for turn in c.turns:
-        if turn.prompt is not None:
-            yield from _prompt_lines(turn, turn.prompt, context)
-        if turn.answer is not None:
-            yield from _answer_lines(turn, turn.answer, context)
-    yield f"  {_numbers_text(c.tokens, c.latency_ms, detailed=True)}", ""
-
-
-def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterator[tuple[str, str]]:
-    yield f"  turn {turn.index + 1}: the prompt changed", _BOLD
-    yield from _diff_lines(prompt.base, prompt.new, context)
-
-
-def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterator[tuple[str, str]]:
-    if answer.base is None:
-        what = "answered in new only"
-    elif answer.new is None:
-        what = "no answer in new"
-    else:
-        what = f"answer changed, similarity {answer.similarity:.3f}"
-        if answer.similarity_method != "chars":
-            what += f" ({answer.similarity_method})"
-    yield f"  turn {turn.index + 1}: {what}; {_numbers_text(turn.tokens, turn.latency_ms)}", ""
-    yield from _diff_lines(answer.base, answer.new, context)
-
-
-def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tuple[str, str]]:
-    """A unified diff of two texts, escaped, cut to :data:`DIFF_LINES` lines."""
-    diff = list(
-        difflib.unified_diff(_split(base), _split(new), "base", "new", n=context, lineterm="")
-    )
-    for line in diff[:DIFF_LINES]:
-        style = ""
-        if line.startswith(("---", "+++")):
-            style = _BOLD
-        elif line.startswith("@@"):
-            style = _CYAN
-        elif line.startswith("-"):
-            style = _RED
-        elif line.startswith("+"):
-            style = _GREEN
-        yield f"    {visible(cut(line, LINE_CHARS), multiline=True)}", style
-    if len(diff) > DIFF_LINES:
-        yield f"    … {len(diff) - DIFF_LINES} more lines", ""
-
-
-def _split(text: str | None) -> list[str]:
-    """Lines split on newline only, so other separators stay visible once escaped."""
-    return [] if text is None else text.split("\n")
-
-
-def _check_text(check: CheckChange) -> str:
-    head = f"turn {check.turn + 1} {visible(check.kind) or 'check'}"
-    if check.scope is not None:
-        scope = check.scope if isinstance(check.scope, str) else _excerpt(check.scope)
-        head += f" ({visible(scope)})"
-    if check.expected is not None:
-        head += f", expected {_excerpt(check.expected)}"
-    if check.change in ("added", "removed"):
-        passed = check.new_passed if check.change == "added" else check.base_passed
-        head += ", passed" if passed else ", failed"
-    return f"{head}: {visible(cut(check.message, EXCERPT_CHARS))}" if check.message else head
-
-
-def _error_text(error: Mapping[str, Any] | None) -> str:
-    if not error:
-        return ""
-    parts = []
-    if _is_int(error.get("turn")):
-        parts.append(f"turn {error['turn'] + 1}")
-    parts.extend(_text(error.get(key)) for key in ("kind", "message") if error.get(key))
-    return f" ({visible(': '.join(parts))})" if parts else ""
-
-
-def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: bool = False) -> str:
-    if tokens.total_tokens is None:
-        text = "tokens n/a"
-    elif detailed:
-        text = (
-            f"tokens {tokens.total_tokens:+d} (prompt {tokens.prompt_tokens:+d}, "
-            f"completion {tokens.completion_tokens:+d})"
-        )
-    else:
-        text = f"tokens {tokens.total_tokens:+d}"
-    latency = "n/a" if latency_ms is None else f"{latency_ms:+.1f} ms"
-    return f"{text}, latency {latency}"
-
-
-def _excerpt(value: Any) -> str:
-    """A value on one line: strings quoted as JSON, cut to :data:`EXCERPT_CHARS`."""
-    return visible(cut(to_json(value), EXCERPT_CHARS))
