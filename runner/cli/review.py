@@ -208,18 +208,17 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
     """Export transcripts as Markdown, one section per conversation (for pull requests, issues)."""
     from runner.review.markdown import render_markdown
     from runner.review.show import Selection, select
+    from runner.transcripts.atomic import write_new
 
     chosen = select(_read_for_review(file), Selection(ids=ids))
     text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
     if output is None:
         click.echo(text, nl=False)
         return
-    if output.exists():
-        fail(OutputError(f"{output} already exists; choose another -o"))
     try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(OutputError(f"cannot write {output}: {exc.strerror or exc}"))
+        write_new(output, text.encode("utf-8"), hint="choose another -o")
+    except OutputError as exc:
+        fail(exc)
 
 
 @main.command("report")
