@@ -139,6 +139,20 @@ def write_error(path: Path, exc: OSError) -> OutputError:
     )
 
 
+def open_journal(path: Path, end: int) -> int:
+    """An append-only descriptor of the journal ``path``, cut to its last whole line at ``end``.
+
+    So that new lines start on a line of their own after a torn one.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if os.fstat(fd).st_size != end:
+        os.ftruncate(fd, end)
+    return fd
+
+
 def open_locked(path: Path, *, new: bool) -> int:
     """A read-write descriptor of the output ``path``, locked for this process alone.
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from runner.errors import OutputError
 from runner.transcripts.jsonio import JsonLine, json_lines
+from runner.transcripts.records import ConversationRecord
 
 
 def read_transcript(path: Path) -> list[dict[str, Any]]:
@@ -40,3 +41,13 @@ def _not_a_record(line: JsonLine) -> str | None:
     if not isinstance(line.value, dict) or "id" not in line.value:
         return "not a transcript record"
     return None
+
+
+def record_of(value: Any) -> tuple[ConversationRecord | None, str | None]:
+    """A transcript line's record, or None and why it is not one."""
+    if not isinstance(value, dict) or "id" not in value or "status" not in value:
+        return None, "not a transcript record"
+    try:
+        return ConversationRecord.from_dict(value), None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None, "a field has the wrong type"

@@ -26,8 +26,10 @@ holds conversations this batch does not have is another batch's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.errors import OutputError
 from runner.transcripts.records import ConversationRecord, TurnRecord
 from runner.transcripts.status import Status
 
@@ -147,4 +149,24 @@ def resume_point(record: ConversationRecord, where: str) -> TurnsDone | None:
         prefix=prefix,
         origins=[where] * len(done),
         failed_index=failed[0].index if failed else None,
+    )
+
+
+def changed_error(path: Path, conversation: Conversation, recorded_source: str) -> OutputError:
+    """Why ``path`` cannot be resumed: it recorded another version of ``conversation``.
+
+    Another batch's, when the recorded one came from another file.
+    """
+    if recorded_source != conversation.source:
+        return OutputError(
+            f"{path} is the output of another batch: it holds conversation "
+            f"{conversation.id!r} from {recorded_source}, this batch has another one of that "
+            f"id from {conversation.source}; resume only with the same files and options, "
+            "or write to a new output with -o"
+        )
+    return OutputError(
+        f"{conversation.source}: conversation {conversation.id!r} has changed since "
+        f"{path} recorded it (its turns, system prompt, messages, model or params "
+        "differ); resume only with the same files and options, or write to a new output "
+        "with -o"
     )

@@ -44,10 +44,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
-from runner.transcripts.journal import AppendFile, compact, open_locked, write_error
+from runner.transcripts.journal import AppendFile, compact, open_journal, open_locked
 from runner.transcripts.jsonio import dumps_bytes, json_lines
+from runner.transcripts.reader import record_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
-from runner.transcripts.resume import TurnsDone, keep_matching, resume_point, tokens_of
+from runner.transcripts.resume import (
+    TurnsDone,
+    changed_error,
+    keep_matching,
+    resume_point,
+    tokens_of,
+)
 from runner.transcripts.status import Status
 
 if TYPE_CHECKING:
@@ -147,7 +154,7 @@ class TranscriptStore:
             problem = line.problem
             record = None
             if problem is None:
-                record, problem = _record_of(line.value)
+                record, problem = record_of(line.value)
             if record is None:
                 if line.last and not line.too_long:
                     return line.offset, len(line.raw)
@@ -268,27 +275,12 @@ class TranscriptStore:
             return
         if known.fingerprint != fingerprint:
             if self._changed is None:
-                self._changed = self._changed_error(conversation, known)
+                self._changed = changed_error(self.path, conversation, known.source)
             return
         if known.progress is not None and known.status not in Status.FINISHED:
             note = keep_matching(known.progress, conversation)
             if note is not None:
                 self._note(note)
-
-    def _changed_error(self, conversation: Conversation, known: _Known) -> OutputError:
-        if known.source != conversation.source:
-            return OutputError(
-                f"{self.path} is the output of another batch: it holds conversation "
-                f"{conversation.id!r} from {known.source}, this batch has another one of that "
-                f"id from {conversation.source}; resume only with the same files and options, "
-                "or write to a new output with -o"
-            )
-        return OutputError(
-            f"{conversation.source}: conversation {conversation.id!r} has changed since "
-            f"{self.path} recorded it (its turns, system prompt, messages, model or params "
-            "differ); resume only with the same files and options, or write to a new output "
-            "with -o"
-        )
 
     def check_same_batch(self) -> None:
         """Refuse an output of another batch; report what resuming discarded.
@@ -353,7 +345,9 @@ class TranscriptStore:
     async def record_turn(self, record: ConversationRecord, turn: TurnRecord) -> None:
         """Make one completed turn durable before the next request is sent."""
         if self._journal is None:
-            self._journal = AppendFile(self.journal_path, self._open_journal())
+            self._journal = AppendFile(
+                self.journal_path, open_journal(self.journal_path, self._journal_end)
+            )
         exchange = record.messages[turn.message_index : turn.message_index + 2]
         line = {
             "run_id": record.run_id,
@@ -366,16 +360,6 @@ class TranscriptStore:
         }
         self._journal.append(_dumps(line))
         await self._journal.sync()
-
-    def _open_journal(self) -> int:
-        try:
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise write_error(self.journal_path, exc) from None
-        if os.fstat(fd).st_size != self._journal_end:
-            # Cut a torn last line so that new lines start on a line of their own.
-            os.ftruncate(fd, self._journal_end)
-        return fd
 
     def append_conversation(self, record: ConversationRecord) -> None:
         """Append a conversation's final line (durable after :meth:`flush`)."""
@@ -414,13 +398,3 @@ def default_output_path(folder: Path, *, now: datetime | None = None, suffix: st
         candidate = folder / f"mtrun-{stamp}-{number}.jsonl"
         number += 1
     return candidate
-
-
-def _record_of(value: Any) -> tuple[ConversationRecord | None, str | None]:
-    """A transcript line's record, or None and why it is not one."""
-    if not isinstance(value, dict) or "id" not in value or "status" not in value:
-        return None, "not a transcript record"
-    try:
-        return ConversationRecord.from_dict(value), None
-    except (ValueError, KeyError, TypeError, OverflowError):
-        return None, "a field has the wrong type"
