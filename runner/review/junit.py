@@ -57,7 +57,8 @@ schema) accept.
 Model output can hold characters XML 1.0 forbids (control characters,
 U+FFFE/U+FFFF), which ElementTree would write as-is; they are removed from
 every text and attribute value. Lone surrogates are written as their escape
-(``\\ud800``), as in every other renderer.
+(``\\ud800``), as in every other renderer. The texts inside the elements
+(failed checks, the compact transcript) are :mod:`runner.review.junit_text`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner.review.junit_text import (
+    ATTRIBUTE_CHARS,
+    EXCERPT_CHARS,
+    check_line,
+    failed_checks_text,
+    transcript,
+)
 from runner.review.view import cut
 from runner.transcripts.atomic import write_atomic
 from runner.transcripts.fields import as_list as _list
@@ -78,14 +86,6 @@ from runner.transcripts.fields import escape_surrogates, is_int
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
-EXCERPT_CHARS = 500
-"""Longest excerpt of one message in ``<system-out>``."""
-SEEN_CHARS = 2000
-"""Longest excerpt of a check's ``seen`` text in a failure's body."""
-ATTRIBUTE_CHARS = 1000
-"""Longest ``message`` attribute; the full text is in the element's body."""
-SYSTEM_OUT_CHARS = 20_000
-"""Rough bound of one testcase's ``<system-out>``."""
 ATTEMPTS_SHOWN = 10
 """Most attempts of a failed turn listed in its ``<error>`` body."""
 
@@ -196,7 +196,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
     ]
     status = _text(record.get("status"))
     error = record.get("error") if isinstance(record.get("error"), Mapping) else None
-    checks_text = _checks_text(failed_checks)
+    checks_text = failed_checks_text(failed_checks)
 
     if status == Status.FAILED:
         _add_error(case, error or {}, turns, checks_text)
@@ -213,7 +213,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
         if failed_checks:
             kinds = {_text(check.get("kind")) or "check" for _, check in failed_checks}
             kind = kinds.pop() if len(kinds) == 1 else "checks"
-            summary = "; ".join(_check_line(n, c) for n, c in failed_checks)
+            summary = "; ".join(check_line(n, c) for n, c in failed_checks)
             if len(failed_checks) > 1:
                 summary = f"{len(failed_checks)} checks failed: {summary}"
             _child(case, "failure", message=summary, type=kind).text = _clean(checks_text)
@@ -228,7 +228,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
         )
         outcome = "errors"
 
-    ET.SubElement(case, "system-out").text = _clean(_transcript(record))
+    ET.SubElement(case, "system-out").text = _clean(transcript(record))
     return outcome, millis
 
 
@@ -275,81 +275,6 @@ def _add_error(
     _child(case, "error", message=f"turn {number}: {message}", type=kind).text = _clean(
         "\n".join(lines)
     )
-
-
-def _checks_text(failed_checks: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
-    """Every failed check, counted, for the body of the testcase's one element; or ""."""
-    if not failed_checks:
-        return ""
-    count = len(failed_checks)
-    head = f"{count} check{'' if count == 1 else 's'} failed:"
-    return "\n\n".join([head, *(_check_body(n, c) for n, c in failed_checks)])
-
-
-def _check_line(number: int, check: Mapping[str, Any]) -> str:
-    """One failed check on one line: ``turn N: kind: message``."""
-    kind = _text(check.get("kind")) or "check"
-    return f"turn {number}: {kind}: {_text(check.get('message')) or 'failed'}"
-
-
-def _check_body(number: int, check: Mapping[str, Any]) -> str:
-    """The readable text of one failed check."""
-    scope = _text(check.get("scope"))
-    kind = _text(check.get("kind")) or "check"
-    head = f"turn {number}: {kind}" + (f" (scope: {scope})" if scope else "")
-    lines = [head]
-    for label, key, limit in (
-        ("message", "message", ATTRIBUTE_CHARS),
-        ("expected", "expected", ATTRIBUTE_CHARS),
-        ("seen", "seen", SEEN_CHARS),
-    ):
-        value = _text(check.get(key))
-        if value:
-            lines.append(_indented(f"{label + ':':<10}{cut(value, limit)}", 10))
-    return "\n".join(lines)
-
-
-def _transcript(record: Mapping[str, Any]) -> str:
-    """A compact, bounded transcript: a header line, then one ``role: content`` per message."""
-    head = f"conversation {_text(record.get('id'))}"
-    if record.get("repeat") is not None:
-        head += f" (repeat {_text(record.get('repeat'))} of {_text(record.get('group'))})"
-    if record.get("source"):
-        head += f" from {_text(record.get('source'))}"
-    if record.get("model"):
-        head += f", model {_text(record.get('model'))}"
-    head += f", status {_text(record.get('status'))}"
-    lines = [head]
-    size = len(head)
-    messages = _list(record.get("messages"))
-    for shown, message in enumerate(messages):
-        if size > SYSTEM_OUT_CHARS:
-            lines.append(f"… {len(messages) - shown} more messages; see the transcript file")
-            break
-        if not isinstance(message, Mapping):
-            continue
-        role = _text(message.get("role")) or "?"
-        line = _indented(f"{role}: {cut(_content(message.get('content')), EXCERPT_CHARS)}", 2)
-        lines.append(line)
-        size += len(line) + 1
-    return "\n".join(lines)
-
-
-def _content(content: Any) -> str:
-    """The text of a message's content: a string, content parts, or none."""
-    if content is None:
-        return "(no content)"
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, Mapping):
-                parts.append(f"[{_text(part.get('type')) or 'part'}]")
-        return " ".join(parts)
-    return _text(content)
 
 
 def _wall_millis(record: Mapping[str, Any]) -> int | None:
@@ -421,11 +346,6 @@ def _child(parent: ET.Element, tag: str, **attributes: str) -> ET.Element:
         tag,
         {k: _clean(cut(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
     )
-
-
-def _indented(text: str, width: int) -> str:
-    """Continuation lines of ``text`` indented by ``width`` spaces."""
-    return text.replace("\r\n", "\n").replace("\n", "\n" + " " * width)
 
 
 def _clean(text: str) -> str:
