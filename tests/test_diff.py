@@ -15,9 +15,9 @@ from runner.review.diff import (
     diff_runs,
     render_json,
     should_fail,
-    similarity_of,
 )
 from runner.review.diff_text import render_text
+from runner.review.similarity import similarity_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
