@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from runner.run.events import Event, RunResult
     from runner.spec.loader import load_conversations
     from runner.spec.model import Conversation
-    from runner.transcripts.store import read_transcript
+    from runner.transcripts.reader import read_transcript
 
 _HOMES = {
     "load_conversations": "runner.spec.loader",

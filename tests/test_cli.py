@@ -338,11 +338,11 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
         ("runner.spec.loader.load_conversations", ["--mock", "c.yaml"]),
         ("runner.spec.loader.load_conversations", ["run", "--mock", "c.yaml"]),
         ("runner.spec.loader.check_files", ["validate", "c.yaml"]),
-        ("runner.transcripts.store.read_transcript", ["show", "t.jsonl"]),
-        ("runner.transcripts.store.read_transcript", ["export", "t.jsonl"]),
-        ("runner.transcripts.store.read_transcript", ["report", "t.jsonl"]),
-        ("runner.transcripts.store.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
-        ("runner.run.shard.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
+        ("runner.transcripts.reader.read_transcript", ["show", "t.jsonl"]),
+        ("runner.transcripts.reader.read_transcript", ["export", "t.jsonl"]),
+        ("runner.transcripts.reader.read_transcript", ["report", "t.jsonl"]),
+        ("runner.transcripts.reader.read_transcript", ["diff", "t.jsonl", "t.jsonl"]),
+        ("runner.transcripts.merge.merge_shards", ["merge", "m.jsonl", "t.jsonl"]),
     ],
 )
 def test_an_internal_error_exits_4_with_one_line_and_the_traceback_in_a_file(

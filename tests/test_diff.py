@@ -14,10 +14,10 @@ from runner.review.diff import (
     SCHEMA,
     diff_runs,
     render_json,
-    render_text,
     should_fail,
-    similarity_of,
 )
+from runner.review.diff_text import render_text
+from runner.review.similarity import similarity_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -318,7 +318,7 @@ def test_control_characters_in_model_output_are_escaped() -> None:
         assert "\x9b" not in text and "\r" not in text
     lines = render_text(diff).splitlines()
     assert "id\\x1b[31m (convs.yaml)" in lines
-    assert "    +ok\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\x0d" in lines
+    assert "    +ok\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\r" in lines
     assert "    +\tindented \\ud800 \\x9b" in lines
 
 

@@ -29,7 +29,8 @@ from runner.cli import main
 from runner.errors import InputError, OutputError
 from runner.http.headers import parse_duration, parse_retry_after
 from runner.spec.loader import load_conversations
-from runner.transcripts.store import TranscriptStore, read_transcript
+from runner.transcripts.reader import read_transcript
+from runner.transcripts.store import TranscriptStore
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"

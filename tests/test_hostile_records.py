@@ -1,6 +1,6 @@
 """Hostile transcript records through every renderer: never an exception, always valid output.
 
-Records come out of :func:`runner.transcripts.store.read_transcript` as dicts of any
+Records come out of :func:`runner.transcripts.reader.read_transcript` as dicts of any
 shape: every field of the transcript schema may hold the wrong type, None,
 huge or deeply nested values, control characters, escape sequences, lone
 surrogates or HTML. Each renderer (show, export as Markdown, the HTML report
@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.cli import main
-from runner.review.diff import diff_runs, render_json, render_text
+from runner.review.diff import diff_runs, render_json
+from runner.review.diff_text import render_text
 from runner.review.junit import junit_xml
 from runner.review.markdown import render_markdown
 from runner.review.report import build_comparison, build_report

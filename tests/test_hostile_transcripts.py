@@ -31,8 +31,9 @@ from runner.cli import main
 from runner.errors import OutputError
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.model import Conversation, Turn
-from runner.transcripts.records import FINISHED
-from runner.transcripts.store import TranscriptStore, read_transcript
+from runner.transcripts.reader import read_transcript
+from runner.transcripts.status import Status
+from runner.transcripts.store import TranscriptStore
 
 LOCAL = "http://127.0.0.1:9/v1"
 BATCH = [
@@ -141,7 +142,7 @@ def check_resume(case: Case, reference: dict[str, dict[str, Any]]) -> None:
     assert result.failed == 0 and result.interrupted == 0 and result.output_error is None
     after = {str(r["id"]): r for r in map(json.loads, case.path.read_bytes().splitlines())}
     for cid, ref in reference.items():
-        if before.get(cid) in FINISHED:
+        if before.get(cid) in Status.FINISHED:
             continue  # trusted as the file says: not what resume decides
         assert after[cid]["status"] == "completed", cid
         # What was asked is exactly the script; an answer is the file's to say (any content).

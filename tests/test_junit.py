@@ -329,7 +329,7 @@ def test_system_out_is_bounded() -> None:
     lines = out.text.splitlines()
     assert lines[1] == "system: (no content)"
     assert lines[2] == "user: q0"
-    assert lines[3] == "assistant: " + "x" * 500 + "… [9500 more characters]"
+    assert lines[3] == "assistant: " + "x" * 500 + " … (9500 more characters)"
     assert lines[-1].endswith("more messages; see the transcript file")
     assert len(out.text) < 25_000
 

@@ -23,7 +23,7 @@ from runner.review.report import (
 )
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.loader import load_conversations
-from runner.transcripts.store import read_transcript
+from runner.transcripts.reader import read_transcript
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 """The only URL the page's own parts may contain: a namespace name, never fetched."""

@@ -25,7 +25,7 @@ from runner.http.mock import answer
 from runner.review.report import build_comparison, build_report, write_report
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.loader import load_conversations
-from runner.transcripts.store import read_transcript
+from runner.transcripts.reader import read_transcript
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
+from runner.transcripts import atomic
 
 
 def invoke(*args: str) -> Any:
@@ -74,6 +76,25 @@ def test_export_never_overwrites(transcript: Path) -> None:
     assert again.exit_code == 2 and "already exists" in again.stderr
     assert out.read_text() == before
     assert json.loads(transcript.read_text().splitlines()[0])["id"] in ("alpha", "beta")
+
+
+def test_export_never_overwrites_a_file_created_while_it_writes(
+    transcript: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process creating the file after every check was made still wins."""
+    out = transcript.parent / "t.md"
+    fsync = os.fsync
+
+    def fsync_while_another_process_creates_the_output(fd: int) -> None:
+        fsync(fd)
+        out.write_text("someone else's\n")
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_while_another_process_creates_the_output)
+    result = invoke("export", str(transcript), "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"mtrun: error: {out} already exists; choose another -o\n")
+    assert out.read_text() == "someone else's\n"
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def write_lines(path: Path, *lines: str) -> Path:

@@ -13,7 +13,8 @@ from helpers import read_jsonl
 
 from runner.cli import main
 from runner.errors import ConfigError, OutputError
-from runner.run.shard import Shard, merge_shards, parse_shard, shard_of
+from runner.run.shard import Shard, parse_shard, shard_of
+from runner.transcripts.merge import merge_shards
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "conversations"
 

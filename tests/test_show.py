@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.checks.kinds import parse_expect
-from runner.review.show import Selection, render_records, select, summary_line, visible, wrap
+from runner.review.show import Selection, render_records, select, summary_line, wrap
+from runner.review.view import visible
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.model import Conversation, Turn
-from runner.transcripts.store import read_transcript
+from runner.transcripts.reader import read_transcript
 
 USAGE = {"prompt_tokens": 14, "completion_tokens": 120, "total_tokens": 134}
 SGR = re.compile(r"\x1b\[[0-9;]*m")

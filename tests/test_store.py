@@ -17,8 +17,9 @@ from runner.errors import OutputError
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import RunResult
 from runner.spec.model import Conversation, Turn
+from runner.transcripts.reader import read_transcript
 from runner.transcripts.records import ConversationRecord, TurnRecord
-from runner.transcripts.store import TranscriptStore, default_output_path, read_transcript
+from runner.transcripts.store import TranscriptStore, default_output_path
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -85,7 +86,8 @@ def crash_state(tmp_path: Path, reference: dict[str, dict[str, Any]]) -> Path:
     records = {k: ConversationRecord.from_dict(v) for k, v in reference.items()}
 
     async def write() -> None:
-        await store.record_conversation(records["a"])
+        store.append_conversation(records["a"])
+        await store.flush()
         await store.record_turn(records["b"], records["b"].turns[0])
         await store.record_turn(records["c"], records["c"].turns[0])
 

@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from runner.cli import main
 from runner.errors import OutputError
 from runner.transcripts.jsonio import MAX_DEPTH, MAX_LINE_BYTES, json_lines, parse_line
-from runner.transcripts.store import TranscriptStore, read_transcript
+from runner.transcripts.reader import read_transcript
+from runner.transcripts.store import TranscriptStore
 
 
 def record(i: int, status: str = "completed") -> dict[str, Any]:

@@ -17,7 +17,8 @@ from jsonschema import Draft202012Validator
 from runner.http.mock import answer
 from runner.run.engine import RunConfig, RunControl, run_batch
 from runner.spec.model import Conversation, Message, Turn
-from runner.transcripts.records import SCHEMA, STATUSES
+from runner.transcripts.records import SCHEMA
+from runner.transcripts.status import Status
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -72,7 +73,7 @@ def test_schema_names_the_format_and_statuses_the_code_uses(
 ) -> None:
     props = validator.schema["properties"]
     assert props["schema"]["const"] == SCHEMA
-    assert tuple(props["status"]["enum"]) == STATUSES
+    assert tuple(props["status"]["enum"]) == Status.ALL
 
 
 def test_completed_conversation_with_history_and_turn_params(

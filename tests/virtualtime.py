@@ -6,7 +6,7 @@ loop's clock moves straight to the next timer whenever nothing is ready.
 Pass ``sleep=asyncio.sleep, clock=loop.time`` to the engine. For mock
 transports only: real sockets would not wait for virtual time.
 
-The one real wait a run has is the transcript store's fsync, done on a
+The one real wait a run has is the transcript journal's fsync, done on a
 thread: while one is outstanding the clock does not jump, the loop really
 waits for it, so a slow disk cannot make a turn take virtual seconds.
 """
@@ -59,7 +59,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def create_future(self) -> asyncio.Future[Any]:
         future = super().create_future()
-        if sys._getframe(1).f_globals.get("__name__") == "runner.transcripts.store":
+        if sys._getframe(1).f_globals.get("__name__") == "runner.transcripts.journal":
             self.thread_work.add(future)
             future.add_done_callback(self.thread_work.discard)
         return future

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
+from runner.review.view import visible as safe
 from runner.run.events import (
     ConversationFinished,
     Event,
@@ -30,11 +31,6 @@ from runner.transcripts.status import Status
 MAX_FAILURES_SHOWN = 20
 TICK_S = 1.0
 """How often the live status line is redrawn when nothing happens."""
-
-
-def safe(text: str) -> str:
-    """``text`` with control characters (ANSI escapes included) made visible."""
-    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 class ProgressPrinter:

@@ -16,7 +16,7 @@ from runner.cli.base import (
     EXIT_OK,
     main,
 )
-from runner.errors import InputError, OutputError
+from runner.errors import InputError
 from runner.review.diff import FAIL_ON
 from runner.transcripts.status import Status
 
@@ -70,7 +70,8 @@ def diff_command(
     Exit 1 per --fail-on; 2 when a file cannot be read or NEW holds no
     conversation at all (an empty or unreadable output is no evidence).
     """
-    from runner.review.diff import diff_runs, render_json, render_text, should_fail
+    from runner.review.diff import diff_runs, render_json, should_fail
+    from runner.review.diff_text import render_text
     from runner.transcripts.fields import escape_surrogates
 
     before = _read_for_review(base)
@@ -105,7 +106,7 @@ def _read_for_review(path: Path) -> list[dict[str, Any]]:
     shows less than the file holds.
     """
     from runner.transcripts.fields import unreadable_last_line
-    from runner.transcripts.store import read_transcript
+    from runner.transcripts.reader import read_transcript
 
     records = read_transcript(path)
     cut = unreadable_last_line(path)
@@ -205,18 +206,14 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
     """Export transcripts as Markdown, one section per conversation (for pull requests, issues)."""
     from runner.review.markdown import render_markdown
     from runner.review.show import Selection, select
+    from runner.transcripts.atomic import write_new
 
     chosen = select(_read_for_review(file), Selection(ids=ids))
     text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
     if output is None:
         click.echo(text, nl=False)
         return
-    if output.exists():
-        raise OutputError(f"{output} already exists; choose another -o")
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    write_new(output, text.encode("utf-8"), hint="choose another -o")
 
 
 @main.command("report")
@@ -304,8 +301,8 @@ def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, .
     missing). Exit 0 when complete, 3 when something is missing or
     duplicated (OUTPUT is still written, for inspection), 2 on bad input.
     """
-    from runner.run.shard import merge_shards
     from runner.spec.loader import load_conversations
+    from runner.transcripts.merge import merge_shards
 
     expected = [c.id for c in load_conversations(patterns)] if patterns else None
     report = merge_shards(output, shards, expected_ids=expected)

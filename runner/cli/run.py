@@ -370,7 +370,7 @@ def _write_reports(
     if options.junit is not None:
         from runner.review.junit import write_junit
         from runner.run.batch import expand_batch
-        from runner.transcripts.store import read_transcript
+        from runner.transcripts.reader import read_transcript
 
         expected = [(c.id, c.source) for c in expand_batch(*batch)]
         write_junit(

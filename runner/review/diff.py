@@ -1,10 +1,11 @@
 """Comparing two runs: what a change (of model, prompt or code) did to the answers.
 
 :func:`diff_runs` pairs the conversations of a base run and a new run by id
-(the last record of an id wins, as in :func:`runner.transcripts.store.read_transcript`)
-and compares each pair turn by turn. :func:`render_text` and
-:func:`render_json` turn the result into a terminal report and a JSON
-document; :func:`should_fail` decides whether a CI job should fail.
+(the last record of an id wins, as in :func:`runner.transcripts.reader.read_transcript`)
+and compares each pair turn by turn into a :class:`~runner.review.diff_model.RunDiff`.
+:func:`render_json` turns it into a JSON document and
+:func:`runner.review.diff_text.render_text` into a terminal report;
+:func:`should_fail` decides whether a CI job should fail.
 
 Each conversation found in both runs gets one outcome, the first that applies:
 
@@ -32,25 +33,8 @@ answer is the assistant message right after its user message
 (turn index, kind, scope, expected), several equal checks of one turn in
 order; a check passes only when its ``passed`` is ``true``.
 
-The similarity of two differing answers is ``2 * matches / total length``,
-rounded to 3 places, measured one of three ways (``similarity_method``):
-
-``chars``
-    difflib's ``SequenceMatcher(None, a, b, autojunk=False).ratio()``, for
-    answers whose lengths multiply to at most :data:`CHAR_PAIRS` (about 500
-    characters each). Beyond that difflib is too slow for a report: typical
-    prose takes 0.5 s at 4,000 characters and 9 s at 20,000, and repetitive
-    output ("x y x y ...") 3 s at 1,000, since its worst case is cubic; a
-    model swap changes every answer of a batch.
-``words``
-    matches are the longest common subsequence of whitespace-separated
-    words, computed bit-parallel in ``O(n * m / 64)`` whatever the text
-    (two 20,000-word answers take about 0.1 s). On prose it lands close to
-    difflib's character ratio; whitespace-only changes score 1.
-``word_counts``
-    difflib's ``quick_ratio`` over words (shared words, order ignored: an
-    upper bound of ``words``), in linear time, when the word counts multiply
-    to more than :data:`WORD_PAIRS`.
+The similarity of two differing answers is measured as
+:func:`runner.review.similarity.similarity_of` says.
 
 Turn indexes are 0-based in :class:`RunDiff` and the JSON; the text report
 numbers turns from 1, like every other mtrun message.
@@ -59,195 +43,34 @@ numbers turns from 1, like every other mtrun message.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from runner.transcripts.fields import as_int as _int
+from runner.review.diff_model import (
+    AnswerChange,
+    CheckChange,
+    ConversationDiff,
+    ConversationRef,
+    DiffSummary,
+    PromptChange,
+    RunDiff,
+    TokenDelta,
+    TurnDiff,
+)
+from runner.review.similarity import similarity_of
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
-from runner.transcripts.fields import escape_surrogates, shallow, to_json
 from runner.transcripts.fields import is_int as _is_int
+from runner.transcripts.fields import shallow, to_json
+from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
 
 FAIL_ON = ("regressed", "changed", "never")
 """Accepted values of :func:`should_fail`'s ``fail_on``."""
-
-CHAR_PAIRS = 500 * 500
-"""Largest product of two answers' lengths measured with difflib over characters."""
-WORD_PAIRS = 30_000 * 30_000
-"""Largest product of two answers' word counts measured by common subsequence."""
-DIFF_LINES = 200
-"""Most lines of one answer's unified diff shown in the text report."""
-LINE_CHARS = 1_000
-"""Longest line of a diff shown in the text report."""
-EXCERPT_CHARS = 300
-"""Longest excerpt of a check's expected, seen or message in the text report."""
-
-_RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-"""Characters a terminal may act on: C0/C1 controls but newline and tab, bidi
-controls, line separators. Lone surrogates (which cannot even be encoded) are
-escaped by :func:`runner.transcripts.fields.escape_surrogates`."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenDelta:
-    """Token usage of new minus base; None where either side reported none."""
-
-    prompt_tokens: int | None
-    """Difference in prompt tokens."""
-    completion_tokens: int | None
-    """Difference in completion tokens."""
-    total_tokens: int | None
-    """Difference in total tokens."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerChange:
-    """Two differing answers to the same turn."""
-
-    base: str | None
-    """The base run's answer; None when the turn got no answer there."""
-    new: str | None
-    """The new run's answer; None when the turn got no answer there."""
-    similarity: float | None
-    """0 (unrelated) to 1 (equal), 3 decimals; None when either answer is missing."""
-    similarity_method: str | None
-    """``chars``, ``words`` or ``word_counts`` (see the module docstring)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PromptChange:
-    """Two differing user messages at the same turn."""
-
-    base: str | None
-    """The base run's user message; None when it is not in the transcript."""
-    new: str | None
-    """The new run's user message; None when it is not in the transcript."""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDiff:
-    """One turn sent in either run."""
-
-    index: int
-    """0-based turn number."""
-    prompt: PromptChange | None
-    """How the user message changed; None when both runs sent the same one."""
-    answer: AnswerChange | None
-    """How the answer changed; None when both runs gave the same answer (or none)."""
-    tokens: TokenDelta
-    """Token usage of this turn, new minus base."""
-    latency_ms: float | None
-    """Latency of this turn, new minus base; None where either side has none."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckChange:
-    """A check whose result differs between the runs, or that only one run has."""
-
-    turn: int
-    """0-based index of the turn the check belongs to."""
-    kind: str
-    """The check's kind, e.g. ``contains``."""
-    scope: Any
-    """The check's scope, as recorded."""
-    expected: Any
-    """What the check expected, as recorded."""
-    change: str
-    """``regressed`` (pass to fail), ``fixed`` (fail to pass), ``added`` or ``removed``."""
-    base_passed: bool | None
-    """Whether it passed in base; None when base does not have it."""
-    new_passed: bool | None
-    """Whether it passes in new; None when new does not have it."""
-    message: str
-    """The check's message in new (in base when removed)."""
-    seen: Any
-    """What the check saw in new (in base when removed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationDiff:
-    """One conversation found in both runs."""
-
-    id: str
-    """The conversation id."""
-    source: str
-    """The conversation file, as the new run recorded it."""
-    outcome: str
-    """``same``, ``changed``, ``regressed`` or ``fixed`` (see the module docstring)."""
-    base_status: str
-    """Its status in base."""
-    new_status: str
-    """Its status in new."""
-    base_model: str
-    """The model requested in base."""
-    new_model: str
-    """The model requested in new."""
-    base_error: dict[str, Any] | None
-    """The record's ``error`` in base, when it has one."""
-    new_error: dict[str, Any] | None
-    """The record's ``error`` in new, when it has one."""
-    first_divergence: int | None
-    """0-based index of the first turn whose answers differ; None when all are equal."""
-    turns: tuple[TurnDiff, ...]
-    """Every turn sent in either run, in order."""
-    checks: tuple[CheckChange, ...]
-    """Checks that flipped, appeared or disappeared, by turn."""
-    tokens: TokenDelta
-    """The conversation's token totals, new minus base."""
-    latency_ms: float | None
-    """Sum of turn latencies, new minus base (a side without any counts 0; None if both)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationRef:
-    """A conversation found in one run only."""
-
-    id: str
-    """The conversation id."""
-    source: str
-    """The conversation file."""
-    status: str
-    """Its status in the run that has it."""
-
-
-@dataclass(frozen=True, slots=True)
-class DiffSummary:
-    """How many conversations fall in each category."""
-
-    same: int
-    """In both runs, with no difference."""
-    changed: int
-    """In both runs, different but neither regressed nor fixed."""
-    regressed: int
-    """In both runs, newly failing or with a check that stopped passing."""
-    fixed: int
-    """In both runs, newly completed or with a check that started passing."""
-    added: int
-    """In new only."""
-    removed: int
-    """In base only; :func:`should_fail` counts them as regressions."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunDiff:
-    """Everything that differs between two runs."""
-
-    summary: DiffSummary
-    """Counts per category."""
-    conversations: tuple[ConversationDiff, ...]
-    """Every conversation in both runs, sorted by id."""
-    added: tuple[ConversationRef, ...]
-    """Conversations in new only, sorted by id."""
-    removed: tuple[ConversationRef, ...]
-    """Conversations in base only, sorted by id."""
 
 
 def diff_runs(base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> RunDiff:
@@ -289,66 +112,8 @@ def render_json(diff: RunDiff) -> dict[str, Any]:
 
     Keys are the dataclass field names in declaration order, tuples become lists.
     """
-    document = _plain(dataclasses.asdict(diff))
-    assert isinstance(document, dict)
+    document: dict[str, Any] = _plain(dataclasses.asdict(diff))
     return {"schema": SCHEMA, **document}
-
-
-def render_text(diff: RunDiff, *, color: bool = False, context: int = 3) -> str:
-    """A terminal report: regressions, fixes, other changes, added and removed, then a summary.
-
-    Model output is escaped (control characters become ``\\x1b``-style text),
-    so the report is safe to print; ``color`` adds ANSI colors of its own.
-    ``context`` is the number of unchanged lines shown around each change.
-    """
-    if context < 0:
-        raise ValueError(f"context must be 0 or more, not {context}")
-    lines: list[tuple[str, str]] = []
-    _outcome_lines(lines, diff, "regressed", "Regressed", context)
-    _ref_lines(lines, "Removed", diff.removed, "-", note=", missing from new: regressions")
-    _outcome_lines(lines, diff, "fixed", "Fixed", context)
-    _outcome_lines(lines, diff, "changed", "Changed", context)
-    _ref_lines(lines, "Added", diff.added, "+")
-    if not lines:
-        lines.append(("No differences.", ""))
-    s = diff.summary
-    lines.append(
-        (
-            f"summary: {s.same} same, {s.changed} changed, {s.regressed} regressed, "
-            f"{s.fixed} fixed, {s.added} added, {s.removed} removed",
-            _BOLD,
-        )
-    )
-    return "\n".join(f"{style}{text}{_RESET}" if color and style else text for text, style in lines)
-
-
-def _outcome_lines(
-    lines: list[tuple[str, str]], diff: RunDiff, outcome: str, title: str, context: int
-) -> None:
-    members = [c for c in diff.conversations if c.outcome == outcome]
-    if members:
-        lines.append((f"{title} ({len(members)})", _BOLD))
-        for conversation in members:
-            lines.append(("", ""))
-            lines.extend(_conversation_lines(conversation, context))
-        lines.append(("", ""))
-
-
-def _ref_lines(
-    lines: list[tuple[str, str]],
-    title: str,
-    refs: Sequence[ConversationRef],
-    sign: str,
-    *,
-    note: str = "",
-) -> None:
-    if refs:
-        lines.append((f"{title} ({len(refs)}{note})", _BOLD))
-        lines.extend(
-            (f"  {sign} {_one_line(r.id)} ({_one_line(r.source)}): {_one_line(r.status)}", "")
-            for r in refs
-        )
-        lines.append(("", ""))
 
 
 def _plain(value: Any) -> Any:
@@ -390,11 +155,11 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
     first = next((t.index for t in turns if t.answer is not None), None)
     prompts_changed = any(t.prompt is not None for t in turns)
 
-    if (base_status == "completed" and new_status != "completed") or any(
+    if (base_status == Status.COMPLETED and new_status != Status.COMPLETED) or any(
         c.change == "regressed" for c in checks
     ):
         outcome = "regressed"
-    elif (new_status == "completed" and base_status != "completed") or any(
+    elif (new_status == Status.COMPLETED and base_status != Status.COMPLETED) or any(
         c.change == "fixed" for c in checks
     ):
         outcome = "fixed"
@@ -442,8 +207,7 @@ def _diff_turn(
         if base_answer is not None and new_answer is not None:
             similarity, method = similarity_of(base_answer, new_answer)
         answer = AnswerChange(base_answer, new_answer, similarity, method)
-    base_usage = _usage((base or {}).get("usage"))
-    new_usage = _usage((new or {}).get("usage"))
+    base_usage, new_usage = _usage(base), _usage(new)
     return TurnDiff(
         index=index,
         prompt=prompt,
@@ -453,42 +217,6 @@ def _diff_turn(
             _number((base or {}).get("latency_ms")), _number((new or {}).get("latency_ms"))
         ),
     )
-
-
-def similarity_of(a: str, b: str) -> tuple[float, str]:
-    """How alike two texts are, 0 to 1 rounded to 3 places, and the method used.
-
-    ``chars``, ``words`` or ``word_counts`` by size: see the module docstring.
-    """
-    if len(a) * len(b) <= CHAR_PAIRS:
-        return round(difflib.SequenceMatcher(None, a, b, autojunk=False).ratio(), 3), "chars"
-    words_a, words_b = a.split(), b.split()
-    total = len(words_a) + len(words_b)
-    if not total:
-        return 1.0, "words"
-    if len(words_a) * len(words_b) <= WORD_PAIRS:
-        return round(2 * _common_subsequence(words_a, words_b) / total, 3), "words"
-    quick = difflib.SequenceMatcher(None, words_a, words_b, autojunk=False).quick_ratio()
-    return round(quick, 3), "word_counts"
-
-
-def _common_subsequence(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of ``a`` and ``b``.
-
-    Hyyrö's bit-parallel algorithm: one bit per element of the shorter list,
-    a few big-integer operations per element of the longer one.
-    """
-    if len(a) > len(b):
-        a, b = b, a
-    positions: dict[str, int] = {}
-    for i, item in enumerate(a):
-        positions[item] = positions.get(item, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    row = full
-    for item in b:
-        matched = row & positions.get(item, 0)
-        row = ((row + matched) | (row - matched)) & full
-    return len(a) - row.bit_count()
 
 
 def _diff_checks(
@@ -511,7 +239,8 @@ def _diff_checks(
             else:
                 change = "fixed" if new_passed else "regressed"
             shown = now if now is not None else old
-            assert shown is not None
+            if shown is None:  # not reached: the two would be equal
+                continue
             yield CheckChange(
                 turn=key[0],
                 kind=_text(shown.get("kind")),
@@ -581,27 +310,20 @@ def _message_text(messages: list[Any], position: int, role: str) -> str | None:
     return to_json(content, sort_keys=True)
 
 
-def _usage(value: Any) -> tuple[int, int, int] | None:
-    """Prompt, completion and total tokens; total defaults to the sum of the others."""
-    if not isinstance(value, Mapping):
+def _usage(turn: Mapping[str, Any] | None) -> tuple[int, int, int] | None:
+    """A turn's prompt, completion and total tokens, counted as :func:`totals` counts them."""
+    if turn is None or not isinstance(turn.get("usage"), Mapping):
         return None
-    prompt, completion = _int(value.get("prompt_tokens")), _int(value.get("completion_tokens"))
-    return prompt, completion, _int(value.get("total_tokens")) or prompt + completion
+    counted = totals({"turns": [turn]})
+    return counted.prompt_tokens, counted.completion_tokens, counted.total_tokens
 
 
 def _conversation_usage(record: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """The record's ``totals``, or the sum of its turns' usage when it has none."""
-    totals = _usage(record.get("totals"))
-    if totals is not None:
-        return totals
-    usages = [u for t in _turns(record).values() if (u := _usage(t.get("usage"))) is not None]
-    if not usages:
+    """The record's token totals; None when neither it nor any turn reports usage."""
+    counted = totals({"turns": list(_turns(record).values())})
+    if not counted.usage_reported and not isinstance(record.get("totals"), Mapping):
         return None
-    return (
-        sum(u[0] for u in usages),
-        sum(u[1] for u in usages),
-        sum(u[2] for u in usages),
-    )
+    return counted.prompt_tokens, counted.completion_tokens, counted.total_tokens
 
 
 def _token_delta(base: tuple[int, int, int] | None, new: tuple[int, int, int] | None) -> TokenDelta:
@@ -630,141 +352,3 @@ def _error(record: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _canonical(value: Any) -> str:
     return to_json(value, sort_keys=True)
-
-
-# -- the text report ------------------------------------------------------------------
-
-
-def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str, str]]:
-    yield _one_line(c.id) + (f" ({_one_line(c.source)})" if c.source else ""), _BOLD
-    if c.base_status != c.new_status:
-        why = _error_text(c.new_error) if c.new_status != "completed" else ""
-        yield f"  status: {_one_line(c.base_status)} -> {_one_line(c.new_status)}{why}", ""
-    if c.base_model != c.new_model:
-        yield f"  model: {_one_line(c.base_model)} -> {_one_line(c.new_model)}", ""
-    labels = {
-        "regressed": "check pass -> fail",
-        "fixed": "check fail -> pass",
-        "added": "check added",
-        "removed": "check removed",
-    }
-    for change in ("regressed", "fixed", "added", "removed"):
-        for check in (k for k in c.checks if k.change == change):
-            yield f"  {labels[change]}: {_check_text(check)}", ""
-            if change == "regressed" and check.seen is not None:
-                yield f"    seen: {_excerpt(check.seen)}", ""
-    if c.first_divergence is not None:
-        where = next(t for t in c.turns if t.index == c.first_divergence)
-        why = ", where the prompt changed" if where.prompt is not None else ""
-        yield f"  answers diverge at turn {c.first_divergence + 1}{why}", ""
-    for turn in c.turns:
-        if turn.prompt is not None:
-            yield from _prompt_lines(turn, turn.prompt, context)
-        if turn.answer is not None:
-            yield from _answer_lines(turn, turn.answer, context)
-    yield f"  {_numbers_text(c.tokens, c.latency_ms, detailed=True)}", ""
-
-
-def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterator[tuple[str, str]]:
-    yield f"  turn {turn.index + 1}: the prompt changed", _BOLD
-    yield from _diff_lines(prompt.base, prompt.new, context)
-
-
-def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterator[tuple[str, str]]:
-    if answer.base is None:
-        what = "answered in new only"
-    elif answer.new is None:
-        what = "no answer in new"
-    else:
-        what = f"answer changed, similarity {answer.similarity:.3f}"
-        if answer.similarity_method != "chars":
-            what += f" ({answer.similarity_method})"
-    yield f"  turn {turn.index + 1}: {what}; {_numbers_text(turn.tokens, turn.latency_ms)}", ""
-    yield from _diff_lines(answer.base, answer.new, context)
-
-
-def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tuple[str, str]]:
-    """A unified diff of two texts, escaped, cut to :data:`DIFF_LINES` lines."""
-    diff = list(
-        difflib.unified_diff(_split(base), _split(new), "base", "new", n=context, lineterm="")
-    )
-    for line in diff[:DIFF_LINES]:
-        style = ""
-        if line.startswith(("---", "+++")):
-            style = _BOLD
-        elif line.startswith("@@"):
-            style = _CYAN
-        elif line.startswith("-"):
-            style = _RED
-        elif line.startswith("+"):
-            style = _GREEN
-        yield f"    {_escape(_cut(line, LINE_CHARS))}", style
-    if len(diff) > DIFF_LINES:
-        yield f"    … {len(diff) - DIFF_LINES} more lines", ""
-
-
-def _split(text: str | None) -> list[str]:
-    """Lines split on newline only, so other separators stay visible once escaped."""
-    return [] if text is None else text.split("\n")
-
-
-def _check_text(check: CheckChange) -> str:
-    head = f"turn {check.turn + 1} {_one_line(check.kind) or 'check'}"
-    if check.scope is not None:
-        scope = check.scope if isinstance(check.scope, str) else _excerpt(check.scope)
-        head += f" ({_one_line(scope)})"
-    if check.expected is not None:
-        head += f", expected {_excerpt(check.expected)}"
-    if check.change in ("added", "removed"):
-        passed = check.new_passed if check.change == "added" else check.base_passed
-        head += ", passed" if passed else ", failed"
-    return f"{head}: {_one_line(_cut(check.message))}" if check.message else head
-
-
-def _error_text(error: Mapping[str, Any] | None) -> str:
-    if not error:
-        return ""
-    parts = []
-    if _is_int(error.get("turn")):
-        parts.append(f"turn {error['turn'] + 1}")
-    parts.extend(_text(error.get(key)) for key in ("kind", "message") if error.get(key))
-    return f" ({_one_line(': '.join(parts))})" if parts else ""
-
-
-def _numbers_text(tokens: TokenDelta, latency_ms: float | None, *, detailed: bool = False) -> str:
-    if tokens.total_tokens is None:
-        text = "tokens n/a"
-    elif detailed:
-        text = (
-            f"tokens {tokens.total_tokens:+d} (prompt {tokens.prompt_tokens:+d}, "
-            f"completion {tokens.completion_tokens:+d})"
-        )
-    else:
-        text = f"tokens {tokens.total_tokens:+d}"
-    latency = "n/a" if latency_ms is None else f"{latency_ms:+.1f} ms"
-    return f"{text}, latency {latency}"
-
-
-def _excerpt(value: Any) -> str:
-    """A value on one line: strings quoted as JSON, cut to :data:`EXCERPT_CHARS`."""
-    return _escape(_cut(to_json(value)))
-
-
-def _cut(text: str, limit: int = EXCERPT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]} … ({len(text) - limit} more characters)"
-
-
-def _one_line(text: str) -> str:
-    return _escape(text.replace("\n", "\\n").replace("\t", "\\t"))
-
-
-def _escape(text: str) -> str:
-    """``text`` with every character a terminal may act on written as a visible escape."""
-    return escape_surrogates(_UNSAFE.sub(_escape_char, text))
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -57,7 +57,8 @@ schema) accept.
 Model output can hold characters XML 1.0 forbids (control characters,
 U+FFFE/U+FFFF), which ElementTree would write as-is; they are removed from
 every text and attribute value. Lone surrogates are written as their escape
-(``\\ud800``), as in every other renderer.
+(``\\ud800``), as in every other renderer. The texts inside the elements
+(failed checks, the compact transcript) are :mod:`runner.review.junit_text`.
 """
 
 from __future__ import annotations
@@ -70,19 +71,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner.review.junit_text import (
+    ATTRIBUTE_CHARS,
+    EXCERPT_CHARS,
+    check_line,
+    failed_checks_text,
+    transcript,
+)
+from runner.review.view import cut
 from runner.transcripts.atomic import write_atomic
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, is_int
+from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
-EXCERPT_CHARS = 500
-"""Longest excerpt of one message in ``<system-out>``."""
-SEEN_CHARS = 2000
-"""Longest excerpt of a check's ``seen`` text in a failure's body."""
-ATTRIBUTE_CHARS = 1000
-"""Longest ``message`` attribute; the full text is in the element's body."""
-SYSTEM_OUT_CHARS = 20_000
-"""Rough bound of one testcase's ``<system-out>``."""
 ATTEMPTS_SHOWN = 10
 """Most attempts of a failed turn listed in its ``<error>`` body."""
 
@@ -193,28 +196,28 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
     ]
     status = _text(record.get("status"))
     error = record.get("error") if isinstance(record.get("error"), Mapping) else None
-    checks_text = _checks_text(failed_checks)
+    checks_text = failed_checks_text(failed_checks)
 
-    if status == "failed":
+    if status == Status.FAILED:
         _add_error(case, error or {}, turns, checks_text)
         outcome = "errors"
-    elif status == "interrupted":
-        answered = sum(1 for t in turns if t.get("error") is None)
+    elif status == Status.INTERRUPTED:
+        answered = totals(record).turns
         reason = _text((error or {}).get("message")) or "the run stopped first"
         message = f"interrupted after {answered} turn{'' if answered == 1 else 's'}: {reason}"
         body = [message, checks_text] if checks_text else [message]
         _child(case, "error", message=message, type="interrupted").text = _clean("\n\n".join(body))
         outcome = "errors"
-    elif status in ("completed", "checks_failed"):
-        outcome = "failures" if failed_checks or status == "checks_failed" else "passed"
+    elif status in Status.FINISHED:
+        outcome = "failures" if failed_checks or status == Status.CHECKS_FAILED else "passed"
         if failed_checks:
             kinds = {_text(check.get("kind")) or "check" for _, check in failed_checks}
             kind = kinds.pop() if len(kinds) == 1 else "checks"
-            summary = "; ".join(_check_line(n, c) for n, c in failed_checks)
+            summary = "; ".join(check_line(n, c) for n, c in failed_checks)
             if len(failed_checks) > 1:
                 summary = f"{len(failed_checks)} checks failed: {summary}"
             _child(case, "failure", message=summary, type=kind).text = _clean(checks_text)
-        elif status == "checks_failed":
+        elif status == Status.CHECKS_FAILED:
             _child(case, "failure", message="checks failed", type="checks").text = _clean(
                 "the transcript says checks failed but lists no failed check"
             )
@@ -225,7 +228,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
         )
         outcome = "errors"
 
-    ET.SubElement(case, "system-out").text = _clean(_transcript(record))
+    ET.SubElement(case, "system-out").text = _clean(transcript(record))
     return outcome, millis
 
 
@@ -265,88 +268,13 @@ def _add_error(
             said = _text(attempt.get("message"))
             lines.append(
                 f"  {_text(attempt.get('attempt'))}: {_text(attempt.get('outcome'))}"
-                + (f": {_excerpt(said, EXCERPT_CHARS)}" if said else "")
+                + (f": {cut(said, EXCERPT_CHARS)}" if said else "")
             )
     if checks_text:
         lines += ["", f"before it, {checks_text[0].lower()}{checks_text[1:]}"]
     _child(case, "error", message=f"turn {number}: {message}", type=kind).text = _clean(
         "\n".join(lines)
     )
-
-
-def _checks_text(failed_checks: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
-    """Every failed check, counted, for the body of the testcase's one element; or ""."""
-    if not failed_checks:
-        return ""
-    count = len(failed_checks)
-    head = f"{count} check{'' if count == 1 else 's'} failed:"
-    return "\n\n".join([head, *(_check_body(n, c) for n, c in failed_checks)])
-
-
-def _check_line(number: int, check: Mapping[str, Any]) -> str:
-    """One failed check on one line: ``turn N: kind: message``."""
-    kind = _text(check.get("kind")) or "check"
-    return f"turn {number}: {kind}: {_text(check.get('message')) or 'failed'}"
-
-
-def _check_body(number: int, check: Mapping[str, Any]) -> str:
-    """The readable text of one failed check."""
-    scope = _text(check.get("scope"))
-    kind = _text(check.get("kind")) or "check"
-    head = f"turn {number}: {kind}" + (f" (scope: {scope})" if scope else "")
-    lines = [head]
-    for label, key, limit in (
-        ("message", "message", ATTRIBUTE_CHARS),
-        ("expected", "expected", ATTRIBUTE_CHARS),
-        ("seen", "seen", SEEN_CHARS),
-    ):
-        value = _text(check.get(key))
-        if value:
-            lines.append(_indented(f"{label + ':':<10}{_excerpt(value, limit)}", 10))
-    return "\n".join(lines)
-
-
-def _transcript(record: Mapping[str, Any]) -> str:
-    """A compact, bounded transcript: a header line, then one ``role: content`` per message."""
-    head = f"conversation {_text(record.get('id'))}"
-    if record.get("repeat") is not None:
-        head += f" (repeat {_text(record.get('repeat'))} of {_text(record.get('group'))})"
-    if record.get("source"):
-        head += f" from {_text(record.get('source'))}"
-    if record.get("model"):
-        head += f", model {_text(record.get('model'))}"
-    head += f", status {_text(record.get('status'))}"
-    lines = [head]
-    size = len(head)
-    messages = _list(record.get("messages"))
-    for shown, message in enumerate(messages):
-        if size > SYSTEM_OUT_CHARS:
-            lines.append(f"… {len(messages) - shown} more messages; see the transcript file")
-            break
-        if not isinstance(message, Mapping):
-            continue
-        role = _text(message.get("role")) or "?"
-        line = _indented(f"{role}: {_excerpt(_content(message.get('content')), EXCERPT_CHARS)}", 2)
-        lines.append(line)
-        size += len(line) + 1
-    return "\n".join(lines)
-
-
-def _content(content: Any) -> str:
-    """The text of a message's content: a string, content parts, or none."""
-    if content is None:
-        return "(no content)"
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, Mapping):
-                parts.append(f"[{_text(part.get('type')) or 'part'}]")
-        return " ".join(parts)
-    return _text(content)
 
 
 def _wall_millis(record: Mapping[str, Any]) -> int | None:
@@ -361,11 +289,11 @@ def _wall_millis(record: Mapping[str, Any]) -> int | None:
 def _turn_millis(turn: Mapping[str, Any]) -> float:
     """Milliseconds a turn spent waiting for the API."""
     attempts = [a for a in _list(turn.get("attempts")) if isinstance(a, Mapping)]
-    latencies = [_number(a.get("latency_ms")) for a in attempts]
+    latencies = [_as_millis(a.get("latency_ms")) for a in attempts]
     known = [ms for ms in latencies if ms is not None]
     if known:
         return sum(known)
-    return _number(turn.get("latency_ms")) or 0.0
+    return _as_millis(turn.get("latency_ms")) or 0.0
 
 
 def _turn_number(turn: Mapping[str, Any]) -> int:
@@ -416,20 +344,8 @@ def _child(parent: ET.Element, tag: str, **attributes: str) -> ET.Element:
     return ET.SubElement(
         parent,
         tag,
-        {k: _clean(_excerpt(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
+        {k: _clean(cut(" ".join(v.split()), ATTRIBUTE_CHARS)) for k, v in attributes.items()},
     )
-
-
-def _excerpt(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit} more characters]"
-
-
-def _indented(text: str, width: int) -> str:
-    """Continuation lines of ``text`` indented by ``width`` spaces."""
-    return text.replace("\r\n", "\n").replace("\n", "\n" + " " * width)
 
 
 def _clean(text: str) -> str:
@@ -437,7 +353,7 @@ def _clean(text: str) -> str:
     return _ILLEGAL_XML.sub("", escape_surrogates(text))
 
 
-def _number(value: Any) -> float | None:
+def _as_millis(value: Any) -> float | None:
     """``value`` as a non-negative number of milliseconds, or None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)

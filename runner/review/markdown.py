@@ -14,7 +14,7 @@ of it is ever Markdown here:
   title, whose Markdown and HTML characters are escaped.
 
 Control characters, bidi controls and lone surrogates are made visible with
-:func:`runner.review.show.visible` as in the terminal, so reading the file with
+:func:`runner.review.view.visible` as in the terminal, so reading the file with
 ``cat`` is safe too and no reviewer is shown text reordered by bidi controls.
 """
 
@@ -24,15 +24,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from runner.review.show import (
+from runner.review.show import summary_line
+from runner.review.view import (
     TurnView,
     check_name,
     content_text,
-    conversation_totals,
     error_text,
     field_text,
     stop_reason,
-    summary_line,
     turn_extras,
     turn_facts,
     view_of,
@@ -40,12 +39,14 @@ from runner.review.show import (
 )
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
+from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
 STATUS_MARKS = {
-    "completed": "✅",
-    "checks_failed": "⚠️",
-    "failed": "❌",
-    "interrupted": "⏸️",
+    Status.COMPLETED: "✅",
+    Status.CHECKS_FAILED: "⚠️",
+    Status.FAILED: "❌",
+    Status.INTERRUPTED: "⏸️",
 }
 """The mark shown before each known status."""
 
@@ -92,7 +93,8 @@ def escape_text(text: str) -> str:
 def _conversation(record: Mapping[str, Any]) -> Iterator[str]:
     status = _text(record.get("status"))
     model, source = record.get("model"), record.get("source")
-    answered, tokens, retries = conversation_totals(record)
+    counted = totals(record)
+    answered, tokens, retries = counted.turns, counted.total_tokens, counted.retries
     facts = [f"{STATUS_MARKS[status]} **{status}**" if status in STATUS_MARKS else code(status)]
     facts += [f"model {code(_text(model))}"] if model else []
     facts += [f"source {code(_text(source))}"] if source else []

@@ -55,7 +55,8 @@ from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, shallow
 from runner.transcripts.fields import is_int as _is_int
-from runner.transcripts.records import STATUSES
+from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.report/1"
 """Version string of the data embedded in the page."""
@@ -168,91 +169,22 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Metadata, totals and chart aggregates of one run's records."""
     records = [r for r in records if isinstance(r, Mapping)]
     statuses = Counter(_text(r.get("status")) or "unknown" for r in records)
-    status_counts = {status: statuses.pop(status, 0) for status in STATUSES}
+    status_counts = {status: statuses.pop(status, 0) for status in Status.ALL}
     status_counts.update(sorted(statuses.items()))
-
-    started = [s for r in records if (s := _text(r.get("started_at")))]
-    finished = [f for r in records if (f := _text(r.get("finished_at")))]
-    start_time = _earliest(started)
-    end_time = _latest(finished)
+    start_time = _earliest([s for r in records if (s := _text(r.get("started_at")))])
+    end_time = _latest([f for r in records if (f := _text(r.get("finished_at")))])
     wall_s = None
     if start_time is not None and end_time is not None:
         wall_s = round(max(0.0, (end_time[0] - start_time[0]).total_seconds()), 3)
-
-    totals: dict[str, Any] = {
+    turns = _TurnStats()
+    for record in records:
+        turns.add(record)
+    run_totals = {
         "conversations": len(records),
         "statuses": status_counts,
-        "turns": 0,
-        "turns_sent": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-        "judge_tokens": 0,
-        "attempts": 0,
-        "retries": 0,
-        "failed_checks": 0,
-        "latency_ms": 0.0,
+        **_token_totals(records, turns),
         "wall_s": wall_s,
     }
-    latencies: dict[int, list[float]] = {}
-    prompts: dict[int, list[int]] = {}
-    completions: dict[int, list[int]] = {}
-    for record in records:
-        turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
-        record_totals = record.get("totals")
-        if not isinstance(record_totals, Mapping):
-            record_totals = {}
-        answered = 0
-        prompt = completion = total = attempts = 0
-        for position, turn in enumerate(turns):
-            index = turn["index"] if _is_int(turn.get("index")) else position
-            attempts += len(_list(turn.get("attempts")))
-            if turn.get("error") is None:
-                answered += 1
-            latency = _number(turn.get("latency_ms"))
-            if latency is not None:
-                totals["latency_ms"] += latency
-                latencies.setdefault(index, []).append(latency)
-            usage = turn.get("usage")
-            if isinstance(usage, Mapping):
-                p, c = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-                prompt, completion = prompt + p, completion + c
-                total += _int(usage.get("total_tokens")) or p + c
-                if _is_int(usage.get("prompt_tokens")):
-                    prompts.setdefault(index, []).append(p)
-                if _is_int(usage.get("completion_tokens")):
-                    completions.setdefault(index, []).append(c)
-            checks = [c for c in _list(turn.get("checks")) if isinstance(c, Mapping)]
-            totals["failed_checks"] += sum(1 for c in checks if c.get("passed") is not True)
-            for judged in (_judge_usage(c) for c in checks):
-                totals["prompt_tokens"] += judged[0]
-                totals["completion_tokens"] += judged[1]
-                totals["judge_tokens"] += sum(judged)
-                totals["total_tokens"] += sum(judged)
-        totals["turns_sent"] += len(turns)
-        for key, computed in (
-            ("turns", answered),
-            ("prompt_tokens", prompt),
-            ("completion_tokens", completion),
-            ("total_tokens", total),
-            ("attempts", attempts),
-            ("retries", attempts - len(turns)),
-        ):
-            value = record_totals.get(key)
-            totals[key] += value if _is_int(value) else computed
-    totals["latency_ms"] = round(totals["latency_ms"], 3)
-
-    indexes = sorted(latencies.keys() | prompts.keys() | completions.keys())
-    per_turn = [
-        {
-            "index": index,
-            "n": len(latencies.get(index, [])),
-            "latency": _five_numbers(latencies.get(index, [])),
-            "prompt": _median(prompts.get(index, [])),
-            "completion": _median(completions.get(index, [])),
-        }
-        for index in indexes[:CHART_TURNS]
-    ]
     meta = {
         "run_ids": _distinct(r.get("run_id") for r in records),
         "models": _distinct(r.get("model") for r in records),
@@ -260,12 +192,75 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "started_at": start_time[1] if start_time else None,
         "finished_at": end_time[1] if end_time else None,
     }
-    charts = {
-        "statuses": status_counts,
-        "turns": per_turn,
-        "turns_not_drawn": max(0, len(indexes) - CHART_TURNS),
+    per_turn, not_drawn = turns.charts()
+    charts = {"statuses": status_counts, "turns": per_turn, "turns_not_drawn": not_drawn}
+    return {"meta": meta, "totals": run_totals, "charts": charts}
+
+
+def _token_totals(records: Sequence[Mapping[str, Any]], turns: _TurnStats) -> dict[str, Any]:
+    """Turns, tokens (judge requests included), attempts, failed checks and latency of a run."""
+    counted = [totals(record) for record in records]
+    judge_prompt, judge_completion = turns.judge_tokens
+    judge = judge_prompt + judge_completion
+    return {
+        "turns": sum(t.turns for t in counted),
+        "turns_sent": sum(t.turns_sent for t in counted),
+        "prompt_tokens": sum(t.prompt_tokens for t in counted) + judge_prompt,
+        "completion_tokens": sum(t.completion_tokens for t in counted) + judge_completion,
+        "total_tokens": sum(t.total_tokens for t in counted) + judge,
+        "judge_tokens": judge,
+        "attempts": sum(t.attempts for t in counted),
+        "retries": sum(t.retries for t in counted),
+        "failed_checks": turns.failed_checks,
+        "latency_ms": round(turns.latency_ms, 3),
     }
-    return {"meta": meta, "totals": totals, "charts": charts}
+
+
+class _TurnStats:
+    """Per-turn latency and token samples of a run, for its charts, and what only turns know."""
+
+    def __init__(self) -> None:
+        self.latencies: dict[int, list[float]] = {}
+        self.prompts: dict[int, list[int]] = {}
+        self.completions: dict[int, list[int]] = {}
+        self.latency_ms = 0.0
+        self.failed_checks = 0
+        self.judge_tokens = (0, 0)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Count the turns of one record."""
+        turns = [t for t in _list(record.get("turns")) if isinstance(t, Mapping)]
+        for position, turn in enumerate(turns):
+            index = turn["index"] if _is_int(turn.get("index")) else position
+            latency = _number(turn.get("latency_ms"))
+            if latency is not None:
+                self.latency_ms += latency
+                self.latencies.setdefault(index, []).append(latency)
+            usage = turn.get("usage")
+            if isinstance(usage, Mapping):
+                for key, samples in (("prompt", self.prompts), ("completion", self.completions)):
+                    if _is_int(value := usage.get(f"{key}_tokens")):
+                        samples.setdefault(index, []).append(value)
+            checks = [c for c in _list(turn.get("checks")) if isinstance(c, Mapping)]
+            self.failed_checks += sum(1 for c in checks if c.get("passed") is not True)
+            for prompt, completion in (_judge_usage(c) for c in checks):
+                judged = self.judge_tokens
+                self.judge_tokens = (judged[0] + prompt, judged[1] + completion)
+
+    def charts(self) -> tuple[list[dict[str, Any]], int]:
+        """The per-turn chart rows (at most :data:`CHART_TURNS`), and how many were not drawn."""
+        indexes = sorted(self.latencies.keys() | self.prompts.keys() | self.completions.keys())
+        rows = [
+            {
+                "index": index,
+                "n": len(self.latencies.get(index, [])),
+                "latency": _five_numbers(self.latencies.get(index, [])),
+                "prompt": _median(self.prompts.get(index, [])),
+                "completion": _median(self.completions.get(index, [])),
+            }
+            for index in indexes[:CHART_TURNS]
+        ]
+        return rows, max(0, len(indexes) - CHART_TURNS)
 
 
 def _judge_usage(check: Mapping[str, Any]) -> tuple[int, int]:

@@ -25,7 +25,12 @@ def write_atomic(path: Path, data: bytes, *, what: str = "", hint: str = "") -> 
 
 
 def write_new(path: Path, data: bytes, *, what: str = "", hint: str = "") -> None:
-    """Create ``path`` with ``data`` atomically; never replace an existing file."""
+    """Create ``path`` with ``data`` atomically; never replace an existing file.
+
+    Race-free: the data takes the name with ``link``, which fails if anything
+    has the name by then, so a file created meanwhile is never overwritten.
+    ``hint`` also ends the error saying the file exists.
+    """
     _write(path, data, what=what, hint=hint, replace=False)
 
 
@@ -45,7 +50,8 @@ def _write(path: Path, data: bytes, *, what: str, hint: str, replace: bool) -> N
             try:
                 os.link(tmp, path)  # fails if the path exists: nothing is overwritten
             except FileExistsError:
-                raise OutputError(f"{path} already exists; choose another path") from None
+                then = hint or "choose another path"
+                raise OutputError(f"{path} already exists; {then}") from None
     except OSError as exc:
         name = f"{what} {path}" if what else str(path)
         extra = f"; {hint}" if hint else ""

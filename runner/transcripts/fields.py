@@ -106,7 +106,7 @@ def to_json(value: Any, *, indent: int | None = None, sort_keys: bool = False) -
 def unreadable_last_line(path: Path) -> int | None:
     """The number of the file's last line if it is not a whole transcript record, else None.
 
-    :func:`runner.transcripts.store.read_transcript` skips such a line (a crash tears the
+    :func:`runner.transcripts.reader.read_transcript` skips such a line (a crash tears the
     last line); the review commands use this to say so instead of staying
     silent. Reads the file once, one line at a time.
     """

@@ -16,12 +16,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from runner.transcripts.status import Status
+from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.transcript/1"
 """Version string carried by every record; bumped on incompatible changes."""
-
-STATUSES = Status.ALL
-FINISHED = Status.FINISHED
 
 
 def utc_now() -> str:
@@ -139,7 +137,7 @@ class ConversationRecord:
     """Hash of what decides the requests; resume refuses a changed conversation."""
     started_at: str
     """When its first turn was sent."""
-    status: str = "interrupted"
+    status: str = Status.INTERRUPTED
     """``completed``, ``checks_failed``, ``failed`` or ``interrupted``."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The full history exactly as sent and received."""
@@ -164,24 +162,8 @@ class ConversationRecord:
         return sum(1 for t in self.turns if t.completed)
 
     def totals(self) -> dict[str, Any]:
-        """Token, turn and attempt totals."""
-        prompt = completion = total = 0
-        for turn in self.turns:
-            usage = turn.usage or {}
-            prompt += _int(usage.get("prompt_tokens"))
-            completion += _int(usage.get("completion_tokens"))
-            total += _int(usage.get("total_tokens")) or (
-                _int(usage.get("prompt_tokens")) + _int(usage.get("completion_tokens"))
-            )
-        attempts = sum(len(t.attempts) for t in self.turns)
-        return {
-            "turns": self.completed_turns,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": total,
-            "attempts": attempts,
-            "retries": attempts - len(self.turns),
-        }
+        """Token, turn and attempt totals, as every reader counts them (``totals.py``)."""
+        return totals({"turns": [t.as_dict() for t in self.turns]}).as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form written as one transcript line."""
@@ -248,7 +230,3 @@ def records_of_model(records: Iterable[Mapping[str, Any]], model: str) -> list[d
             copy["id"] = record.get("variant_of") or record["id"]
             chosen.append(copy)
     return chosen
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -26,16 +26,19 @@ holds conversations this batch does not have is another batch's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.transcripts.records import TurnRecord
+from runner.errors import OutputError
+from runner.transcripts.records import ConversationRecord, TurnRecord
+from runner.transcripts.status import Status
 
 if TYPE_CHECKING:
     from runner.spec.model import Conversation
 
 
 @dataclass(slots=True)
-class Progress:
+class TurnsDone:
     """Where a resumed conversation picks up."""
 
     started_at: str
@@ -54,7 +57,7 @@ class Progress:
     """The turn ``failed_attempts`` were spent on."""
 
 
-def matching_turns(progress: Progress, conversation: Conversation) -> tuple[int, str | None]:
+def matching_turns(progress: TurnsDone, conversation: Conversation) -> tuple[int, str | None]:
     """How many recorded turns continue ``conversation``, and why the next one does not."""
     prefix = conversation.prefix()
     if progress.prefix is not None and progress.prefix != prefix:
@@ -78,7 +81,7 @@ def matching_turns(progress: Progress, conversation: Conversation) -> tuple[int,
     return len(progress.turns), None
 
 
-def keep_matching(progress: Progress, conversation: Conversation) -> str | None:
+def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None:
     """Cut ``progress`` to the turns that continue ``conversation``; say what was discarded."""
     kept, reason = matching_turns(progress, conversation)
     attempts_fit = progress.failed_index == kept and all(
@@ -127,3 +130,43 @@ def tokens_of(turns: list[TurnRecord]) -> int:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 total += value
     return total
+
+
+def resume_point(record: ConversationRecord, where: str) -> TurnsDone | None:
+    """Where a transcript record of a cut-short conversation continues (unchecked)."""
+    if record.status in Status.FINISHED:
+        return None
+    done = [t for t in record.turns if t.completed]
+    failed = [t for t in record.turns if not t.completed]
+    first = (done or failed)[0].message_index if record.turns else None
+    prefix = None if first is None else record.messages[: max(first, 0)]
+    start = max(first or 0, 0)
+    return TurnsDone(
+        started_at=record.started_at,
+        turns=done,
+        exchanges=record.messages[start : start + 2 * len(done)],
+        failed_attempts=list(failed[0].attempts) if failed else [],
+        prefix=prefix,
+        origins=[where] * len(done),
+        failed_index=failed[0].index if failed else None,
+    )
+
+
+def changed_error(path: Path, conversation: Conversation, recorded_source: str) -> OutputError:
+    """Why ``path`` cannot be resumed: it recorded another version of ``conversation``.
+
+    Another batch's, when the recorded one came from another file.
+    """
+    if recorded_source != conversation.source:
+        return OutputError(
+            f"{path} is the output of another batch: it holds conversation "
+            f"{conversation.id!r} from {recorded_source}, this batch has another one of that "
+            f"id from {conversation.source}; resume only with the same files and options, "
+            "or write to a new output with -o"
+        )
+    return OutputError(
+        f"{conversation.source}: conversation {conversation.id!r} has changed since "
+        f"{path} recorded it (its turns, system prompt, messages, model or params "
+        "differ); resume only with the same files and options, or write to a new output "
+        "with -o"
+    )

@@ -14,7 +14,7 @@ Every line is written whole with one ``write`` and made durable with
 ``fsync`` before the conversation sends its next request, so a crash or
 ``kill -9`` loses at most the requests in flight. Concurrent conversations
 share fsyncs (group commit): a turn waits for the first fsync that starts
-after its own write.
+after its own write (``journal.py``).
 
 Resuming reads both files. In the transcript the last line for an id wins;
 a torn last line (a crash mid-write) is cut off. A conversation recorded as
@@ -30,34 +30,35 @@ is compacted (written beside, fsynced, renamed over) so it holds each
 conversation exactly once.
 
 While a run writes ``PATH`` it holds an exclusive ``flock`` on it, so two
-runs can never write the same output.
+runs can never write the same output. Reading a transcript back for review
+is ``reader.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import queue
-import stat
-import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
-from runner.transcripts.jsonio import JsonLine, dumps_bytes, json_lines, not_regular
-from runner.transcripts.records import FINISHED, ConversationRecord, TurnRecord
-from runner.transcripts.resume import Progress, keep_matching, tokens_of
+from runner.transcripts.journal import AppendFile, compact, open_journal, open_locked
+from runner.transcripts.jsonio import dumps_bytes, json_lines
+from runner.transcripts.reader import record_of
+from runner.transcripts.records import ConversationRecord, TurnRecord
+from runner.transcripts.resume import (
+    TurnsDone,
+    changed_error,
+    keep_matching,
+    resume_point,
+    tokens_of,
+)
+from runner.transcripts.status import Status
 
 if TYPE_CHECKING:
     from runner.spec.model import Conversation
-
-try:  # POSIX only; on other systems two runs on one output are not prevented.
-    import fcntl
-except ImportError:  # pragma: no cover - exercised only on Windows
-    fcntl = None  # type: ignore[assignment]
 
 JOURNAL_SUFFIX = ".journal"
 MAX_NOTES = 20
@@ -69,7 +70,7 @@ class _Known:
     status: str
     fingerprint: str
     source: str
-    progress: Progress | None
+    progress: TurnsDone | None
     tokens: int = 0
     """Tokens a finished conversation's turns used."""
     shard: Any = None
@@ -89,114 +90,6 @@ class ResumeReport:
     """Recorded lines and turns not trusted, each saying why (sent again)."""
 
 
-class _AppendFile:
-    """An append-only file written in whole lines with group-committed fsync."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd = fd
-        self.written = 0
-        self.synced = 0
-        self._sync_task: asyncio.Task[None] | None = None
-        self._syncer: _SyncThread | None = None
-        self.broken: OSError | None = None
-
-    def append(self, data: bytes) -> None:
-        if self.broken is not None:
-            raise _write_error(self.path, self.broken)
-        start = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:
-                done = os.write(self.fd, view)
-                view = view[done:]
-        except OSError as exc:
-            self.broken = exc
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, start)
-            raise _write_error(self.path, exc) from None
-        self.written += 1
-
-    async def sync(self) -> None:
-        target = self.written
-        while self.synced < target:
-            if self._sync_task is None:
-                self._sync_task = asyncio.create_task(self._fsync())
-            await asyncio.shield(self._sync_task)
-
-    async def _fsync(self) -> None:
-        target = self.written
-        if self._syncer is None:
-            self._syncer = _SyncThread(self.fd)
-        try:
-            await self._syncer.fsync()
-        except OSError as exc:
-            self.broken = exc
-            raise _write_error(self.path, exc) from None
-        finally:
-            self._sync_task = None
-        self.synced = max(self.synced, target)
-
-    def close(self) -> None:
-        if self._syncer is not None:
-            self._syncer.stop()  # no fsync may still be running when the fd closes
-            self._syncer = None
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-class _SyncThread:
-    """Runs one file's fsyncs on a thread of its own, so the event loop never waits on disk.
-
-    Cheaper per fsync than ``asyncio.to_thread`` (no executor work item, no
-    copied context, no concurrent future chained to an asyncio one), which
-    matters because with one conversation in flight every turn waits for one.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._asks: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="mtrun-fsync", daemon=True)
-        self._thread.start()
-
-    def fsync(self) -> asyncio.Future[None]:
-        """A future that completes (or fails with the OSError) once the fd is fsynced."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._asks.put(done)
-        return done
-
-    def stop(self) -> None:
-        """Let an fsync under way finish, then end the thread."""
-        self._asks.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (done := self._asks.get()) is not None:
-            error: Exception | None = None
-            try:
-                os.fsync(self.fd)
-            except Exception as exc:  # handed to the waiter, as to_thread would
-                error = exc
-            # The loop may have closed meanwhile (a cancelled run): nobody waits then.
-            with contextlib.suppress(RuntimeError):
-                done.get_loop().call_soon_threadsafe(_settle, done, error)
-
-
-def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
-    if done.cancelled():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
-
-
-def _write_error(path: Path, exc: OSError) -> OutputError:
-    return OutputError(
-        f"cannot write {path}: {exc.strerror or exc}; what was written before stays valid"
-    )
-
-
 def _dumps(data: dict[str, Any]) -> bytes:
     return dumps_bytes(data, newline=True)
 
@@ -210,7 +103,7 @@ class TranscriptStore:
         self.run_id: str | None = None
         self._known: dict[str, _Known] = {}
         self._superseded = False
-        self._journal: _AppendFile | None = None
+        self._journal: AppendFile | None = None
         self._journal_end = 0
         """Where the journal's last whole line ends (as read when resuming)."""
         self._notes: list[str] = []
@@ -231,44 +124,13 @@ class TranscriptStore:
             )
         if path.is_dir():
             raise OutputError(f"{path} is a folder; -o takes a file path such as {path}/run.jsonl")
-        self._main = _AppendFile(path, self._open_locked(path, new=not exists))
+        self._main = AppendFile(path, open_locked(path, new=not exists))
         if resume:
             try:
                 self._load()
             except BaseException:
                 self._main.close()  # releases the lock: fixing the file and retrying works
                 raise
-
-    def _open_locked(self, path: Path, *, new: bool) -> int:
-        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
-        if not path.parent.is_dir():
-            try:
-                path.parent.mkdir(parents=True)
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot open {path}: cannot create its folder ({exc.strerror or exc})"
-                ) from None
-        try:
-            fd = os.open(path, flags | os.O_NONBLOCK, 0o644)  # a FIFO must not block the open
-        except FileExistsError:
-            raise OutputError(f"{path} already exists; pass --resume to continue it") from None
-        except OSError as exc:
-            raise OutputError(f"cannot open {path}: {exc.strerror or exc}") from None
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            raise OutputError(f"cannot use {path} as the output: {not_regular(mode)}")
-        os.set_blocking(fd, True)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise OutputError(
-                    f"{path} is being written by another mtrun process; "
-                    "wait for it or use another -o"
-                ) from None
-        return fd
 
     # -- reading an existing output -------------------------------------------------
 
@@ -280,7 +142,7 @@ class TranscriptStore:
             os.fsync(self._main.fd)
         self._load_journal()
         for known in self._known.values():
-            completed += known.status in FINISHED
+            completed += known.status in Status.FINISHED
         self.resume_report = ResumeReport(
             completed=completed, to_continue=len(self._known) - completed, torn_bytes=torn
         )
@@ -292,7 +154,7 @@ class TranscriptStore:
             problem = line.problem
             record = None
             if problem is None:
-                record, problem = _record_of(line.value)
+                record, problem = record_of(line.value)
             if record is None:
                 if line.last and not line.too_long:
                     return line.offset, len(line.raw)
@@ -308,8 +170,8 @@ class TranscriptStore:
                 record.status,
                 record.fingerprint,
                 record.source,
-                _progress_of(record, f"{self.path.name} line {line.number}"),
-                tokens_of(record.turns) if record.status in FINISHED else 0,
+                resume_point(record, f"{self.path.name} line {line.number}"),
+                tokens_of(record.turns) if record.status in Status.FINISHED else 0,
                 record.shard,
             )
             offset = line.end
@@ -372,10 +234,10 @@ class TranscriptStore:
         known = self._known.get(conv_id)
         if known is None:
             known = _Known(
-                "interrupted",
+                Status.INTERRUPTED,
                 fingerprint,
                 str(entry.get("source", "")),
-                Progress(started_at=str(entry.get("started_at", ""))),
+                TurnsDone(started_at=str(entry.get("started_at", ""))),
             )
             self._known[conv_id] = known
         progress = known.progress
@@ -413,27 +275,12 @@ class TranscriptStore:
             return
         if known.fingerprint != fingerprint:
             if self._changed is None:
-                self._changed = self._changed_error(conversation, known)
+                self._changed = changed_error(self.path, conversation, known.source)
             return
-        if known.progress is not None and known.status not in FINISHED:
+        if known.progress is not None and known.status not in Status.FINISHED:
             note = keep_matching(known.progress, conversation)
             if note is not None:
                 self._note(note)
-
-    def _changed_error(self, conversation: Conversation, known: _Known) -> OutputError:
-        if known.source != conversation.source:
-            return OutputError(
-                f"{self.path} is the output of another batch: it holds conversation "
-                f"{conversation.id!r} from {known.source}, this batch has another one of that "
-                f"id from {conversation.source}; resume only with the same files and options, "
-                "or write to a new output with -o"
-            )
-        return OutputError(
-            f"{conversation.source}: conversation {conversation.id!r} has changed since "
-            f"{self.path} recorded it (its turns, system prompt, messages, model or params "
-            "differ); resume only with the same files and options, or write to a new output "
-            "with -o"
-        )
 
     def check_same_batch(self) -> None:
         """Refuse an output of another batch; report what resuming discarded.
@@ -470,7 +317,7 @@ class TranscriptStore:
         """
         total = 0
         for known in self._known.values():
-            if known.status in FINISHED or known.progress is None:
+            if known.status in Status.FINISHED or known.progress is None:
                 total += known.tokens
             else:
                 total += tokens_of(known.progress.turns)
@@ -484,12 +331,12 @@ class TranscriptStore:
     def is_completed(self, conv_id: str) -> bool:
         """Whether the output already holds this conversation with every turn answered."""
         known = self._known.get(conv_id)
-        return known is not None and known.status in FINISHED
+        return known is not None and known.status in Status.FINISHED
 
-    def progress(self, conv_id: str) -> Progress | None:
+    def progress(self, conv_id: str) -> TurnsDone | None:
         """Where an unfinished conversation continues, or None to start afresh."""
         known = self._known.get(conv_id)
-        if known is None or known.status in FINISHED:
+        if known is None or known.status in Status.FINISHED:
             return None
         return known.progress
 
@@ -498,7 +345,9 @@ class TranscriptStore:
     async def record_turn(self, record: ConversationRecord, turn: TurnRecord) -> None:
         """Make one completed turn durable before the next request is sent."""
         if self._journal is None:
-            self._journal = _AppendFile(self.journal_path, self._open_journal())
+            self._journal = AppendFile(
+                self.journal_path, open_journal(self.journal_path, self._journal_end)
+            )
         exchange = record.messages[turn.message_index : turn.message_index + 2]
         line = {
             "run_id": record.run_id,
@@ -511,21 +360,6 @@ class TranscriptStore:
         }
         self._journal.append(_dumps(line))
         await self._journal.sync()
-
-    def _open_journal(self) -> int:
-        try:
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise _write_error(self.journal_path, exc) from None
-        if os.fstat(fd).st_size != self._journal_end:
-            # Cut a torn last line so that new lines start on a line of their own.
-            os.ftruncate(fd, self._journal_end)
-        return fd
-
-    async def record_conversation(self, record: ConversationRecord) -> None:
-        """Append a conversation's final line and make it durable."""
-        self.append_conversation(record)
-        await self.flush()
 
     def append_conversation(self, record: ConversationRecord) -> None:
         """Append a conversation's final line (durable after :meth:`flush`)."""
@@ -548,73 +382,11 @@ class TranscriptStore:
                 with contextlib.suppress(FileNotFoundError):
                     self.journal_path.unlink()
                 if self._superseded:
-                    self._compact()
+                    compact(self.path)
         finally:
             if self._journal is not None:
                 self._journal.close()
             self._main.close()
-
-    def _compact(self) -> None:
-        """Rewrite the transcript keeping only the last line of each conversation."""
-        last: dict[str, int] = {}
-        odd: set[int] = set()  # not written by mtrun (nor read by it): kept as they are
-        for line in json_lines(self.path):
-            if line.problem is None and isinstance(line.value, dict) and "id" in line.value:
-                last[str(line.value["id"])] = line.number
-            else:
-                odd.add(line.number)
-        keep = set(last.values()) | odd
-        tmp = self.path.with_name(self.path.name + ".compacting")
-        try:
-            with open(tmp, "wb") as dst:
-                for line in json_lines(self.path):
-                    if line.number in keep:
-                        dst.write(line.raw)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise OutputError(
-                f"cannot compact {self.path}: {exc.strerror or exc}; it is still valid "
-                "(a conversation may appear twice: the last line for an id is the current one); "
-                "run the same command again with --resume to compact it"
-            ) from None
-
-
-def _progress_of(record: ConversationRecord, where: str) -> Progress | None:
-    """Where a transcript record of a cut-short conversation continues (unchecked)."""
-    if record.status in FINISHED:
-        return None
-    done = [t for t in record.turns if t.completed]
-    failed = [t for t in record.turns if not t.completed]
-    first = (done or failed)[0].message_index if record.turns else None
-    prefix = None if first is None else record.messages[: max(first, 0)]
-    start = max(first or 0, 0)
-    return Progress(
-        started_at=record.started_at,
-        turns=done,
-        exchanges=record.messages[start : start + 2 * len(done)],
-        failed_attempts=list(failed[0].attempts) if failed else [],
-        prefix=prefix,
-        origins=[where] * len(done),
-        failed_index=failed[0].index if failed else None,
-    )
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def default_output_path(folder: Path, *, now: datetime | None = None, suffix: str = "") -> Path:
@@ -626,39 +398,3 @@ def default_output_path(folder: Path, *, now: datetime | None = None, suffix: st
         candidate = folder / f"mtrun-{stamp}-{number}.jsonl"
         number += 1
     return candidate
-
-
-def read_transcript(path: Path) -> list[dict[str, Any]]:
-    """The current record of each conversation in a transcript (last line per id wins).
-
-    Tolerates a torn last line, as left by a crash; other broken lines raise
-    :class:`OutputError` naming the line, as does a path that is not a
-    regular file (see :func:`runner.transcripts.jsonio.json_lines`).
-    """
-    records: dict[str, dict[str, Any]] = {}
-    for line in json_lines(path):
-        problem = line.problem or _not_a_record(line)
-        if problem is not None:
-            if line.last and not line.too_long:
-                break
-            raise OutputError(f"{path}:{line.number}: not a valid transcript line ({problem})")
-        conv_id = str(line.value["id"])
-        records.pop(conv_id, None)
-        records[conv_id] = line.value
-    return list(records.values())
-
-
-def _not_a_record(line: JsonLine) -> str | None:
-    if not isinstance(line.value, dict) or "id" not in line.value:
-        return "not a transcript record"
-    return None
-
-
-def _record_of(value: Any) -> tuple[ConversationRecord | None, str | None]:
-    """A transcript line's record, or None and why it is not one."""
-    if not isinstance(value, dict) or "id" not in value or "status" not in value:
-        return None, "not a transcript record"
-    try:
-        return ConversationRecord.from_dict(value), None
-    except (ValueError, KeyError, TypeError, OverflowError):
-        return None, "a field has the wrong type"

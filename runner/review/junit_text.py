@@ -1,0 +1,103 @@
+"""The texts inside a JUnit testcase: failed checks, and the compact transcript of ``<system-out>``.
+
+Plain text, bounded in size (each excerpt cut with :func:`runner.review.view.cut`);
+:mod:`runner.review.junit` places it in elements and removes what XML forbids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runner.review.view import cut
+from runner.transcripts.fields import as_list as _list
+from runner.transcripts.fields import as_text as _text
+
+EXCERPT_CHARS = 500
+"""Longest excerpt of one message in ``<system-out>``."""
+SEEN_CHARS = 2000
+"""Longest excerpt of a check's ``seen`` text in a failure's body."""
+ATTRIBUTE_CHARS = 1000
+"""Longest ``message`` attribute; the full text is in the element's body."""
+SYSTEM_OUT_CHARS = 20_000
+"""Rough bound of one testcase's ``<system-out>``."""
+
+
+def failed_checks_text(failed_checks: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
+    """Every failed check, counted, for the body of the testcase's one element; or ""."""
+    if not failed_checks:
+        return ""
+    count = len(failed_checks)
+    head = f"{count} check{'' if count == 1 else 's'} failed:"
+    return "\n\n".join([head, *(check_body(n, c) for n, c in failed_checks)])
+
+
+def check_line(number: int, check: Mapping[str, Any]) -> str:
+    """One failed check on one line: ``turn N: kind: message``."""
+    kind = _text(check.get("kind")) or "check"
+    return f"turn {number}: {kind}: {_text(check.get('message')) or 'failed'}"
+
+
+def check_body(number: int, check: Mapping[str, Any]) -> str:
+    """The readable text of one failed check."""
+    scope = _text(check.get("scope"))
+    kind = _text(check.get("kind")) or "check"
+    head = f"turn {number}: {kind}" + (f" (scope: {scope})" if scope else "")
+    lines = [head]
+    for label, key, limit in (
+        ("message", "message", ATTRIBUTE_CHARS),
+        ("expected", "expected", ATTRIBUTE_CHARS),
+        ("seen", "seen", SEEN_CHARS),
+    ):
+        value = _text(check.get(key))
+        if value:
+            lines.append(indented(f"{label + ':':<10}{cut(value, limit)}", 10))
+    return "\n".join(lines)
+
+
+def transcript(record: Mapping[str, Any]) -> str:
+    """A compact, bounded transcript: a header line, then one ``role: content`` per message."""
+    head = f"conversation {_text(record.get('id'))}"
+    if record.get("repeat") is not None:
+        head += f" (repeat {_text(record.get('repeat'))} of {_text(record.get('group'))})"
+    if record.get("source"):
+        head += f" from {_text(record.get('source'))}"
+    if record.get("model"):
+        head += f", model {_text(record.get('model'))}"
+    head += f", status {_text(record.get('status'))}"
+    lines = [head]
+    size = len(head)
+    messages = _list(record.get("messages"))
+    for shown, message in enumerate(messages):
+        if size > SYSTEM_OUT_CHARS:
+            lines.append(f"… {len(messages) - shown} more messages; see the transcript file")
+            break
+        if not isinstance(message, Mapping):
+            continue
+        role = _text(message.get("role")) or "?"
+        line = indented(f"{role}: {cut(content_of(message.get('content')), EXCERPT_CHARS)}", 2)
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def content_of(content: Any) -> str:
+    """The text of a message's content: a string, content parts, or none."""
+    if content is None:
+        return "(no content)"
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, Mapping):
+                parts.append(f"[{_text(part.get('type')) or 'part'}]")
+        return " ".join(parts)
+    return _text(content)
+
+
+def indented(text: str, width: int) -> str:
+    """Continuation lines of ``text`` indented by ``width`` spaces."""
+    return text.replace("\r\n", "\n").replace("\n", "\n" + " " * width)
