@@ -1,14 +1,26 @@
-"""An asyncio event loop whose clock jumps ahead instead of waiting.
+"""The tests' one clock: an asyncio event loop whose time jumps ahead instead of waiting.
 
 Whole runs can then be watched over minutes of time in milliseconds, with
 real concurrency: ``asyncio.sleep`` and every timer work as usual, only the
-loop's clock moves straight to the next timer whenever nothing is ready.
-Pass ``sleep=asyncio.sleep, clock=loop.time`` to the engine. For mock
-transports only: real sockets would not wait for virtual time.
+loop's clock moves straight to the next timer when every task is waiting.
+Time never moves while a task can still run, so a request handler that
+awaits ``asyncio.sleep(0.25)`` takes exactly 0.25 s and latencies are real
+numbers; and the same test gives the same times on every machine.
+
+How to use it::
+
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
+
+:func:`clock` reads the running loop's time (the same as ``loop.time``);
+:class:`RecordedSleep` is ``asyncio.sleep`` that also lists every wait it
+was asked for, for tests that assert exact waits. For mock transports
+only: real sockets would not wait for virtual time.
 
 The one real wait a run has is the transcript store's fsync, done on a
 thread: while one is outstanding the clock does not jump, the loop really
-waits for it, so a slow disk cannot make a turn take virtual seconds.
+waits for it, so a slow disk cannot make a turn take virtual seconds and
+the times stay deterministic. (The loop spots those futures by the module
+that creates them, ``runner.transcripts.store``.)
 """
 
 from __future__ import annotations
@@ -63,6 +75,22 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self.thread_work.add(future)
             future.add_done_callback(self.thread_work.discard)
         return future
+
+
+def clock() -> float:
+    """The running loop's time: pass as ``clock=`` next to ``sleep=asyncio.sleep``."""
+    return asyncio.get_running_loop().time()
+
+
+class RecordedSleep:
+    """``asyncio.sleep`` that records every wait asked for, in ``waits``."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(seconds)
 
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:
