@@ -33,6 +33,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+START = 1000.0
+"""Where the virtual clock starts, in seconds."""
+
 REAL_WAIT_S = 0.001
 """Real seconds of each wait for a thread's work (which wakes the loop when done)."""
 
@@ -58,7 +61,7 @@ class _Selector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """A selector event loop on virtual time, starting at ``start`` seconds."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = START) -> None:
         selector = _Selector()
         super().__init__(selector)
         selector.loop = self
