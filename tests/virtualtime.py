@@ -13,7 +13,13 @@ How to use it::
 
 :func:`clock` reads the running loop's time (the same as ``loop.time``);
 :class:`RecordedSleep` is ``asyncio.sleep`` that also lists every wait it
-was asked for, for tests that assert exact waits. For mock transports
+was asked for, for tests that assert exact waits.
+
+A test has one timeline: it starts at :data:`START` (``conftest.py`` resets
+it before every test), each :func:`run_virtual` starts its loop where the
+last one ended, and outside a loop :func:`clock` reads where time stands.
+So an object built before the run (a pacer, a progress line) reads the
+same clock as the run, and time never goes back between two runs. For mock transports
 only: real sockets would not wait for virtual time.
 
 The one real wait a run has is the transcript store's fsync, done on a
@@ -80,9 +86,26 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return future
 
 
+class _Timeline:
+    """Where virtual time stands between loops: one timeline for a whole test."""
+
+    now = START
+
+
+def reset() -> None:
+    """Start a new timeline at :data:`START` (before every test)."""
+    _Timeline.now = START
+
+
 def clock() -> float:
-    """The running loop's time: pass as ``clock=`` next to ``sleep=asyncio.sleep``."""
-    return asyncio.get_running_loop().time()
+    """Virtual time: pass as ``clock=`` next to ``sleep=asyncio.sleep``."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _Timeline.now  # before or between runs
+    if not isinstance(loop, VirtualTimeLoop):
+        raise RuntimeError("clock() is virtual time: run the coroutine with run_virtual()")
+    return loop.time()
 
 
 class RecordedSleep:
@@ -97,10 +120,11 @@ class RecordedSleep:
 
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on a fresh :class:`VirtualTimeLoop`."""
-    loop = VirtualTimeLoop()
+    """``asyncio.run`` on a fresh :class:`VirtualTimeLoop`, going on from where time stands."""
+    loop = VirtualTimeLoop(_Timeline.now)
     try:
         return loop.run_until_complete(main)
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        _Timeline.now = loop.now
