@@ -17,7 +17,8 @@ was asked for, for tests that assert exact waits.
 
 A test has one timeline: it starts at :data:`START` (``conftest.py`` resets
 it before every test), each :func:`run_virtual` starts its loop where the
-last one ended, and outside a loop :func:`clock` reads where time stands.
+last one ended, outside a loop :func:`clock` reads where time stands and :func:`pass_time`
+moves it on.
 So an object built before the run (a pacer, a progress line) reads the
 same clock as the run, and time never goes back between two runs. For mock transports
 only: real sockets would not wait for virtual time.
@@ -95,6 +96,16 @@ class _Timeline:
 def reset() -> None:
     """Start a new timeline at :data:`START` (before every test)."""
     _Timeline.now = START
+
+
+def pass_time(seconds: float) -> None:
+    """Let ``seconds`` of virtual time pass between runs (in a run, ``asyncio.sleep``)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _Timeline.now += seconds
+        return
+    raise RuntimeError("pass_time() is for between runs: in a run, await asyncio.sleep()")
 
 
 def clock() -> float:
