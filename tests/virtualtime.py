@@ -4,10 +4,8 @@ Whole runs can then be watched over minutes of time in milliseconds, with
 real concurrency: ``asyncio.sleep`` and every timer work as usual, only the
 loop's clock moves straight to the next timer when every task is waiting.
 Time never moves while a task can still run, so a request handler that
-awaits ``asyncio.sleep(0.25)`` takes exactly 0.25 s and latencies are real
-numbers; and the same test gives the same times on every machine.
-
-How to use it::
+awaits ``asyncio.sleep(0.25)`` takes exactly 0.25 s, latencies are real
+numbers, and a test gives the same times on every machine. How to use it::
 
     result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
 
@@ -17,17 +15,21 @@ was asked for, for tests that assert exact waits.
 
 A test has one timeline: it starts at :data:`START` (``conftest.py`` resets
 it before every test), each :func:`run_virtual` starts its loop where the
-last one ended, outside a loop :func:`clock` reads where time stands and :func:`pass_time`
-moves it on.
-So an object built before the run (a pacer, a progress line) reads the
-same clock as the run, and time never goes back between two runs. For mock transports
-only: real sockets would not wait for virtual time.
+last one ended, and outside a loop :func:`clock` reads where time stands
+and :func:`pass_time` moves it on. So an object built before the run (a
+pacer, a progress line) reads the same clock as the run, and time never
+goes back between two runs.
 
 The one real wait a run has is the transcript store's fsync, done on a
 thread: while one is outstanding the clock does not jump, the loop really
 waits for it, so a slow disk cannot make a turn take virtual seconds and
 the times stay deterministic. (The loop spots those futures by the module
 that creates them, ``runner.transcripts.store``.)
+
+For mock transports only: a real socket would not answer in virtual time,
+and the loop would jump to its timeout instead. Tests over real sockets
+(loopback and fault servers) run on a real loop with ``sleep=RecordedSleep(skip=True)``
+and its ``clock`` (or ``time.monotonic``): real time, waits recorded but skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 import sys
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -120,14 +123,30 @@ def clock() -> float:
 
 
 class RecordedSleep:
-    """``asyncio.sleep`` that records every wait asked for, in ``waits``."""
+    """``asyncio.sleep`` that records every wait asked for, in ``waits``.
 
-    def __init__(self) -> None:
+    ``skip=True`` is for runs over real sockets, which cannot be on virtual
+    time: on a real loop, each wait is recorded and skipped (after letting
+    other tasks run, as a wait would), and :meth:`clock` is real time with
+    the skipped waits added, as if each had been slept.
+    """
+
+    def __init__(self, *, skip: bool = False) -> None:
         self.waits: list[float] = []
+        self.skip = skip
+        self._skipped = 0.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
-        await asyncio.sleep(seconds)
+        if self.skip:
+            self._skipped += seconds
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
+
+    def clock(self) -> float:
+        """The clock these waits pass on: virtual time, or real time plus the skipped waits."""
+        return time.monotonic() + self._skipped if self.skip else clock()
 
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:
