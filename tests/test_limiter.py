@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
-from helpers import Sleeps
-from virtualtime import run_virtual
+from virtualtime import clock, run_virtual
 
 from runner.http.mock import answer
 from runner.run.engine import RunConfig, run_batch
@@ -173,11 +171,10 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
             refused += 1
             return httpx.Response(429, json={"error": {"message": "too many"}})
         in_flight += 1
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.1)  # long enough that senders pile up behind the two
         in_flight -= 1
         return httpx.Response(200, json=answer(json.loads(request.content)))
 
-    sleeps = Sleeps()
     convs = [Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(40)]
     config = RunConfig(
         output=tmp_path / "o.jsonl",
@@ -185,9 +182,9 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
         transport=httpx.MockTransport(handler),
         concurrency=16,
     )
-    # Waits are skipped but time is real: many conversations back off at once, and a
-    # clock that added up all their waits would age every turn far past its time bound.
-    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=time.monotonic))
+    # On virtual time many conversations back off at once, as they would for real:
+    # their waits overlap instead of adding up, so no turn ages past its time bound.
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 40 and result.failed == 0
     assert result.rate_limited == refused > 0
     assert result.limit_changes and result.limit_changes[0].limit == 8
