@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from helpers import Sleeps
+from virtualtime import clock, run_virtual
 
 from runner.checks.judge import JUDGE_MARKER, judge_body, parse_verdict, run_judge
 from runner.checks.kinds import parse_expect
@@ -64,7 +64,7 @@ def judge_check(model: str | None = None) -> Any:
 
 
 def run(check: Any, respond: Any) -> Any:
-    return asyncio.run(
+    return run_virtual(
         run_judge(
             check,
             MESSAGES,
@@ -73,8 +73,8 @@ def run(check: Any, respond: Any) -> Any:
             conversation_id="c",
             turn=0,
             policy=RetryPolicy(max_retries=1),
-            sleep=Sleeps(),
-            clock=lambda: 0.0,
+            sleep=asyncio.sleep,
+            clock=clock,
         )
     )
 
@@ -180,7 +180,7 @@ def test_judge_requests_on_the_answers_endpoint_share_its_request_slots(tmp_path
         transport=httpx.MockTransport(handler),
         concurrency=4,  # five conversations run: one may be judging while four answer
     )
-    result = asyncio.run(run_batch(judged_batch(20), config))
+    result = run_virtual(run_batch(judged_batch(20), config, sleep=asyncio.sleep, clock=clock))
     assert result.completed + result.checks_failed == 20
     assert judged == 20
     assert peak == 4
