@@ -54,7 +54,7 @@ _HOMES = {
     "run_batch": "runner.run.engine",
     "RunResult": "runner.run.events",
     "Event": "runner.run.events",
-    "read_transcript": "runner.transcripts.store",
+    "read_transcript": "runner.transcripts.reader",
     "RunnerError": "runner.errors",
     "InputError": "runner.errors",
     "ConfigError": "runner.errors",

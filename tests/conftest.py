@@ -1,8 +1,9 @@
-"""Shared test helpers: no real sleeping, no real keys, no network."""
+"""Shared test fixtures: no real sleeping, no real keys, no network."""
 
 from __future__ import annotations
 
 import pytest
+import virtualtime
 
 KEY_VARS = ("MTRUN_API_KEY", "ARCEE_API_KEY", "OPENAI_API_KEY", "MTRUN_BASE_URL", "MTRUN_MODEL")
 NETWORK_VARS = (
@@ -23,3 +24,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in NETWORK_VARS:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def virtual_time() -> None:
+    """Every test's virtual clock (``virtualtime.py``) starts at the same time."""
+    virtualtime.reset()

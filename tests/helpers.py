@@ -1,4 +1,7 @@
-"""Helpers shared by the tests: fake sleeps and a scripted chat server."""
+"""Helpers shared by the tests: scripted chat servers and small readers.
+
+The tests' one clock is in ``virtualtime.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +15,6 @@ import httpx
 
 from runner.http.mock import answer
 
-
-class Sleeps:
-    """A fake ``sleep`` that records what it was asked to wait, and its own clock.
-
-    Pass ``sleep=sleeps, clock=sleeps.clock``: sleeping advances the clock at
-    once, so waits are honoured without taking any time.
-    """
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.now = 1000.0
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)  # let other conversations run, as a real wait would
-
-    def clock(self) -> float:
-        """The fake time: it moves only when something sleeps."""
-        return self.now
-
-
 Responder = Callable[[dict[str, Any], int], httpx.Response | None]
 
 
@@ -41,20 +22,29 @@ class ChatServer:
     """An ``httpx.MockTransport`` chat server that records every request body.
 
     ``respond(body, n)`` may return a response for the n-th request (0-based)
-    or None for the offline backend's normal answer.
+    or None for the offline backend's normal answer. ``delay(body, n)`` is
+    how many seconds the server takes to answer: on the virtual loop
+    (``virtualtime.py``) that is the latency the engine records.
     """
 
-    def __init__(self, respond: Responder | None = None) -> None:
+    def __init__(
+        self,
+        respond: Responder | None = None,
+        delay: Callable[[dict[str, Any], int], float] | None = None,
+    ) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[httpx.Headers] = []
         self.respond = respond
+        self.delay = delay
         self.transport = httpx.MockTransport(self._handle)
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         n = len(self.bodies)
         self.bodies.append(body)
         self.headers.append(request.headers)
+        if self.delay is not None:
+            await asyncio.sleep(self.delay(body, n))
         if self.respond is not None:
             special = self.respond(body, n)
             if special is not None:

@@ -1,7 +1,7 @@
 """Deadline: a whole-block limit that progress pushes back, and that never eats a real cancel.
 
-These few tests wait for real, a few hundredths of a second each: the deadline
-runs on the event loop's clock, which is what it bounds.
+The deadline runs on the event loop's clock, which is what it bounds: on the
+virtual loop (``virtualtime.py``) its hundredths of a second pass at once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 from helpers import bounded
+from virtualtime import run_virtual
 
 from runner.http.deadline import Deadline
 
@@ -22,7 +23,7 @@ def test_a_block_that_runs_past_its_deadline_raises_timeout_error() -> None:
             await asyncio.Event().wait()
 
     with pytest.raises(TimeoutError, match=r"^no progress within 0\.05 s$"):
-        asyncio.run(bounded(go()))
+        run_virtual(bounded(go()))
 
 
 def test_progress_pushes_the_deadline_back() -> None:
@@ -35,7 +36,7 @@ def test_progress_pushes_the_deadline_back() -> None:
                 steps += 1
         return steps, deadline.expired
 
-    assert asyncio.run(bounded(go())) == (8, False)
+    assert run_virtual(bounded(go())) == (8, False)
 
 
 def test_a_block_done_in_time_is_untouched_and_leaves_no_pending_cancel() -> None:
@@ -45,7 +46,7 @@ def test_a_block_done_in_time_is_untouched_and_leaves_no_pending_cancel() -> Non
         await asyncio.sleep(LIMIT * 2)  # the timer is gone: nothing cancels this
         return "done"
 
-    assert asyncio.run(bounded(go())) == "done"
+    assert run_virtual(bounded(go())) == "done"
 
 
 def test_a_cancel_from_outside_is_never_turned_into_a_timeout() -> None:
@@ -60,7 +61,7 @@ def test_a_cancel_from_outside_is_never_turned_into_a_timeout() -> None:
         await task
 
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(bounded(go()))
+        run_virtual(bounded(go()))
 
 
 def test_a_block_that_swallows_its_expiry_carries_on_uncancelled() -> None:
@@ -75,4 +76,4 @@ def test_a_block_that_swallows_its_expiry_carries_on_uncancelled() -> None:
         assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
         return "carried on"
 
-    assert asyncio.run(bounded(go())) == "carried on"
+    assert run_virtual(bounded(go())) == "carried on"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from helpers import Sleeps
+from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import TransientAPIError
 from runner.http.client import Completion, completion_from_json
@@ -27,7 +27,6 @@ def dispatcher(
             raise reply
         return completion_from_json(answer(dict(body)))
 
-    sleeps = Sleeps()
     return Dispatcher(
         respond,
         base_url="http://127.0.0.1:9/v1",
@@ -37,8 +36,8 @@ def dispatcher(
         rpm=None,
         tpm=None,
         budget_tokens=budget,
-        sleep=sleeps,
-        clock=sleeps.clock,
+        sleep=RecordedSleep(),
+        clock=clock,
     )
 
 
@@ -57,7 +56,7 @@ def test_a_429_is_counted_halves_the_limit_and_gives_the_slot_back() -> None:
             await attempt(d)
         await attempt(d)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert d.rate_limited == 1
     first = d.limiter.changes[0]
     assert (first.limit, first.reason) == (1, "429: halved")
@@ -73,7 +72,7 @@ def test_judge_requests_count_their_tokens_and_a_spent_budget_stops_the_run() ->
         with pytest.raises(asyncio.CancelledError):
             await attempt(d)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert sum(d.tokens) > 0
     assert control.stopping and "budget" in (control.reason or "")
 
@@ -94,7 +93,7 @@ def test_failures_that_reach_nobody_across_conversations_stop_the_run() -> None:
                 return sent + 1
         return sent
 
-    assert asyncio.run(go()) == 12
+    assert run_virtual(go()) == 12
     assert control.stopping and "unreachable" in (control.reason or "")
 
 
@@ -120,7 +119,7 @@ def test_an_answer_that_timed_out_while_others_were_answered_halves_the_limit() 
         with pytest.raises(TransientAPIError):
             await queued
 
-    asyncio.run(go())
+    run_virtual(go())
     assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "timeout: halved")]
     assert d.rate_limited == 0 and d.waited_s == 0
 
@@ -135,20 +134,20 @@ def test_timeouts_with_nothing_answered_leave_the_limit_alone() -> None:
             with pytest.raises(TransientAPIError):
                 await attempt(d)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert d.limiter.changes == [] and d.limiter.limit == 2
 
 
 def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> None:
     d = dispatcher([], RunControl())
     sleeps = d.sleep
-    assert isinstance(sleeps, Sleeps)
+    assert isinstance(sleeps, RecordedSleep)
     refused = TransientAPIError("HTTP 429", kind="http_429", status=429)
     busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
 
     async def go() -> None:
         d.pacer.refused()
-        sleeps.now += 1.5
+        await asyncio.sleep(1.5)
         d.pacer.refused()  # refused again, with nothing answered in between: a storm
         waiting = asyncio.create_task(d.back_off(30.0, refused))
         await asyncio.sleep(0)
@@ -159,4 +158,4 @@ def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> N
         await d.back_off(30.0, busy)  # other failures back off as planned
         assert sleeps.waits == [30.0]
 
-    asyncio.run(go())
+    run_virtual(go())

@@ -1,4 +1,8 @@
-"""The replay engine: exact history, failures, concurrency, stopping."""
+"""The replay engine: exact history, failures, concurrency, latency, stopping.
+
+Every run is on virtual time (``virtualtime.py``): handlers that take time
+to answer give real latencies and real overlap, without real waiting.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ChatServer, Sleeps, error, read_jsonl
+from helpers import ChatServer, error, read_jsonl
+from virtualtime import RecordedSleep, clock, run_virtual
 
+from runner.checks.kinds import parse_expect
 from runner.errors import ConfigError
 from runner.http.client import ApiKey
 from runner.http.mock import answer
@@ -28,7 +34,7 @@ def conv(cid: str, *turns: str, **kw: Any) -> Conversation:
 def run(
     conversations: list[Conversation], tmp_path: Path, server: ChatServer | None = None, **kw: Any
 ) -> RunResult:
-    sleep = kw.pop("sleep", Sleeps())
+    sleep = kw.pop("sleep", asyncio.sleep)
     control = kw.pop("control", None)
     config = RunConfig(
         output=kw.pop("output", tmp_path / "out.jsonl"),
@@ -36,9 +42,7 @@ def run(
         transport=server.transport if server else None,
         **kw,
     )
-    return asyncio.run(
-        run_batch(conversations, config, sleep=sleep, clock=sleep.clock, control=control)
-    )
+    return run_virtual(run_batch(conversations, config, sleep=sleep, clock=clock, control=control))
 
 
 def test_three_turns_send_the_exact_growing_history(tmp_path: Path) -> None:
@@ -194,7 +198,7 @@ def test_transient_errors_are_retried_with_the_servers_wait(tmp_path: Path) -> N
         return None
 
     server = ChatServer(respond)
-    sleeps = Sleeps()
+    sleeps = RecordedSleep()
     result = run([conv("c", "hello")], tmp_path, server, sleep=sleeps)
     assert len(server.bodies) == 3 and result.retries == 2
     assert 3.0 <= sleeps.waits[0] <= 4.0
@@ -238,7 +242,7 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
         transport=httpx.MockTransport(handler),
         concurrency=4,
     )
-    result = asyncio.run(run_batch(convs, config))
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 30
     assert peak == 4
 
@@ -275,9 +279,35 @@ def test_a_quarter_more_conversations_run_than_requests_fly(
         transport=httpx.MockTransport(handler),
         concurrency=concurrency,
     )
-    result = asyncio.run(run_batch(convs, config))
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 40
     assert (peak_in_flight, peak_open) == (concurrency, running)
+
+
+def test_latency_is_the_time_the_server_takes_and_is_checked(tmp_path: Path) -> None:
+    # The second turn of each conversation is slow: 0.25 s against a 0.1 s budget.
+    server = ChatServer(delay=lambda body, n: 0.25 if len(body["messages"]) > 1 else 0.05)
+    budget = parse_expect({"max_latency_ms": 100}, field="expect", scope="turn")
+    convs = [
+        Conversation(
+            id=f"c{i}",
+            source="c.yaml",
+            turns=(Turn("fast", expect=budget), Turn("slow", expect=budget)),
+        )
+        for i in range(3)
+    ]
+    result = run(convs, tmp_path, server, concurrency=3)
+    assert result.checks_failed == 3
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        fast, slow = record["turns"]
+        assert fast["latency_ms"] == pytest.approx(50.0)
+        assert slow["latency_ms"] == pytest.approx(250.0)
+        assert [a["latency_ms"] for a in slow["attempts"]] == [pytest.approx(250.0)]
+        assert [c["passed"] for c in fast["checks"]] == [True]
+        assert [(c["passed"], c["message"]) for c in slow["checks"]] == [
+            (False, "took 250 ms, at most 100 allowed")
+        ]
+        assert record["status"] == "checks_failed"
 
 
 def test_turns_of_one_conversation_never_overlap(tmp_path: Path) -> None:
@@ -303,7 +333,7 @@ def test_turns_of_one_conversation_never_overlap(tmp_path: Path) -> None:
         transport=httpx.MockTransport(handler),
         concurrency=10,
     )
-    asyncio.run(run_batch(convs, config))
+    run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert overlaps == []
 
 
@@ -347,7 +377,9 @@ def test_stop_records_in_flight_conversations_as_interrupted(tmp_path: Path) -> 
         transport=httpx.MockTransport(handler),
         concurrency=2,
     )
-    result = asyncio.run(run_batch(convs, config, control=control))
+    result = run_virtual(
+        run_batch(convs, config, sleep=asyncio.sleep, clock=clock, control=control)
+    )
     assert result.interrupted_by_user
     assert result.interrupted == 2 and result.not_started == 3
     records = read_jsonl(tmp_path / "o.jsonl")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from faultserver import ERROR_STATUSES, FaultServer, closed_port_url
-from helpers import Sleeps, read_jsonl
+from helpers import read_jsonl
+from virtualtime import RecordedSleep
 
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import Event, RetryScheduled, RunResult
@@ -85,8 +86,8 @@ def run(
     stream: bool = False,
     concurrency: int = 4,
     policy: RetryPolicy | None = None,
-) -> tuple[RunResult, Sleeps, list[Event]]:
-    sleeps = Sleeps()
+) -> tuple[RunResult, RecordedSleep, list[Event]]:
+    sleeps = RecordedSleep(skip=True)
     events: list[Event] = []
     config = RunConfig(
         output=out,
@@ -133,7 +134,7 @@ def attempts_of(path: Path) -> list[dict[str, Any]]:
 
 
 def check_recovered(
-    fault: str, out: Path, server: FaultServer, sleeps: Sleeps, reference: dict[str, str]
+    fault: str, out: Path, server: FaultServer, sleeps: RecordedSleep, reference: dict[str, str]
 ) -> None:
     records = read_jsonl(out)
     assert {r["status"] for r in records} == {"completed"}, [r.get("error") for r in records]
@@ -279,8 +280,8 @@ def test_endpoint_going_down_mid_run_leaves_a_resumable_output(
 
 def asyncio_resume(
     batch: list[Conversation], server: FaultServer, out: Path
-) -> tuple[RunResult, Sleeps, list[Event]]:
-    sleeps = Sleeps()
+) -> tuple[RunResult, RecordedSleep, list[Event]]:
+    sleeps = RecordedSleep(skip=True)
     config = RunConfig(output=out, resume=True, base_url=server.base_url, timeout=TIMEOUT)
     result = asyncio.run(run_batch(batch, config, sleep=sleeps, clock=sleeps.clock))
     return result, sleeps, []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Sleeps, read_jsonl
-from virtualtime import run_virtual
+from helpers import read_jsonl
+from virtualtime import RecordedSleep, clock, pass_time, run_virtual
 
 from runner.cli.progress import summary_lines
 from runner.errors import TransientAPIError
@@ -30,23 +30,23 @@ def conv(cid: str, turns: int = 2) -> Conversation:
 
 
 def test_a_retry_after_holds_every_request() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock)
-    asyncio.run(gate.before_send())
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock)
+    run_virtual(gate.before_send())
     assert sleeps.waits == []
     gate.failed(TransientAPIError("slow", kind="http_429", status=429, retry_after=5.0), "a")
-    asyncio.run(gate.before_send())
+    run_virtual(gate.before_send())
     assert sleeps.waits == [5.0]
-    asyncio.run(gate.before_send())  # the hold is over
+    run_virtual(gate.before_send())  # the hold is over
     assert sleeps.waits == [5.0] and gate.waits.seconds == 5.0
     gate.failed(TransientAPIError("x", kind="http_429", status=429, retry_after=999.0), "a")
-    asyncio.run(gate.before_send())
+    run_virtual(gate.before_send())
     assert sleeps.waits[-1] == 120.0  # capped
 
 
 def test_down_needs_consecutive_unreachable_failures_over_two_conversations() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, down_after=3)
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, down_after=3)
     refused = TransientAPIError("cannot connect", kind="connect_error")
     for _ in range(5):
         gate.failed(refused, "a")
@@ -65,7 +65,7 @@ def test_a_dead_endpoint_stops_the_run_quickly_and_leaves_it_resumable(tmp_path:
         requests += 1
         raise httpx.ConnectError("Connection refused")
 
-    sleeps = Sleeps()
+    sleeps = RecordedSleep()
     config = RunConfig(
         output=tmp_path / "o.jsonl",
         base_url=LOCAL,
@@ -73,7 +73,7 @@ def test_a_dead_endpoint_stops_the_run_quickly_and_leaves_it_resumable(tmp_path:
         concurrency=3,
     )
     convs = [conv(f"c{i}") for i in range(20)]
-    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+    result = run_virtual(run_batch(convs, config, sleep=sleeps, clock=clock))
     assert requests <= 12 + 3  # not 20 conversations x 7 attempts
     assert result.stop_reason is not None
     assert result.stop_reason.startswith("http://127.0.0.1:9/v1 is unreachable: 12 requests")
@@ -86,27 +86,27 @@ def test_errors_from_a_live_endpoint_do_not_count_as_down(tmp_path: Path) -> Non
     def overloaded(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, text="busy")
 
-    sleeps = Sleeps()
+    sleeps = RecordedSleep()
     config = RunConfig(
         output=tmp_path / "o.jsonl",
         base_url=LOCAL,
         transport=httpx.MockTransport(overloaded),
         concurrency=2,
     )
-    result = asyncio.run(
-        run_batch([conv(f"c{i}") for i in range(4)], config, sleep=sleeps, clock=sleeps.clock)
+    result = run_virtual(
+        run_batch([conv(f"c{i}") for i in range(4)], config, sleep=sleeps, clock=clock)
     )
     assert result.stop_reason is None and result.failed == 4
 
 
 def test_one_conversations_retry_after_delays_the_others(tmp_path: Path) -> None:
-    sleeps = Sleeps()
+    sleeps = RecordedSleep()
     sent_at: list[tuple[str, float]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         first = body["messages"][0]["content"]
-        sent_at.append((first, sleeps.now))
+        sent_at.append((first, clock()))
         if first == "a 0" and len([s for s in sent_at if s[0] == "a 0"]) == 1:
             return httpx.Response(
                 429, headers={"retry-after": "30"}, json={"error": {"message": "slow"}}
@@ -119,7 +119,7 @@ def test_one_conversations_retry_after_delays_the_others(tmp_path: Path) -> None
         transport=httpx.MockTransport(handler),
         concurrency=1,
     )
-    asyncio.run(run_batch([conv("a", 1), conv("b", 1)], config, sleep=sleeps, clock=sleeps.clock))
+    run_virtual(run_batch([conv("a", 1), conv("b", 1)], config, sleep=sleeps, clock=clock))
     start = sent_at[0][1]
     b_sent = next(t for name, t in sent_at if name == "b 0")
     assert b_sent - start >= 30.0
@@ -143,7 +143,7 @@ def test_a_token_budget_stops_new_requests_and_leaves_a_resumable_output(tmp_pat
         transport=httpx.MockTransport(handler),
         budget_tokens=250,
     )
-    result = asyncio.run(run_batch([conv(f"c{i}", 2) for i in range(5)], config))
+    result = run_virtual(run_batch([conv(f"c{i}", 2) for i in range(5)], config))
     assert sent == 3  # 300 tokens used once the third answer arrived
     assert result.stop_reason == (
         "the token budget is spent (300 of 250 tokens used); "
@@ -168,7 +168,7 @@ def test_longest_conversations_start_first(tmp_path: Path) -> None:
         transport=httpx.MockTransport(handler),
     )
     convs = [conv("short", 1), conv("long", 5), conv("mid", 3), conv("mid2", 3)]
-    asyncio.run(run_batch(convs, config))
+    run_virtual(run_batch(convs, config))
     assert order == ["long", "mid", "mid2", "short"]
 
 
@@ -280,42 +280,42 @@ def timed_out() -> TransientAPIError:
 
 
 def test_two_timeouts_with_nothing_answered_for_two_timeouts_mean_down() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
-    sent = sleeps.now
-    sleeps.now += 5.0
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
+    sent = clock()
+    pass_time(5.0)
     gate.failed(timed_out(), "a", sent_at=sent)
     assert not gate.down  # one timeout: could be one slow answer
-    sleeps.now += 0.7  # the retry's backoff
-    sent = sleeps.now
-    sleeps.now += 5.0
+    pass_time(0.7)  # the retry's backoff
+    sent = clock()
+    pass_time(5.0)
     gate.failed(timed_out(), "a", sent_at=sent)  # the same conversation (-j 1)
     assert gate.down and gate.unanswering and not gate.unreachable
     assert gate.unanswered_s == pytest.approx(10.7)
 
 
 def test_a_wave_of_timeouts_is_not_down_until_its_retries_time_out_too() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
-    sent = sleeps.now
-    sleeps.now += 5.0
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
+    sent = clock()
+    pass_time(5.0)
     for name in "abcdefgh":  # -j 8: all sent together, all timed out together
         gate.failed(timed_out(), name, sent_at=sent)
     assert not gate.down
-    sleeps.now += 0.5
-    sent = sleeps.now
-    sleeps.now += 5.0
+    pass_time(0.5)
+    sent = clock()
+    pass_time(5.0)
     gate.failed(timed_out(), "a", sent_at=sent)
     assert gate.down
 
 
 def test_a_slow_server_that_answers_now_and_then_is_not_down() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
     for _ in range(20):
         for name in "ab":
-            sent = sleeps.now
-            sleeps.now += 5.0
+            sent = clock()
+            pass_time(5.0)
             gate.failed(timed_out(), name, sent_at=sent)
         gate.succeeded()  # an answer, even only now and then, resets the count
         assert not gate.down
@@ -324,23 +324,23 @@ def test_a_slow_server_that_answers_now_and_then_is_not_down() -> None:
 
 
 def test_time_held_before_the_first_unanswered_request_does_not_count() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock, timeout=5.0)
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
     gate.succeeded()
-    sleeps.now += 60.0  # held by a Retry-After, then a wave is sent
-    sent = sleeps.now
-    sleeps.now += 5.0
+    pass_time(60.0)  # held by a Retry-After, then a wave is sent
+    sent = clock()
+    pass_time(5.0)
     gate.failed(timed_out(), "a", sent_at=sent)
     gate.failed(timed_out(), "b", sent_at=sent)
     assert not gate.down  # one timeout's worth of quiet, not 65 s
 
 
 def test_timeouts_never_mean_down_without_a_timeout() -> None:
-    sleeps = Sleeps()
-    gate = EndpointGate(sleep=sleeps, clock=sleeps.clock)
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock)
     for _ in range(5):
-        sleeps.now += 100.0
-        gate.failed(timed_out(), "a", sent_at=sleeps.now - 100.0)
+        pass_time(100.0)
+        gate.failed(timed_out(), "a", sent_at=clock() - 100.0)
     assert not gate.down
 
 

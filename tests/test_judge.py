@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from helpers import Sleeps
+from virtualtime import clock, run_virtual
 
 from runner.checks.judge import JUDGE_MARKER, judge_body, parse_verdict
 from runner.checks.kinds import parse_expect
@@ -65,8 +65,8 @@ def judge_check(model: str | None = None) -> Any:
 
 
 def run(check: Any, respond: Any) -> Any:
-    judge = Judge(respond, RetryPolicy(max_retries=1), Sleeps(), lambda: 0.0)
-    return asyncio.run(
+    judge = Judge(respond, RetryPolicy(max_retries=1), asyncio.sleep, clock)
+    return run_virtual(
         judge.grade(check, MESSAGES, answer_model="answer-model", conversation_id="c", turn=0)
     )
 
@@ -96,9 +96,9 @@ def test_the_judge_model_is_the_checks_else_the_runs_else_the_answers() -> None:
         return Completion(data["choices"][0]["message"], "stop", None, None, None, data)
 
     for run_model in (None, "run-judge"):
-        judge = Judge(respond, RetryPolicy(max_retries=0), Sleeps(), lambda: 0.0, model=run_model)
+        judge = Judge(respond, RetryPolicy(max_retries=0), asyncio.sleep, clock, model=run_model)
         for check in (judge_check(model="check-judge"), judge_check()):
-            result = asyncio.run(
+            result = run_virtual(
                 judge.grade(check, MESSAGES, answer_model="answers", conversation_id="c", turn=0)
             )
             assert result.passed
@@ -190,7 +190,7 @@ def test_judge_requests_on_the_answers_endpoint_share_its_request_slots(tmp_path
         transport=httpx.MockTransport(handler),
         concurrency=4,  # five conversations run: one may be judging while four answer
     )
-    result = asyncio.run(run_batch(judged_batch(20), config))
+    result = run_virtual(run_batch(judged_batch(20), config, sleep=asyncio.sleep, clock=clock))
     assert result.completed + result.checks_failed == 20
     assert judged == 20
     assert peak == 4

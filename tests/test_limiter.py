@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
-from helpers import Sleeps
-from virtualtime import run_virtual
+from virtualtime import clock, run_virtual
 
 from runner.http.mock import answer
 from runner.run.engine import RunConfig, run_batch
@@ -19,7 +17,7 @@ from runner.spec.model import Conversation, Turn
 
 
 def limiter(ceiling: int, start: int | None = None) -> AdaptiveLimiter:
-    return AdaptiveLimiter(ceiling=ceiling, start=start, clock=lambda: 0.0)
+    return AdaptiveLimiter(ceiling=ceiling, start=start, clock=clock)
 
 
 def test_a_429_halves_the_limit_once_per_episode() -> None:
@@ -33,7 +31,7 @@ def test_a_429_halves_the_limit_once_per_episode() -> None:
         lim.release(fresh, outcome="rate_limited")  # a 429 from after the cut: a new episode
         return lim
 
-    lim = asyncio.run(go())
+    lim = run_virtual(go())
     assert lim.limit == 2
     assert [c.reason for c in lim.changes] == ["429: halved", "429: halved"]
 
@@ -56,7 +54,7 @@ def test_slow_start_doubles_until_the_first_429_then_growth_is_additive() -> Non
         await answers(lim, held, halved)  # one clean round: +1 only
         return doubled, halved, lim.limit
 
-    doubled, halved, grown = asyncio.run(go())
+    doubled, halved, grown = run_virtual(go())
     assert doubled == 8  # 2 -> 4 -> 8: one more per clean answer before any 429
     assert halved == 4
     assert grown == 5
@@ -69,7 +67,7 @@ def test_errors_other_than_429_leave_the_limit_alone() -> None:
         lim.release(epoch, outcome="other")
         return lim.limit
 
-    assert asyncio.run(go()) == 4
+    assert run_virtual(go()) == 4
 
 
 def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
@@ -81,7 +79,7 @@ def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
             lim.release(epoch, outcome="timed_out")
         return [(c.limit, c.reason) for c in lim.changes]
 
-    assert asyncio.run(go()) == [(4, "timeout: halved")]
+    assert run_virtual(go()) == [(4, "timeout: halved")]
 
 
 def test_after_a_storm_the_limit_grows_back_to_where_answers_last_came() -> None:
@@ -101,7 +99,7 @@ def test_after_a_storm_the_limit_grows_back_to_where_answers_last_came() -> None
             limits.append(lim.limit)
         return limits
 
-    assert asyncio.run(go()) == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]
+    assert run_virtual(go()) == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]
 
 
 def test_recovering_from_a_storm_before_any_answer_changes_nothing() -> None:
@@ -129,7 +127,7 @@ def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
         await asyncio.gather(new, running)
         return got
 
-    assert asyncio.run(go()) == ["next turn", "new conversation"]
+    assert run_virtual(go()) == ["next turn", "new conversation"]
 
 
 def test_a_cancelled_waiter_gives_up_its_place() -> None:
@@ -143,7 +141,7 @@ def test_a_cancelled_waiter_gives_up_its_place() -> None:
         lim.release(held, outcome="ok")
         return lim.in_flight
 
-    assert asyncio.run(go()) == 0
+    assert run_virtual(go()) == 0
 
 
 def test_a_waiter_cancelled_just_before_a_slot_frees_stays_cancelled() -> None:
@@ -157,7 +155,7 @@ def test_a_waiter_cancelled_just_before_a_slot_frees_stays_cancelled() -> None:
         outcome = await asyncio.gather(waiter, return_exceptions=True)
         return lim.in_flight, outcome
 
-    in_flight, [outcome] = asyncio.run(go())
+    in_flight, [outcome] = run_virtual(go())
     assert in_flight == 0
     assert isinstance(outcome, asyncio.CancelledError)
 
@@ -173,11 +171,10 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
             refused += 1
             return httpx.Response(429, json={"error": {"message": "too many"}})
         in_flight += 1
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.1)  # long enough that senders pile up behind the two
         in_flight -= 1
         return httpx.Response(200, json=answer(json.loads(request.content)))
 
-    sleeps = Sleeps()
     convs = [Conversation(id=f"c{i}", source="s", turns=(Turn("a"), Turn("b"))) for i in range(40)]
     config = RunConfig(
         output=tmp_path / "o.jsonl",
@@ -185,9 +182,9 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
         transport=httpx.MockTransport(handler),
         concurrency=16,
     )
-    # Waits are skipped but time is real: many conversations back off at once, and a
-    # clock that added up all their waits would age every turn far past its time bound.
-    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=time.monotonic))
+    # On virtual time many conversations back off at once, as they would for real:
+    # their waits overlap instead of adding up, so no turn ages past its time bound.
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 40 and result.failed == 0
     assert result.rate_limited == refused > 0
     assert result.limit_changes and result.limit_changes[0].limit == 8

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Sleeps
-from virtualtime import run_virtual
+from virtualtime import RecordedSleep, clock, pass_time, run_virtual
 
 from runner.http.headers import RateLimits, parse_duration, parse_rate_limits
 from runner.http.mock import answer
@@ -55,9 +54,9 @@ def test_parse_rate_limits() -> None:
     assert parse_rate_limits({"x-ratelimit-limit-requests": "60"}) is None
 
 
-def pacer(**kw: float) -> tuple[Pacer, Sleeps]:
-    sleeps = Sleeps()
-    return Pacer(sleep=sleeps, clock=sleeps.clock, **kw), sleeps  # type: ignore[arg-type]
+def pacer(**kw: float) -> tuple[Pacer, RecordedSleep]:
+    sleeps = RecordedSleep()
+    return Pacer(sleep=sleeps, clock=clock, **kw), sleeps  # type: ignore[arg-type]
 
 
 def test_rpm_spaces_requests_evenly() -> None:
@@ -67,7 +66,7 @@ def test_rpm_spaces_requests_evenly() -> None:
         for _ in range(5):
             await p.wait_turn(10)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert sleeps.waits == pytest.approx([0.5, 0.5, 0.5, 0.5])  # the first goes at once
 
 
@@ -79,7 +78,7 @@ def test_tpm_books_tokens_ahead_and_settles_by_usage() -> None:
         p.settle(500, 100)  # only 100 were used: 4 s given back
         await p.wait_turn(500)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert sleeps.waits == pytest.approx([1.0])
 
 
@@ -91,16 +90,16 @@ def test_headers_spread_the_last_requests_and_hold_at_zero() -> None:
         await p.wait_turn(1)
         await p.wait_turn(1)
 
-    asyncio.run(go())
+    run_virtual(go())
     assert sleeps.waits == pytest.approx([0.5])  # 2 s left for 4 requests
     p.observe(RateLimits(remaining_requests=0, reset_requests_s=7.0), in_flight=4)
     before = len(sleeps.waits)
-    asyncio.run(p.wait_turn(1))
+    run_virtual(p.wait_turn(1))
     assert sum(sleeps.waits[before:]) >= 7.0 - 0.5
     p.observe(RateLimits(remaining_requests=1000, reset_requests_s=60.0), in_flight=4)
     before = len(sleeps.waits)
-    asyncio.run(p.wait_turn(1))
-    asyncio.run(p.wait_turn(1))
+    run_virtual(p.wait_turn(1))
+    run_virtual(p.wait_turn(1))
     assert len(sleeps.waits) == before  # plenty left: no pacing
 
 
@@ -135,9 +134,8 @@ def test_a_run_under_rpm_sends_one_request_a_second(tmp_path: Path) -> None:
 def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> None:
     from helpers import read_jsonl
 
-    sleeps = Sleeps()
-
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.25)  # the server takes a quarter of a second
         return httpx.Response(200, json=answer(json.loads(request.content)))
 
     convs = [Conversation(id="c", source="s", turns=(Turn("a"), Turn("b"), Turn("c")))]
@@ -147,13 +145,13 @@ def test_waiting_for_a_rate_limit_is_not_counted_as_latency(tmp_path: Path) -> N
         transport=httpx.MockTransport(handler),
         rpm=6,  # one request every 10 s
     )
-    result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
-    assert result.rate_limit_wait_s == 20.0
+    result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
+    assert result.rate_limit_wait_s == pytest.approx(19.5)  # sends at 0, 10 and 20 s
     (record,) = read_jsonl(tmp_path / "o.jsonl")
-    assert [t["latency_ms"] for t in record["turns"]] == [0.0, 0.0, 0.0]
+    assert [t["latency_ms"] for t in record["turns"]] == [pytest.approx(250.0)] * 3
 
 
-def allowed_rate(p: Pacer, sleeps: Sleeps) -> float:
+def allowed_rate(p: Pacer, sleeps: RecordedSleep) -> float:
     """Requests per second the pacer lets through now."""
 
     async def go() -> float:
@@ -162,13 +160,13 @@ def allowed_rate(p: Pacer, sleeps: Sleeps) -> float:
         await p.wait_turn(0)
         return sum(sleeps.waits[before:])  # a long wait is slept in steps
 
-    return 1.0 / asyncio.run(go())
+    return 1.0 / run_virtual(go())
 
 
 def test_a_429_teaches_a_pace_that_probes_slowly_near_the_refused_rate() -> None:
     p, sleeps = pacer()
     for _ in range(100):  # ten answers a second for ten seconds, then a 429
-        sleeps.now += 0.1
+        pass_time(0.1)
         p.answered()
     p.refused()
     refused_rate = 100 / 9.9  # what the window saw
@@ -188,14 +186,14 @@ def test_a_429_teaches_a_pace_that_probes_slowly_near_the_refused_rate() -> None
 def test_429s_of_one_episode_teach_the_pace_once() -> None:
     p, sleeps = pacer()
     for _ in range(100):
-        sleeps.now += 0.1
+        pass_time(0.1)
         p.answered()
     p.refused()
     first = allowed_rate(p, sleeps)
-    sleeps.now += 0.5  # no answers meanwhile: the window's rate looks lower now
+    pass_time(0.5)  # no answers meanwhile: the window's rate looks lower now
     p.refused()  # another request that was in flight
     assert allowed_rate(p, sleeps) == pytest.approx(first)
-    sleeps.now += 2.0  # a new episode, later: it learns again, from the lower rate
+    pass_time(2.0)  # a new episode, later: it learns again, from the lower rate
     p.refused()
     assert allowed_rate(p, sleeps) < first
 
@@ -212,12 +210,12 @@ def test_a_first_429_before_any_answer_is_a_guess_not_a_storm() -> None:
 def test_a_storm_of_429s_spaces_sends_out_without_wearing_the_learned_pace_down() -> None:
     p, sleeps = pacer()
     for _ in range(100):  # ten answers a second, then a 429
-        sleeps.now += 0.1
+        pass_time(0.1)
         p.answered()
     p.refused()
     learned = allowed_rate(p, sleeps)
     for _ in range(30):  # then 30 s of nothing but 429s
-        sleeps.now += 1.0
+        pass_time(1.0)
         p.refused()
     assert allowed_rate(p, sleeps) == pytest.approx(1 / STORM_MAX_INTERVAL)
     p.answered()  # the server answers again

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.cli.progress import ProgressPrinter as Progress  # renamed: the CLI's printer
 from runner.cli.progress import safe, summary_lines
@@ -20,14 +21,6 @@ from runner.run.events import (
     SendsHeld,
     TurnCompleted,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def started(total: int = 3, already: int = 0) -> RunStarted:
@@ -56,13 +49,16 @@ def test_plain_lines_for_logs() -> None:
 
 def test_live_status_line_is_redrawn_and_ends_with_the_final_counts() -> None:
     out = io.StringIO()
-    clock = Clock()
-    progress = Progress(out, live=True, clock=clock)
-    progress(started(2))
-    clock.now = 1.0
-    progress(ConversationFinished("a", "a.yaml", "completed", 1, 1, None))
-    progress(ConversationFinished("b", "b.yaml", "completed", 1, 1, None))  # within 0.1 s
-    progress.close()
+
+    async def go() -> None:
+        progress = Progress(out, live=True, clock=clock)
+        progress(started(2))
+        await asyncio.sleep(1.0)
+        progress(ConversationFinished("a", "a.yaml", "completed", 1, 1, None))
+        progress(ConversationFinished("b", "b.yaml", "completed", 1, 1, None))  # within 0.1 s
+        progress.close()
+
+    run_virtual(go())
     text = out.getvalue()
     assert "completed   a" not in text  # a terminal gets counts, not a line per conversation
     assert text.endswith("\r\x1b[2K[2/2 conversations | 0 turns | 0 failed | 0 retries | 00:01]\n")
@@ -105,28 +101,28 @@ def test_summary_names_failures_and_the_output() -> None:
 
 def test_the_live_line_ticks_on_its_own_and_says_until_when_sends_are_held() -> None:
     out = io.StringIO()
-    clock = Clock()
-    progress = Progress(out, live=True, clock=clock)
-    progress(started(2))
-    progress(SendsHeld(30.0, "HTTP 429: slow down"))
-    ticks = 0
+    sleeps = RecordedSleep()
 
-    async def sleep(seconds: float) -> None:  # the ticker's only wait: time moves on
-        nonlocal ticks
-        ticks += 1
-        if ticks > 32:
-            raise asyncio.CancelledError
-        clock.now += seconds
+    async def go() -> None:
+        progress = Progress(out, live=True, clock=clock)
+        progress(started(2))
+        progress(SendsHeld(30.0, "HTTP 429: slow down"))
+        ticker = asyncio.ensure_future(progress.ticking(sleep=sleeps))
+        await asyncio.sleep(32.5)
+        ticker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ticker
 
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(progress.ticking(sleep=sleep))
+    run_virtual(go())
+    assert sleeps.waits == [1.0] * 33  # the ticker's only wait; cancelled in the 33rd
     frames = out.getvalue().split("\r\x1b[2K")
     base = "[0/2 conversations | 0 turns | 0 failed | 0 retries | "
-    assert len(frames) == 1 + 32  # the first line, then a frame a second
-    assert frames[1] == base + "00:01 | sends held by Retry-After, 00:29 left]"
-    assert frames[2] == base + "00:02 | sends held by Retry-After, 00:28 left]"
-    assert frames[29] == base + "00:29 | sends held by Retry-After, 00:01 left]"
-    assert frames[30] == base + "00:30]"  # the hold is over
+    assert len(frames) == 2 + 32  # the first line and its status, then a frame a second
+    assert frames[1] == base + "00:00]"
+    assert frames[2] == base + "00:01 | sends held by Retry-After, 00:29 left]"
+    assert frames[3] == base + "00:02 | sends held by Retry-After, 00:28 left]"
+    assert frames[30] == base + "00:29 | sends held by Retry-After, 00:01 left]"
+    assert frames[31] == base + "00:30]"  # the hold is over
     assert frames[-1] == base + "00:32]"
     assert "HTTP 429" not in out.getvalue()  # a terminal gets the status line, not a line each
 

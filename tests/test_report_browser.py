@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ChatServer, Sleeps, error
+from helpers import ChatServer, error
+from virtualtime import clock, run_virtual
 
 from runner.http.mock import answer
 from runner.review.report import build_comparison, build_report, write_report
@@ -149,7 +150,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config = RunConfig(
         output=folder / "new.jsonl", base_url="http://127.0.0.1:9/v1", transport=server.transport
     )
-    asyncio.run(run_batch(conversations, config, sleep=Sleeps()))
+    run_virtual(run_batch(conversations, config, sleep=asyncio.sleep, clock=clock))
     new = read_transcript(folder / "new.jsonl")
     write_report(
         folder / "compare.html",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from virtualtime import START, RecordedSleep, clock, run_virtual
 
 from runner.errors import APIError, FatalAPIError, QuotaExhaustedError, TransientAPIError
 from runner.http.headers import parse_retry_after
@@ -20,7 +21,6 @@ from runner.http.status import classify_status
 from runner.send.retry import AttemptRecord, GaveUp, RetryPolicy, call_with_retries, next_wait
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=timezone.utc)
-START = 1000.0
 
 # --- classify_status ---------------------------------------------------------
 
@@ -253,33 +253,19 @@ def test_backoff_jitter_varies_and_is_reproducible_with_a_seed() -> None:
 # --- call_with_retries -------------------------------------------------------
 
 
-class FakeTime:
-    """A clock that only moves when the code under test sleeps (or an attempt takes time)."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 class Script:
     """An attempt that raises or returns the queued outcomes in order."""
 
-    def __init__(self, time: FakeTime, *outcomes: object, latency: float = 0.0) -> None:
-        self.time = time
+    def __init__(self, *outcomes: object, latency: float = 0.0) -> None:
         self.outcomes = list(outcomes)
         self.latency = latency
         self.started: list[float] = []
+        self.ended: list[float] = []
 
     async def __call__(self) -> object:
-        self.started.append(self.time.now)
-        self.time.now += self.latency
+        self.started.append(clock())
+        await asyncio.sleep(self.latency)
+        self.ended.append(clock())
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -288,16 +274,16 @@ class Script:
 
 def run_retries(
     attempt: Callable[[], Awaitable[object]],
-    time: FakeTime,
+    sleeps: RecordedSleep,
     policy: RetryPolicy,
     on_retry: Callable[[AttemptRecord], None] | None = None,
 ) -> tuple[object, list[AttemptRecord]]:
-    return asyncio.run(
+    return run_virtual(
         call_with_retries(
             attempt,
             policy,
-            sleep=time.sleep,
-            clock=time.clock,
+            sleep=sleeps,
+            clock=clock,
             rng=random.Random(3),
             on_retry=on_retry,
         )
@@ -305,21 +291,21 @@ def run_retries(
 
 
 def gave_up(
-    attempt: Callable[[], Awaitable[object]], time: FakeTime, policy: RetryPolicy
+    attempt: Callable[[], Awaitable[object]], sleeps: RecordedSleep, policy: RetryPolicy
 ) -> GaveUp:
     with pytest.raises(GaveUp) as info:
-        run_retries(attempt, time, policy)
+        run_retries(attempt, sleeps, policy)
     return info.value
 
 
 def test_transient_failures_then_success_records_every_attempt() -> None:
-    time = FakeTime()
+    sleeps = RecordedSleep()
     busy = TransientAPIError("HTTP 503: busy", kind="http_503", status=503)
     slow = TransientAPIError("no answer within the timeout (ReadTimeout)", kind="read_timeout")
-    attempt = Script(time, busy, slow, "the answer", latency=0.25)
+    attempt = Script(busy, slow, "the answer", latency=0.25)
     told: list[AttemptRecord] = []
 
-    result, records = run_retries(attempt, time, RetryPolicy(), on_retry=told.append)
+    result, records = run_retries(attempt, sleeps, RetryPolicy(), on_retry=told.append)
 
     assert result == "the answer"
     assert [r.number for r in records] == [1, 2, 3]
@@ -327,34 +313,34 @@ def test_transient_failures_then_success_records_every_attempt() -> None:
     assert [r.status for r in records] == [503, None, 200]
     assert [r.message for r in records] == [busy.message, slow.message, None]
     assert [r.latency_ms for r in records] == [250.0, 250.0, 250.0]
-    assert len(time.waits) == 2
-    assert 0.5 <= time.waits[0] <= 1.0
-    assert 1.0 <= time.waits[1] <= 2.0
-    assert records[0].wait_s == pytest.approx(time.waits[0], abs=1e-3)
-    assert records[1].wait_s == pytest.approx(time.waits[1], abs=1e-3)
+    assert len(sleeps.waits) == 2
+    assert 0.5 <= sleeps.waits[0] <= 1.0
+    assert 1.0 <= sleeps.waits[1] <= 2.0
+    assert records[0].wait_s == pytest.approx(sleeps.waits[0], abs=1e-3)
+    assert records[1].wait_s == pytest.approx(sleeps.waits[1], abs=1e-3)
     assert records[2].wait_s is None
     assert told == records[:2]
 
 
 def test_prepare_runs_untimed_before_every_attempt_and_no_attempt_is_sent_twice() -> None:
-    time = FakeTime()
+    sleeps = RecordedSleep()
     steps: list[str] = []
-    script = Script(time, transient(), transient(), "the answer", latency=0.25)
+    script = Script(transient(), transient(), "the answer", latency=0.25)
 
     async def prepare() -> None:
         steps.append("prepare")
-        time.now += 5.0  # waiting for a slot is not the request's latency
+        await asyncio.sleep(5.0)  # waiting for a slot is not the request's latency
 
     async def attempt() -> object:
         steps.append("send")
         return await script()
 
-    result, records = asyncio.run(
+    result, records = run_virtual(
         call_with_retries(
             attempt,
             RetryPolicy(),
-            sleep=time.sleep,
-            clock=time.clock,
+            sleep=sleeps,
+            clock=clock,
             rng=random.Random(3),
             prepare=prepare,
         )
@@ -367,9 +353,9 @@ def test_prepare_runs_untimed_before_every_attempt_and_no_attempt_is_sent_twice(
 
 
 def test_attempt_records_as_stored_leave_out_empty_fields() -> None:
-    time = FakeTime()
+    sleeps = RecordedSleep()
     limited = TransientAPIError("HTTP 429: slow down", kind="http_429", status=429, retry_after=1)
-    _, records = run_retries(Script(time, limited, "ok", latency=0.5), time, RetryPolicy())
+    _, records = run_retries(Script(limited, "ok", latency=0.5), sleeps, RetryPolicy())
     assert records[0].as_dict() == {
         "attempt": 1,
         "outcome": "http_429",
@@ -377,7 +363,7 @@ def test_attempt_records_as_stored_leave_out_empty_fields() -> None:
         "latency_ms": 500.0,
         "message": "HTTP 429: slow down",
         "retry_after_s": 1,
-        "wait_s": round(time.waits[0], 3),
+        "wait_s": round(sleeps.waits[0], 3),
     }
     assert records[1].as_dict() == {
         "attempt": 2,
@@ -395,17 +381,17 @@ def test_attempt_records_as_stored_leave_out_empty_fields() -> None:
     ],
 )
 def test_a_fatal_error_is_not_retried(error: APIError) -> None:
-    time = FakeTime()
-    attempt = Script(time, error, "never reached")
+    sleeps = RecordedSleep()
+    attempt = Script(error, "never reached")
     told: list[AttemptRecord] = []
 
     with pytest.raises(GaveUp) as info:
-        run_retries(attempt, time, RetryPolicy(), on_retry=told.append)
+        run_retries(attempt, sleeps, RetryPolicy(), on_retry=told.append)
 
     assert info.value.error is error
     assert str(info.value) == error.message
     assert len(attempt.started) == 1
-    assert time.waits == []
+    assert sleeps.waits == []
     assert told == []
     [record] = info.value.attempts
     assert (record.number, record.outcome, record.status) == (1, error.kind, error.status)
@@ -413,40 +399,40 @@ def test_a_fatal_error_is_not_retried(error: APIError) -> None:
 
 
 def test_retries_run_out_after_max_retries() -> None:
-    time = FakeTime()
+    sleeps = RecordedSleep()
     errors = [transient(kind=f"http_50{i}") for i in range(5)]
-    attempt = Script(time, *errors)
+    attempt = Script(*errors)
 
-    failure = gave_up(attempt, time, RetryPolicy(max_retries=2))
+    failure = gave_up(attempt, sleeps, RetryPolicy(max_retries=2))
 
     assert len(attempt.started) == 3
     assert failure.error is errors[2]
     assert [r.number for r in failure.attempts] == [1, 2, 3]
     assert [r.outcome for r in failure.attempts] == ["http_500", "http_501", "http_502"]
     assert [r.wait_s for r in failure.attempts[:2]] == [
-        pytest.approx(w, abs=1e-3) for w in time.waits
+        pytest.approx(w, abs=1e-3) for w in sleeps.waits
     ]
     assert failure.attempts[2].wait_s is None
-    assert len(time.waits) == 2
+    assert len(sleeps.waits) == 2
 
 
 def test_max_retries_zero_means_one_attempt() -> None:
-    time = FakeTime()
-    attempt = Script(time, transient())
-    failure = gave_up(attempt, time, RetryPolicy(max_retries=0))
+    sleeps = RecordedSleep()
+    attempt = Script(transient())
+    failure = gave_up(attempt, sleeps, RetryPolicy(max_retries=0))
     assert len(attempt.started) == 1
     assert len(failure.attempts) == 1
-    assert time.waits == []
+    assert sleeps.waits == []
 
 
 def test_max_elapsed_bounds_the_total_time_spent_waiting() -> None:
-    time = FakeTime()
-    attempt = Script(time, transient())
+    sleeps = RecordedSleep()
+    attempt = Script(transient())
     policy = RetryPolicy(max_retries=1000, backoff_base=4.0, backoff_max=4.0, max_elapsed=30.0)
 
-    failure = gave_up(attempt, time, policy)
+    failure = gave_up(attempt, sleeps, policy)
 
-    assert time.now - START <= 30.0
+    assert attempt.ended[-1] - START <= 30.0
     # Waits are 2-4 s each, so some retries happen but far fewer than max_retries.
     assert 8 <= len(attempt.started) <= 16
     assert len(failure.attempts) == len(attempt.started)
@@ -454,47 +440,47 @@ def test_max_elapsed_bounds_the_total_time_spent_waiting() -> None:
 
 
 def test_no_retry_starts_after_max_elapsed_even_when_attempts_are_slow() -> None:
-    time = FakeTime()
-    attempt = Script(time, transient(), latency=3.0)
+    sleeps = RecordedSleep()
+    attempt = Script(transient(), latency=3.0)
     policy = RetryPolicy(max_retries=1000, backoff_base=2.0, backoff_max=2.0, max_elapsed=20.0)
 
-    gave_up(attempt, time, policy)
+    gave_up(attempt, sleeps, policy)
 
     assert len(attempt.started) > 2
     assert all(started - START <= 20.0 for started in attempt.started)
 
 
 def test_a_server_asked_wait_beyond_max_elapsed_gives_up_at_once() -> None:
-    time = FakeTime()
-    attempt = Script(time, transient(retry_after=120.0), "never reached")
-    failure = gave_up(attempt, time, RetryPolicy(max_elapsed=60.0))
+    sleeps = RecordedSleep()
+    attempt = Script(transient(retry_after=120.0), "never reached")
+    failure = gave_up(attempt, sleeps, RetryPolicy(max_elapsed=60.0))
     assert len(attempt.started) == 1
-    assert time.waits == []
+    assert sleeps.waits == []
     assert failure.attempts[0].retry_after_s == 120.0
 
 
 def test_a_429_retry_after_is_waited_for_and_recorded() -> None:
-    time = FakeTime()
+    sleeps = RecordedSleep()
     limited = TransientAPIError("HTTP 429: slow down", kind="http_429", status=429, retry_after=7)
-    attempt = Script(time, limited, "done")
+    attempt = Script(limited, "done")
 
-    result, records = run_retries(attempt, time, RetryPolicy())
+    result, records = run_retries(attempt, sleeps, RetryPolicy())
 
     assert result == "done"
-    assert len(time.waits) == 1
-    assert 7.0 <= time.waits[0] <= 8.0
+    assert len(sleeps.waits) == 1
+    assert 7.0 <= sleeps.waits[0] <= 8.0
     assert records[0].retry_after_s == 7
     assert records[0].wait_s is not None and records[0].wait_s >= 7.0
-    assert attempt.started[1] - attempt.started[0] == pytest.approx(time.waits[0])
+    assert attempt.started[1] - attempt.started[0] == pytest.approx(sleeps.waits[0])
 
 
 def test_a_bug_in_the_attempt_is_not_retried_or_disguised() -> None:
-    time = FakeTime()
-    attempt = Script(time, KeyError("choices"), "never reached")
+    sleeps = RecordedSleep()
+    attempt = Script(KeyError("choices"), "never reached")
     with pytest.raises(KeyError):
-        run_retries(attempt, time, RetryPolicy())
+        run_retries(attempt, sleeps, RetryPolicy())
     assert len(attempt.started) == 1
-    assert time.waits == []
+    assert sleeps.waits == []
 
 
 def test_rate_limits_have_their_own_larger_allowance() -> None:
@@ -512,21 +498,16 @@ def test_rate_limits_have_their_own_larger_allowance() -> None:
 
         return attempt
 
-    async def no_wait(_: float) -> None:
-        return None
+    def retries(attempt: Any, policy: RetryPolicy) -> Any:
+        return run_virtual(call_with_retries(attempt, policy, sleep=asyncio.sleep, clock=clock))
 
-    policy = RetryPolicy(max_retries=2, max_rate_limit_retries=20)
-    result, records = asyncio.run(
-        call_with_retries(rate_limited(10), policy, sleep=no_wait, clock=lambda: 0.0)
-    )
+    # Time is not what runs out here: 20 backoffs add up to more than the default 900 s.
+    policy = RetryPolicy(max_retries=2, max_rate_limit_retries=20, max_elapsed=3600.0)
+    result, records = retries(rate_limited(10), policy)
     assert result == "ok" and len(records) == 11
     with pytest.raises(_GaveUp) as info:
-        asyncio.run(call_with_retries(rate_limited(50), policy, sleep=no_wait, clock=lambda: 0.0))
+        retries(rate_limited(50), policy)
     assert len(info.value.attempts) == 21
     with pytest.raises(_GaveUp) as info:
-        asyncio.run(
-            call_with_retries(
-                rate_limited(5), RetryPolicy(max_retries=0), sleep=no_wait, clock=lambda: 0.0
-            )
-        )
+        retries(rate_limited(5), RetryPolicy(max_retries=0, max_elapsed=3600.0))
     assert len(info.value.attempts) == 1  # 0 disables retrying altogether

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from faultserver import FaultServer, closed_port_url
@@ -165,12 +166,21 @@ def test_configs_and_clients_never_show_the_key() -> None:
     key = find_api_key({"MTRUN_API_KEY": KEY})
     assert key is not None and key.reveal() == KEY
     config = RunConfig(output=Path("o.jsonl"), base_url="https://api.example.com/v1", api_key=key)
-    client = ChatClient("https://api.example.com/v1", api_key=key)
-    try:
-        shown = [repr(key), str(key), f"{key}", repr(config), str(config), repr(client)]
-        shown += [str(client), repr(client._http.headers), str(vars(config))]
-    finally:
-        asyncio.run(client.aclose())
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}]})
+
+    async def go() -> list[str]:
+        transport = httpx.MockTransport(answer)
+        async with ChatClient(config.base_url, api_key=key, transport=transport) as client:
+            await client.complete({"model": "m", "messages": []})
+            return [repr(client), str(client)]
+
+    shown = [repr(key), str(key), f"{key}", repr(config), str(config), str(vars(config))]
+    shown += [*asyncio.run(go()), repr(sent[0]), repr(sent[0].headers)]
+    assert sent[0].headers["authorization"] == f"Bearer {KEY}"  # sent, but never shown
     for text in shown:
         assert KEY not in text and KEY[10:] not in text, text
     with pytest.raises(TypeError):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from faultserver import FaultServer
-from helpers import Sleeps, read_jsonl
+from helpers import read_jsonl
+from virtualtime import RecordedSleep
 
 from runner.cli.base import EXIT_FAILED
 from runner.cli.run import exit_code
@@ -65,7 +66,9 @@ def run(
         concurrency=concurrency,
         retry=RetryPolicy(max_retries=6),
     )
-    return asyncio.run(run_batch(batch, config, sleep=Sleeps(), clock=time.monotonic))
+    return asyncio.run(
+        run_batch(batch, config, sleep=RecordedSleep(skip=True), clock=time.monotonic)
+    )
 
 
 @pytest.mark.parametrize("server", [listening_only, reading_never_answering])

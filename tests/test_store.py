@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ChatServer, error, read_jsonl
+from virtualtime import clock, run_virtual
 
 from runner.errors import OutputError
 from runner.run.engine import RunConfig, run_batch
@@ -36,11 +37,7 @@ def run(
     path: Path, server: ChatServer, *, resume: bool = False, batch: list[Conversation] = BATCH
 ) -> RunResult:
     config = RunConfig(output=path, resume=resume, base_url=LOCAL, transport=server.transport)
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    return asyncio.run(run_batch(batch, config, sleep=no_sleep))
+    return run_virtual(run_batch(batch, config, sleep=asyncio.sleep, clock=clock))
 
 
 @pytest.fixture

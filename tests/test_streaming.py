@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from faultserver import ODD_STREAM_FAULTS, FaultServer
-from helpers import ChatServer, Sleeps, bounded, read_jsonl
+from helpers import ChatServer, bounded, read_jsonl
+from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import TransientAPIError
 from runner.http.client import ChatClient
@@ -136,12 +138,11 @@ def test_a_cut_stream_is_retried_and_its_partial_text_never_enters_the_history(
         return httpx.Response(200, content=stream_events(full))
 
     server = ChatServer(respond)
-    sleeps = Sleeps()
     config = RunConfig(
         output=tmp_path / "o.jsonl", base_url=LOCAL, transport=server.transport, stream=True
     )
-    result = asyncio.run(
-        run_batch([conv("c", "one", "two")], config, sleep=sleeps, clock=sleeps.clock)
+    result = run_virtual(
+        run_batch([conv("c", "one", "two")], config, sleep=asyncio.sleep, clock=clock)
     )
     assert result.completed == 1 and result.retries == 1
     (record,) = read_jsonl(tmp_path / "o.jsonl")
@@ -213,12 +214,11 @@ def test_a_choiceless_stream_is_retried_and_never_enters_the_history(tmp_path: P
         return httpx.Response(200, content=b"data: [DONE]\n\n" if n == 0 else stream_events(full))
 
     server = ChatServer(respond)
-    sleeps = Sleeps()
     config = RunConfig(
         output=tmp_path / "o.jsonl", base_url=LOCAL, transport=server.transport, stream=True
     )
-    result = asyncio.run(
-        run_batch([conv("c", "one", "two")], config, sleep=sleeps, clock=sleeps.clock)
+    result = run_virtual(
+        run_batch([conv("c", "one", "two")], config, sleep=asyncio.sleep, clock=clock)
     )
     assert result.completed == 1 and result.retries == 1
     (record,) = read_jsonl(tmp_path / "o.jsonl")
@@ -392,11 +392,11 @@ def test_odd_streams_on_real_sockets_give_the_transcript_of_a_fault_free_run(
     outputs = {}
     for name, faults in (("clean", {}), ("odd", odd)):
         with FaultServer(faults=faults) as server:
-            sleeps = Sleeps()
             config = RunConfig(
                 output=tmp_path / f"{name}.jsonl", base_url=server.base_url, stream=True
             )
-            result = asyncio.run(run_batch(convs, config, sleep=sleeps, clock=sleeps.clock))
+            skip = RecordedSleep(skip=True)  # real sockets: a real loop, on real time
+            result = asyncio.run(run_batch(convs, config, sleep=skip, clock=time.monotonic))
         assert result.completed == 2 and server.violations == []
         outputs[name] = {r["id"]: r for r in read_jsonl(tmp_path / f"{name}.jsonl")}
         outcomes = [a["outcome"] for r in outputs[name].values() for a in r["turns"][0]["attempts"]]

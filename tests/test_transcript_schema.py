@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+from virtualtime import clock, run_virtual
 
 from runner.http.mock import answer
 from runner.run.engine import RunConfig, RunControl, run_batch
@@ -29,10 +30,6 @@ def validator() -> Draft202012Validator:
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
-
-
-async def no_sleep(_seconds: float) -> None:
-    """Backoff waits pass instantly."""
 
 
 def conversation(cid: str, *turns: Turn | str, **fields: Any) -> Conversation:
@@ -58,7 +55,7 @@ def replay(
         config = RunConfig(output=output, base_url="mock://")
     else:
         config = RunConfig(output=output, base_url=LOCAL, transport=httpx.MockTransport(handler))
-    asyncio.run(run_batch(conversations, config, sleep=no_sleep, control=control))
+    run_virtual(run_batch(conversations, config, sleep=asyncio.sleep, clock=clock, control=control))
     with output.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 

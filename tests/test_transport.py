@@ -330,15 +330,22 @@ def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped()
 
 def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
     async def go() -> None:
-        transport = HTTP11Transport(max_connections=1)
-        await transport._take_slot(None)
-        waiting = asyncio.ensure_future(transport._take_slot(None))
-        await asyncio.sleep(0)
-        transport._give_slot()  # to the waiter...
-        waiting.cancel()  # ...which is cancelled before it could run
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        await asyncio.wait_for(transport._take_slot(None), 1.0)  # the slot was not lost
+        async with Server(answer_all) as server:
+            transport = HTTP11Transport(max_connections=1)
+
+            def post() -> Awaitable[httpx.Response]:
+                return transport.handle_async_request(httpx.Request("POST", server.url, json={}))
+
+            first = await post()  # holds the one slot until its answer is read
+            waiting = asyncio.ensure_future(post())
+            await asyncio.sleep(0)  # waiting for the slot
+            await first.aread()  # read to the end: the slot goes to the waiter...
+            waiting.cancel()  # ...which is cancelled before it could run
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            third = await asyncio.wait_for(post(), 1.0)  # the slot was not lost
+            await third.aread()
+            await transport.aclose()
 
     run(go())
 
