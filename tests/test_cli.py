@@ -459,3 +459,25 @@ def test_run_help_is_unchanged_by_the_options_refactor() -> None:
     expected = (Path(__file__).parent / "data" / "run_help.txt").read_text(encoding="utf-8")
     result = CliRunner().invoke(main, ["run", "--help"], terminal_width=80)
     assert result.stdout == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "target"),
+    [
+        (["show", "--no-pager", "t.jsonl"], "runner.transcripts.reader.read_transcript"),
+        (["validate", "c.yaml"], "runner.spec.loader.check_files"),
+    ],
+)
+def test_ctrl_c_in_any_command_exits_130_not_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], target: str
+) -> None:
+    """Exit 1 means an expectation failed: an interrupted review or validation is not that."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130
+    assert result.stderr == "mtrun: interrupted\n"

@@ -105,6 +105,10 @@ class _DefaultRunGroup(click.Group):
         except RunnerError as exc:
             show_error(exc)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # click would print "Aborted!" and exit 1, the code for a failed expectation.
+            click.echo("mtrun: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # click's own handling: output closed early
                 raise

@@ -269,13 +269,10 @@ def run_from_options(options: RunOptions) -> None:
 
 
 def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:
-    """The ``--param`` overrides and the conversations; Ctrl-C here exits 130 at once."""
+    """The ``--param`` overrides and the conversations (Ctrl-C here: exit 130, see base.py)."""
     from runner.spec.loader import load_conversations
 
-    try:
-        return parse_params(options.params), load_conversations(options.files)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)  # nothing was sent or written yet
+    return parse_params(options.params), load_conversations(options.files)
 
 
 def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: bool) -> RunResult:
@@ -400,10 +397,7 @@ def validate_command(files: tuple[str, ...]) -> None:
     """Check conversation files, reporting every bad one (see the help above)."""
     from runner.spec.loader import check_files
 
-    try:
-        checked = check_files(files)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    checked = check_files(files)
     for error in checked.errors[:MAX_REPORTED_ERRORS]:
         click.echo(f"mtrun: error: {error}", err=True)
     more = len(checked.errors) - MAX_REPORTED_ERRORS
