@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from runner.cli import main
 from runner.run.plan import MESSAGE_OVERHEAD_TOKENS as M
 from runner.run.plan import estimate_cost
-from runner.spec.model import Conversation, Turn, plan_request
+from runner.spec.model import Conversation, Turn, apply_overrides
 
 
 def conv(turns: int, **kw: object) -> Conversation:
@@ -20,7 +20,9 @@ def conv(turns: int, **kw: object) -> Conversation:
 
 
 def test_prompt_tokens_grow_with_the_square_of_the_turns() -> None:
-    plan = estimate_cost([plan_request(conv(1)), plan_request(conv(2)), plan_request(conv(4))])
+    plan = estimate_cost(
+        [apply_overrides(conv(1)), apply_overrides(conv(2)), apply_overrides(conv(4))]
+    )
     one, two, four = (c.prompt_tokens for c in plan.conversations)
     user = M + 10  # 40 characters
     answer = M + 300
@@ -32,13 +34,13 @@ def test_prompt_tokens_grow_with_the_square_of_the_turns() -> None:
 
 
 def test_max_tokens_bounds_answers_and_completion() -> None:
-    capped = plan_request(conv(3, params={"max_tokens": 50}))
+    capped = apply_overrides(conv(3, params={"max_tokens": 50}))
     plan = estimate_cost([capped])
     (cost,) = plan.conversations
     user, answer = M + 10, M + 50
     assert cost.prompt_tokens == sum(k * user + (k - 1) * answer for k in range(1, 4))
     assert cost.max_completion_tokens == 150
-    assert estimate_cost([plan_request(conv(3))]).conversations[0].max_completion_tokens is None
+    assert estimate_cost([apply_overrides(conv(3))]).conversations[0].max_completion_tokens is None
 
 
 def test_dry_run_sends_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from runner.spec.loader import (
     MAX_MATRIX,
     load_conversations,
 )
-from runner.spec.model import Message, plan_request
+from runner.spec.model import Message, apply_overrides
 
 VARS = Path(__file__).parent / "data" / "loader" / "vars"
 
@@ -123,7 +123,7 @@ def test_backslash_braces_write_literal_braces(tmp_path: Path) -> None:
 
 def test_fingerprint_reflects_the_values(tmp_path: Path) -> None:
     one, two = load_as(write(tmp_path / "a.yaml", "vars: {x: [1, 2]}\nturns: ['{{x}}']\n"))
-    assert plan_request(one).fingerprint() != plan_request(two).fingerprint()
+    assert apply_overrides(one).fingerprint() != apply_overrides(two).fingerprint()
 
 
 # Errors

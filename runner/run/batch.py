@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from runner.run.config import RunConfig
 from runner.run.variants import Variants
-from runner.spec.model import Conversation, RequestPlan, plan_request
+from runner.spec.model import Conversation, RequestSettings, apply_overrides
 
 
 def expand_batch(conversations: Sequence[Conversation], config: RunConfig) -> Variants:
@@ -24,9 +24,9 @@ def expand_batch(conversations: Sequence[Conversation], config: RunConfig) -> Va
     return Variants(conversations, config.asked_models, config.repeat)
 
 
-def request_settings(conversation: Conversation, config: RunConfig) -> RequestPlan:
+def request_settings(conversation: Conversation, config: RunConfig) -> RequestSettings:
     """The model and parameters ``conversation``'s requests are sent with under ``config``."""
-    return plan_request(
+    return apply_overrides(
         conversation,
         model_override=config.model,
         env_model=config.env_model,

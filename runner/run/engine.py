@@ -59,7 +59,7 @@ from runner.run.turns import (
 from runner.run.wiring import send_path
 from runner.send.dispatch import Slot
 from runner.send.retry import AttemptRecord, GaveUp, call_with_retries
-from runner.spec.model import Conversation, RequestPlan
+from runner.spec.model import Conversation, RequestSettings
 from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id
 from runner.transcripts.status import Status
 from runner.transcripts.store import TranscriptStore
@@ -246,8 +246,8 @@ class _Batch:
                 return
 
     async def _replay(self, conversation: Conversation) -> None:
-        plan = request_settings(conversation, self.config)
-        record = new_record(conversation, plan, self.run_id, public_base_url(self.base_url))
+        settings = request_settings(conversation, self.config)
+        record = new_record(conversation, settings, self.run_id, public_base_url(self.base_url))
         earlier_attempts: list[dict[str, Any]] = []
         progress = self.store.progress(conversation.id)
         if progress is not None:
@@ -257,7 +257,7 @@ class _Batch:
             earlier_attempts = progress.failed_attempts
         try:
             for index in range(len(record.turns), len(conversation.turns)):
-                await self._turn(plan, record, index, earlier_attempts)
+                await self._turn(settings, record, index, earlier_attempts)
                 earlier_attempts = []
                 if record.status == Status.FAILED:
                     break
@@ -272,12 +272,12 @@ class _Batch:
 
     async def _turn(
         self,
-        plan: RequestPlan,
+        settings: RequestSettings,
         record: ConversationRecord,
         index: int,
         earlier_attempts: list[dict[str, Any]],
     ) -> None:
-        conversation = plan.conversation
+        conversation = settings.conversation
         turn_spec = conversation.turns[index]
         record.messages.append({"role": "user", "content": turn_spec.content})
         turn = TurnRecord(
@@ -287,7 +287,7 @@ class _Batch:
             params=dict(turn_spec.params) or None,
         )
         try:
-            completion, attempts = await self._send(plan, record, index)
+            completion, attempts = await self._send(settings, record, index)
         except GaveUp as gave_up:
             turn.attempts = numbered_attempts(earlier_attempts, gave_up.attempts)
             self._fail(record, turn, gave_up.error)
@@ -302,19 +302,23 @@ class _Batch:
         self.dispatch.count_tokens(completion)
         checks = conversation.checks_for(index)
         if checks:
-            turn.checks = await self._check(plan, record, turn, completion, checks)
+            turn.checks = await self._check(settings, record, turn, completion, checks)
         self.tally.turns += 1
         if index + 1 < len(conversation.turns):
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
 
     async def _send(
-        self, plan: RequestPlan, record: ConversationRecord, index: int
+        self, settings: RequestSettings, record: ConversationRecord, index: int
     ) -> tuple[Completion, list[AttemptRecord]]:
         """Send turn ``index`` with the history so far, retried; raises GaveUp when it fails."""
-        conversation_id = plan.conversation.id
+        conversation_id = settings.conversation.id
         # A snapshot: the history grows after this request, recorders keep the body.
-        body = {"model": plan.model, "messages": list(record.messages), **plan.turn_params(index)}
+        body = {
+            "model": settings.model,
+            "messages": list(record.messages),
+            **settings.turn_params(index),
+        }
         if self.config.stream:
             body.update(STREAM_FIELDS)
 
@@ -352,7 +356,7 @@ class _Batch:
 
     async def _check(
         self,
-        plan: RequestPlan,
+        settings: RequestSettings,
         record: ConversationRecord,
         turn: TurnRecord,
         completion: Completion,
@@ -373,7 +377,7 @@ class _Batch:
                 result = await self.judge.grade(
                     check,
                     list(record.messages),
-                    answer_model=plan.model,
+                    answer_model=settings.model,
                     conversation_id=record.id,
                     turn=turn.index,
                 )

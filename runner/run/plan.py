@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from runner.run.batch import expand_batch, request_settings
 from runner.run.config import RunConfig
-from runner.spec.model import Conversation, RequestPlan
+from runner.spec.model import Conversation, RequestSettings
 from runner.spec.tokens import (
     ASSUMED_ANSWER_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
@@ -60,19 +60,19 @@ class CostPlan:
 
 
 def estimate_cost(
-    plans: Sequence[RequestPlan], *, assumed_answer_tokens: int = ASSUMED_ANSWER_TOKENS
+    requests: Sequence[RequestSettings], *, assumed_answer_tokens: int = ASSUMED_ANSWER_TOKENS
 ) -> CostPlan:
     """Estimate requests and prompt tokens for each conversation of a batch."""
     costs = []
-    for plan in plans:
-        conv = plan.conversation
+    for settings in requests:
+        conv = settings.conversation
         history = sum(message_tokens(m["content"]) for m in conv.prefix())
         prompt_total = 0
         completion_caps: list[int | None] = []
         for index, turn in enumerate(conv.turns):
             history += message_tokens(turn.content)
             prompt_total += history
-            cap = answer_cap(plan.turn_params(index))
+            cap = answer_cap(settings.turn_params(index))
             completion_caps.append(cap)
             history += MESSAGE_OVERHEAD_TOKENS + (cap or assumed_answer_tokens)
         known = [c for c in completion_caps if c is not None]
@@ -80,7 +80,7 @@ def estimate_cost(
             ConversationCost(
                 id=conv.id,
                 source=conv.source,
-                model=plan.model,
+                model=settings.model,
                 requests=len(conv.turns),
                 prompt_tokens=prompt_total,
                 max_completion_tokens=sum(known) if len(known) == len(completion_caps) else None,

@@ -12,23 +12,23 @@ from runner.errors import APIError
 from runner.http.client import Completion
 from runner.run.shard import Shard
 from runner.send.retry import AttemptRecord
-from runner.spec.model import Conversation, RequestPlan
+from runner.spec.model import Conversation, RequestSettings
 from runner.transcripts.records import ConversationRecord, TurnRecord, utc_now
 from runner.transcripts.status import Status
 
 
 def new_record(
-    conversation: Conversation, plan: RequestPlan, run_id: str, base_url: str
+    conversation: Conversation, settings: RequestSettings, run_id: str, base_url: str
 ) -> ConversationRecord:
     """The record ``conversation`` starts with: its settings and the history before turn 1."""
     return ConversationRecord(
         run_id=run_id,
         id=conversation.id,
         source=conversation.source,
-        model=plan.model,
+        model=settings.model,
         base_url=base_url,
-        params=dict(plan.params),
-        fingerprint=plan.fingerprint(),
+        params=dict(settings.params),
+        fingerprint=settings.fingerprint(),
         started_at=utc_now(),
         messages=conversation.prefix(),
     )

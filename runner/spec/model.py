@@ -109,7 +109,7 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestPlan:
+class RequestSettings:
     """What will be sent for a conversation once every override is applied."""
 
     conversation: Conversation
@@ -147,13 +147,13 @@ class RequestPlan:
         return "sha256:" + hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
-def plan_request(
+def apply_overrides(
     conversation: Conversation,
     *,
     model_override: str | None = None,
     env_model: str | None = None,
     param_overrides: Mapping[str, Any] | None = None,
-) -> RequestPlan:
+) -> RequestSettings:
     """Apply the model and parameter precedence rules to one conversation.
 
     Model: ``--model``, else the conversation's, else ``MTRUN_MODEL``, else the
@@ -167,4 +167,4 @@ def plan_request(
             params.pop(key, None)
         else:
             params[key] = value
-    return RequestPlan(conversation=conversation, model=model, params=params)
+    return RequestSettings(conversation=conversation, model=model, params=params)
