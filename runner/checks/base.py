@@ -41,6 +41,11 @@ class Observation:
     """How long the successful request took."""
     completion_tokens: int | None
     """Tokens in the answer, when the API reported usage."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Every tool call the model made in this turn, in order, each as the API gave it
+    (``{"id", "type", "function": {"name", "arguments"}}``; ``arguments`` is raw text)."""
+    tools: tuple[Mapping[str, Any], ...] = ()
+    """The tools declared to the model for this turn (OpenAI function definitions)."""
 
 
 class Outcome(NamedTuple):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.checks.kinds import Check
+from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS, ToolSettings
 
 DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 
@@ -53,6 +54,9 @@ class Turn:
     """1-based line of the turn in its file (0 when unknown)."""
     expect: tuple[Check, ...] = ()
     """Expectations on this turn's answer."""
+    tools: ToolSettings = field(default_factory=ToolSettings)
+    """The tools declared for this turn and their scripted results, resolved at load
+    (the turn's own over the conversation's over ``defaults:``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,10 @@ class Conversation:
     """With ``--repeat``: the id this conversation is a repetition of."""
     repeat: int | None = None
     """With ``--repeat``: which repetition (1-based)."""
+    max_tool_steps: int = DEFAULT_MAX_TOOL_STEPS
+    """Requests one turn may make while the model keeps calling tools."""
+    reasoning: str = "tool_chain"
+    """Which reasoning goes back into the history (see ``spec.tools.REASONING_POLICIES``)."""
 
     def checks_for(self, index: int) -> tuple[Check, ...]:
         """Every expectation that applies to turn ``index``'s answer."""
