@@ -320,7 +320,11 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
             status=status,
         )
     message = choices[0].get("message")
-    if not isinstance(message, dict) or "content" not in message:
+    # A message of tool calls only may leave ``content`` out (some providers do); it is
+    # kept verbatim, as is a ``content: null``.
+    if not isinstance(message, dict) or (
+        "content" not in message and not message.get("tool_calls")
+    ):
         raise TransientAPIError(
             f"HTTP {status} with no assistant message in the answer: {shown!r}",
             kind="no_message",

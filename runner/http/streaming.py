@@ -20,8 +20,18 @@ a plain answer with ``choices: []``.
 
 The assembled message has the API's shape: ``content`` is the joined text,
 or null when no delta carried content (an answer of tool calls only), as in
-a non-streamed answer. Besides the answer, a stream tells when the first token
-came, recorded with the usage of its last chunk (``stream_options``).
+a non-streamed answer. Other string fields of the deltas (``reasoning_content``,
+``reasoning``, ``refusal``) are joined the same way; ``reasoning_details``
+lists are concatenated into one list. ``delta.tool_calls[]`` fragments are
+assembled by their ``index`` into the ``tool_calls`` list a non-streamed
+answer gives, in index order: ``function.arguments`` and ``function.name``
+pieces are concatenated (a piece that repeats the whole name so far is a
+provider resending it, not a new piece); ``id`` and ``type`` are taken from
+the first fragment that has them (``type`` defaults to ``function``); any
+other field of a call (Gemini's ``extra_content``) is kept as first sent.
+
+Besides the answer, a stream tells when the first token (of content or of a
+tool call) came, recorded with the usage of its last chunk (``stream_options``).
 """
 
 from __future__ import annotations
@@ -107,6 +117,8 @@ class StreamAnswer:
         self._index: Any = None
         self._content: list[str] | None = None
         self._extra: dict[str, list[str]] = {}
+        self._details: list[Any] | None = None
+        self._tool_calls = ToolCallParts()
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
         self._id: str | None = None
@@ -173,17 +185,26 @@ class StreamAnswer:
         delta = choice.get("delta")
         if isinstance(delta, dict):
             for key, value in delta.items():
-                if not isinstance(value, str) or key == "role":
+                if key == "tool_calls" and isinstance(value, list) and value:
+                    self._first_token()
+                    self._tool_calls.add(value)
+                elif key == "reasoning_details" and isinstance(value, list):
+                    self._details = (self._details or []) + value
+                elif not isinstance(value, str) or key == "role":
                     continue
-                if key == "content":
-                    if value and self.first_token_ms is None:
-                        self.first_token_ms = round((self._clock() - self._started) * 1000.0, 1)
+                elif key == "content":
+                    if value:
+                        self._first_token()
                     if self._content is None:
                         self._content = []
                     self._content.append(value)
                 else:
                     self._extra.setdefault(key, []).append(value)
         self._finish_reason = _text(choice.get("finish_reason")) or self._finish_reason
+
+    def _first_token(self) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = round((self._clock() - self._started) * 1000.0, 1)
 
     def answer(self) -> dict[str, Any]:
         """The answer in the shape of a non-streamed one, or the transient error it is."""
@@ -203,6 +224,10 @@ class StreamAnswer:
         content = None if self._content is None else "".join(self._content)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         message.update({key: "".join(parts) for key, parts in self._extra.items()})
+        if self._details is not None:
+            message["reasoning_details"] = self._details
+        if self._tool_calls:
+            message["tool_calls"] = self._tool_calls.assembled()
         return {
             "id": self._id,
             "object": "chat.completion",
@@ -210,6 +235,57 @@ class StreamAnswer:
             "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason}],
             "usage": self._usage,
         }
+
+
+class ToolCallParts:
+    """The fragments of ``delta.tool_calls[]``, gathered by index (pure, no I/O)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragments: list[Any]) -> None:
+        """Take in one delta's ``tool_calls`` list."""
+        known = len(self._calls)
+        for position, fragment in enumerate(fragments):
+            if not isinstance(fragment, dict):
+                continue
+            index = fragment.get("index")
+            # A provider that leaves out ``index`` sends each call whole, in order.
+            key = index if isinstance(index, int) else known + position
+            call = self._calls.setdefault(key, {"name": [], "arguments": [], "other": {}})
+            for field in ("id", "type"):
+                call.setdefault(field, None)
+                if call[field] is None and _text(fragment.get(field)):
+                    call[field] = fragment[field]
+            function = fragment.get("function")
+            if isinstance(function, dict):
+                name = function.get("name")
+                if isinstance(name, str) and name != "".join(call["name"]):
+                    call["name"].append(name)
+                arguments = function.get("arguments")
+                if isinstance(arguments, str):
+                    call["arguments"].append(arguments)
+            for field, value in fragment.items():
+                if field not in ("index", "id", "type", "function") and value is not None:
+                    call["other"].setdefault(field, value)
+
+    def assembled(self) -> list[dict[str, Any]]:
+        """The calls as a non-streamed answer gives them, in index order."""
+        calls = []
+        for key in sorted(self._calls):
+            parts = self._calls[key]
+            call: dict[str, Any] = {} if parts["id"] is None else {"id": parts["id"]}
+            call["type"] = parts["type"] or "function"
+            call["function"] = {
+                "name": "".join(parts["name"]),
+                "arguments": "".join(parts["arguments"]),
+            }
+            call.update(parts["other"])
+            calls.append(call)
+        return calls
 
 
 def _text(value: Any) -> str | None:
