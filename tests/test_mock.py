@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import FatalAPIError
 from runner.http.client import ChatClient, Completion
-from runner.http.mock import OfflineBackend
+from runner.http.mock import OfflineBackend, answer, stream_events
 
 
 def complete_all(*bodies: dict[str, Any]) -> tuple[list[Completion], OfflineBackend]:
@@ -177,3 +177,39 @@ def test_the_backend_counts_only_the_requests_it_answered() -> None:
 
     asyncio.run(go())
     assert backend.requests == 2
+
+
+def test_a_request_without_tools_gets_the_answer_it_always_got() -> None:
+    """Golden: the answer (and its stream) from before tool calls existed, to the byte."""
+    body = chat("Hi", "Hello.", "What is a token?", temperature=0.3)
+    content = (
+        '[offline reply b9598b67] Turn 2, after 3 messages. You asked: "What is a token?". '
+        "So runs and tests need no network language models predict the next token from "
+        "context and the answer depends on the whole history sent with each request so every."
+    )
+    expected = {
+        "id": "chatcmpl-offline-b9598b67231e815102b483d4",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "offline-1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 19, "completion_tokens": 61, "total_tokens": 80},
+    }
+    assert json.dumps(answer(body)) == json.dumps(expected)
+    head = '{"id": "chatcmpl-offline-b9598b67231e815102b483d4", "object": "chat.completion.chunk"'
+    head += ', "model": "offline-1", "choices": '
+    events = [
+        '[{"index": 0, "delta": {"role": "assistant"}}]}',
+        '[{"index": 0, "delta": {"content": ' + json.dumps(content[:122]) + "}}]}",
+        '[{"index": 0, "delta": {"content": ' + json.dumps(content[122:]) + "}}]}",
+        '[{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+        '[], "usage": {"prompt_tokens": 19, "completion_tokens": 61, "total_tokens": 80}}',
+    ]
+    stream = "".join(f"data: {head}{e}\n\n" for e in events) + "data: [DONE]\n\n"
+    assert stream_events(expected, pieces=2) == stream.encode()
