@@ -117,3 +117,12 @@ def test_requests_without_tools_or_not_ending_with_the_user_are_answered_as_befo
     assistant_last = body(USER, {"role": "assistant", "content": "Hm."})
     assert "tool_calls" not in answer(assistant_last)["choices"][0]["message"]
     assert "tool_calls" not in answer(body(USER, tools=[]))["choices"][0]["message"]
+
+
+def test_a_tool_call_message_sent_back_without_content_is_accepted() -> None:
+    call = {
+        "role": "assistant",
+        "tool_calls": answer(body(USER))["choices"][0]["message"]["tool_calls"],
+    }
+    result = {"role": "tool", "tool_call_id": call["tool_calls"][0]["id"], "content": "18"}
+    assert 'The tool said: "18".' in complete(body(USER, call, result)).content

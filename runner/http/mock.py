@@ -91,8 +91,10 @@ def _check_body(body: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        if not isinstance(message, dict) or "role" not in message:
             return f"messages[{i}] must have 'role' and 'content'"
+        if "content" not in message and not message.get("tool_calls"):
+            return f"messages[{i}] must have 'role' and 'content'"  # or tool calls
     return None
 
 
