@@ -6,9 +6,8 @@ decides when, these decide what a record holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from runner.errors import APIError
 from runner.http.client import Completion
 from runner.run.shard import Shard
 from runner.send.retry import AttemptRecord
@@ -46,7 +45,18 @@ def mark_interrupted(record: ConversationRecord, reason: str) -> None:
     record.error = {"kind": "interrupted", "message": reason}
 
 
-def mark_failed(record: ConversationRecord, turn: TurnRecord, error: APIError) -> None:
+class Failure(Protocol):
+    """Why a turn failed: an API error, or a tool chain that cannot go on."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def message(self) -> str: ...
+
+
+def mark_failed(record: ConversationRecord, turn: TurnRecord, error: Failure) -> None:
     """``turn`` failed for good: it ends the conversation, with the error."""
     turn.error = {"kind": error.kind, "status": error.status, "message": error.message}
     record.turns.append(turn)
