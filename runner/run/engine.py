@@ -296,6 +296,10 @@ class _Batch:
         chain = StepChain(partial, record, conversation.max_tool_steps)
         turn = chain.turn
         while True:
+            limit = chain.over_limit()  # a resumed chain may already be at its end
+            if limit is not None:
+                mark_failed(record, chain.ended(), limit)
+                return
             try:
                 completion, attempts = await self._send(settings, record, index, chain)
             except GaveUp as gave_up:

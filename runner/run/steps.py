@@ -104,14 +104,18 @@ class StepChain:
         ]
         self.record.messages.extend(answers)
         self._fill(completion, latency_ms)
-        if len(self.steps) >= self.max_steps:
-            return ToolProblem(
-                "tool_steps",
-                f"turn {self.turn.index + 1}: the model was still calling tools after "
-                f"{self.max_steps} requests (max_tool_steps); raise max_tool_steps or script "
-                "results that let it answer",
-            )
-        return None
+        return self.over_limit()
+
+    def over_limit(self) -> ToolProblem | None:
+        """Why the next step may not be sent: the turn made ``max_tool_steps`` requests."""
+        if len(self.steps) < self.max_steps:
+            return None
+        return ToolProblem(
+            "tool_steps",
+            f"turn {self.turn.index + 1}: the model was still calling tools after "
+            f"{self.max_steps} requests (max_tool_steps); raise max_tool_steps or script "
+            "results that let it answer",
+        )
 
     def _unscripted(self, call: Unscripted) -> ToolProblem:
         return ToolProblem(

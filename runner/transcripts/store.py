@@ -257,6 +257,9 @@ class TranscriptStore:
             )
             return
         if partial:  # the steps a turn had answered when the run stopped
+            known_steps = progress.partial.steps or [] if progress.partial else []
+            if len(turn.steps or []) < len(known_steps):
+                return  # the transcript's line of a later stop knows more
             progress.partial = turn
             progress.partial_exchange = exchange
             progress.partial_origin = f"{self.journal_path.name} line {number}"
@@ -328,6 +331,9 @@ class TranscriptStore:
                 total += known.tokens
             else:
                 total += tokens_of(known.progress.turns)
+                partial = known.progress.partial
+                steps = partial.steps or [] if partial is not None else []
+                total += tokens_of([TurnRecord(0, 0, [], usage=s.get("usage")) for s in steps])
         return total
 
     def status(self, conv_id: str) -> str | None:
