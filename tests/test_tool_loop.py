@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from virtualtime import clock, run_virtual
 
 from runner.checks.kinds import parse_expect
 from runner.run.engine import RunConfig, RunControl, run_batch
-from runner.run.events import RunResult
+from runner.run.events import RunResult, RunStarted
 from runner.run.plan import estimate_cost, plan_lines
 from runner.spec.model import Conversation, Turn, apply_overrides
 from runner.spec.tools import ToolRule, ToolScript, ToolSettings
@@ -414,4 +415,78 @@ def test_the_plan_says_it_assumes_one_request_per_turn_only_with_tools() -> None
     assert lines[-1] == (
         "tools: 1 conversation declares tools; the plan assumes one request per turn, "
         "tool calls add more"
+    )
+
+
+class CrashingServer(ToolServer):
+    """Copies the output as it is on disk when request ``at`` arrives: a kill -9 then."""
+
+    def __init__(self, *answers: dict[str, Any], at: int, output: Path, copy: Path) -> None:
+        super().__init__(*answers)
+        self.at, self.output, self.copy = at, output, copy
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        if len(self.bodies) == self.at:
+            self.copy.mkdir()
+            for path in self.output.parent.iterdir():
+                shutil.copy(path, self.copy / path.name)
+        return await super()._handle(request)
+
+
+def crash_in_chain(tmp_path: Path, at: int) -> tuple[Path, list[dict[str, Any]]]:
+    """Run a two-step chain, keeping the output as a crash at request ``at`` leaves it."""
+    c1, c2 = call("t1", "get_time", {}), call("t2", "get_time", {})
+    answers = [calling(c1), calling(c2), text("Done."), text("Bye.")]
+    (tmp_path / "run").mkdir()
+    server = CrashingServer(
+        *answers, at=at, output=tmp_path / "run" / "out.jsonl", copy=tmp_path / "crash"
+    )
+    config = RunConfig(
+        output=tmp_path / "run" / "out.jsonl", base_url=LOCAL, transport=server.transport
+    )
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
+    return tmp_path / "crash" / "out.jsonl", answers
+
+
+def test_a_crash_mid_chain_loses_only_the_request_in_flight(tmp_path: Path) -> None:
+    output, answers = crash_in_chain(tmp_path, at=2)
+    assert output.read_text() == ""  # nothing but the journal was written
+    lines = read_jsonl(output.with_name("out.jsonl.journal"))
+    assert [(x["partial"], len(x["turn"]["steps"])) for x in lines] == [(True, 1), (True, 2)]
+
+    resumed = ToolServer(*answers[2:])
+    config = RunConfig(output=output, base_url=LOCAL, transport=resumed.transport, resume=True)
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
+    c1, c2 = call("t1", "get_time", {}), call("t2", "get_time", {})
+    chain = [user("Go"), calling(c1), tool("t1", "10:00"), calling(c2), tool("t2", "10:05")]
+    assert [b["messages"] for b in resumed.bodies] == [
+        chain,
+        [*chain, text("Done."), user("Then")],
+    ]
+    (record,) = read_jsonl(output)
+    assert record["status"] == "completed"
+    assert [s["step"] for s in record["turns"][0]["steps"]] == [0, 1, 2]
+
+
+def test_a_journaled_step_whose_tool_result_is_not_the_scripts_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    output, answers = crash_in_chain(tmp_path, at=2)
+    journal = output.with_name("out.jsonl.journal")
+    journal.write_text(journal.read_text().replace('"10:05"', '"11:00"'))
+
+    resumed = ToolServer(*answers[1:])
+    config = RunConfig(output=output, base_url=LOCAL, transport=resumed.transport, resume=True)
+    events: list[Any] = []
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock, on_event=events.append))
+    c1 = call("t1", "get_time", {})
+    # Step 0 was answered as scripted and is kept; step 1 is sent again.
+    assert resumed.bodies[0]["messages"] == [user("Go"), calling(c1), tool("t1", "10:00")]
+    (record,) = read_jsonl(output)
+    assert record["status"] == "completed"
+    assert "11:00" not in json.dumps(record)
+    (started,) = [e for e in events if isinstance(e, RunStarted)]
+    assert started.discarded == (
+        "'w': discarded 1 recorded step of turn 1 (out.jsonl.journal line 2): its tool "
+        "calls are not answered with the scripted results; sending it again from step 1",
     )

@@ -128,12 +128,16 @@ def valid_steps(
     return len(steps)
 
 
-def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> None:
-    """Keep of the next turn's answered steps those that continue ``conversation``."""
+def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> str | None:
+    """Keep of the next turn's answered steps those that continue ``conversation``.
+
+    Says what was discarded, if anything.
+    """
     turn = progress.partial
     if turn is None:
-        return
+        return None
     progress.partial = None
+    recorded = len(turn.steps or [])
     prefix = conversation.prefix()
     before = [*prefix, *progress.exchanges]
     exchange = progress.partial_exchange
@@ -145,11 +149,11 @@ def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> 
         or exchange[0] != {"role": "user", "content": conversation.turns[kept].content}
         or not objects(turn.attempts)
     ):
-        return
+        return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "numbering")
     counts = count_calls(progress.exchanges)
     steps = valid_steps(turn, [*before, *exchange], conversation.turns[kept].tools, counts)
     if steps == 0:
-        return
+        return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "tools")
     turn.steps = list(turn.steps or [])[:steps]
     end = turn.steps[-1]["message_index"] - turn.message_index + 1
     end += len(tool_calls_of(exchange[end - 1]))
@@ -157,15 +161,34 @@ def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> 
     turn.error = None
     progress.partial = turn
     progress.partial_exchange = exchange[:end]
+    return _steps_note(conversation, kept, recorded, steps, progress.partial_origin, "tools")
+
+
+def _steps_note(
+    conversation: Conversation, turn: int, recorded: int, kept: int, where: str, why: str
+) -> str | None:
+    """What resuming says about steps of a turn it does not trust (None: all trusted)."""
+    dropped = recorded - kept
+    if dropped <= 0:
+        return None
+    reason = (
+        "its tool calls are not answered with the scripted results"
+        if why == "tools"
+        else "its record is not numbered as that turn's"
+    )
+    then = f"sending it again from step {kept}" if kept else "sending the turn again"
+    return (
+        f"{conversation.id!r}: discarded {dropped} recorded step{'s' * (dropped > 1)} of "
+        f"turn {turn + 1} ({where}): {reason}; {then}"
+    )
 
 
 def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None:
     """Cut ``progress`` to the turns that continue ``conversation``; say what was discarded."""
     kept, reason = matching_turns(progress, conversation)
     if reason is None:
-        keep_partial(progress, conversation, kept)
-    else:
-        progress.partial = None
+        return keep_partial(progress, conversation, kept)
+    progress.partial = None
     attempts_fit = progress.failed_index == kept and all(
         isinstance(a, dict) for a in progress.failed_attempts
     )
