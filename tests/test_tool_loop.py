@@ -20,6 +20,7 @@ from helpers import read_jsonl
 from virtualtime import clock, run_virtual
 
 from runner.checks.kinds import parse_expect
+from runner.run.batch import request_settings
 from runner.run.engine import RunConfig, RunControl, run_batch
 from runner.run.events import RunResult, RunStarted
 from runner.run.plan import estimate_cost, plan_lines
@@ -490,3 +491,10 @@ def test_a_journaled_step_whose_tool_result_is_not_the_scripts_is_sent_again(
         "'w': discarded 1 recorded step of turn 1 (out.jsonl.journal line 2): its tool "
         "calls are not answered with the scripted results; sending it again from step 1",
     )
+
+
+def test_the_reasoning_option_overrides_the_conversations_setting(tmp_path: Path) -> None:
+    c = conv("Hi", reasoning="always")
+    assert request_settings(c, RunConfig(output=tmp_path / "o.jsonl")).reasoning == "always"
+    config = RunConfig(output=tmp_path / "o.jsonl", reasoning="never")
+    assert request_settings(c, config).reasoning == "never"
