@@ -67,7 +67,7 @@ class TurnRecord:
     error: dict[str, Any] | None = None
     """Why the turn failed: kind, status, message."""
     steps: list[dict[str, Any]] | None = None
-    """With tool calls: one record per request the turn made (only when it made more than one)."""
+    """With tool calls: one record per request the turn made (absent when the model called none)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form, without empty optional fields."""
