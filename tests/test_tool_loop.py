@@ -132,6 +132,7 @@ def conv(*turns: str, **kw: Any) -> Conversation:
 def run(conversation: Conversation, tmp_path: Path, server: ToolServer, **kw: Any) -> RunResult:
     control = kw.pop("control", None)
     on_event = kw.pop("on_event", None)
+    tmp_path.mkdir(exist_ok=True)
     config = RunConfig(
         output=tmp_path / "out.jsonl", base_url=LOCAL, transport=server.transport, **kw
     )
@@ -498,3 +499,21 @@ def test_the_reasoning_option_overrides_the_conversations_setting(tmp_path: Path
     assert request_settings(c, RunConfig(output=tmp_path / "o.jsonl")).reasoning == "always"
     config = RunConfig(output=tmp_path / "o.jsonl", reasoning="never")
     assert request_settings(c, config).reasoning == "never"
+
+
+def test_a_recorded_chain_replays_every_step(tmp_path: Path) -> None:
+    c1 = call("t1", "get_time", {})
+    server = ToolServer(calling(c1), text("10:00."), text("Bye."))
+    fixtures = tmp_path / "fixtures"
+    run(conv("Time?", "Bye"), tmp_path / "rec", server, record=fixtures)
+    recorded = json.loads((fixtures / "w.json").read_text())
+    assert [e["turn"] for e in recorded["exchanges"]] == [0, 0, 1]
+
+    offline = ToolServer(text("never asked"))
+    result = run(conv("Time?", "Bye"), tmp_path / "rep", offline, replay=fixtures)
+    assert offline.bodies == []
+    assert result.failed == 0
+    assert (
+        read_jsonl(tmp_path / "rep" / "out.jsonl")[0]["messages"]
+        == read_jsonl(tmp_path / "rec" / "out.jsonl")[0]["messages"]
+    )
