@@ -517,3 +517,24 @@ def test_a_recorded_chain_replays_every_step(tmp_path: Path) -> None:
         read_jsonl(tmp_path / "rep" / "out.jsonl")[0]["messages"]
         == read_jsonl(tmp_path / "rec" / "out.jsonl")[0]["messages"]
     )
+
+
+def test_a_journaled_tool_turn_is_trusted_whole_after_a_crash(tmp_path: Path) -> None:
+    c1 = call("t1", "get_time", {})
+    answers = [calling(c1), text("Done."), text("Bye.")]
+    (tmp_path / "run").mkdir()
+    output = tmp_path / "run" / "out.jsonl"
+    server = CrashingServer(*answers, at=2, output=output, copy=tmp_path / "crash")
+    config = RunConfig(output=output, base_url=LOCAL, transport=server.transport)
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
+    copy = tmp_path / "crash" / "out.jsonl"
+    partial, whole = read_jsonl(copy.with_name("out.jsonl.journal"))
+    assert "partial" not in whole
+    assert whole["exchange"] == [user("Go"), calling(c1), tool("t1", "10:00"), text("Done.")]
+
+    resumed = ToolServer(text("Bye."))
+    config = RunConfig(output=copy, base_url=LOCAL, transport=resumed.transport, resume=True)
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
+    assert [b["messages"] for b in resumed.bodies] == [[*whole["exchange"], user("Then")]]
+    (record,) = read_jsonl(copy)
+    assert record["turns"][1]["message_index"] == 4

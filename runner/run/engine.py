@@ -2,6 +2,7 @@
 
 Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
+A turn whose answers call tools is several requests, its steps (``steps.py``).
 Up to ``concurrency`` requests are in flight at once (and a quarter more
 conversations are running, see ``conversations_in_flight``), on one event
 loop and one shared HTTP connection pool. Histories, records and answers
@@ -28,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from runner.checks.kinds import Check, Observation, evaluate
+from runner.checks.kinds import Check, evaluate
 from runner.errors import APIError, OutputError, QuotaExhaustedError
 from runner.http.client import Completion, public_base_url
 from runner.http.streaming import STREAM_FIELDS
@@ -50,6 +51,7 @@ from runner.run.steps import StepChain, reasoning_by_message
 from runner.run.tally import Tally, run_result
 from runner.run.turns import (
     answered_status,
+    continue_record,
     mark_failed,
     mark_finished,
     mark_interrupted,
@@ -249,17 +251,7 @@ class _Batch:
     async def _replay(self, conversation: Conversation) -> None:
         settings = request_settings(conversation, self.config)
         record = new_record(conversation, settings, self.run_id, public_base_url(self.base_url))
-        earlier_attempts: list[dict[str, Any]] = []
-        partial: TurnRecord | None = None
-        progress = self.store.progress(conversation.id)
-        if progress is not None:
-            record.started_at = progress.started_at or record.started_at
-            record.turns = list(progress.turns)
-            record.messages.extend(progress.exchanges)
-            earlier_attempts = progress.failed_attempts
-            partial = progress.partial
-            if partial is not None:
-                record.messages.extend(progress.partial_exchange)
+        earlier_attempts, partial = continue_record(record, self.store.progress(conversation.id))
         try:
             for index in range(len(record.turns), len(conversation.turns)):
                 await self._turn(settings, record, index, earlier_attempts, partial)
@@ -382,17 +374,7 @@ class _Batch:
         checks: tuple[Check, ...],
     ) -> list[dict[str, Any]]:
         """Evaluate the expectations on one answer; judge checks ask the judge model."""
-        completion = chain.final
-        usage = completion.usage or {}
-        tokens = usage.get("completion_tokens")
-        observation = Observation(
-            content=completion.content,
-            finish_reason=completion.finish_reason,
-            latency_ms=turn.latency_ms,
-            completion_tokens=tokens if isinstance(tokens, int) else None,
-            tool_calls=tuple(chain.calls),
-            tools=tuple(settings.conversation.turns[turn.index].tools.tools),
-        )
+        observation = chain.observation(settings.conversation.turns[turn.index].tools)
         results = []
         for check in checks:
             if check.kind == "judge":

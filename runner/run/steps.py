@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runner.checks.kinds import Observation
 from runner.http.client import Completion
 from runner.run.turns import fill_answered_turn
 from runner.spec.tools import ToolSettings
@@ -160,6 +161,19 @@ class StepChain:
         if self.steps:
             return self.attempts
         return [{k: v for k, v in a.items() if k != "step"} for a in self.attempts]
+
+    def observation(self, tools: ToolSettings) -> Observation:
+        """What the turn's checks look at: the final answer, every call of the turn."""
+        completion = self.final
+        tokens = (completion.usage or {}).get("completion_tokens")
+        return Observation(
+            content=completion.content,
+            finish_reason=completion.finish_reason,
+            latency_ms=self.turn.latency_ms,
+            completion_tokens=tokens if isinstance(tokens, int) else None,
+            tool_calls=tuple(self.calls),
+            tools=tuple(tools.tools),
+        )
 
     def ended(self) -> TurnRecord:
         """The turn's record as it stands when it fails."""

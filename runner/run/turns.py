@@ -13,6 +13,7 @@ from runner.run.shard import Shard
 from runner.send.retry import AttemptRecord
 from runner.spec.model import Conversation, RequestSettings
 from runner.transcripts.records import ConversationRecord, TurnRecord, utc_now
+from runner.transcripts.resume import TurnsDone
 from runner.transcripts.status import Status
 
 
@@ -106,3 +107,21 @@ def numbered_attempts(
         data["attempt"] = len(out) + 1
         out.append(data)
     return out
+
+
+def continue_record(
+    record: ConversationRecord, progress: TurnsDone | None
+) -> tuple[list[dict[str, Any]], TurnRecord | None]:
+    """Put what an earlier run recorded into ``record``.
+
+    Returns the attempts already spent on the next turn, and that turn's
+    answered steps when the run stopped in its tool calls.
+    """
+    if progress is None:
+        return [], None
+    record.started_at = progress.started_at or record.started_at
+    record.turns = list(progress.turns)
+    record.messages.extend(progress.exchanges)
+    if progress.partial is not None:
+        record.messages.extend(progress.partial_exchange)
+    return progress.failed_attempts, progress.partial

@@ -186,20 +186,19 @@ def _steps_note(
 def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None:
     """Cut ``progress`` to the turns that continue ``conversation``; say what was discarded."""
     kept, reason = matching_turns(progress, conversation)
-    if reason is None:
-        return keep_partial(progress, conversation, kept)
-    progress.partial = None
     attempts_fit = progress.failed_index == kept and all(
         isinstance(a, dict) for a in progress.failed_attempts
     )
     if not attempts_fit:
         progress.failed_attempts = []
     if reason is None:
-        return None
+        return keep_partial(progress, conversation, kept)
+    progress.partial = None
     dropped = len(progress.turns) - kept
     where = progress.origins[kept] if kept < len(progress.origins) else "the transcript"
+    end = progress.turns[kept - 1].answer_index + 1 - len(conversation.prefix()) if kept else 0
     progress.turns = progress.turns[:kept]
-    progress.exchanges = progress.exchanges[: 2 * kept]
+    progress.exchanges = progress.exchanges[:end]
     progress.origins = progress.origins[:kept]
     progress.failed_attempts = []
     then = f"continuing after turn {kept}" if kept else "starting it afresh"
