@@ -528,7 +528,8 @@ def test_a_journaled_tool_turn_is_trusted_whole_after_a_crash(tmp_path: Path) ->
     config = RunConfig(output=output, base_url=LOCAL, transport=server.transport)
     run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
     copy = tmp_path / "crash" / "out.jsonl"
-    partial, whole = read_jsonl(copy.with_name("out.jsonl.journal"))
+    step, whole = read_jsonl(copy.with_name("out.jsonl.journal"))
+    assert step["partial"] is True
     assert "partial" not in whole
     assert whole["exchange"] == [user("Go"), calling(c1), tool("t1", "10:00"), text("Done.")]
 
