@@ -539,3 +539,43 @@ def test_a_journaled_tool_turn_is_trusted_whole_after_a_crash(tmp_path: Path) ->
     assert [b["messages"] for b in resumed.bodies] == [[*whole["exchange"], user("Then")]]
     (record,) = read_jsonl(copy)
     assert record["turns"][1]["message_index"] == 4
+
+
+def test_calls_in_a_turn_without_tools_are_kept_as_before(tmp_path: Path) -> None:
+    c1 = call("t1", "get_time", {})
+    server = ToolServer(calling(c1))
+    c = Conversation(id="p", source="p.yaml", turns=(Turn("Hi"),))
+    run(c, tmp_path, server)
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["status"] == "completed"
+    assert record["messages"][-1] == {"role": "assistant", "content": None}
+    assert record["turns"][0]["extra"] == {"tool_calls": [c1]}
+    assert "steps" not in record["turns"][0]
+
+
+def test_a_step_that_fails_for_good_resumes_after_the_steps_answered(tmp_path: Path) -> None:
+    c1 = call("t1", "get_time", {})
+
+    class Failing(ToolServer):
+        async def _handle(self, request: httpx.Request) -> httpx.Response:
+            if len(self.bodies) == 1:
+                self.bodies.append(json.loads(request.content))
+                return httpx.Response(400, json={"error": {"message": "bad step"}})
+            return await super()._handle(request)
+
+    run(conv("Go"), tmp_path, Failing(calling(c1)))
+    (failed,) = read_jsonl(tmp_path / "out.jsonl")
+    assert failed["status"] == "failed"
+    assert failed["messages"] == [user("Go"), calling(c1), tool("t1", "10:00")]
+    assert [a["step"] for a in failed["turns"][0]["attempts"]] == [0, 1]
+
+    resumed = ToolServer(text("Done."))
+    run(conv("Go"), tmp_path, resumed, resume=True)
+    assert [b["messages"] for b in resumed.bodies] == [failed["messages"]]
+    record = read_jsonl(tmp_path / "out.jsonl")[-1]
+    assert record["status"] == "completed"
+    assert [(a["step"], a.get("resumed", False)) for a in record["turns"][0]["attempts"]] == [
+        (0, False),
+        (1, True),
+        (1, False),
+    ]

@@ -80,7 +80,8 @@ class StepChain:
     ) -> ToolProblem | None:
         """Take one step's answer into the history; say why the turn cannot go on, if so."""
         message = completion.message
-        calls = tool_calls_of(message)
+        # A turn that declares no tools is replayed as before, whatever the answer holds.
+        calls = tool_calls_of(message) if tools.tools else []
         if not calls:
             self.record.messages.append({"role": "assistant", "content": completion.content})
             self.final = completion

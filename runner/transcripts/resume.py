@@ -157,7 +157,14 @@ def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> 
     turn.steps = list(turn.steps or [])[:steps]
     end = turn.steps[-1]["message_index"] - turn.message_index + 1
     end += len(tool_calls_of(exchange[end - 1]))
-    turn.attempts = [a for a in turn.attempts if a.get("step", 0) < steps]
+    # Attempts at the step after the last one kept stay when no step was discarded: the
+    # request they were for is sent again, as a failed turn's attempts are.
+    failed_step = steps if steps == recorded else -1
+    turn.attempts = [
+        dict(a, resumed=True) if a.get("step") == failed_step else a
+        for a in turn.attempts
+        if a.get("step", 0) < steps or a.get("step") == failed_step
+    ]
     turn.error = None
     progress.partial = turn
     progress.partial_exchange = exchange[:end]
