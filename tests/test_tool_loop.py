@@ -270,6 +270,10 @@ def test_unscripted_tool_result_answers_a_call_no_rule_does(tmp_path: Path) -> N
     server = ToolServer(calling(call("x", "get_weather", {"city": "Lima"})), text("Sorry."))
     run(c, tmp_path, server)
     assert server.bodies[1]["messages"][-1] == tool("x", "no data")
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["turns"][0]["steps"][0]["tool_results"] == [
+        {"tool_call_id": "x", "name": "get_weather", "scripted": False}
+    ]
 
 
 def test_a_model_that_never_stops_calling_fails_after_max_tool_steps(tmp_path: Path) -> None:

@@ -25,8 +25,10 @@ from runner.transcripts.history import (
     Unscripted,
     answer_calls,
     assistant_message,
+    call_parts,
     count_calls,
     reasoning_of,
+    scripted_flags,
     tool_calls_of,
 )
 from runner.transcripts.records import ConversationRecord, TurnRecord
@@ -95,14 +97,15 @@ class StepChain:
         self.calls.extend(calls)
         step = self._step_record(completion, latency_ms)
         self.steps.append(step)
+        flags = scripted_flags(tools, calls, self.counts)
         answers = answer_calls(tools, calls, self.counts)
         if isinstance(answers, Unscripted):
             self.final = completion
             self._fill(completion, latency_ms)
             return self._unscripted(answers)
         step["tool_results"] = [
-            {"tool_call_id": a["tool_call_id"], "name": n, "scripted": True}
-            for a, n in zip(answers, (_name(c) for c in calls), strict=True)
+            {"tool_call_id": a["tool_call_id"], "name": call_parts(c)[1], "scripted": flag}
+            for a, c, flag in zip(answers, calls, flags, strict=True)
         ]
         self.record.messages.extend(answers)
         self._fill(completion, latency_ms)
@@ -196,11 +199,6 @@ class StepChain:
         turn = self.ended()
         turn.error = {"kind": "interrupted", "status": None, "message": reason}
         self.record.turns.append(turn)
-
-
-def _name(call: Any) -> str:
-    function = call.get("function") if isinstance(call, dict) else None
-    return str(function.get("name") or "") if isinstance(function, dict) else ""
 
 
 def sum_usage(usages: list[Any]) -> dict[str, Any] | None:

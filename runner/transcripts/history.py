@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.spec.tools import REASONING_FIELDS, ToolSettings, scripted_result
+from runner.spec.tools import REASONING_FIELDS, ToolSettings, parse_arguments, scripted_result
 
 KEPT_FIELDS = ("tool_calls", "refusal", "name")
 """Fields of a tool-calling answer kept on its assistant message, besides role and content."""
@@ -95,6 +95,23 @@ def answer_calls(
             return Unscripted(name, arguments)
         messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
     return messages
+
+
+def scripted_flags(
+    settings: ToolSettings, calls: Sequence[Any], counts: dict[str, int]
+) -> list[bool]:
+    """For each call, whether the script answers it (False: ``unscripted_tool_result`` does)."""
+    own = dict(counts)
+    flags = []
+    for call in calls:
+        _, name, arguments = call_parts(call)
+        script = settings.results.get(name)
+        number = own.get(name, 0)
+        own[name] = number + 1
+        flags.append(
+            script is not None and script.result(parse_arguments(arguments), number) is not None
+        )
+    return flags
 
 
 def with_reasoning(
