@@ -583,3 +583,18 @@ def test_a_step_that_fails_for_good_resumes_after_the_steps_answered(tmp_path: P
         (1, True),
         (1, False),
     ]
+
+
+def test_hostile_journaled_steps_are_discarded_not_trusted(tmp_path: Path) -> None:
+    output, answers = crash_in_chain(tmp_path, at=2)
+    journal = output.with_name("out.jsonl.journal")
+    lines = read_jsonl(journal)
+    lines[1]["turn"]["steps"] = 5
+    lines[0]["turn"]["steps"] = [{"step": 0, "message_index": "x"}]
+    journal.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    resumed = ToolServer(*answers)
+    config = RunConfig(output=output, base_url=LOCAL, transport=resumed.transport, resume=True)
+    run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
+    assert resumed.bodies[0]["messages"] == [user("Go")]
+    assert read_jsonl(output)[0]["status"] == "completed"

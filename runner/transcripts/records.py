@@ -118,7 +118,7 @@ class TurnRecord:
             params=data.get("params"),
             checks=data.get("checks"),
             error=data.get("error"),
-            steps=data.get("steps"),
+            steps=data["steps"] if isinstance(data.get("steps"), list) else None,
         )
 
     @property

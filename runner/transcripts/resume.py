@@ -227,6 +227,7 @@ def well_formed(turn: TurnRecord) -> bool:
     return (
         objects(turn.attempts)
         and (turn.checks is None or objects(turn.checks))
+        and (turn.steps is None or objects(turn.steps))
         and (turn.usage is None or isinstance(turn.usage, dict))
         and turn.error is None
     )

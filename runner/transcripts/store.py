@@ -333,7 +333,8 @@ class TranscriptStore:
                 total += tokens_of(known.progress.turns)
                 partial = known.progress.partial
                 steps = partial.steps or [] if partial is not None else []
-                total += tokens_of([TurnRecord(0, 0, [], usage=s.get("usage")) for s in steps])
+                usages = [s.get("usage") for s in steps if isinstance(s, dict)]
+                total += tokens_of([TurnRecord(0, 0, [], usage=u) for u in usages])
         return total
 
     def status(self, conv_id: str) -> str | None:
