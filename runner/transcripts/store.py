@@ -263,6 +263,8 @@ class TranscriptStore:
             progress.partial = turn
             progress.partial_exchange = exchange
             progress.partial_origin = f"{self.journal_path.name} line {number}"
+            progress.failed_attempts = []  # the partial turn's attempts hold them
+            progress.failed_index = None
             return
         progress.partial = None
         progress.turns.append(turn)
