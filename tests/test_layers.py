@@ -32,7 +32,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "send": frozenset({"errors", "jsonbytes", "spec", "http", "runner.transcripts.jsonio"}),
     # Records on disk: written by the run, read by review and cli. The writer and resume read
     # the conversation model (what a journaled turn must continue), nothing else below them.
-    "transcripts": frozenset({"errors", "jsonbytes", "runner.spec.model"}),
+    "transcripts": frozenset({"errors", "jsonbytes", "runner.spec.model", "runner.spec.tools"}),
     # A batch run wires spec, checks, the send path, http and the transcript store together.
     "run": frozenset({"errors", "jsonbytes", "spec", "checks", "http", "send", "transcripts"}),
     # Renderers read transcripts only: nothing here sends a request or runs a batch.

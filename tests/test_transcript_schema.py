@@ -203,3 +203,57 @@ def test_unknown_fields_are_allowed_for_later_versions(
     record["checks"] = [{"name": "contains", "passed": True}]
     record["turns"][0]["checks"] = []
     assert_valid(validator, record)
+
+
+def test_turns_that_called_tools_with_steps_and_a_failed_chain(
+    tmp_path: Path, validator: Draft202012Validator
+) -> None:
+    from runner.spec.tools import ToolRule, ToolScript, ToolSettings
+
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    tools = ToolSettings(
+        tools=(weather,), results={"get_weather": ToolScript(rules=(ToolRule("18 C"),))}
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        last = body["messages"][-1]
+        if last["role"] == "tool" or last["content"] == "Unscripted?":
+            message = {"role": "assistant", "content": "Mild.", "reasoning_content": "ok"}
+            if last["content"] == "Unscripted?":
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "u",
+                            "type": "function",
+                            "function": {"name": "nope", "arguments": "{}"},
+                        }
+                    ],
+                }
+            return httpx.Response(200, json={"choices": [{"message": message}]})
+        call = {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"},
+        }
+        message = {"role": "assistant", "content": None, "tool_calls": [call], "reasoning": "x"}
+        choice = {"message": message, "finish_reason": "tool_calls"}
+        return httpx.Response(
+            200, json={"id": "r", "choices": [choice], "usage": {"total_tokens": 3}}
+        )
+
+    lines = replay(
+        tmp_path,
+        [
+            conversation("w", Turn("Weather?", tools=tools), Turn("Unscripted?", tools=tools)),
+        ],
+        handler,
+    )
+    (line,) = lines
+    assert not list(validator.iter_errors(line))
+    first, second = line["turns"]
+    assert [s["step"] for s in first["steps"]] == [0, 1]
+    assert second["error"]["kind"] == "tool_unscripted"
+    assert line["status"] == "failed"

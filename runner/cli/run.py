@@ -39,6 +39,7 @@ from runner.cli.run_options import (
 )
 from runner.errors import ConfigError, RunnerError
 from runner.run.config import AUTO_CEILING, AUTO_START
+from runner.spec.tools import REASONING_POLICIES
 
 if TYPE_CHECKING:
     from runner.cli.progress import ProgressPrinter
@@ -205,6 +206,13 @@ Examples:
     type=click.FloatRange(min=0, min_open=True),
     metavar="N",
     help="Tokens per minute to stay under (prompt + max_tokens booked ahead, corrected by usage).",
+)
+@click.option(
+    "--reasoning",
+    type=click.Choice(REASONING_POLICIES),
+    metavar="WHEN",
+    help="Which reasoning goes back into the history, over every conversation's setting: "
+    "never, tool_chain (only inside the current turn's tool calls; the default) or always.",
 )
 @click.option(
     "--stream",

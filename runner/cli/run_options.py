@@ -70,6 +70,7 @@ class RunOptions:
     rpm: float | None
     tpm: float | None
     stream: bool
+    reasoning: str | None
     budget_tokens: int | None
     shard_spec: str | None
     dry_run: bool
@@ -167,6 +168,7 @@ def build_config(
         repeat=options.repeat,
         budget_tokens=options.budget_tokens,
         stream=options.stream,
+        reasoning=options.reasoning,
         rpm=options.rpm,
         tpm=options.tpm,
     )

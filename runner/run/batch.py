@@ -9,6 +9,7 @@ dry run's ids, the run's ids and the JUnit report's ids are the same ids.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
 from runner.run.config import RunConfig
@@ -26,12 +27,15 @@ def expand_batch(conversations: Sequence[Conversation], config: RunConfig) -> Va
 
 def request_settings(conversation: Conversation, config: RunConfig) -> RequestSettings:
     """The model and parameters ``conversation``'s requests are sent with under ``config``."""
-    return apply_overrides(
+    settings = apply_overrides(
         conversation,
         model_override=config.model,
         env_model=config.env_model,
         param_overrides=config.params,
     )
+    if config.reasoning is not None:
+        settings = dataclasses.replace(settings, reasoning=config.reasoning)
+    return settings
 
 
 def longest_first(batch: Variants, *, skip: Callable[[str], bool]) -> Iterator[Conversation]:

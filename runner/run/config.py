@@ -96,6 +96,8 @@ class RunConfig:
     """Endpoint for judge requests (default: the same endpoint as the answers)."""
     repeat: int = 1
     """Run each conversation this many times, independently (ids get ``#1``, ``#2``, ...)."""
+    reasoning: str | None = None
+    """Which reasoning goes back into the history, over every conversation's (``--reasoning``)."""
     stream: bool = False
     """Ask for streamed answers (server-sent events); records time to first token."""
     budget_tokens: int | None = None

@@ -2,6 +2,7 @@
 
 Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
+A turn whose answers call tools is several requests, its steps (``steps.py``).
 Up to ``concurrency`` requests are in flight at once (and a quarter more
 conversations are running, see ``conversations_in_flight``), on one event
 loop and one shared HTTP connection pool. Histories, records and answers
@@ -28,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from runner.checks.kinds import Check, Observation, evaluate
+from runner.checks.kinds import Check, evaluate
 from runner.errors import APIError, OutputError, QuotaExhaustedError
 from runner.http.client import Completion, public_base_url
 from runner.http.streaming import STREAM_FIELDS
@@ -46,10 +47,11 @@ from runner.run.events import (
     TurnCompleted,
 )
 from runner.run.judging import Judge
+from runner.run.steps import StepChain, reasoning_by_message
 from runner.run.tally import Tally, run_result
 from runner.run.turns import (
     answered_status,
-    fill_answered_turn,
+    continue_record,
     mark_failed,
     mark_finished,
     mark_interrupted,
@@ -60,6 +62,7 @@ from runner.run.wiring import send_path
 from runner.send.dispatch import Slot
 from runner.send.retry import AttemptRecord, GaveUp, call_with_retries
 from runner.spec.model import Conversation, RequestSettings
+from runner.transcripts.history import with_reasoning
 from runner.transcripts.records import ConversationRecord, TurnRecord, new_run_id
 from runner.transcripts.status import Status
 from runner.transcripts.store import TranscriptStore
@@ -248,17 +251,11 @@ class _Batch:
     async def _replay(self, conversation: Conversation) -> None:
         settings = request_settings(conversation, self.config)
         record = new_record(conversation, settings, self.run_id, public_base_url(self.base_url))
-        earlier_attempts: list[dict[str, Any]] = []
-        progress = self.store.progress(conversation.id)
-        if progress is not None:
-            record.started_at = progress.started_at or record.started_at
-            record.turns = list(progress.turns)
-            record.messages.extend(progress.exchanges)
-            earlier_attempts = progress.failed_attempts
+        earlier_attempts, partial = continue_record(record, self.store.progress(conversation.id))
         try:
             for index in range(len(record.turns), len(conversation.turns)):
-                await self._turn(settings, record, index, earlier_attempts)
-                earlier_attempts = []
+                await self._turn(settings, record, index, earlier_attempts, partial)
+                earlier_attempts, partial = [], None
                 if record.status == Status.FAILED:
                     break
             else:
@@ -276,49 +273,63 @@ class _Batch:
         record: ConversationRecord,
         index: int,
         earlier_attempts: list[dict[str, Any]],
+        partial: TurnRecord | None = None,
     ) -> None:
         conversation = settings.conversation
         turn_spec = conversation.turns[index]
-        record.messages.append({"role": "user", "content": turn_spec.content})
-        turn = TurnRecord(
-            index=index,
-            message_index=len(record.messages) - 1,
-            attempts=[],
-            params=dict(turn_spec.params) or None,
-        )
-        try:
-            completion, attempts = await self._send(settings, record, index)
-        except GaveUp as gave_up:
-            turn.attempts = numbered_attempts(earlier_attempts, gave_up.attempts)
-            self._fail(record, turn, gave_up.error)
-            return
-        except asyncio.CancelledError:
-            record.messages.pop()
-            raise
-        turn.attempts = numbered_attempts(earlier_attempts, attempts)
-        record.messages.append({"role": "assistant", "content": completion.content})
-        fill_answered_turn(turn, completion, attempts[-1].latency_ms)
+        if partial is None:
+            record.messages.append({"role": "user", "content": turn_spec.content})
+            partial = TurnRecord(
+                index=index,
+                message_index=len(record.messages) - 1,
+                attempts=[],
+                params=dict(turn_spec.params) or None,
+            )
+        chain = StepChain(partial, record, conversation.max_tool_steps)
+        turn = chain.turn
+        while True:
+            limit = chain.over_limit()  # a resumed chain may already be at its end
+            if limit is not None:
+                mark_failed(record, chain.ended(), limit)
+                return
+            try:
+                completion, attempts = await self._send(settings, record, index, chain)
+            except GaveUp as gave_up:
+                chain.add_attempts(numbered_attempts(earlier_attempts, gave_up.attempts))
+                self._fail(record, chain.ended(), gave_up.error)
+                return
+            except asyncio.CancelledError:
+                chain.interrupted(self.control.reason or "cancelled")
+                raise
+            chain.add_attempts(numbered_attempts(earlier_attempts, attempts))
+            earlier_attempts = []
+            self.dispatch.count_tokens(completion)
+            problem = chain.answered(completion, attempts[-1].latency_ms, turn_spec.tools)
+            if problem is not None:
+                mark_failed(record, chain.ended(), problem)
+                return
+            if chain.finished:
+                break
+            await self.store.record_step(record, turn)
         record.turns.append(turn)
-        self.dispatch.count_tokens(completion)
         checks = conversation.checks_for(index)
         if checks:
-            turn.checks = await self._check(settings, record, turn, completion, checks)
+            turn.checks = await self._check(settings, record, turn, chain, checks)
         self.tally.turns += 1
         if index + 1 < len(conversation.turns):
             await self.store.record_turn(record, turn)
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
 
     async def _send(
-        self, settings: RequestSettings, record: ConversationRecord, index: int
+        self, settings: RequestSettings, record: ConversationRecord, index: int, chain: StepChain
     ) -> tuple[Completion, list[AttemptRecord]]:
-        """Send turn ``index`` with the history so far, retried; raises GaveUp when it fails."""
+        """Send turn ``index``'s next step with the history so far, retried; raises GaveUp."""
         conversation_id = settings.conversation.id
+        step = chain.step
         # A snapshot: the history grows after this request, recorders keep the body.
-        body = {
-            "model": settings.model,
-            "messages": list(record.messages),
-            **settings.turn_params(index),
-        }
+        reasoning = reasoning_by_message(record, chain.steps)
+        messages = with_reasoning(record.messages, reasoning, settings.reasoning)
+        body = settings.turn_body(index, messages)
         if self.config.stream:
             body.update(STREAM_FIELDS)
 
@@ -338,7 +349,7 @@ class _Batch:
         slot = Slot()
 
         async def prepare() -> None:
-            await self.dispatch.wait_to_send(body, slot, continuing=index > 0)
+            await self.dispatch.wait_to_send(body, slot, continuing=index > 0 or step > 0)
 
         async def attempt() -> Completion:
             return await self.dispatch.send(body, slot, conversation_id=conversation_id, turn=index)
@@ -359,18 +370,11 @@ class _Batch:
         settings: RequestSettings,
         record: ConversationRecord,
         turn: TurnRecord,
-        completion: Completion,
+        chain: StepChain,
         checks: tuple[Check, ...],
     ) -> list[dict[str, Any]]:
         """Evaluate the expectations on one answer; judge checks ask the judge model."""
-        usage = completion.usage or {}
-        tokens = usage.get("completion_tokens")
-        observation = Observation(
-            content=completion.content,
-            finish_reason=completion.finish_reason,
-            latency_ms=turn.latency_ms,
-            completion_tokens=tokens if isinstance(tokens, int) else None,
-        )
+        observation = chain.observation(settings.conversation.turns[turn.index].tools)
         results = []
         for check in checks:
             if check.kind == "judge":

@@ -39,6 +39,8 @@ class ConversationCost:
     """Estimated prompt tokens over all its requests."""
     max_completion_tokens: int | None
     """The most completion tokens its requests allow, when every turn sets max_tokens."""
+    uses_tools: bool = False
+    """Whether it declares tools (a turn may then make more than one request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ def estimate_cost(
                 requests=len(conv.turns),
                 prompt_tokens=prompt_total,
                 max_completion_tokens=sum(known) if len(known) == len(completion_caps) else None,
+                uses_tools=settings.uses_tools,
             )
         )
     return CostPlan(tuple(costs), assumed_answer_tokens)
@@ -120,4 +123,10 @@ def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:
         f"about {plan.prompt_tokens:,} prompt tokens; {completion}"
     )
     lines.append("estimates: about 4 characters a token; nothing was sent")
+    with_tools = sum(c.uses_tools for c in plan.conversations)
+    if with_tools:
+        lines.append(
+            f"tools: {with_tools} conversation{' declares' if with_tools == 1 else 's declare'} "
+            "tools; the plan assumes one request per turn, tool calls add more"
+        )
     return lines

@@ -6,14 +6,14 @@ decides when, these decide what a record holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from runner.errors import APIError
 from runner.http.client import Completion
 from runner.run.shard import Shard
 from runner.send.retry import AttemptRecord
 from runner.spec.model import Conversation, RequestSettings
 from runner.transcripts.records import ConversationRecord, TurnRecord, utc_now
+from runner.transcripts.resume import TurnsDone
 from runner.transcripts.status import Status
 
 
@@ -46,7 +46,18 @@ def mark_interrupted(record: ConversationRecord, reason: str) -> None:
     record.error = {"kind": "interrupted", "message": reason}
 
 
-def mark_failed(record: ConversationRecord, turn: TurnRecord, error: APIError) -> None:
+class Failure(Protocol):
+    """Why a turn failed: an API error, or a tool chain that cannot go on."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def message(self) -> str: ...
+
+
+def mark_failed(record: ConversationRecord, turn: TurnRecord, error: Failure) -> None:
     """``turn`` failed for good: it ends the conversation, with the error."""
     turn.error = {"kind": error.kind, "status": error.status, "message": error.message}
     record.turns.append(turn)
@@ -96,3 +107,21 @@ def numbered_attempts(
         data["attempt"] = len(out) + 1
         out.append(data)
     return out
+
+
+def continue_record(
+    record: ConversationRecord, progress: TurnsDone | None
+) -> tuple[list[dict[str, Any]], TurnRecord | None]:
+    """Put what an earlier run recorded into ``record``.
+
+    Returns the attempts already spent on the next turn, and that turn's
+    answered steps when the run stopped in its tool calls.
+    """
+    if progress is None:
+        return [], None
+    record.started_at = progress.started_at or record.started_at
+    record.turns = list(progress.turns)
+    record.messages.extend(progress.exchanges)
+    if progress.partial is not None:
+        record.messages.extend(progress.partial_exchange)
+    return progress.failed_attempts, progress.partial

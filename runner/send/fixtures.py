@@ -130,7 +130,11 @@ class FixtureFolder:
     ) -> None:
         exchanges = self._exchanges(conversation_id)
         if purpose == "answer":
-            exchanges[:] = [e for e in exchanges if _turn_of(e) < turn]
+            exchanges[:] = [
+                e
+                for e in exchanges
+                if _turn_of(e) < turn or (_turn_of(e) == turn and _earlier_step(e, body))
+            ]
         else:
             exchanges[:] = [
                 e for e in exchanges if not (_turn_of(e) == turn and e.get("purpose") == purpose)
@@ -141,6 +145,23 @@ class FixtureFolder:
         exchanges.sort(key=lambda e: (_turn_of(e), e.get("purpose") != "answer"))
         document = {"schema": SCHEMA, "conversation": conversation_id, "exchanges": exchanges}
         write_json_atomic(self._path(conversation_id), document)
+
+
+def _earlier_step(exchange: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether ``exchange`` is an earlier step of the same turn (a turn that calls tools).
+
+    Its request's history is then a strict beginning of ``body``'s: it is kept.
+    """
+    request = exchange.get("request")
+    earlier = request.get("messages") if isinstance(request, Mapping) else None
+    messages = body.get("messages")
+    return (
+        exchange.get("purpose") == "answer"
+        and isinstance(earlier, list)
+        and isinstance(messages, list)
+        and len(earlier) < len(messages)
+        and messages[: len(earlier)] == earlier
+    )
 
 
 def _turn_of(exchange: Mapping[str, Any]) -> int:

@@ -126,6 +126,22 @@ class RequestSettings:
     """The model after ``--model``, the file, ``MTRUN_MODEL`` and the default."""
     params: Mapping[str, Any]
     """Conversation parameters after ``--param`` overrides."""
+    reasoning: str = "tool_chain"
+    """Which reasoning goes back into the history: the conversation's, or ``--reasoning``."""
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether any turn declares tools (its requests may take several steps)."""
+        return any(t.tools.tools for t in self.conversation.turns)
+
+    def turn_body(self, index: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The request body of turn ``index`` (any of its steps) with this history."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        body.update(self.turn_params(index))
+        tools = self.conversation.turns[index].tools.tools
+        if tools:
+            body["tools"] = [dict(t) for t in tools]
+        return body
 
     def turn_params(self, index: int) -> dict[str, Any]:
         """Parameters for one turn: the conversation's, then the turn's own."""
@@ -145,14 +161,27 @@ class RequestSettings:
         continued from a history it would not have produced.
         """
         conv = self.conversation
-        material = {
+        material: dict[str, Any] = {
             "model": self.model,
             "prefix": conv.prefix(),
             "params": dict(self.params),
             "turns": [{"content": t.content, "params": dict(t.params)} for t in conv.turns],
         }
+        if self.uses_tools:  # only then: fingerprints of conversations without tools stay
+            material["tools"] = [_tools_material(t.tools) for t in conv.turns]
+            material["max_tool_steps"] = conv.max_tool_steps
+            material["reasoning"] = self.reasoning
         blob = json.dumps(material, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def _tools_material(settings: ToolSettings) -> dict[str, Any]:
+    """A turn's tools and scripted results as plain data, for the fingerprint."""
+    return {
+        "tools": [dict(t) for t in settings.tools],
+        "results": {name: script.as_data() for name, script in sorted(settings.results.items())},
+        "unscripted_result": settings.unscripted_result,
+    }
 
 
 def apply_overrides(
@@ -175,4 +204,6 @@ def apply_overrides(
             params.pop(key, None)
         else:
             params[key] = value
-    return RequestSettings(conversation=conversation, model=model, params=params)
+    return RequestSettings(
+        conversation=conversation, model=model, params=params, reasoning=conversation.reasoning
+    )

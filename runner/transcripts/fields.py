@@ -126,3 +126,13 @@ def unreadable_last_line(path: Path) -> int | None:
     except (ValueError, RecursionError):
         return number
     return None if isinstance(data, dict) and "id" in data else number
+
+
+def answer_index(turn: Mapping[str, Any]) -> int:
+    """Index in ``messages`` of a turn's answer (its last step's message when it has steps)."""
+    steps = turn.get("steps")
+    if isinstance(steps, list) and steps and isinstance(steps[-1], Mapping):
+        last = steps[-1].get("message_index")
+        if is_int(last):
+            return last
+    return as_int(turn.get("message_index")) + 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from runner.transcripts.fields import answer_index
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
 
@@ -65,6 +66,8 @@ class TurnRecord:
     """Results of the expectations on this turn's answer, when it had any."""
     error: dict[str, Any] | None = None
     """Why the turn failed: kind, status, message."""
+    steps: list[dict[str, Any]] | None = None
+    """With tool calls: one record per request the turn made (absent when the model called none)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form, without empty optional fields."""
@@ -85,6 +88,7 @@ class TurnRecord:
             "params",
             "checks",
             "error",
+            "steps",
         ):
             value = getattr(self, key)
             if value is not None:
@@ -114,7 +118,13 @@ class TurnRecord:
             params=data.get("params"),
             checks=data.get("checks"),
             error=data.get("error"),
+            steps=data["steps"] if isinstance(data.get("steps"), list) else None,
         )
+
+    @property
+    def answer_index(self) -> int:
+        """Index in ``messages`` of this turn's answer (see :func:`fields.answer_index`)."""
+        return answer_index(self.as_dict())
 
 
 @dataclass(slots=True)

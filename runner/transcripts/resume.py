@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
+from runner.spec.tools import ToolSettings
+from runner.transcripts.history import Unscripted, answer_calls, count_calls, tool_calls_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
 from runner.transcripts.status import Status
 
@@ -55,6 +57,12 @@ class TurnsDone:
     """Where each of ``turns`` was read (for saying what was discarded)."""
     failed_index: int | None = None
     """The turn ``failed_attempts`` were spent on."""
+    partial: TurnRecord | None = None
+    """The next turn's answered steps, when the run stopped in its tool chain."""
+    partial_exchange: list[Any] = field(default_factory=list)
+    """That turn's messages: its user message, then each answered step's messages."""
+    partial_origin: str = "the transcript"
+    """Where ``partial`` was read."""
 
 
 def matching_turns(progress: TurnsDone, conversation: Conversation) -> tuple[int, str | None]:
@@ -62,23 +70,124 @@ def matching_turns(progress: TurnsDone, conversation: Conversation) -> tuple[int
     prefix = conversation.prefix()
     if progress.prefix is not None and progress.prefix != prefix:
         return 0, "the history before its first turn is not the file's system prompt and messages"
+    messages = [*prefix, *progress.exchanges]
+    counts: dict[str, int] = {}
+    at = len(prefix)
     for i, turn in enumerate(progress.turns):
         if i >= len(conversation.turns):
             return i, "the file has fewer turns"
-        pair = progress.exchanges[2 * i : 2 * i + 2]
-        if turn.index != i or turn.message_index != len(prefix) + 2 * i or len(pair) != 2:
+        end = turn.answer_index + 1
+        if turn.index != i or turn.message_index != at or end > len(messages) or end < at + 2:
             return i, "its record is not numbered as that turn"
-        if pair[0] != {"role": "user", "content": conversation.turns[i].content}:
+        if messages[at] != {"role": "user", "content": conversation.turns[i].content}:
             return i, "its user message is not the turn's content"
+        answer = messages[end - 1]
         if not (
-            isinstance(pair[1], dict)
-            and pair[1].get("role") == "assistant"
-            and "content" in pair[1]
+            isinstance(answer, dict)
+            and answer.get("role") == "assistant"
+            and "content" in answer
+            and not tool_calls_of(answer)
         ):
             return i, "its answer is not an assistant message"
         if not well_formed(turn):
             return i, "its record has fields of the wrong type"
+        tools = conversation.turns[i].tools
+        if turn.steps is not None or end != at + 2:
+            chained = valid_steps(turn, messages, tools, counts)
+            if chained != len(turn.steps or ()) - 1 or chained == 0:
+                return i, "its tool calls are not answered with the scripted results"
+        at = end
     return len(progress.turns), None
+
+
+def valid_steps(
+    turn: TurnRecord, messages: list[Any], tools: ToolSettings, counts: dict[str, int]
+) -> int:
+    """How many of ``turn``'s steps, from the first, are tool calls answered as scripted.
+
+    Each such step's assistant message makes calls, and the messages after it
+    are exactly the tool messages the script gives those calls; ``counts``
+    (earlier calls of each tool) is advanced past them.
+    """
+    steps = turn.steps if isinstance(turn.steps, list) else []
+    at = turn.message_index + 1
+    for k, step in enumerate(steps):
+        if not (
+            isinstance(step, dict) and step.get("step") == k and step.get("message_index") == at
+        ):
+            return k
+        message = messages[at] if at < len(messages) else None
+        calls = tool_calls_of(message) if isinstance(message, dict) else []
+        if message is None or message.get("role") != "assistant" or not calls:
+            return k
+        answers = answer_calls(tools, calls, dict(counts))
+        if isinstance(answers, Unscripted) or messages[at + 1 : at + 1 + len(answers)] != answers:
+            return k
+        answer_calls(tools, calls, counts)
+        at += 1 + len(answers)
+    return len(steps)
+
+
+def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> str | None:
+    """Keep of the next turn's answered steps those that continue ``conversation``.
+
+    Says what was discarded, if anything.
+    """
+    turn = progress.partial
+    if turn is None:
+        return None
+    progress.partial = None
+    recorded = len(turn.steps or [])
+    prefix = conversation.prefix()
+    before = [*prefix, *progress.exchanges]
+    exchange = progress.partial_exchange
+    if (
+        turn.index != kept
+        or kept >= len(conversation.turns)
+        or turn.message_index != len(before)
+        or not exchange
+        or exchange[0] != {"role": "user", "content": conversation.turns[kept].content}
+        or not objects(turn.attempts)
+    ):
+        return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "numbering")
+    counts = count_calls(progress.exchanges)
+    steps = valid_steps(turn, [*before, *exchange], conversation.turns[kept].tools, counts)
+    if steps == 0:
+        return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "tools")
+    turn.steps = list(turn.steps or [])[:steps]
+    end = turn.steps[-1]["message_index"] - turn.message_index + 1
+    end += len(tool_calls_of(exchange[end - 1]))
+    # Attempts at the step after the last one kept stay when no step was discarded: the
+    # request they were for is sent again, as a failed turn's attempts are.
+    failed_step = steps if steps == recorded else -1
+    turn.attempts = [
+        dict(a, resumed=True) if a.get("step") == failed_step else a
+        for a in turn.attempts
+        if a.get("step", 0) < steps or a.get("step") == failed_step
+    ]
+    turn.error = None
+    progress.partial = turn
+    progress.partial_exchange = exchange[:end]
+    return _steps_note(conversation, kept, recorded, steps, progress.partial_origin, "tools")
+
+
+def _steps_note(
+    conversation: Conversation, turn: int, recorded: int, kept: int, where: str, why: str
+) -> str | None:
+    """What resuming says about steps of a turn it does not trust (None: all trusted)."""
+    dropped = recorded - kept
+    if dropped <= 0:
+        return None
+    reason = (
+        "its tool calls are not answered with the scripted results"
+        if why == "tools"
+        else "its record is not numbered as that turn's"
+    )
+    then = f"sending it again from step {kept}" if kept else "sending the turn again"
+    return (
+        f"{conversation.id!r}: discarded {dropped} recorded step{'s' * (dropped > 1)} of "
+        f"turn {turn + 1} ({where}): {reason}; {then}"
+    )
 
 
 def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None:
@@ -90,11 +199,13 @@ def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None
     if not attempts_fit:
         progress.failed_attempts = []
     if reason is None:
-        return None
+        return keep_partial(progress, conversation, kept)
+    progress.partial = None
     dropped = len(progress.turns) - kept
     where = progress.origins[kept] if kept < len(progress.origins) else "the transcript"
+    end = progress.turns[kept - 1].answer_index + 1 - len(conversation.prefix()) if kept else 0
     progress.turns = progress.turns[:kept]
-    progress.exchanges = progress.exchanges[: 2 * kept]
+    progress.exchanges = progress.exchanges[:end]
     progress.origins = progress.origins[:kept]
     progress.failed_attempts = []
     then = f"continuing after turn {kept}" if kept else "starting it afresh"
@@ -106,15 +217,17 @@ def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None
     )
 
 
+def objects(value: Any) -> bool:
+    """Whether ``value`` is a list of objects."""
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
 def well_formed(turn: TurnRecord) -> bool:
     """Whether a recorded turn has the shapes the engine reads back."""
-
-    def objects(value: Any) -> bool:
-        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
-
     return (
         objects(turn.attempts)
         and (turn.checks is None or objects(turn.checks))
+        and (turn.steps is None or objects(turn.steps))
         and (turn.usage is None or isinstance(turn.usage, dict))
         and turn.error is None
     )
@@ -141,15 +254,23 @@ def resume_point(record: ConversationRecord, where: str) -> TurnsDone | None:
     first = (done or failed)[0].message_index if record.turns else None
     prefix = None if first is None else record.messages[: max(first, 0)]
     start = max(first or 0, 0)
-    return TurnsDone(
+    end = done[-1].answer_index + 1 if done else start
+    progress = TurnsDone(
         started_at=record.started_at,
         turns=done,
-        exchanges=record.messages[start : start + 2 * len(done)],
+        exchanges=record.messages[start:end],
         failed_attempts=list(failed[0].attempts) if failed else [],
         prefix=prefix,
         origins=[where] * len(done),
         failed_index=failed[0].index if failed else None,
     )
+    if failed and failed[0].steps:  # stopped in its tool chain: continue after its steps
+        progress.partial = failed[0]
+        progress.partial_exchange = record.messages[max(failed[0].message_index, 0) :]
+        progress.partial_origin = where
+        progress.failed_attempts = []
+        progress.failed_index = None
+    return progress
 
 
 def changed_error(path: Path, conversation: Conversation, recorded_source: str) -> OutputError:

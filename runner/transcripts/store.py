@@ -225,7 +225,8 @@ class TranscriptStore:
         if run_id != self.run_id:
             self._other_runs[run_id] = self._other_runs.get(run_id, 0) + 1
             return
-        if len(exchange) != 2 or not all(isinstance(m, dict) for m in exchange):
+        partial = entry.get("partial") is True
+        if len(exchange) < 2 or not all(isinstance(m, dict) for m in exchange):
             self._note(
                 f"journal line {number} ({conv_id!r} turn {turn.index + 1}): its exchange "
                 "is not a user message and an answer"
@@ -255,6 +256,17 @@ class TranscriptStore:
                 f"its {len(progress.turns)} recorded turns"
             )
             return
+        if partial:  # the steps a turn had answered when the run stopped
+            known_steps = progress.partial.steps or [] if progress.partial else []
+            if len(turn.steps or []) < len(known_steps):
+                return  # the transcript's line of a later stop knows more
+            progress.partial = turn
+            progress.partial_exchange = exchange
+            progress.partial_origin = f"{self.journal_path.name} line {number}"
+            progress.failed_attempts = []  # the partial turn's attempts hold them
+            progress.failed_index = None
+            return
+        progress.partial = None
         progress.turns.append(turn)
         progress.exchanges.extend(exchange)
         progress.origins.append(f"{self.journal_path.name} line {number}")
@@ -321,6 +333,10 @@ class TranscriptStore:
                 total += known.tokens
             else:
                 total += tokens_of(known.progress.turns)
+                partial = known.progress.partial
+                steps = partial.steps or [] if partial is not None else []
+                usages = [s.get("usage") for s in steps if isinstance(s, dict)]
+                total += tokens_of([TurnRecord(0, 0, [], usage=u) for u in usages])
         return total
 
     def status(self, conv_id: str) -> str | None:
@@ -344,12 +360,22 @@ class TranscriptStore:
 
     async def record_turn(self, record: ConversationRecord, turn: TurnRecord) -> None:
         """Make one completed turn durable before the next request is sent."""
+        await self._journal_turn(record, turn, partial=False)
+
+    async def record_step(self, record: ConversationRecord, turn: TurnRecord) -> None:
+        """Make the steps a turn has answered so far durable before its next request."""
+        await self._journal_turn(record, turn, partial=True)
+
+    async def _journal_turn(
+        self, record: ConversationRecord, turn: TurnRecord, *, partial: bool
+    ) -> None:
         if self._journal is None:
             self._journal = AppendFile(
                 self.journal_path, open_journal(self.journal_path, self._journal_end)
             )
-        exchange = record.messages[turn.message_index : turn.message_index + 2]
-        line = {
+        end = len(record.messages) if partial else turn.answer_index + 1
+        exchange = record.messages[turn.message_index : end]
+        line: dict[str, Any] = {
             "run_id": record.run_id,
             "id": record.id,
             "source": record.source,
@@ -358,6 +384,8 @@ class TranscriptStore:
             "turn": turn.as_dict(),
             "exchange": exchange,
         }
+        if partial:
+            line["partial"] = True
         self._journal.append(_dumps(line))
         await self._journal.sync()
 
