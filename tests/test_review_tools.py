@@ -1,0 +1,257 @@
+"""The review commands on tool-call conversations (issue 13): show, Markdown, diff and JUnit.
+
+Transcripts are built by hand following docs/design/tool-calls.md: assistant
+messages with ``tool_calls`` (content null), ``role: tool`` messages, and a
+turn's ``steps`` with per-step ``message_index``, ``tool_results`` and
+``reasoning``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from runner.review.markdown import render_markdown
+from runner.review.show import render_records
+from runner.review.view import answer_index, view_of
+
+
+def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A tool call as the API gives it."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_record(answer: str = "It is 18 C in Paris.", city: str = "Paris") -> dict[str, Any]:
+    """One turn in two steps: two parallel calls (one with non-JSON arguments), then the answer."""
+    calls = [
+        call("call_1", "get_weather", json.dumps({"city": city})),
+        call("call_2", "get_time", "now?"),
+    ]
+    return {
+        "id": "weather",
+        "status": "completed",
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c":18}'},
+            {"role": "tool", "tool_call_id": "call_2", "content": "10:00"},
+            {"role": "assistant", "content": answer},
+        ],
+        "turns": [
+            {
+                "index": 0,
+                "message_index": 0,
+                "latency_ms": 20.0,
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                "finish_reason": "stop",
+                "attempts": [
+                    {"attempt": 1, "outcome": "ok", "step": 0},
+                    {"attempt": 1, "outcome": "ok", "step": 1},
+                ],
+                "steps": [
+                    {
+                        "step": 0,
+                        "message_index": 1,
+                        "latency_ms": 10.0,
+                        "finish_reason": "tool_calls",
+                        "tool_results": [
+                            {"tool_call_id": "call_1", "name": "get_weather", "scripted": True},
+                            {"tool_call_id": "call_2", "name": "get_time", "scripted": True},
+                        ],
+                        "reasoning": {"reasoning_content": "I should look it up."},
+                    },
+                    {
+                        "step": 1,
+                        "message_index": 4,
+                        "latency_ms": 10.0,
+                        "finish_reason": "stop",
+                        "reasoning": {"reasoning_content": "Now answer."},
+                    },
+                ],
+                "checks": [
+                    {
+                        "kind": "tool_called",
+                        "scope": "turn",
+                        "expected": "get_weather",
+                        "passed": True,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+SHOWN = """\
+━━ weather · completed · model m
+   1 turn answered · 15 tokens · {retries}
+
+▌ user · turn 1
+    Weather in Paris?
+
+▌ reasoning · reasoning_content
+    I should look it up.
+
+▌ assistant · step 1 · 2 tool calls
+  → get_weather (call_1)
+    {{
+      "city": "Paris"
+    }}
+  → get_time (call_2)
+    now?
+
+▌ tool · get_weather (call_1)
+    {{"temp_c":18}}
+
+▌ tool · get_time (call_2)
+    10:00
+
+▌ reasoning · reasoning_content
+    Now answer.
+
+▌ assistant
+    It is 18 C in Paris.
+  » latency 20 ms · tokens 10 prompt / 5 completion · no retries · finish stop
+  ✓ PASS tool_called: get_weather"""
+
+
+def shown(record: dict[str, Any]) -> str:
+    return "\n".join(render_records([record], color=False))
+
+
+def test_answer_index_follows_the_last_step() -> None:
+    record = tool_record()
+    assert answer_index(record["turns"][0]) == 4
+    assert answer_index({"message_index": 2}) == 3
+    assert answer_index({"message_index": 2, "steps": "nonsense"}) == 3
+    assert answer_index({"steps": [{"message_index": "4"}]}) is None
+    assert answer_index({}) is None
+
+
+def test_show_prints_each_step_then_the_answer() -> None:
+    text = shown(tool_record())
+    header_retries = text.splitlines()[1].rsplit("· ", 1)[1]  # counted by transcripts.totals
+    assert text == SHOWN.format(retries=header_retries)
+
+
+def test_show_dims_reasoning() -> None:
+    text = "\n".join(render_records([tool_record()], color=True))
+    assert "\x1b[2m▌ reasoning · reasoning_content\x1b[0m" in text
+    assert "\x1b[2m    I should look it up.\x1b[0m" in text
+
+
+def test_tool_text_is_data() -> None:
+    record = tool_record()
+    record["messages"][1]["tool_calls"][0]["function"]["name"] = "evil\x1b[2J"
+    record["messages"][2]["content"] = "```\n# hi <script>x</script>\x1b]8;;"
+    record["turns"][0]["steps"][0]["reasoning"] = {"reasoning": "````\n<b>\u202e"}
+    text = shown(record)
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "evil\\x1b[2J (call_1)" in text
+    md = render_markdown([record])
+    assert "\x1b" not in md and "<b>" not in md.replace("`````reasoning\n````\n<b>", "")
+    assert "`````reasoning\n````\n<b>\\u202e\n`````" in md
+    assert "````text\n```\n# hi <script>x</script>\\x1b]8;;\n````" in md
+
+
+def test_markdown_shows_calls_results_and_reasoning() -> None:
+    md = render_markdown([tool_record()])
+    expected = """\
+**User** · turn 1
+
+```text
+Weather in Paris?
+```
+
+*Reasoning* (`reasoning_content`)
+
+```reasoning
+I should look it up.
+```
+
+**Assistant** · step 1 · 2 tool calls
+
+- call `get_weather` (`call_1`)
+
+  ```json
+  {
+    "city": "Paris"
+  }
+  ```
+
+- call `get_time` (`call_2`)
+
+  ```text
+  now?
+  ```
+
+**Tool** · result of `get_weather` (`call_1`)
+
+```text
+{"temp_c":18}
+```
+
+**Tool** · result of `get_time` (`call_2`)
+
+```text
+10:00
+```
+
+*Reasoning* (`reasoning_content`)
+
+```reasoning
+Now answer.
+```
+
+**Assistant**
+
+```text
+It is 18 C in Paris.
+```
+"""
+    assert expected in md
+    assert "<details" not in md
+
+
+def test_failed_chain_still_shows_its_calls() -> None:
+    record = tool_record()
+    record["status"] = "failed"
+    record["messages"] = record["messages"][:2]
+    turn = record["turns"][0]
+    turn["steps"] = turn["steps"][:1]
+    turn["error"] = {"kind": "tool_unscripted", "message": "turn 1: get_weather {'city': 'Paris'}"}
+    record["error"] = dict(turn["error"], turn=0)
+    text = shown(record)
+    assert "→ get_weather (call_1)" in text and "▌ assistant\n" not in text
+    assert "turn 1 failed: tool_unscripted: turn 1: get_weather" in text
+    assert "- call `get_weather` (`call_1`)" in render_markdown([record])
+
+
+def test_calls_without_steps_are_shown_too() -> None:
+    record = tool_record()
+    del record["turns"][0]["steps"]
+    turns = view_of(record)[1]
+    assert [c.name for c in turns[0].steps[0].calls] == ["get_weather", "get_time"]
+    assert turns[0].answer is None  # message_index + 1 holds the calls, not an answer
+
+
+def test_wrong_types_in_tool_fields_render() -> None:
+    record = tool_record()
+    record["messages"][1]["tool_calls"] = [
+        "x",
+        None,
+        {"function": "nope"},
+        {"id": 5, "function": {"name": ["a"], "arguments": {"k": 1}}},
+    ]
+    record["turns"][0]["steps"] = [
+        {"message_index": 1},
+        7,
+        {"message_index": 4, "reasoning": "r"},
+    ]
+    text = shown(record)
+    assert "→ ?" in text and "→ ['a'] (5)" in text
+    render_markdown([record])
+    record["turns"][0]["steps"] = {"a": 1}
+    shown(record)
+    render_markdown([copy.deepcopy(record)])
