@@ -12,6 +12,11 @@ import copy
 import json
 from typing import Any
 
+import pytest
+
+from runner.review.diff import diff_runs, render_json, should_fail
+from runner.review.diff_model import ToolCall, ToolChange
+from runner.review.diff_text import render_text
 from runner.review.markdown import render_markdown
 from runner.review.show import render_records
 from runner.review.view import answer_index, view_of
@@ -255,3 +260,100 @@ def test_wrong_types_in_tool_fields_render() -> None:
     record["turns"][0]["steps"] = {"a": 1}
     shown(record)
     render_markdown([copy.deepcopy(record)])
+
+
+def test_diff_reports_the_first_step_whose_calls_differ() -> None:
+    base, new = tool_record(), tool_record(city="Lyon")
+    diff = diff_runs([base], [new])
+    (conversation,) = diff.conversations
+    assert conversation.outcome == "changed" and conversation.first_divergence is None
+    change = conversation.turns[0].tools
+    assert change == ToolChange(
+        step=0,
+        base_steps=1,
+        new_steps=1,
+        base_calls=(
+            ToolCall("call_1", "get_weather", '{"city": "Paris"}'),
+            ToolCall("call_2", "get_time", "now?"),
+        ),
+        new_calls=(
+            ToolCall("call_1", "get_weather", '{"city": "Lyon"}'),
+            ToolCall("call_2", "get_time", "now?"),
+        ),
+    )
+    text = render_text(diff)
+    assert (
+        "  turn 1 step 1: tool calls changed\n"
+        '    base: get_weather {"city": "Paris"}\n'
+        "    base: get_time now?\n"
+        '    new: get_weather {"city": "Lyon"}\n'
+        "    new: get_time now?\n"
+    ) in text
+    document = json.loads(json.dumps(render_json(diff)))
+    assert document["conversations"][0]["turns"][0]["tools"] == {
+        "step": 0,
+        "base_steps": 1,
+        "new_steps": 1,
+        "base_calls": [
+            {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"id": "call_2", "name": "get_time", "arguments": "now?"},
+        ],
+        "new_calls": [
+            {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Lyon"}'},
+            {"id": "call_2", "name": "get_time", "arguments": "now?"},
+        ],
+    }
+
+
+def test_diff_ignores_call_ids_spacing_and_key_order() -> None:
+    new = tool_record()
+    calls = new["messages"][1]["tool_calls"]
+    calls[0]["id"] = "call_9"
+    calls[0]["function"]["arguments"] = '{ "city":"Paris" }'
+    diff = diff_runs([tool_record()], [new])
+    assert diff.conversations[0].outcome == "same"
+    assert "tools" not in render_json(diff)["conversations"][0]["turns"][0]
+
+
+def test_diff_reports_a_different_number_of_steps() -> None:
+    new = tool_record()
+    new["messages"] = [new["messages"][0], {"role": "assistant", "content": "It is 18 C in Paris."}]
+    new["turns"][0]["steps"] = []
+    change = diff_runs([tool_record()], [new]).conversations[0].turns[0].tools
+    assert change is not None and (change.step, change.base_steps, change.new_steps) == (0, 1, 0)
+    assert change.new_calls is None
+    assert "    new: (no such step)" in render_text(diff_runs([tool_record()], [new]))
+
+
+def test_diff_without_tools_has_no_tools_key() -> None:
+    plain = {
+        "id": "a",
+        "status": "completed",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+        "turns": [{"index": 0, "message_index": 0}],
+    }
+    turn = render_json(diff_runs([plain], [plain]))["conversations"][0]["turns"][0]
+    assert list(turn) == ["index", "prompt", "answer", "tokens", "latency_ms"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("tool_called", "get_weather"),
+        ("no_tool_called", True),
+        ("tool_sequence", ["get_weather", "get_time"]),
+        ("tool_args_valid", True),
+    ],
+)
+def test_a_tool_check_that_flips_to_failing_is_a_regression(kind: str, expected: Any) -> None:
+    base, new = tool_record(), tool_record()
+    for record, passed in ((base, True), (new, False)):
+        record["turns"][0]["checks"] = [
+            {"kind": kind, "scope": "turn", "expected": expected, "passed": passed, "message": "no"}
+        ]
+        record["status"] = "completed" if passed else "checks_failed"
+    diff = diff_runs([base], [new])
+    assert diff.conversations[0].outcome == "regressed"
+    assert [(c.kind, c.change) for c in diff.conversations[0].checks] == [(kind, "regressed")]
+    assert should_fail(diff, "regressed")
+    assert f"  check pass -> fail: turn 1 {kind} (turn), expected " in render_text(diff)

@@ -229,6 +229,15 @@ def arguments_text(arguments: Any) -> str:
     return _json(parsed) if isinstance(parsed, Mapping | list) else arguments
 
 
+def tool_steps(turn: Mapping[str, Any], messages: Sequence[Any]) -> list[StepView]:
+    """The steps of ``turn`` that called tools, read from a record's raw ``messages``."""
+    at = turn.get("message_index")
+    if not _is_int(at) or not 0 <= at < len(messages):
+        return []
+    shown = [m if isinstance(m, Mapping) else {"role": "?", "content": m} for m in messages]
+    return list(_steps(turn, shown, at))
+
+
 def _steps(
     turn: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], at: int
 ) -> Iterator[StepView]:
