@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from runner.review.diff import diff_runs, render_json, should_fail
 from runner.review.diff_model import ToolCall, ToolChange
 from runner.review.diff_text import render_text
+from runner.review.junit import junit_xml
 from runner.review.markdown import render_markdown
 from runner.review.show import render_records
 from runner.review.view import answer_index, view_of
@@ -357,3 +359,19 @@ def test_a_tool_check_that_flips_to_failing_is_a_regression(kind: str, expected:
     assert [(c.kind, c.change) for c in diff.conversations[0].checks] == [(kind, "regressed")]
     assert should_fail(diff, "regressed")
     assert f"  check pass -> fail: turn 1 {kind} (turn), expected " in render_text(diff)
+
+
+def test_junit_system_out_shows_each_steps_calls_and_results() -> None:
+    root = ET.fromstring(junit_xml([tool_record()]))
+    out = root.find("testsuite/testcase/system-out")
+    assert out is not None
+    assert out.text == (
+        "conversation weather, model m, status completed\n"
+        "user: Weather in Paris?\n"
+        "assistant (step 1): (no content)\n"
+        '    calls get_weather {"city": "Paris"} [call_1]\n'
+        "    calls get_time now? [call_2]\n"
+        'tool get_weather [call_1]: {"temp_c":18}\n'
+        "tool get_time [call_2]: 10:00\n"
+        "assistant: It is 18 C in Paris."
+    )
