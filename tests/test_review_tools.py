@@ -11,11 +11,14 @@ from __future__ import annotations
 import copy
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from tool_records import tool_record
 
+from runner.cli import main
 from runner.review.diff import diff_runs, render_json, should_fail
 from runner.review.diff_model import ToolCall, ToolChange
 from runner.review.diff_text import render_text
@@ -309,3 +312,18 @@ def test_junit_system_out_shows_each_steps_calls_and_results() -> None:
         "tool get_time [call_2]: 10:00\n"
         "assistant: It is 18 C in Paris."
     )
+
+
+def test_the_commands_show_the_steps(tmp_path: Path) -> None:
+    base, new = tmp_path / "base.jsonl", tmp_path / "new.jsonl"
+    base.write_text(json.dumps(tool_record()) + "\n")
+    new.write_text(json.dumps(tool_record(city="Lyon")) + "\n")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["show", "--no-color", str(base)])
+    assert shown.exit_code == 0 and "  → get_weather (call_1)\n" in shown.output
+    md = runner.invoke(main, ["export", "--format", "md", str(base)])
+    assert md.exit_code == 0 and "- call `get_time` (`call_2`)" in md.output
+    diff = runner.invoke(main, ["diff", "--json", str(base), str(new)])
+    assert json.loads(diff.output)["conversations"][0]["turns"][0]["tools"]["step"] == 0
+    report = runner.invoke(main, ["report", str(base), "-o", str(tmp_path / "r.html")])
+    assert report.exit_code == 0 and "get_weather" in (tmp_path / "r.html").read_text()
