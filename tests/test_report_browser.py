@@ -508,6 +508,8 @@ def test_the_comparison_shows_both_runs_tool_steps(browser: Any, tmp_path: Path)
         for side in ("base", "new")
     )
     assert (base, new) == ('{\n  "city": "Paris"\n}', '{\n  "city": "Lyon"\n}')
+    label = css(browser, ".cmp-turn.differs .turn-label")[0].text
+    assert label.startswith("Turn 1 · tool calls differ at step 1 · same answer")
     assert len(css(browser, ".side details.reasoning")) == 4
     assert all(r.get_attribute("open") is None for r in css(browser, ".side details.reasoning"))
     assert page_errors(browser) == []

@@ -916,13 +916,15 @@
       const user = arr((nt ? fresh : base).messages)[source.message_index];
       const td = changed.get(index);
       const answered = Boolean(td && td.answer_changed), prompted = Boolean(td && td.prompt_changed);
+      const toolStep = td && isInt(td.tools_step) ? td.tools_step : null;
       const ba = bt ? answerOf(base, bt) : null, na = nt ? answerOf(fresh, nt) : null;
       const ops = answered && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
       const bu = bt ? arr(base.messages)[bt.message_index] : null;
       const latency = bt && nt && isNum(bt.latency_ms) && isNum(nt.latency_ms) ? nt.latency_ms - bt.latency_ms : null;
       const tokens = bt && nt && isObj(bt.usage) && isObj(nt.usage) ? usageTotal(nt.usage) - usageTotal(bt.usage) : null;
-      return h('div', { class: 'cmp-turn' + (answered || prompted ? ' differs' : ''), 'data-turn': String(index) }, [
+      return h('div', { class: 'cmp-turn' + (answered || prompted || toolStep !== null ? ' differs' : ''), 'data-turn': String(index) }, [
         h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), prompted ? ' · the prompt changed' : '',
+          toolStep !== null ? ' · tool calls differ at step ' + (toolStep + 1) : '',
           answered ? ' · answers differ' : ' · same answer',
           answered && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
           isNum(latency) ? ' · latency ' + signed(latency, fmtMs) : '',
