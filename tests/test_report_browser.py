@@ -487,6 +487,8 @@ def test_a_tool_conversation_shows_its_steps_with_reasoning_collapsed(
     assert css(browser, "#chat .msg.assistant .body")[-1].text == "It is 18 C in Paris."
     reasoning = css(browser, "#chat details.reasoning")
     assert len(reasoning) == 2
+    attempts = [a.text.split(" ·")[0] for a in css(browser, "#chat .attempt")]
+    assert attempts == ["step 1 #1 ok", "step 2 #1 ok"]
     assert all(r.get_attribute("open") is None for r in reasoning)
     assert not reasoning[0].find_element("css selector", "pre").is_displayed()
     reasoning[0].find_element("css selector", "summary").click()

@@ -327,3 +327,10 @@ def test_the_commands_show_the_steps(tmp_path: Path) -> None:
     assert json.loads(diff.output)["conversations"][0]["turns"][0]["tools"]["step"] == 0
     report = runner.invoke(main, ["report", str(base), "-o", str(tmp_path / "r.html")])
     assert report.exit_code == 0 and "get_weather" in (tmp_path / "r.html").read_text()
+
+
+def test_reasoning_also_in_extra_is_shown_once() -> None:
+    record = tool_record()
+    record["turns"][0]["extra"] = {"reasoning_content": "Now answer."}
+    assert shown(record).count("Now answer.") == 1
+    assert render_markdown([record]).count("Now answer.") == 1

@@ -268,8 +268,11 @@ def _steps(
 
 
 def _final_reasoning(turn: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The last step's reasoning, but for fields ``extra`` shows already with the same value."""
     steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
-    return reasoning_of(steps[-1]) if steps else ()
+    extra = turn.get("extra")
+    shown = dict(turn_extras(turn)) if isinstance(extra, Mapping) else {}
+    return tuple(f for f in reasoning_of(steps[-1]) if shown.get(f[0]) != f[1]) if steps else ()
 
 
 def reasoning_of(step: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -684,7 +684,7 @@
     if (!isObj(attempt)) return null;
     const ok = attempt.outcome === 'ok';
     const parts = [
-      h('span', { class: 'outcome' }, '#' + text(attempt.attempt) + ' ' + text(attempt.outcome)),
+      h('span', { class: 'outcome' }, (isInt(attempt.step) ? 'step ' + (attempt.step + 1) + ' ' : '') + '#' + text(attempt.attempt) + ' ' + text(attempt.outcome)),
       isInt(attempt.status) ? ' · HTTP ' + attempt.status : '',
       isNum(attempt.latency_ms) ? ' · ' + fmtMs(attempt.latency_ms) : '',
       isNum(attempt.retry_after_s) ? ' · server asked ' + fmtSeconds(attempt.retry_after_s) : '',
