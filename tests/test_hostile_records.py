@@ -21,6 +21,7 @@ from typing import Any
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tool_records import tool_record
 
 from runner.cli import main
 from runner.review.diff import diff_runs, render_json
@@ -134,9 +135,50 @@ usage = st.fixed_dictionaries(
         for k in ("prompt_tokens", "completion_tokens", "total_tokens")
     },
 )
+arguments = st.one_of(
+    texts,
+    values.map(json.dumps),
+    st.integers(min_value=100, max_value=900).map(lambda n: "[" * n + "]" * n),
+    st.integers(min_value=10_000, max_value=50_000).map(lambda n: json.dumps({"q": "x" * n})),
+)
+tool_calls = st.lists(
+    maybe(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "id": maybe(st.sampled_from(["call_1", "call_2", "\ud800"])),
+                "type": odd,
+                "function": maybe(
+                    st.fixed_dictionaries(
+                        {}, optional={"name": maybe(texts), "arguments": maybe(arguments)}
+                    )
+                ),
+            },
+        )
+    ),
+    max_size=3,
+)
+steps = st.lists(
+    maybe(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "step": maybe(st.integers(0, 3)),
+                "message_index": maybe(st.integers(-1, 6)),
+                "latency_ms": odd,
+                "usage": maybe(usage),
+                "finish_reason": odd,
+                "tool_results": odd,
+                "reasoning": maybe(st.dictionaries(texts, odd, max_size=2)),
+            },
+        )
+    ),
+    max_size=3,
+)
 turns = st.fixed_dictionaries(
     {},
     optional={
+        "steps": maybe(steps),
         "index": maybe(st.integers(0, 4)),
         "message_index": maybe(st.integers(-1, 6)),
         "latency_ms": maybe(st.floats(0, 1e6)),
@@ -167,6 +209,8 @@ messages = st.fixed_dictionaries(
             )
         ),
         "name": odd,
+        "tool_calls": maybe(tool_calls),
+        "tool_call_id": maybe(st.sampled_from(["call_1", "call_2", "\x1b[2J"])),
     },
 )
 TIMES = st.sampled_from(["2026-11-24T10:15:00.123Z", "2026-11-24T10:16:00Z", "yesterday", ""])
@@ -416,13 +460,10 @@ def with_value(record: dict[str, Any], path: tuple[Any, ...], value: Any) -> dic
     return copy
 
 
-def test_every_field_with_every_odd_value_through_every_renderer() -> None:
-    """Not random: each field of the schema in turn, set to each odd value."""
-    sound = sound_record()
-    paths = field_paths(sound)
-    assert len(paths) > 80
+def every_field_with_every_odd_value(sound: dict[str, Any]) -> list[str]:
+    """Each field of ``sound`` set to each odd value in turn, through every renderer: failures."""
     failures: list[str] = []
-    for path in paths:
+    for path in field_paths(sound):
         for value in ODD_VALUES:
             run = [with_value(sound, path, value)]
             context = (path, repr(value)[:60])
@@ -439,7 +480,34 @@ def test_every_field_with_every_odd_value_through_every_renderer() -> None:
                 build_comparison([sound], run, title="t", base_source="b", new_source="n")
             except Exception as exc:  # the message says which field and value
                 failures.append(f"{context}: {exc!r}"[:300])
-    assert failures == []
+    return failures
+
+
+def test_every_field_with_every_odd_value_through_every_renderer() -> None:
+    """Not random: each field of the schema in turn, set to each odd value."""
+    sound = sound_record()
+    assert len(field_paths(sound)) > 80
+    assert every_field_with_every_odd_value(sound) == []
+
+
+def test_every_tool_field_with_every_odd_value_through_every_renderer() -> None:
+    """The same for a tool-call conversation: its calls, tool messages and steps."""
+    sound = tool_record()
+    assert len(field_paths(sound)) > 40
+    assert every_field_with_every_odd_value(sound) == []
+
+
+def test_huge_and_deep_tool_arguments_are_shown_bounded() -> None:
+    deep, huge = "[" * 900 + "]" * 900, json.dumps({"q": "x\x1b" * 2_000_000})
+    record = tool_record()
+    calls = record["messages"][1]["tool_calls"]
+    calls[0]["function"]["arguments"], calls[1]["function"]["arguments"] = deep, huge
+    shown = "\n".join(render_records([record], color=False))
+    assert TOO_DEEP in shown and "\x1b" not in shown.replace("\\x1b", "")
+    assert TOO_DEEP in render_markdown([record])
+    system_out = ET.fromstring(junit_xml([record])).find("testsuite/testcase/system-out")
+    assert system_out is not None and system_out.text is not None
+    assert len(system_out.text) < 5_000
 
 
 def test_run_junit_survives_hostile_prompts_and_answers(tmp_path: Path, monkeypatch: Any) -> None:

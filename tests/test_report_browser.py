@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ChatServer, error
+from tool_records import tool_record
 from virtualtime import clock, run_virtual
 
 from runner.http.mock import answer
@@ -462,4 +463,55 @@ def test_token_totals_and_rows_include_judge_tokens(browser: Any, tmp_path: Path
     open_page(browser, tmp_path / "judged.html", "#conv=judged")
     wait_for(browser, lambda d: css(d, "#chat .check"))
     assert "judge tokens: 275 tokens (250 in, 25 out)" in css(browser, "#chat .check")[0].text
+    assert page_errors(browser) == []
+
+
+def test_a_tool_conversation_shows_its_steps_with_reasoning_collapsed(
+    browser: Any, tmp_path: Path
+) -> None:
+    record = tool_record()
+    record["messages"][2]["content"] = HOSTILE
+    record["messages"][1]["tool_calls"][1]["function"]["name"] = HOSTILE
+    write_report(tmp_path / "tools.html", build_report([record], title="t", source="t.jsonl"))
+    open_page(browser, tmp_path / "tools.html", "#conv=weather")
+    wait_for(browser, lambda d: css(d, "#chat .msg.tool"))
+
+    roles = [m.get_attribute("data-role") for m in css(browser, "#chat .msg")]
+    assert roles == ["user", "assistant", "tool", "tool", "assistant"]
+    calls = css(browser, "#chat .msg.tool-calls .call")
+    assert [c.get_attribute("data-tool") for c in calls] == ["get_weather", HOSTILE]
+    args = [c.find_element("css selector", "pre.args").text for c in calls]
+    assert args == ['{\n  "city": "Paris"\n}', "now?"]
+    assert css(browser, "#chat .msg.tool .role")[0].text.lower() == "tool · get_weather (call_1)"
+    assert css(browser, "#chat .msg.tool .body")[0].text == HOSTILE
+    assert css(browser, "#chat .msg.assistant .body")[-1].text == "It is 18 C in Paris."
+    reasoning = css(browser, "#chat details.reasoning")
+    assert len(reasoning) == 2
+    attempts = [a.text.split(" ·")[0] for a in css(browser, "#chat .attempt")]
+    assert attempts == ["step 1 #1 ok", "step 2 #1 ok"]
+    assert all(r.get_attribute("open") is None for r in reasoning)
+    assert not reasoning[0].find_element("css selector", "pre").is_displayed()
+    reasoning[0].find_element("css selector", "summary").click()
+    assert reasoning[0].find_element("css selector", "pre").text == "I should look it up."
+    assert css(browser, "#chat img") == []
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    assert page_errors(browser) == []
+
+
+def test_the_comparison_shows_both_runs_tool_steps(browser: Any, tmp_path: Path) -> None:
+    page = build_comparison(
+        [tool_record()], [tool_record(city="Lyon")], title="c", base_source="b", new_source="n"
+    )
+    write_report(tmp_path / "tools-compare.html", page)
+    open_page(browser, tmp_path / "tools-compare.html", "#conv=weather")
+    wait_for(browser, lambda d: css(d, ".side .msg.tool-calls"))
+    base, new = (
+        css(browser, f".side[data-side={side}] .msg.tool-calls pre.args")[0].text
+        for side in ("base", "new")
+    )
+    assert (base, new) == ('{\n  "city": "Paris"\n}', '{\n  "city": "Lyon"\n}')
+    label = css(browser, ".cmp-turn.differs .turn-label")[0].text
+    assert label.startswith("Turn 1 · tool calls differ at step 1 · same answer")
+    assert len(css(browser, ".side details.reasoning")) == 4
+    assert all(r.get_attribute("open") is None for r in css(browser, ".side details.reasoning"))
     assert page_errors(browser) == []

@@ -16,7 +16,8 @@ Each conversation found in both runs gets one outcome, the first that applies:
     it is ``completed`` in new and was not in base, or a check failed in base
     and passes in new.
 ``changed``
-    its status, a user prompt, an answer or its set of checks differ.
+    its status, a user prompt, an answer, a turn's tool calls
+    (:mod:`runner.review.diff_tools`) or its set of checks differ.
 ``same``
     none of these. Tokens, latency and the model name never count as a change.
 
@@ -29,7 +30,8 @@ A turn's prompt is its user message (``message_index``); when the prompts of
 a turn differ (a changed conversation file), the report says so and diffs
 them, since differing answers to differing prompts are no surprise. A turn's
 answer is the assistant message right after its user message
-(``message_index + 1``); a failed turn has none. Checks are paired by
+(``message_index + 1``), or the last step's message when the turn has
+``steps``; a failed turn has none. Checks are paired by
 (turn index, kind, scope, expected), several equal checks of one turn in
 order; a check passes only when its ``passed`` is ``true``.
 
@@ -57,7 +59,9 @@ from runner.review.diff_model import (
     TokenDelta,
     TurnDiff,
 )
+from runner.review.diff_tools import diff_tools
 from runner.review.similarity import similarity_of
+from runner.review.view import answer_index
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
@@ -113,6 +117,10 @@ def render_json(diff: RunDiff) -> dict[str, Any]:
     Keys are the dataclass field names in declaration order, tuples become lists.
     """
     document: dict[str, Any] = _plain(dataclasses.asdict(diff))
+    for conversation in document["conversations"]:
+        for turn in conversation["turns"]:
+            if turn["tools"] is None:  # records without tool calls keep their documents
+                del turn["tools"]
     return {"schema": SCHEMA, **document}
 
 
@@ -154,6 +162,7 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
     base_status, new_status = _text(base.get("status")), _text(new.get("status"))
     first = next((t.index for t in turns if t.answer is not None), None)
     prompts_changed = any(t.prompt is not None for t in turns)
+    tools_changed = any(t.tools is not None for t in turns)
 
     if (base_status == Status.COMPLETED and new_status != Status.COMPLETED) or any(
         c.change == "regressed" for c in checks
@@ -163,7 +172,9 @@ def _diff_conversation(base: Mapping[str, Any], new: Mapping[str, Any]) -> Conve
         c.change == "fixed" for c in checks
     ):
         outcome = "fixed"
-    elif base_status != new_status or first is not None or prompts_changed or checks:
+    elif base_status != new_status or first is not None or prompts_changed or tools_changed:
+        outcome = "changed"
+    elif checks:
         outcome = "changed"
     else:
         outcome = "same"
@@ -216,6 +227,7 @@ def _diff_turn(
         latency_ms=_delta(
             _number((base or {}).get("latency_ms")), _number((new or {}).get("latency_ms"))
         ),
+        tools=diff_tools(base, new, base_messages, new_messages),
     )
 
 
@@ -285,9 +297,10 @@ def _turns(record: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
 
 def _answer(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:
     """The turn's answer as text; None when it got none."""
-    if turn is None or turn.get("error") is not None or not _is_int(turn.get("message_index")):
+    if turn is None or turn.get("error") is not None:
         return None
-    return _message_text(messages, turn["message_index"] + 1, "assistant")
+    at = answer_index(turn)
+    return None if at is None else _message_text(messages, at, "assistant")
 
 
 def _prompt(turn: Mapping[str, Any] | None, messages: list[Any]) -> str | None:

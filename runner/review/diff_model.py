@@ -48,6 +48,34 @@ class PromptChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call as a step of a turn made it."""
+
+    id: str
+    """The call's id."""
+    name: str
+    """The tool's name."""
+    arguments: Any
+    """The arguments as recorded (JSON text, or whatever the record holds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChange:
+    """The first step of a turn whose tool calls differ between the runs."""
+
+    step: int
+    """0-based step number."""
+    base_steps: int
+    """How many steps called tools in base."""
+    new_steps: int
+    """How many steps called tools in new."""
+    base_calls: tuple[ToolCall, ...] | None
+    """The calls of that step in base; None when base has no such step."""
+    new_calls: tuple[ToolCall, ...] | None
+    """The calls of that step in new; None when new has no such step."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnDiff:
     """One turn sent in either run."""
 
@@ -61,6 +89,8 @@ class TurnDiff:
     """Token usage of this turn, new minus base."""
     latency_ms: float | None
     """Latency of this turn, new minus base; None where either side has none."""
+    tools: ToolChange | None = None
+    """The first step whose tool calls differ; None (and no key in the JSON) when none does."""
 
 
 @dataclass(frozen=True, slots=True)

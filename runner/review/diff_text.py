@@ -21,6 +21,7 @@ from runner.review.diff_model import (
     PromptChange,
     RunDiff,
     TokenDelta,
+    ToolChange,
     TurnDiff,
 )
 from runner.review.view import cut, visible
@@ -121,6 +122,8 @@ def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str
     for turn in c.turns:
         if turn.prompt is not None:
             yield from _prompt_lines(turn, turn.prompt, context)
+        if turn.tools is not None:
+            yield from _tool_lines(turn, turn.tools)
         if turn.answer is not None:
             yield from _answer_lines(turn, turn.answer, context)
     yield f"  {_numbers_text(c.tokens, c.latency_ms, detailed=True)}", ""
@@ -129,6 +132,27 @@ def _conversation_lines(c: ConversationDiff, context: int) -> Iterator[tuple[str
 def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterator[tuple[str, str]]:
     yield f"  turn {turn.index + 1}: the prompt changed", _BOLD
     yield from _diff_lines(prompt.base, prompt.new, context)
+
+
+def _tool_lines(turn: TurnDiff, change: ToolChange) -> Iterator[tuple[str, str]]:
+    what = "tool calls changed"
+    if change.base_steps != change.new_steps:
+        what += f" ({change.base_steps} -> {change.new_steps} steps with calls)"
+    yield f"  turn {turn.index + 1} step {change.step + 1}: {what}", _BOLD
+    for label, calls, style in (
+        ("base", change.base_calls, _RED),
+        ("new", change.new_calls, _GREEN),
+    ):
+        if calls is None:
+            yield f"    {label}: (no such step)", style
+        elif not calls:
+            yield f"    {label}: (no calls)", style
+        for call in calls or ():
+            arguments = (
+                call.arguments if isinstance(call.arguments, str) else to_json(call.arguments)
+            )
+            name = visible(call.name) or "?"
+            yield f"    {label}: {name} {visible(cut(arguments, EXCERPT_CHARS))}", style
 
 
 def _answer_lines(turn: TurnDiff, answer: AnswerChange, context: int) -> Iterator[tuple[str, str]]:

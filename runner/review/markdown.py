@@ -21,11 +21,12 @@ Control characters, bidi controls and lone surrogates are made visible with
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from runner.review.show import summary_line
 from runner.review.view import (
+    StepView,
     TurnView,
     check_name,
     content_text,
@@ -135,7 +136,10 @@ def _turn(view: TurnView, model: str) -> Iterator[str]:
         yield ""
         yield fenced(visible(text, multiline=True))
         yield ""
+    for step in view.steps:
+        yield from _step(step)
     if view.answer is not None:
+        yield from _reasoning(view.reasoning)
         yield from _message(view.answer, "")
     facts = turn_facts(view.turn, model)
     if facts:
@@ -154,6 +158,53 @@ def _turn(view: TurnView, model: str) -> Iterator[str]:
         yield ""
     if view.turn.get("error") is not None:
         yield f"> ❌ **Turn {view.number} failed:** {code(error_text(view.turn['error']))}"
+        yield ""
+
+
+def _step(step: StepView) -> Iterator[str]:
+    """A step that called tools: reasoning, the calls with their arguments, their results."""
+    yield from _reasoning(step.reasoning)
+    count = len(step.calls)
+    yield f"**Assistant** · step {step.number + 1} · {count} tool call{'' if count == 1 else 's'}"
+    yield ""
+    text = content_text(step.message.get("content"))
+    if text:
+        yield fenced(visible(text, multiline=True))
+        yield ""
+    for call in step.calls:
+        yield f"- call {_call_label(call.name, call.call_id)}"
+        yield ""
+        yield _indented(
+            fenced(visible(call.arguments, multiline=True), "json" if call.is_json else "text")
+        )
+        yield ""
+    for result in step.results:
+        yield f"**Tool** · result of {_call_label(result.name, result.call_id)}"
+        yield ""
+        if result.content is None or result.content == "":
+            yield "*(no content)*" if result.content is None else "*(empty)*"
+        else:
+            yield fenced(visible(result.content, multiline=True))
+        yield ""
+
+
+def _call_label(name: str, call_id: str) -> str:
+    """A call's name and id as code spans."""
+    shown = code(name) if name else "*(no name)*"
+    return f"{shown} ({code(call_id)})" if call_id else shown
+
+
+def _indented(block: str) -> str:
+    """A block indented to belong to the list item above it."""
+    return "\n".join("  " + line if line else line for line in block.split("\n"))
+
+
+def _reasoning(fields: Sequence[tuple[str, str]]) -> Iterator[str]:
+    """Reasoning as a fenced block labelled with the field it arrived in (never HTML)."""
+    for name, text in fields:
+        yield f"*Reasoning* ({code(name)})"
+        yield ""
+        yield fenced(visible(text, multiline=True), "reasoning")
         yield ""
 
 

@@ -28,8 +28,8 @@ Data (``mtrun.report/1``)::
                "charts", "conversations": [record, ...]}],
      "diff": runner.review.diff.render_json(...), each conversation's "turns" cut to
              [{"index", "prompt_changed", "answer_changed", "similarity",
-             "similarity_method"}] of the turns whose prompts or answers
-             differ; or null}
+             "similarity_method", "tools_step" (only when tool calls differ)}]
+             of the turns whose prompts, answers or tool calls differ; or null}
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def build_comparison(
     """The HTML page comparing two runs: regressions first, then answers side by side.
 
     Pairing, outcomes and flipped checks come from :func:`runner.review.diff.diff_runs`.
-    Of its per-turn entries only the turns whose prompts or answers differ are
+    Of its per-turn entries only the turns whose prompts, answers or tool calls differ are
     kept, with what differs and the answers' similarity: the page takes
     prompts, answers, tokens and latency from the embedded records, which it
     needs anyway.
@@ -111,9 +111,10 @@ def build_comparison(
                 "answer_changed": turn["answer"] is not None,
                 "similarity": (turn["answer"] or {}).get("similarity"),
                 "similarity_method": (turn["answer"] or {}).get("similarity_method"),
+                **({"tools_step": turn["tools"]["step"]} if "tools" in turn else {}),
             }
             for turn in conversation["turns"]
-            if turn["answer"] is not None or turn["prompt"] is not None
+            if turn["answer"] is not None or turn["prompt"] is not None or "tools" in turn
         ]
     data = {
         "schema": SCHEMA,

@@ -20,6 +20,7 @@ from itertools import chain
 from typing import Any
 
 from runner.review.view import (
+    StepView,
     TurnView,
     check_name,
     content_text,
@@ -42,14 +43,14 @@ FAILED_STATUSES = frozenset({Status.FAILED, Status.CHECKS_FAILED, Status.INTERRU
 INDENT, CONTINUATION = "    ", "  ↪ "  # content; the rest of a code line cut to fit
 MIN_TEXT_WIDTH = 20  # the narrowest column content is wrapped to, whatever ``width``
 
-_BOLD, _DIM, _GREEN, _ALARM, _WARN = "1", "2", "32", "1;31", "1;33"
+_BOLD, _DIM, _GREEN, _ALARM, _WARN, _TOOL = "1", "2", "32", "1;31", "1;33", "1;34"
 _STATUS = {
     Status.COMPLETED: "1;32",
     Status.CHECKS_FAILED: _WARN,
     Status.INTERRUPTED: _WARN,
     Status.FAILED: _ALARM,
 }
-_ROLE_STYLE = {"user": "1;36", "assistant": "1;35"}
+_ROLE_STYLE = {"user": "1;36", "assistant": "1;35", "tool": _TOOL}
 _Paint = Callable[[str, str], str]
 _LIST_ITEM = re.compile(r"\s*(?:(?:[-*+]|\d{1,3}[.)])\s+)?")
 _SPACES = frozenset("\t\n\x0b\x0c\r ")  # what textwrap splits words at
@@ -162,7 +163,10 @@ def _turn(view: TurnView, model: str, paint: _Paint, width: int) -> Iterator[str
     for name, text in turn_extras(turn):
         yield ""
         yield from _block(paint(f"▌ assistant · {visible(name)}", _DIM), text, paint, width)
+    for step in view.steps:
+        yield from _step(step, paint, width)
     if view.answer is not None:
+        yield from _reasoning(view.reasoning, paint, width)
         yield ""
         yield from _message(view.answer, paint, width, "")
     yield from (paint(line, _DIM) for line in _facts(turn_facts(turn, model), width))
@@ -172,6 +176,40 @@ def _turn(view: TurnView, model: str, paint: _Paint, width: int) -> Iterator[str
     if turn.get("error") is not None:
         failed = f"turn {view.number} failed: {error_text(turn['error'])}"
         yield from (paint(line, _ALARM) for line in _field("  ✗ ", failed, width))
+
+
+def _step(step: StepView, paint: _Paint, width: int) -> Iterator[str]:
+    """A step that called tools: its reasoning, its calls with their arguments, their results."""
+    yield from _reasoning(step.reasoning, paint, width)
+    yield ""
+    count = len(step.calls)
+    label = f"▌ assistant · step {step.number + 1} · {count} tool call{'' if count == 1 else 's'}"
+    yield paint(label, _ROLE_STYLE["assistant"])
+    text = content_text(step.message.get("content"))
+    if text:
+        yield from _wrap(visible(text, multiline=True), width)
+    for call in step.calls:
+        yield f"  → {_call_label(call.name, call.call_id)}"
+        if call.arguments:
+            yield from _wrap(visible(call.arguments, multiline=True), width)
+    for result in step.results:
+        yield ""
+        label = f"▌ tool · {_call_label(result.name, result.call_id)}"
+        yield from _block(paint(label, _TOOL), result.content, paint, width)
+
+
+def _call_label(name: str, call_id: str) -> str:
+    """``name (call id)`` made visible; ``?`` for a missing name."""
+    shown = visible(name) or "?"
+    return f"{shown} ({visible(call_id)})" if call_id else shown
+
+
+def _reasoning(fields: Sequence[tuple[str, str]], paint: _Paint, width: int) -> Iterator[str]:
+    """Reasoning fields as dimmed blocks labelled with the field they arrived in."""
+    for name, text in fields:
+        yield ""
+        yield paint(f"▌ reasoning · {visible(name)}", _DIM)
+        yield from (paint(line, _DIM) for line in _wrap(visible(text, multiline=True), width))
 
 
 def _check(check: Mapping[str, Any], paint: _Paint, width: int) -> Iterator[str]:

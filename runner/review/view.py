@@ -13,11 +13,13 @@ display them (its turns with their messages, facts, errors and checks).
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 from runner.transcripts.fields import as_list as _list
@@ -38,6 +40,8 @@ _CONTROLS = {
     for multiline in (False, True)
 }
 _JOINERS = frozenset("\u200c\u200d")
+ARGUMENTS_PARSED = 1_000_000
+"""Longest argument text parsed to be pretty-printed; longer text is shown as given."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,52 @@ class TurnView:
     """Its user message, when ``message_index`` points at one."""
     answer: Mapping[str, Any] | None
     """The assistant message that answered it, if any."""
+    steps: tuple[StepView, ...] = ()
+    """Its tool exchange: the steps whose answer called tools, in order (none without tools)."""
+    reasoning: tuple[tuple[str, str], ...] = ()
+    """The final step's reasoning fields as (name, text), when the turn has ``steps``."""
+
+
+@dataclass(frozen=True)
+class CallView:
+    """One tool call of a step, as text a renderer escapes."""
+
+    call_id: str
+    """The call's ``id`` (empty when missing)."""
+    name: str
+    """The function's name (empty when missing)."""
+    arguments: str
+    """The arguments pretty-printed when they are JSON, else as given."""
+    is_json: bool = False
+    """Whether ``arguments`` is JSON text."""
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """One tool message answering a call."""
+
+    call_id: str
+    """Its ``tool_call_id``."""
+    name: str
+    """The name of the call it answers, if known."""
+    content: str | None
+    """Its content as text."""
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step of a turn whose answer called tools."""
+
+    number: int
+    """0-based step number."""
+    message: Mapping[str, Any]
+    """The assistant message carrying the calls."""
+    calls: tuple[CallView, ...]
+    """Its tool calls in order."""
+    results: tuple[ResultView, ...]
+    """The tool messages that follow it."""
+    reasoning: tuple[tuple[str, str], ...]
+    """The step's reasoning fields as (name, text), not yet escaped."""
 
 
 def visible(text: str, *, multiline: bool = False) -> str:
@@ -121,13 +171,120 @@ def view_of(record: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Tu
         index, at = turn.get("index"), turn.get("message_index")
         number = index + 1 if _is_int(index) and index >= 0 else position + 1
         user = answer = None
+        steps: tuple[StepView, ...] = ()
+        reasoning: tuple[tuple[str, str], ...] = ()
         if _is_int(at) and 0 <= at < len(messages):
             user, first = messages[at], min(first, at)
-            following = messages[at + 1] if at + 1 < len(messages) else {}
-            if turn.get("error") is None and following.get("role") == "assistant":
-                answer = following
-        views.append(TurnView(number, turn, user, answer))
+            steps = tuple(_steps(turn, messages, at))
+            last = answer_index(turn)
+            following = messages[last] if last is not None and at < last < len(messages) else {}
+            if (
+                turn.get("error") is None
+                and following.get("role") == "assistant"
+                and not calls_of(following)
+            ):
+                answer, reasoning = following, _final_reasoning(turn)
+        views.append(TurnView(number, turn, user, answer, steps, reasoning))
     return messages[:first], views
+
+
+def answer_index(turn: Mapping[str, Any]) -> int | None:
+    """Where the turn's answer is in ``messages``: the last step's message, else the next one.
+
+    The rule of ``runner.transcripts.fields.answer_index``, read tolerantly:
+    None when the turn says nowhere.
+    """
+    steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
+    if steps:
+        last = steps[-1].get("message_index")
+        return last if _is_int(last) else None
+    at = turn.get("message_index")
+    return at + 1 if _is_int(at) else None
+
+
+def calls_of(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A message's tool calls that are objects (anything else in ``tool_calls`` is skipped)."""
+    return [c for c in _list(message.get("tool_calls")) if isinstance(c, Mapping)]
+
+
+def call_view(call: Mapping[str, Any]) -> CallView:
+    """One tool call as text: its id, name and arguments (pretty when JSON)."""
+    function = call.get("function")
+    function = function if isinstance(function, Mapping) else {}
+    raw = function.get("arguments")
+    shown = arguments_text(raw)
+    return CallView(_text(call.get("id")), _text(function.get("name")), shown, shown != raw)
+
+
+def arguments_text(arguments: Any) -> str:
+    """Arguments pretty-printed when they are JSON text; other text as given; values as JSON."""
+    if not isinstance(arguments, str):
+        return "" if arguments is None else _json(arguments)
+    if len(arguments) > ARGUMENTS_PARSED:
+        return arguments
+    try:
+        parsed = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+    return _json(parsed) if isinstance(parsed, Mapping | list) else arguments
+
+
+def tool_steps(turn: Mapping[str, Any], messages: Sequence[Any]) -> list[StepView]:
+    """The steps of ``turn`` that called tools, read from a record's raw ``messages``."""
+    at = turn.get("message_index")
+    if not _is_int(at) or not 0 <= at < len(messages):
+        return []
+    shown = [m if isinstance(m, Mapping) else {"role": "?", "content": m} for m in messages]
+    return list(_steps(turn, shown, at))
+
+
+def _steps(
+    turn: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], at: int
+) -> Iterator[StepView]:
+    """The turn's steps that called tools; without ``steps``, the answer's calls if it has any."""
+    records = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
+    if not records:
+        records = [{"step": 0, "message_index": at + 1}]
+    for position, step in enumerate(records):
+        where = step.get("message_index")
+        if not _is_int(where) or not at < where < len(messages):
+            continue
+        message = messages[where]
+        calls = calls_of(message)
+        if message.get("role") != "assistant" or not calls:
+            continue
+        views = tuple(call_view(c) for c in calls)
+        names = {c.call_id: c.name for c in views}
+        results = []
+        for reply in messages[where + 1 :]:
+            if reply.get("role") != "tool":
+                break
+            call_id = _text(reply.get("tool_call_id"))
+            content = content_text(reply.get("content"))
+            results.append(ResultView(call_id, names.get(call_id, ""), content))
+        number = step.get("step")
+        number = number if _is_int(number) else position
+        yield StepView(number, message, views, tuple(results), reasoning_of(step))
+
+
+def _final_reasoning(turn: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The last step's reasoning, but for fields ``extra`` shows already with the same value."""
+    steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
+    extra = turn.get("extra")
+    shown = dict(turn_extras(turn)) if isinstance(extra, Mapping) else {}
+    return tuple(f for f in reasoning_of(steps[-1]) if shown.get(f[0]) != f[1]) if steps else ()
+
+
+def reasoning_of(step: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A step record's non-empty reasoning fields as (name, text), not yet escaped."""
+    reasoning = step.get("reasoning")
+    if not isinstance(reasoning, Mapping):
+        return ()
+    return tuple(
+        (_text(key), value if isinstance(value, str) else _json(value))
+        for key, value in reasoning.items()
+        if value not in (None, "", [], {})
+    )
 
 
 def turn_facts(turn: Mapping[str, Any], model: str | None = None) -> list[str]:
@@ -153,7 +310,9 @@ def turn_facts(turn: Mapping[str, Any], model: str | None = None) -> list[str]:
 
 def _retries(attempts: Sequence[Mapping[str, Any]]) -> str:
     """``no retries`` or, e.g., ``2 retries: http_429 (waited 2.1s), read_timeout``."""
-    retried = attempts[:-1]
+    retried = [  # each step's attempts but its last (all but the last one without steps)
+        a for a, after in pairwise(attempts) if a.get("step") == after.get("step")
+    ]
     if not retried:
         return "no retries"
     outcomes = []

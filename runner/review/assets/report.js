@@ -128,10 +128,20 @@
     return arr(rec.turns).filter(isObj);
   }
 
+  /* Where a turn's answer is in messages: the last step's message, else the one after its user message. */
+  function answerIndexOf(turn) {
+    const steps = arr(turn.steps).filter(isObj);
+    if (steps.length) return isInt(steps[steps.length - 1].message_index) ? steps[steps.length - 1].message_index : null;
+    return isInt(turn.message_index) ? turn.message_index + 1 : null;
+  }
+
+  const callsOf = (message) => arr(isObj(message) ? message.tool_calls : null).filter(isObj);
+
   function answerOf(rec, turn) {
     if (!turn || turn.error !== undefined && turn.error !== null || !isInt(turn.message_index)) return null;
-    const message = arr(rec.messages)[turn.message_index + 1];
-    if (!isObj(message) || message.role !== 'assistant') return null;
+    const at = answerIndexOf(turn);
+    const message = at !== null && at > turn.message_index ? arr(rec.messages)[at] : null;
+    if (!isObj(message) || message.role !== 'assistant' || callsOf(message).length) return null;
     return message;
   }
 
@@ -568,6 +578,76 @@
     ]);
   }
 
+  /* Arguments pretty-printed when they are JSON text, other text as given. */
+  function prettyArguments(value) {
+    if (typeof value !== 'string') return value === null || value === undefined ? '' : text(value);
+    try {
+      const parsed = JSON.parse(value);
+      if (parsed !== null && typeof parsed === 'object') return JSON.stringify(parsed, null, 2);
+    } catch (e) { /* not JSON: shown as given */ }
+    return value;
+  }
+
+  function reasoningNodes(step) {
+    const reasoning = isObj(step) && isObj(step.reasoning) ? step.reasoning : {};
+    return Object.keys(reasoning).filter((key) => ![null, undefined, ''].includes(reasoning[key])).map((key) =>
+      h('details', { class: 'reasoning', 'data-field': key }, [
+        h('summary', null, 'reasoning · ' + key),
+        h('pre', null, typeof reasoning[key] === 'string' ? reasoning[key] : JSON.stringify(reasoning[key], null, 2)),
+      ]));
+  }
+
+  function callsBubble(message, number) {
+    const calls = callsOf(message);
+    const body = contentText(message.content);
+    return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': String(number) }, [
+      h('div', { class: 'role' }, 'assistant · step ' + (number + 1) + ' · ' + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
+      body ? h('div', { class: 'body' }, body) : null,
+      calls.map((c) => {
+        const fn = isObj(c.function) ? c.function : {};
+        return h('div', { class: 'call', 'data-tool': text(fn.name) }, [
+          h('div', { class: 'call-name' }, [h('b', null, text(fn.name) || '?'), c.id ? ' (' + text(c.id) + ')' : null]),
+          h('pre', { class: 'args' }, prettyArguments(fn.arguments)),
+        ]);
+      }),
+    ]);
+  }
+
+  function toolBubble(message, names) {
+    const id = text(message.tool_call_id);
+    const body = contentText(message.content);
+    return h('div', { class: 'msg tool', 'data-role': 'tool', 'data-call': id }, [
+      h('div', { class: 'role' }, 'tool' + (names.has(id) ? ' · ' + names.get(id) : '') + (id ? ' (' + id + ')' : '')),
+      h('div', { class: 'body' }, body === null ? h('span', { class: 'none' }, '(no content)') : body),
+    ]);
+  }
+
+  /* A turn's tool exchange: each step's reasoning (collapsed), its calls and their results;
+   * then the final step's reasoning. `last` is the last message index shown. */
+  function stepNodes(rec, turn) {
+    const messages = arr(rec.messages);
+    const at = turn.message_index;
+    let steps = arr(turn.steps).filter(isObj);
+    if (!steps.length) steps = [{ message_index: at + 1 }];
+    const nodes = [];
+    let last = at;
+    steps.forEach((step, position) => {
+      const where = step.message_index;
+      if (!isInt(where) || where <= at || where >= messages.length) return;
+      nodes.push(reasoningNodes(step));
+      const message = messages[where];
+      if (!isObj(message) || message.role !== 'assistant' || !callsOf(message).length) return;
+      const names = new Map(callsOf(message).map((c) => [text(c.id), isObj(c.function) ? text(c.function.name) : '']));
+      nodes.push(callsBubble(message, isInt(step.step) ? step.step : position));
+      last = Math.max(last, where);
+      for (let k = where + 1; k < messages.length && isObj(messages[k]) && messages[k].role === 'tool'; k++) {
+        nodes.push(toolBubble(messages[k], names));
+        last = Math.max(last, k);
+      }
+    });
+    return { nodes: nodes, last: last };
+  }
+
   function errorBox(error, label) {
     if (!isObj(error)) return null;
     const interrupted = error.kind === 'interrupted';
@@ -604,7 +684,7 @@
     if (!isObj(attempt)) return null;
     const ok = attempt.outcome === 'ok';
     const parts = [
-      h('span', { class: 'outcome' }, '#' + text(attempt.attempt) + ' ' + text(attempt.outcome)),
+      h('span', { class: 'outcome' }, (isInt(attempt.step) ? 'step ' + (attempt.step + 1) + ' ' : '') + '#' + text(attempt.attempt) + ' ' + text(attempt.outcome)),
       isInt(attempt.status) ? ' · HTTP ' + attempt.status : '',
       isNum(attempt.latency_ms) ? ' · ' + fmtMs(attempt.latency_ms) : '',
       isNum(attempt.retry_after_s) ? ' · server asked ' + fmtSeconds(attempt.retry_after_s) : '',
@@ -675,13 +755,15 @@
       flush();
       used.add(turn);
       const answer = answerOf(rec, turn);
+      const steps = stepNodes(rec, turn);
       const left = h('div', { class: 'messages' }, [
         h('div', { class: 'turn-label' }, 'Turn ' + ((isInt(turn.index) ? turn.index : 0) + 1)),
         bubble(messages[k]),
+        steps.nodes,
         answer ? bubble(answer) : null,
         errorBox(turn.error, 'This turn failed'),
       ]);
-      if (answer) k++;
+      k = Math.max(steps.last, answer ? answerIndexOf(turn) : k);
       out.appendChild(h('div', { class: 'turn', 'data-turn': String(turn.index) }, [left, turnAside(turn, rec)]));
     }
     flush();
@@ -781,6 +863,7 @@
     if (!rec) return h('div', { class: 'side' }, h('div', { class: 'muted' }, 'Not in the ' + label + ' run.'));
     if (!turn) return h('div', { class: 'side' }, h('div', { class: 'muted' }, 'Turn not sent in the ' + label + ' run.'));
     const answer = answerOf(rec, turn);
+    const steps = isInt(turn.message_index) ? stepNodes(rec, turn).nodes : [];
     let node = null;
     if (answer) {
       node = bubble(answer);
@@ -790,6 +873,7 @@
       h('div', { class: 'side-head' }, [h('b', null, label), isNum(turn.latency_ms) ? fmtMs(turn.latency_ms) : null,
         usageText(turn.usage), turn.finish_reason ? text(turn.finish_reason) : null,
         arr(turn.attempts).length > 1 ? arr(turn.attempts).length + ' attempts' : null].filter(Boolean).map((p) => h('span', null, p))),
+      steps,
       node,
       errorBox(turn.error, 'This turn failed'),
       arr(turn.checks).length ? h('div', { class: 'flip' }, arr(turn.checks).map((c) => checkNode(c, flips(c)))) : null,
@@ -832,13 +916,15 @@
       const user = arr((nt ? fresh : base).messages)[source.message_index];
       const td = changed.get(index);
       const answered = Boolean(td && td.answer_changed), prompted = Boolean(td && td.prompt_changed);
+      const toolStep = td && isInt(td.tools_step) ? td.tools_step : null;
       const ba = bt ? answerOf(base, bt) : null, na = nt ? answerOf(fresh, nt) : null;
       const ops = answered && ba && na ? wordDiff(contentText(ba.content) || '', contentText(na.content) || '') : null;
       const bu = bt ? arr(base.messages)[bt.message_index] : null;
       const latency = bt && nt && isNum(bt.latency_ms) && isNum(nt.latency_ms) ? nt.latency_ms - bt.latency_ms : null;
       const tokens = bt && nt && isObj(bt.usage) && isObj(nt.usage) ? usageTotal(nt.usage) - usageTotal(bt.usage) : null;
-      return h('div', { class: 'cmp-turn' + (answered || prompted ? ' differs' : ''), 'data-turn': String(index) }, [
+      return h('div', { class: 'cmp-turn' + (answered || prompted || toolStep !== null ? ' differs' : ''), 'data-turn': String(index) }, [
         h('div', { class: 'turn-label' }, ['Turn ' + (index + 1), prompted ? ' · the prompt changed' : '',
+          toolStep !== null ? ' · tool calls differ at step ' + (toolStep + 1) : '',
           answered ? ' · answers differ' : ' · same answer',
           answered && isNum(td.similarity) ? ' · similarity ' + td.similarity.toFixed(3) : '',
           isNum(latency) ? ' · latency ' + signed(latency, fmtMs) : '',
