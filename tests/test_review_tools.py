@@ -334,3 +334,13 @@ def test_reasoning_also_in_extra_is_shown_once() -> None:
     record["turns"][0]["extra"] = {"reasoning_content": "Now answer."}
     assert shown(record).count("Now answer.") == 1
     assert render_markdown([record]).count("Now answer.") == 1
+
+
+def test_each_steps_answered_attempt_is_no_retry() -> None:
+    """A two-step turn answered at once made two requests and no retry."""
+    from runner.transcripts.totals import totals
+
+    record = tool_record()
+    assert totals(record).retries == 0 and totals(record).attempts == 2
+    record["turns"][0]["attempts"].insert(0, {"attempt": 1, "outcome": "http_503", "step": 0})
+    assert totals(record).retries == 1

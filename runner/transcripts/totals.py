@@ -62,9 +62,11 @@ def totals(record: Mapping[str, Any]) -> Totals:
             p, c = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
             prompt, completion = prompt + p, completion + c
             total += as_int(usage.get("total_tokens")) or p + c
-        tries = len(as_list(turn.get("attempts")))
-        attempts += tries
-        retries += max(tries - 1, 0)
+        tried = as_list(turn.get("attempts"))
+        attempts += len(tried)
+        # One request per step (tool calls make several): each step's last attempt is no retry.
+        steps = {a.get("step") for a in tried if isinstance(a, Mapping)}
+        retries += max(len(tried) - max(len(steps), 1), 0)
     return Totals(
         turns=sum(1 for t in turns if t.get("error") is None),
         turns_sent=len(turns),
