@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.transcripts.fields import as_int, as_list
+from runner.transcripts.fields import as_int, as_list, is_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def totals(record: Mapping[str, Any]) -> Totals:
         tried = as_list(turn.get("attempts"))
         attempts += len(tried)
         # One request per step (tool calls make several): each step's last attempt is no retry.
-        steps = {a.get("step") for a in tried if isinstance(a, Mapping)}
+        steps = {a["step"] for a in tried if isinstance(a, Mapping) and is_int(a.get("step"))}
         retries += max(len(tried) - max(len(steps), 1), 0)
     return Totals(
         turns=sum(1 for t in turns if t.get("error") is None),
