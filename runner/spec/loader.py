@@ -23,7 +23,7 @@ from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner.errors import InputError
-from runner.spec.model import MAX_ID_LENGTH, Conversation
+from runner.spec.model import MAX_ID_LENGTH, Conversation, Turn
 from runner.spec.nodes import NodeReader, join
 from runner.spec.parts import (
     CONVERSATION_KEYS,
@@ -34,6 +34,8 @@ from runner.spec.parts import (
     PartsReader,
     Settings,
 )
+from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS
+from runner.spec.toolspec import tool_names, undeclared
 from runner.spec.variables import MAX_MATRIX, Var, Variables, matrix_ids
 from runner.spec.yamlsafe import NULL_TAG, TOO_DEEP, error_at, os_reason, read_document
 
@@ -313,7 +315,8 @@ class _FileBuilder:
         settings = self.parts.settings(node, field, allowed, what).over(base)
         items = self.read.items(node, field)
         turns_node = self.read.require(node, items, field, "turns")
-        turns = self.parts.turns(turns_node, join(field, "turns"))
+        turns = self.parts.turns(turns_node, join(field, "turns"), settings)
+        self.check_results_declared(settings, turns)
         id_key: Node = node
         conversation_id = default_id
         if "id" in items:
@@ -330,8 +333,18 @@ class _FileBuilder:
             line=node.start_mark.line + 1,
             expect=settings.expect or (),
             expect_final=settings.expect_final or (),
+            max_tool_steps=settings.max_tool_steps or DEFAULT_MAX_TOOL_STEPS,
+            reasoning=settings.reasoning or "tool_chain",
         )
         return _Loaded(conversation, id_key.start_mark, join(field, "id"), settings.models or ())
+
+    def check_results_declared(self, settings: Settings, turns: Sequence[Turn]) -> None:
+        """Refuse a conversation's (or the defaults') result for a tool no turn declares."""
+        declared = sorted({name for turn in turns for name in tool_names(turn.tools.tools)})
+        for name, (_, key_node, where) in (settings.tool_results or {}).items():
+            if name not in declared:
+                message = undeclared(name, declared, "the conversation")
+                raise self.read.error(key_node, where, message)
 
 
 def _per_model(items: list[_Loaded]) -> list[_Loaded]:
