@@ -322,8 +322,50 @@ message = mostly(
     )
     | junk,
 )
+tool = mostly(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["f", "get_weather"])},
+                optional={"description": text, "strict": st.booleans()},
+            ),
+        }
+    ),
+    st.sampled_from(
+        [
+            {"type": "code", "function": {"name": "f"}},
+            {"type": "function", "function": {"name": "a b"}},
+            {"type": "function", "function": {"description": "x"}},
+            {"type": "function"},
+        ]
+    )
+    | junk,
+)
+tools = mostly(st.lists(tool, max_size=1), junk)
+part = mostly(
+    st.sampled_from(
+        [
+            {"type": "text", "text": "Hi"},
+            {"type": "image_url", "image_url": {"url": "u", "detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "d", "format": "wav"}},
+        ]
+    ),
+    st.sampled_from(
+        [
+            {"type": "text", "text": ""},
+            {"type": "video"},
+            {"type": "image_url", "image_url": {"detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "d", "format": "ogg"}},
+        ]
+    )
+    | junk,
+)
 turn = mostly(
-    text | st.fixed_dictionaries({"content": text}, optional={"params": params}),
+    text
+    | st.fixed_dictionaries(
+        {"content": text | st.lists(part, max_size=2)}, optional={"params": params, "tools": tools}
+    ),
     st.sampled_from([{"contnet": "Hi"}, {"content": "Hi", "seed": 1}, {}]) | junk,
 )
 var_value = mostly(st.sampled_from(["Paris", "", 1, 2.5, True]), st.none() | st.just({}))
@@ -341,6 +383,10 @@ settings_fields = {
     "system": text,
     "params": params,
     "messages": mostly(st.lists(message, max_size=2), junk),
+    "tools": tools,
+    "max_tool_steps": mostly(st.integers(1, 100), st.sampled_from([0, 101, "3", 2.5])),
+    "reasoning": mostly(st.sampled_from(["never", "tool_chain", "always"]), text),
+    "unscripted_tool_result": mostly(st.sampled_from(["none", "", None]), junk),
 }
 ids = mostly(
     st.sampled_from(["a", "b", "c", "x" * MAX_ID_LENGTH]),
