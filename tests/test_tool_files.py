@@ -238,6 +238,13 @@ ERRORS = [
         ":3:34: tool_results.f.result: unknown key; expected one of: sequence",
     ),
     (
+        "tools:\n" + FN + "tool_results: {f: [{when_schema: {pattern: '(a+)+'}, result: x}]}\n"
+        "turns: [Hi]\n",
+        ":3:44: tool_results.f[0].when_schema.pattern: the regular expression repeats a "
+        "repetition, e.g. (a+)+, which can take for ever on some answers; make the inner part "
+        "match one way only",
+    ),
+    (
         "max_tool_steps: 0\nturns: [Hi]\n",
         ":1:17: max_tool_steps: expected a whole number from 1 to 100, got 0",
     ),
