@@ -120,6 +120,25 @@ def test_a_turns_tools_replace_and_its_results_win_by_name(tmp_path: Path) -> No
     assert conversation.max_tool_steps == 4
 
 
+def test_the_defaults_results_need_only_one_conversation_declaring_the_tool(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "defaults:\n  tool_results: {f: shared}\n"
+        "conversations:\n"
+        "  - {id: a, tools: [{type: function, function: {name: f}}], turns: [Hi]}\n"
+        "  - {id: b, turns: [Hi]}\n"
+    )
+    a, b = load(tmp_path, text)
+    assert scripted_result(a.turns[0].tools, "f", "{}", 0) == "shared"
+    assert b.turns[0].tools == ToolSettings()
+    message = error_for(tmp_path, text.replace("{f: shared}", "{g: shared}"))
+    assert message == (
+        ":2:18: defaults.tool_results.g: results for tool 'g', which no conversation of the "
+        "file declares (declared: f); add it to 'tools'"
+    )
+
+
 def test_tool_call_messages_pass_through(tmp_path: Path) -> None:
     text = TOOLS + (
         "messages:\n"

@@ -233,15 +233,19 @@ class _FileBuilder:
                 raise self.read.error(key_node, key, message)
         self.read.check_keys(items, "", (*FILE_KEYS, SCHEMA_KEY))
         defaults = _NO_DEFAULTS
+        shared = Settings()
         if "defaults" in items:
             node = items["defaults"][1]
-            self.parts.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
+            shared = self.parts.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
             variables = self.variables.read(cast(MappingNode, node), "defaults")
             defaults = _Defaults(node, variables)  # settings() checked the type
         node = items["conversations"][1]
         if not isinstance(node, SequenceNode):
             raise self.read.type_error(node, "conversations", "a list of conversations")
-        return self.conversations(node, "conversations", defaults)
+        loaded = self.conversations(node, "conversations", defaults)
+        turns = [turn for item in loaded for turn in item.conversation.turns]
+        self.check_results_declared(shared, turns, "no conversation of the file declares")
+        return loaded
 
     def conversations(self, node: SequenceNode, field: str, defaults: _Defaults) -> list[_Loaded]:
         """Every conversation of a list, numbered ``STEM-1``, ... when they have no id."""
@@ -316,7 +320,10 @@ class _FileBuilder:
         items = self.read.items(node, field)
         turns_node = self.read.require(node, items, field, "turns")
         turns = self.parts.turns(turns_node, join(field, "turns"), settings)
-        self.check_results_declared(settings, turns)
+        # The defaults' results need only be declared somewhere in the file (checked later).
+        self.check_results_declared(
+            settings, turns, "the conversation does not declare", skip="defaults"
+        )
         id_key: Node = node
         conversation_id = default_id
         if "id" in items:
@@ -338,13 +345,14 @@ class _FileBuilder:
         )
         return _Loaded(conversation, id_key.start_mark, join(field, "id"), settings.models or ())
 
-    def check_results_declared(self, settings: Settings, turns: Sequence[Turn]) -> None:
-        """Refuse a conversation's (or the defaults') result for a tool no turn declares."""
+    def check_results_declared(
+        self, settings: Settings, turns: Sequence[Turn], scope: str, skip: str = "\0"
+    ) -> None:
+        """Refuse results for a tool that none of ``turns`` declares (``skip``: by field)."""
         declared = sorted({name for turn in turns for name in tool_names(turn.tools.tools)})
         for name, (_, key_node, where) in (settings.tool_results or {}).items():
-            if name not in declared:
-                message = undeclared(name, declared, "the conversation")
-                raise self.read.error(key_node, where, message)
+            if name not in declared and not where.startswith(skip):
+                raise self.read.error(key_node, where, undeclared(name, declared, scope))
 
 
 def _per_model(items: list[_Loaded]) -> list[_Loaded]:

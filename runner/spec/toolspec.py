@@ -52,7 +52,9 @@ class ToolReader:
         declared = tool_names(tools or ())
         for name, (_, key_node, where) in (own or {}).items():
             if name not in declared:
-                raise self.reader.error(key_node, where, undeclared(name, declared, "this turn"))
+                raise self.reader.error(
+                    key_node, where, undeclared(name, declared, "this turn does not declare")
+                )
         scripts = {name: item[0] for name, item in (results or {}).items() if name in declared}
         return ToolSettings(tools or (), scripts, unscripted)
 
@@ -217,7 +219,7 @@ def tool_names(tools: ToolSet) -> list[str]:
     return [str(tool["function"]["name"]) for tool in tools]
 
 
-def undeclared(name: str, declared: list[str], where: str) -> str:
-    """The message for a result scripted for a tool that is not declared."""
+def undeclared(name: str, declared: list[str], who: str) -> str:
+    """The message for results scripted for a tool that is not declared (``who``: by whom)."""
     known = f"declared: {', '.join(declared)}" if declared else "no tools are declared"
-    return f"results for tool '{name}', which {where} does not declare ({known}); add it to 'tools'"
+    return f"results for tool '{name}', which {who} ({known}); add it to 'tools'"
