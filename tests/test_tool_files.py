@@ -264,6 +264,11 @@ ERRORS = [
         "match one way only",
     ),
     (
+        "turns:\n  - content: Hi\n    expect: {tool_sequence: {calls: [f], order: sorted}}\n",
+        ":3:49: turns[0].expect.tool_sequence.order: unknown order 'sorted'; "
+        "expected one of: exact, in_order, any",
+    ),
+    (
         "max_tool_steps: 0\nturns: [Hi]\n",
         ":1:17: max_tool_steps: expected a whole number from 1 to 100, got 0",
     ),
