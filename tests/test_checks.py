@@ -72,6 +72,10 @@ def test_kinds_are_listed_in_spec_order() -> None:
         "finish_reason",
         "max_latency_ms",
         "max_tokens",
+        "tool_called",
+        "no_tool_called",
+        "tool_sequence",
+        "tool_args_valid",
         "judge",
     )
 

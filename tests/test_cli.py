@@ -49,14 +49,14 @@ def test_mock_run_writes_a_new_file_under_outputs(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     (out,) = (workdir / "outputs").glob("mtrun-*.jsonl")
     records = read_jsonl(out)
-    assert len(records) == 10
+    assert len(records) == 11
     assert {r["status"] for r in records} == {"completed"}
     assert all(r["base_url"] == "mock://offline" for r in records)
     lines = result.stderr.splitlines()
     assert lines[0].startswith("run ") and lines[0].endswith(
-        f"10 conversations -> {out.relative_to(workdir)}"
+        f"11 conversations -> {out.relative_to(workdir)}"
     )
-    assert "10 conversations: 10 completed, 0 failed" in lines
+    assert "11 conversations: 11 completed, 0 failed" in lines
     assert lines[-1] == f"transcripts: {out.relative_to(workdir)}"
     assert result.stdout == ""
 
@@ -91,7 +91,7 @@ def test_resume_continues_to_the_same_file(workdir: Path) -> None:
     assert result.exit_code == 0
     assert "resuming: 2 already completed, 0 to continue" in result.stderr
     ids = [r["id"] for r in read_jsonl(workdir / "out.jsonl")]
-    assert len(ids) == 10 == len(set(ids))
+    assert len(ids) == 11 == len(set(ids))
 
 
 def test_a_glob_that_matches_nothing_is_exit_2(workdir: Path) -> None:
@@ -118,7 +118,7 @@ def test_invalid_file_is_one_line_exit_2_and_sends_nothing(workdir: Path) -> Non
 def test_validate_reports_what_it_found(workdir: Path) -> None:
     result = invoke("validate", "conversations/")
     assert result.exit_code == 0
-    assert result.stdout == "ok: 10 conversations, 22 turns in 6 files\n"
+    assert result.stdout == "ok: 11 conversations, 24 turns in 7 files\n"
 
 
 def test_no_key_for_the_default_endpoint_is_exit_2(workdir: Path) -> None:

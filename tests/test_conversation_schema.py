@@ -16,6 +16,7 @@ from loading import load_as
 
 from runner.checks.kinds import KINDS
 from runner.errors import InputError
+from runner.spec.content import AUDIO_FORMATS, IMAGE_DETAILS, PART_TYPES, TOOL_CALL_KEYS
 from runner.spec.loader import (
     CONVERSATION_KEYS,
     DEFAULTS_KEYS,
@@ -27,6 +28,14 @@ from runner.spec.loader import (
     TURN_KEYS,
 )
 from runner.spec.model import MESSAGE_ROLES
+from runner.spec.tools import REASONING_POLICIES
+from runner.spec.toolspec import (
+    FUNCTION_KEYS,
+    MAX_TOOL_STEPS_LIMIT,
+    RULE_KEYS,
+    TOOL_KEYS,
+    TOOL_NAME,
+)
 
 ROOT = Path(__file__).parent.parent
 SCHEMA: dict[str, Any] = json.loads(
@@ -73,6 +82,14 @@ def test_every_level_allows_exactly_the_loaders_keys() -> None:
         "turn": set(TURN_KEYS),
         "message": set(MESSAGE_KEYS),
         "expect_map": set(KINDS),
+        "tool": set(TOOL_KEYS),
+        "function": set(FUNCTION_KEYS),
+        "tool_rule": set(RULE_KEYS),
+        "tool_sequence": {"sequence"},
+        "tool_call": set(TOOL_CALL_KEYS),
+        "text_part": {"type", "text"},
+        "image_part": {"type", "image_url"},
+        "audio_part": {"type", "input_audio"},
     }
     for name in closed:
         assert DEFS[name]["additionalProperties"] is False, name
@@ -83,13 +100,27 @@ def test_required_keys_match_the_loader() -> None:
     assert DEFS["conversation"]["required"] == ["turns"]
     assert DEFS["conversations_file"]["required"] == ["conversations"]
     assert DEFS["turn"]["required"] == ["content"]
-    assert DEFS["message"]["required"] == ["role", "content"]
+    assert DEFS["message"]["required"] == ["role"]  # content: unless it has tool_calls
+    assert DEFS["tool"]["required"] == ["type", "function"]
+    assert DEFS["function"]["required"] == ["name"]
+    assert DEFS["tool_rule"]["required"] == ["result"]
 
 
 def test_enumerations_and_limits_match_the_loader() -> None:
     assert tuple(DEFS["message"]["properties"]["role"]["enum"]) == MESSAGE_ROLES
     assert set(DEFS["params"]["propertyNames"]["not"]["enum"]) == set(RESERVED_PARAMS)
     assert DEFS["id"]["allOf"][1]["maxLength"] == MAX_ID_LENGTH
+    assert DEFS["tool_name"]["pattern"] == f"^{TOOL_NAME.pattern}$"
+    assert tuple(DEFS["reasoning"]["enum"]) == REASONING_POLICIES
+    assert DEFS["max_tool_steps"]["maximum"] == MAX_TOOL_STEPS_LIMIT
+    parts = [DEFS[ref["$ref"].rsplit("/", 1)[1]] for ref in DEFS["content_parts"]["items"]["anyOf"]]
+    assert tuple(part["properties"]["type"]["const"] for part in parts) == PART_TYPES
+    assert tuple(parts[1]["properties"]["image_url"]["properties"]["detail"]["enum"]) == (
+        IMAGE_DETAILS
+    )
+    assert tuple(parts[2]["properties"]["input_audio"]["properties"]["format"]["enum"]) == (
+        AUDIO_FORMATS
+    )
 
 
 def test_every_field_is_documented() -> None:
@@ -172,6 +203,28 @@ STRUCTURAL_ERRORS = [
     "vars: {x: [a, null]}\nturns: [Hi]\n",
     "vars: {x: 1}\nconversations:\n  - turns: [Hi]\n",
     "defaults: {vars: [x]}\nconversations:\n  - turns: [Hi]\n",
+    "tools: {f: 1}\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: 'a b'}}]\nturns: [Hi]\n",
+    "tools: [{type: function, function: {description: x}}]\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: f}, extra: 1}]\nturns: [Hi]\n",
+    "max_tool_steps: 0\nturns: [Hi]\n",
+    "max_tool_steps: 101\nturns: [Hi]\n",
+    "reasoning: sometimes\nturns: [Hi]\n",
+    "unscripted_tool_result: [x]\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: f}}]\ntool_results: {f: null}\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: f}}]\ntool_results: {f: {a: 1}}\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: f}}]\ntool_results: {f: []}\nturns: [Hi]\n",
+    "messages: [{role: tool, content: x}]\nturns: [Hi]\n",
+    "messages: [{role: user, content: x, tool_call_id: c}]\nturns: [Hi]\n",
+    "messages: [{role: user, content: null}]\nturns: [Hi]\n",
+    "messages: [{role: user, content: x, tool_calls: [{id: c, type: function, "
+    "function: {name: f, arguments: '{}'}}]}]\nturns: [Hi]\n",
+    "turns: [{content: []}]\n",
+    "turns: [{content: [{type: video}]}]\n",
+    "turns: [{content: [{type: image_url, image_url: {url: u, detail: max}}]}]\n",
+    "turns: [{content: [{type: input_audio, input_audio: {data: d}}]}]\n",
+    "turns: [{content: Hi, expect: {tool_sequence: {calls: [f], order: sorted}}}]\n",
+    "turns: [{content: Hi, expect: {no_tool_called: false}}]\n",
 ]
 
 
@@ -192,6 +245,19 @@ VALID_EDGE_CASES = [
     "vars: {}\nturns: [Hi]\n",
     "vars: {_a1: x, B: 1.5, c: true, d: '', e: [a, 2, false]}\nturns: [Hi]\n",
     "defaults: {vars: {x: [a, b]}}\nconversations: [{vars: {x: c}, turns: ['{{x}}']}]\n",
+    "tools: [{type: function, function: {name: f, parameters: {type: object}, strict: true}}]\n"
+    "tool_results: {f: [{when: {a: 1}, result: {b: 2}}, {result: x}]}\n"
+    "unscripted_tool_result: null\nmax_tool_steps: 100\nreasoning: never\nturns: [Hi]\n",
+    "tools: [{type: function, function: {name: f}}]\ntool_results: {f: {sequence: [a, 1]}}\n"
+    "turns: [{content: Hi, tools: []}, {content: Hi, tool_results: {f: {result: ''}}}]\n",
+    "defaults: {tools: [], max_tool_steps: 1, reasoning: always}\nconversations: [{turns: [Hi]}]\n",
+    "messages:\n  - {role: assistant, content: null, tool_calls: [{id: c, type: function, "
+    "function: {name: f, arguments: '{}'}}]}\n  - {role: tool, tool_call_id: c, content: x}\n"
+    "turns: [Hi]\n",
+    "turns: [{content: [{type: text, text: Hi}, {type: image_url, image_url: {url: u}}, "
+    "{type: input_audio, input_audio: {data: d, format: mp3}}]}]\n",
+    "turns: [{content: Hi, expect: [{tool_called: {name: f, args: {a: 1}, count: 0}}, "
+    "{no_tool_called: true, tool_sequence: {calls: [f], order: any}, tool_args_valid: true}]}]\n",
 ]
 
 
@@ -256,8 +322,50 @@ message = mostly(
     )
     | junk,
 )
+tool = mostly(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["f", "get_weather"])},
+                optional={"description": text, "strict": st.booleans()},
+            ),
+        }
+    ),
+    st.sampled_from(
+        [
+            {"type": "code", "function": {"name": "f"}},
+            {"type": "function", "function": {"name": "a b"}},
+            {"type": "function", "function": {"description": "x"}},
+            {"type": "function"},
+        ]
+    )
+    | junk,
+)
+tools = mostly(st.lists(tool, max_size=1), junk)
+part = mostly(
+    st.sampled_from(
+        [
+            {"type": "text", "text": "Hi"},
+            {"type": "image_url", "image_url": {"url": "u", "detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "d", "format": "wav"}},
+        ]
+    ),
+    st.sampled_from(
+        [
+            {"type": "text", "text": ""},
+            {"type": "video"},
+            {"type": "image_url", "image_url": {"detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "d", "format": "ogg"}},
+        ]
+    )
+    | junk,
+)
 turn = mostly(
-    text | st.fixed_dictionaries({"content": text}, optional={"params": params}),
+    text
+    | st.fixed_dictionaries(
+        {"content": text | st.lists(part, max_size=2)}, optional={"params": params, "tools": tools}
+    ),
     st.sampled_from([{"contnet": "Hi"}, {"content": "Hi", "seed": 1}, {}]) | junk,
 )
 var_value = mostly(st.sampled_from(["Paris", "", 1, 2.5, True]), st.none() | st.just({}))
@@ -275,6 +383,10 @@ settings_fields = {
     "system": text,
     "params": params,
     "messages": mostly(st.lists(message, max_size=2), junk),
+    "tools": tools,
+    "max_tool_steps": mostly(st.integers(1, 100), st.sampled_from([0, 101, "3", 2.5])),
+    "reasoning": mostly(st.sampled_from(["never", "tool_chain", "always"]), text),
+    "unscripted_tool_result": mostly(st.sampled_from(["none", "", None]), junk),
 }
 ids = mostly(
     st.sampled_from(["a", "b", "c", "x" * MAX_ID_LENGTH]),

@@ -237,7 +237,8 @@ ERROR_CASES = [
     (
         "turns: [Hi]\ncolour: blue\n",
         ":2:1: colour: unknown key; expected one of: "
-        "id, model, models, system, params, messages, expect, expect_final, vars, turns, $schema",
+        "id, model, models, system, params, messages, expect, expect_final, vars, "
+        "tools, tool_results, unscripted_tool_result, max_tool_steps, reasoning, turns, $schema",
         "unknown-key-no-match",
     ),
     (
@@ -249,7 +250,7 @@ ERROR_CASES = [
         "conversations:\n  - turns: [Hi]\n    $schema: x\n",
         ":3:5: conversations[0].$schema: unknown key; "
         "expected one of: id, model, models, system, params, messages, expect, expect_final, vars, "
-        "turns",
+        "tools, tool_results, unscripted_tool_result, max_tool_steps, reasoning, turns",
         "schema-key-inside-conversation",
     ),
     (
@@ -265,7 +266,8 @@ ERROR_CASES = [
     (
         "defaults:\n  turns: [Hi]\nconversations:\n  - turns: [Hi]\n",
         ":2:3: defaults.turns: unknown key; expected one of: "
-        "model, models, system, params, messages, expect, expect_final, vars",
+        "model, models, system, params, messages, expect, expect_final, vars, "
+        "tools, tool_results, unscripted_tool_result, max_tool_steps, reasoning",
         "unknown-key-in-defaults",
     ),
     (
@@ -504,7 +506,7 @@ ERROR_CASES = [
     (
         "messages:\n  - role: usr\n    content: Hi\nturns: [Hi]\n",
         ":2:11: messages[0].role: unknown role 'usr'; "
-        "use one of: system, developer, user, assistant",
+        "use one of: system, developer, user, assistant, tool",
         "message-bad-role",
     ),
     (

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.checks import judge, metrics, structured, text
+from runner.checks import judge, metrics, structured, text, tools
 from runner.checks.base import (
     CheckSpecError,
     Kind,
@@ -42,7 +42,13 @@ __all__ = [
 SCOPES = ("turn", "every_turn", "final")
 """Where a check came from: a turn's ``expect``, the conversation's, or ``expect_final``."""
 
-_KINDS: dict[str, Kind] = {**text.KINDS, **structured.KINDS, **metrics.KINDS, **judge.KINDS}
+_KINDS: dict[str, Kind] = {
+    **text.KINDS,
+    **structured.KINDS,
+    **metrics.KINDS,
+    **tools.KINDS,
+    **judge.KINDS,
+}
 KINDS: tuple[str, ...] = tuple(_KINDS)
 """Every check's name in YAML, in the order the spec lists them."""
 

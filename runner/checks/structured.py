@@ -84,7 +84,8 @@ def _is_json(_arg: bool, text: str, _: Observation) -> Outcome:
 # json_schema -----------------------------------------------------------------
 
 
-def _parse_schema(value: Any, field: str) -> Schema:
+def parse_schema(value: Any, field: str) -> Schema:
+    """A checked JSON Schema (see ``safeschema``) from spec data; raises CheckSpecError."""
     from jsonschema.exceptions import SchemaError
     from jsonschema.validators import Draft202012Validator, validator_for
 
@@ -138,7 +139,7 @@ def _json_schema(arg: Schema, text: str, _: Observation) -> Outcome:
 KINDS: dict[str, Kind] = {
     "is_json": Kind(_parse_is_json, lambda _: "is JSON", _is_json),
     "json_schema": Kind(
-        _parse_schema,
+        parse_schema,
         lambda arg: f"matches JSON Schema {excerpt(json.dumps(arg.schema), 120)}",
         _json_schema,
     ),

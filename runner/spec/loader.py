@@ -23,7 +23,7 @@ from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner.errors import InputError
-from runner.spec.model import MAX_ID_LENGTH, Conversation
+from runner.spec.model import MAX_ID_LENGTH, Conversation, Turn
 from runner.spec.nodes import NodeReader, join
 from runner.spec.parts import (
     CONVERSATION_KEYS,
@@ -34,6 +34,8 @@ from runner.spec.parts import (
     PartsReader,
     Settings,
 )
+from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS
+from runner.spec.toolspec import tool_names, undeclared
 from runner.spec.variables import MAX_MATRIX, Var, Variables, matrix_ids
 from runner.spec.yamlsafe import NULL_TAG, TOO_DEEP, error_at, os_reason, read_document
 
@@ -231,15 +233,19 @@ class _FileBuilder:
                 raise self.read.error(key_node, key, message)
         self.read.check_keys(items, "", (*FILE_KEYS, SCHEMA_KEY))
         defaults = _NO_DEFAULTS
+        shared = Settings()
         if "defaults" in items:
             node = items["defaults"][1]
-            self.parts.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
+            shared = self.parts.settings(node, "defaults", DEFAULTS_KEYS, "a mapping")
             variables = self.variables.read(cast(MappingNode, node), "defaults")
             defaults = _Defaults(node, variables)  # settings() checked the type
         node = items["conversations"][1]
         if not isinstance(node, SequenceNode):
             raise self.read.type_error(node, "conversations", "a list of conversations")
-        return self.conversations(node, "conversations", defaults)
+        loaded = self.conversations(node, "conversations", defaults)
+        turns = [turn for item in loaded for turn in item.conversation.turns]
+        self.check_results_declared(shared, turns, "no conversation of the file declares")
+        return loaded
 
     def conversations(self, node: SequenceNode, field: str, defaults: _Defaults) -> list[_Loaded]:
         """Every conversation of a list, numbered ``STEM-1``, ... when they have no id."""
@@ -313,7 +319,11 @@ class _FileBuilder:
         settings = self.parts.settings(node, field, allowed, what).over(base)
         items = self.read.items(node, field)
         turns_node = self.read.require(node, items, field, "turns")
-        turns = self.parts.turns(turns_node, join(field, "turns"))
+        turns = self.parts.turns(turns_node, join(field, "turns"), settings)
+        # The defaults' results need only be declared somewhere in the file (checked later).
+        self.check_results_declared(
+            settings, turns, "the conversation does not declare", skip="defaults"
+        )
         id_key: Node = node
         conversation_id = default_id
         if "id" in items:
@@ -330,8 +340,19 @@ class _FileBuilder:
             line=node.start_mark.line + 1,
             expect=settings.expect or (),
             expect_final=settings.expect_final or (),
+            max_tool_steps=settings.max_tool_steps or DEFAULT_MAX_TOOL_STEPS,
+            reasoning=settings.reasoning or "tool_chain",
         )
         return _Loaded(conversation, id_key.start_mark, join(field, "id"), settings.models or ())
+
+    def check_results_declared(
+        self, settings: Settings, turns: Sequence[Turn], scope: str, skip: str = "\0"
+    ) -> None:
+        """Refuse results for a tool that none of ``turns`` declares (``skip``: by field)."""
+        declared = sorted({name for turn in turns for name in tool_names(turn.tools.tools)})
+        for name, (_, key_node, where) in (settings.tool_results or {}).items():
+            if name not in declared and not where.startswith(skip):
+                raise self.read.error(key_node, where, undeclared(name, declared, scope))
 
 
 def _per_model(items: list[_Loaded]) -> list[_Loaded]:

@@ -17,7 +17,7 @@ from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS, ToolSettings
 
 DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 
-MESSAGE_ROLES = ("system", "developer", "user", "assistant")
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
 
 MAX_ID_LENGTH = 200
 """Longest id a conversation may have, a matrix's ``--name=value`` parts included."""
@@ -28,17 +28,26 @@ class Message:
     """One pre-filled chat message that precedes the scripted turns."""
 
     role: str
-    """``system``, ``developer``, ``user`` or ``assistant``."""
+    """``system``, ``developer``, ``user``, ``assistant`` or ``tool``."""
     content: Any
-    """A string, or a list of content parts passed through as given."""
+    """A string, or a list of content parts passed through as given (None only on an
+    assistant message with tool calls)."""
     name: str | None = None
     """Optional participant name, passed through to the API."""
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None
+    """An assistant message's tool calls (``{"id", "type", "function"}``), as written."""
+    tool_call_id: str | None = None
+    """A ``tool`` message: the id of the call it answers."""
 
     def as_dict(self) -> dict[str, Any]:
         """The message as the chat-completions API expects it."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.name is not None:
             out["name"] = self.name
+        if self.tool_calls is not None:
+            out["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
         return out
 
 
@@ -46,8 +55,9 @@ class Message:
 class Turn:
     """One scripted user turn."""
 
-    content: str
-    """The user message sent for this turn."""
+    content: str | list[dict[str, Any]]
+    """The user message sent for this turn: text, or content parts (``{type: text, ...}``,
+    ``image_url``, ``input_audio``) as the API takes them."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Request parameters for this turn only, laid over the conversation's."""
     line: int = 0

@@ -11,15 +11,18 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner.checks.base import CheckSpecError
 from runner.checks.kinds import Check, parse_expect
+from runner.spec.content import ContentReader
 from runner.spec.model import MAX_ID_LENGTH, MESSAGE_ROLES, Message, Turn
 from runner.spec.nodes import NodeReader, join, locate
+from runner.spec.toolspec import ScriptedResults, ToolReader, ToolSet
 from runner.spec.variables import Variables, braced_name
+from runner.spec.yamlsafe import NULL_TAG
 
 CONVERSATION_KEYS = (
     "id",
@@ -31,12 +34,17 @@ CONVERSATION_KEYS = (
     "expect",
     "expect_final",
     "vars",
+    "tools",
+    "tool_results",
+    "unscripted_tool_result",
+    "max_tool_steps",
+    "reasoning",
     "turns",
 )
 DEFAULTS_KEYS = tuple(key for key in CONVERSATION_KEYS if key not in ("id", "turns"))
 """What ``defaults:`` may set: everything a conversation may, except its id and turns."""
-TURN_KEYS = ("content", "params", "expect")
-MESSAGE_KEYS = ("role", "content", "name")
+TURN_KEYS = ("content", "params", "expect", "tools", "tool_results")
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 RESERVED_PARAMS: Mapping[str, str] = {
     "model": "set 'model' at the conversation level",
     "messages": "'messages' cannot be a parameter; use the conversation's 'messages'",
@@ -45,6 +53,13 @@ RESERVED_PARAMS: Mapping[str, str] = {
 """Parameter names refused in ``params``, with the reason given to the user."""
 
 _EMPTY_TURN = "empty turn; write the user's message or remove the turn"
+T = TypeVar("T")
+_ONLY_ASSISTANT = "only an assistant message has 'tool_calls'"
+_ONLY_TOOL = "only a 'role: tool' message has 'tool_call_id'"
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == NULL_TAG
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,12 @@ class Settings:
     messages: tuple[Message, ...] | None = None
     expect: tuple[Check, ...] | None = None
     expect_final: tuple[Check, ...] | None = None
+    tools: ToolSet | None = None
+    tool_results: ScriptedResults | None = None
+    unscripted_tool_result: tuple[str | None] | None = None
+    """Wrapped, so a null given (fail on unscripted calls) differs from none given."""
+    max_tool_steps: int | None = None
+    reasoning: str | None = None
 
     def over(self, base: Settings) -> Settings:
         """These settings laid over ``base``; params merge key by key, null removes one."""
@@ -73,7 +94,17 @@ class Settings:
             messages=base.messages if self.messages is None else self.messages,
             expect=base.expect if self.expect is None else self.expect,
             expect_final=base.expect_final if self.expect_final is None else self.expect_final,
+            tools=base.tools if self.tools is None else self.tools,
+            tool_results={**(base.tool_results or {}), **(self.tool_results or {})},
+            unscripted_tool_result=_first(self.unscripted_tool_result, base.unscripted_tool_result),
+            max_tool_steps=_first(self.max_tool_steps, base.max_tool_steps),
+            reasoning=_first(self.reasoning, base.reasoning),
         )
+
+
+def _first(value: T | None, base: T | None) -> T | None:
+    """``value`` when given, else ``base``."""
+    return base if value is None else value
 
 
 class PartsReader:
@@ -82,6 +113,8 @@ class PartsReader:
     def __init__(self, reader: NodeReader, variables: Variables) -> None:
         self.reader = reader
         self.variables = variables
+        self.content = ContentReader(reader, variables)
+        self.tools: ToolReader = self.content.tools
         self.parsed_expect: dict[tuple[int, str], tuple[Check, ...]] = {}
         """Expectations by node and scope: they use no vars, so a matrix parses them once."""
 
@@ -118,7 +151,20 @@ class PartsReader:
             expect_final=(
                 self.expect(*given["expect_final"], "final") if "expect_final" in given else None
             ),
+            **self.tool_settings(given),
         )
+
+    def tool_settings(self, given: Mapping[str, tuple[Node, str]]) -> dict[str, Any]:
+        """The tool parts of a conversation or of ``defaults:`` that are given."""
+        tools = self.tools
+        readers: dict[str, Any] = {
+            "tools": tools.tools,
+            "tool_results": tools.results,
+            "unscripted_tool_result": lambda n, f: (tools.unscripted(n, f),),
+            "max_tool_steps": tools.max_steps,
+            "reasoning": tools.reasoning,
+        }
+        return {key: read(*given[key]) for key, read in readers.items() if key in given}
 
     def model_list(self, node: Node, field: str) -> tuple[str, ...]:
         """``models:``: the conversation runs once per model, as ``ID@MODEL``."""
@@ -146,33 +192,61 @@ class PartsReader:
                 raise self.reader.error(node, field, message)
         return value
 
-    def turns(self, node: Node, field: str) -> tuple[Turn, ...]:
-        """``turns:``: a non-empty list of user turns."""
+    def turns(self, node: Node, field: str, settings: Settings) -> tuple[Turn, ...]:
+        """``turns:``: a non-empty list of user turns, tools resolved over ``settings``."""
         if not isinstance(node, SequenceNode):
             raise self.reader.type_error(node, field, "a list of turns")
         if not node.value:
             raise self.reader.error(node, field, "no turns; add at least one user turn")
-        return tuple(self.turn(item, f"{field}[{i}]") for i, item in enumerate(node.value))
+        return tuple(
+            self.turn(item, f"{field}[{i}]", settings) for i, item in enumerate(node.value)
+        )
 
-    def turn(self, node: Node, field: str) -> Turn:
+    def turn(self, node: Node, field: str, settings: Settings) -> Turn:
         """One turn: its text, or a mapping with ``content`` and its own params and expect."""
         line = node.start_mark.line + 1
+        unscripted = (settings.unscripted_tool_result or (None,))[0]
         if not isinstance(node, MappingNode) or braced_name(node) is not None:
             expected = "a string or a mapping with 'content'"
-            return Turn(
-                content=self.variables.filled(node, field, _EMPTY_TURN, expected), line=line
-            )
+            tools = self.tools.resolve(settings.tools, settings.tool_results, None, unscripted)
+            content = self.variables.filled(node, field, _EMPTY_TURN, expected)
+            return Turn(content=content, line=line, tools=tools)
         items = self.reader.items(node, field)
         self.reader.check_keys(items, field, TURN_KEYS)
         content_node = self.reader.require(node, items, field, "content")
-        content = self.variables.filled(content_node, join(field, "content"), _EMPTY_TURN)
         params: dict[str, Any] = {}
         if "params" in items:
             params = self.params(items["params"][1], join(field, "params"))
         expect: tuple[Check, ...] = ()
         if "expect" in items:
             expect = self.expect(items["expect"][1], join(field, "expect"), "turn")
-        return Turn(content=content, params=params, line=line, expect=expect)
+        own: dict[str, tuple[Node, str]] = {
+            key: (items[key][1], join(field, key))
+            for key in ("tools", "tool_results")
+            if key in items
+        }
+        given = self.tool_settings(own)
+        tools = self.tools.resolve(
+            given.get("tools", settings.tools),
+            {**(settings.tool_results or {}), **given.get("tool_results", {})},
+            given.get("tool_results"),
+            unscripted,
+        )
+        return Turn(
+            content=self.turn_content(content_node, join(field, "content")),
+            params=params,
+            line=line,
+            expect=expect,
+            tools=tools,
+        )
+
+    def turn_content(self, node: Node, field: str) -> str | list[dict[str, Any]]:
+        """A turn's text, or its content parts."""
+        if isinstance(node, SequenceNode):
+            return self.content.parts(node, field)
+        return self.variables.filled(
+            node, field, _EMPTY_TURN, "a string or a list of content parts"
+        )
 
     def expect(self, node: Node, field: str, scope: str) -> tuple[Check, ...]:
         """Expectations, pointing any problem at the value it is about."""
@@ -203,7 +277,9 @@ class PartsReader:
         """``messages:``: the history sent before the first turn."""
         if not isinstance(node, SequenceNode):
             raise self.reader.type_error(node, field, "a list of messages")
-        return tuple(self.message(item, f"{field}[{i}]") for i, item in enumerate(node.value))
+        messages = tuple(self.message(item, f"{field}[{i}]") for i, item in enumerate(node.value))
+        self.content.check_pairing(messages, node.value, field)
+        return messages
 
     def message(self, node: Node, field: str) -> Message:
         """One message: a known role, content, and an optional name."""
@@ -217,12 +293,24 @@ class PartsReader:
         if role not in MESSAGE_ROLES:
             message = f"unknown role '{role}'; use one of: {', '.join(MESSAGE_ROLES)}"
             raise read.error(role_node, join(field, "role"), message)
-        content_node = read.require(node, items, field, "content")
-        content = self.message_content(content_node, join(field, "content"))
+        tool_calls = tool_call_id = None
+        if "tool_calls" in items:
+            if role != "assistant":
+                raise read.error(items["tool_calls"][0], join(field, "tool_calls"), _ONLY_ASSISTANT)
+            tool_calls = self.content.tool_calls(items["tool_calls"][1], join(field, "tool_calls"))
+        if role == "tool":
+            id_node = read.require(node, items, field, "tool_call_id")
+            tool_call_id = read.nonblank(id_node, join(field, "tool_call_id"), "must not be empty")
+        elif "tool_call_id" in items:
+            raise read.error(items["tool_call_id"][0], join(field, "tool_call_id"), _ONLY_TOOL)
+        content = None
+        if tool_calls is None or ("content" in items and not _is_null(items["content"][1])):
+            content_node = read.require(node, items, field, "content")
+            content = self.message_content(content_node, join(field, "content"))
         name = None
         if "name" in items:
             name = read.nonblank(items["name"][1], join(field, "name"), "must not be empty")
-        return Message(role=role, content=content, name=name)
+        return Message(role, content, name, tool_calls, tool_call_id)
 
     def message_content(self, node: Node, field: str) -> Any:
         """A message's text (vars filled in), or its content parts as written."""

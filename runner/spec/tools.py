@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# One subset rule for 'when:' and for 'tool_called: {args: ...}'; checks may not import spec.
+from runner.checks.tools import is_subset as is_subset
+
 if TYPE_CHECKING:
     from runner.checks.structured import Schema
 
@@ -127,16 +130,6 @@ def result_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def is_subset(expected: Any, actual: Any) -> bool:
-    """Whether ``expected`` is contained in ``actual``: mappings key by key, else equal."""
-    if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and all(
-            key in actual and is_subset(value, actual[key]) for key, value in expected.items()
-        )
-    # true is not 1 here, unlike in Python: JSON tells them apart.
-    return isinstance(expected, bool) == isinstance(actual, bool) and bool(expected == actual)
 
 
 class _NotJSON:
