@@ -246,3 +246,29 @@ def test_a_run_level_error_in_the_judge_is_the_runs() -> None:
 
     with pytest.raises(OutputError):
         run(judge_check(), unreadable)
+
+
+def test_the_judge_sees_the_tool_exchange() -> None:
+    """A tool call and its result are in the conversation the judge reads, not 'null'."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c":18}'},
+        {"role": "assistant", "content": "It is 18 C."},
+    ]
+    prompt = judge_body("mentions 18", messages, "m")["messages"][1]["content"]
+    assert '[assistant]\n(calls the tool get_weather with {"city":"Paris"})' in prompt
+    assert '[tool]\n(the result of tool call call_1)\n{"temp_c":18}' in prompt
+    assert "null" not in prompt
+    plain = judge_body("r", [{"role": "user", "content": "hi"}], "m")["messages"][1]["content"]
+    assert "[user]\nhi\n\n" in plain  # messages without tools read as before

@@ -63,11 +63,7 @@ def rubric_of(check: Check) -> tuple[str, str | None]:
 
 def judge_body(rubric: str, messages: list[dict[str, Any]], model: str) -> dict[str, Any]:
     """The chat request that asks the judge for a verdict on the last answer."""
-    lines = []
-    for message in messages:
-        content = message.get("content")
-        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        lines.append(f"{message_heading(message.get('role', '?'))}\n{text}")
+    lines = [f"{message_heading(m.get('role', '?'))}\n{_judge_text(m)}" for m in messages]
     prompt = (
         f"{CONVERSATION_HEADING}\n\n"
         + "\n\n".join(lines)
@@ -81,6 +77,24 @@ def judge_body(rubric: str, messages: list[dict[str, Any]], model: str) -> dict[
         ],
         "temperature": 0,
     }
+
+
+def _judge_text(message: dict[str, Any]) -> str:
+    """A message as the judge reads it: its content, and any tool calls it made or answered."""
+    content = message.get("content")
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls and content is None:
+        content = ""
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if isinstance(calls, list):
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                name, arguments = function.get("name"), function.get("arguments")
+                text += f"\n(calls the tool {name} with {arguments})"
+    if message.get("role") == "tool":
+        text = f"(the result of tool call {message.get('tool_call_id')})\n{text}"
+    return text.lstrip("\n")
 
 
 def parse_verdict(content: Any) -> tuple[bool, str] | None:
