@@ -545,16 +545,20 @@ def test_a_journaled_tool_turn_is_trusted_whole_after_a_crash(tmp_path: Path) ->
     assert record["turns"][1]["message_index"] == 4
 
 
-def test_calls_in_a_turn_without_tools_are_kept_as_before(tmp_path: Path) -> None:
+def test_calls_in_a_turn_without_tools_fail_it_instead_of_breaking_the_history(
+    tmp_path: Path,
+) -> None:
+    """Sent back without results, the calls would make a history every provider refuses."""
     c1 = call("t1", "get_time", {})
     server = ToolServer(calling(c1))
-    c = Conversation(id="p", source="p.yaml", turns=(Turn("Hi"),))
+    c = Conversation(id="p", source="p.yaml", turns=(Turn("Hi"), Turn("Again")))
     run(c, tmp_path, server)
     (record,) = read_jsonl(tmp_path / "out.jsonl")
-    assert record["status"] == "completed"
-    assert record["messages"][-1] == {"role": "assistant", "content": None}
-    assert record["turns"][0]["extra"] == {"tool_calls": [c1]}
-    assert "steps" not in record["turns"][0]
+    assert record["status"] == "failed"
+    assert record["error"]["kind"] == "tool_unscripted"
+    assert "get_time" in record["error"]["message"]
+    assert len(server.bodies) == 1  # nothing more was sent
+    assert record["messages"][-1]["tool_calls"] == [c1]  # the calls, as the model made them
 
 
 def test_a_step_that_fails_for_good_resumes_after_the_steps_answered(tmp_path: Path) -> None:

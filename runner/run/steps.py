@@ -82,8 +82,9 @@ class StepChain:
     ) -> ToolProblem | None:
         """Take one step's answer into the history; say why the turn cannot go on, if so."""
         message = completion.message
-        # A turn that declares no tools is replayed as before, whatever the answer holds.
-        calls = tool_calls_of(message) if tools.tools else []
+        # Calls are answered even in a turn that declares no tools: sent back without their
+        # results, the history is one every provider refuses (an unscripted call fails).
+        calls = tool_calls_of(message)
         if not calls:
             self.record.messages.append({"role": "assistant", "content": completion.content})
             self.final = completion
