@@ -9,7 +9,7 @@ Model of the server (every knob is an option):
   with 429 (``--overflow reject``);
 - **rate limit**: with ``--rpm N``, a token bucket (refill N/60 per second, burst
   ``--burst``, default one second's worth) refuses requests beyond the limit with
-  429, ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``;
+  429, ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` (rounded up, never 0);
   ``--ratelimit-headers`` adds ``x-ratelimit-*`` headers to every answer;
 - **answers**: deterministic text of ``answer_tokens`` words with ``usage``
   (prompt tokens estimated at four characters a token).
@@ -198,7 +198,7 @@ class BenchServer:
             timing.status = 429
             headers = {
                 "retry-after": str(math.ceil(wait)),
-                "retry-after-ms": str(round(wait * 1000)),
+                "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
             }
             headers.update(self._rate_headers())
             return 429, headers, _error("Rate limit reached for requests", "rate_limit_exceeded")
