@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runner.spec.tools import ToolRule, ToolScript, ToolSettings, is_subset, scripted_result
+from runner.checks.tools import is_subset
+from runner.spec.tools import ToolRule, ToolScript, ToolSettings, scripted_result
 
 WEATHER = ToolScript(
     rules=(

@@ -17,7 +17,7 @@ from runner.cli.base import (
     main,
 )
 from runner.errors import InputError
-from runner.review.diff import FAIL_ON
+from runner.review import FAIL_ON
 from runner.transcripts.status import Status
 
 _ids_option = click.option(

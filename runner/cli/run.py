@@ -8,7 +8,6 @@ here is the terminal: signals, progress, the summary, reports, exit codes.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import signal
@@ -293,6 +292,8 @@ def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: 
         click.echo(f"mtrun: warning: {warning}", err=True)
     progress = ProgressPrinter(sys.stderr, live=not quiet and sys.stderr.isatty())
     try:
+        import asyncio  # a run needs it; --help and validate do not
+
         return asyncio.run(_replay_on_loop(conversations, config, progress, quiet=quiet))
     finally:
         progress.close()
@@ -320,6 +321,8 @@ async def _replay_on_loop(
             )
             os._exit(EXIT_INTERRUPTED)
         control.stop("interrupted by Ctrl-C", by_user=True)
+
+    import asyncio
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,3 +6,6 @@ a record's parts); ``diff`` computes a :class:`~runner.review.diff_model.RunDiff
 ``diff_text`` prints it, ``similarity`` measures answers; ``junit_text`` writes
 the texts inside a JUnit testcase.
 """
+
+FAIL_ON = ("regressed", "changed", "never")
+"""When ``mtrun diff`` fails a CI job (``--fail-on``); here so the CLI need not load the diff."""

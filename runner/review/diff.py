@@ -48,6 +48,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from runner.review import FAIL_ON
 from runner.review.diff_model import (
     AnswerChange,
     CheckChange,
@@ -72,9 +73,6 @@ from runner.transcripts.totals import totals
 
 SCHEMA = "mtrun.diff/1"
 """Version string of the JSON document; bumped on incompatible changes."""
-
-FAIL_ON = ("regressed", "changed", "never")
-"""Accepted values of :func:`should_fail`'s ``fail_on``."""
 
 
 def diff_runs(base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> RunDiff:

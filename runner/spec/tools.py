@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 # One subset rule for 'when:' and for 'tool_called: {args: ...}'; checks may not import spec.
-from runner.checks.tools import is_subset as is_subset
 
 if TYPE_CHECKING:
     from runner.checks.structured import Schema
@@ -53,6 +52,8 @@ class ToolRule:
 
     def answers(self, arguments: Any) -> bool:
         """Whether this rule answers a call with these (parsed) arguments."""
+        from runner.checks.tools import is_subset  # the check kinds' rule; loaded when used
+
         if self.when is not None and not is_subset(self.when, arguments):
             return False
         if self.when_schema is not None:
