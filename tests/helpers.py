@@ -206,3 +206,22 @@ async def bounded(coro: Any, seconds: float = 5.0) -> Any:
         task.cancel()
         raise AssertionError(f"still waiting after {seconds} s")
     return task.result()
+
+
+def record(i: int, status: str = "completed") -> dict[str, Any]:
+    """A whole, plain transcript record of conversation ``c{i}``."""
+    return {
+        "schema": "mtrun.transcript/1",
+        "run_id": "r1",
+        "id": f"c{i}",
+        "source": "a.yaml",
+        "model": "m",
+        "base_url": "mock://offline",
+        "params": {},
+        "status": status,
+        "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+        "turns": [{"index": 0, "message_index": 0, "attempts": [{"attempt": 1, "outcome": "ok"}]}],
+        "fingerprint": "sha256:x",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+    }

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import record
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loading import load_as
@@ -278,24 +279,6 @@ def test_parse_duration_is_none_or_a_finite_duration(raw: str | None) -> None:
 
 
 # -- transcripts with torn and corrupted lines --------------------------------------------
-
-
-def record(i: int, status: str = "completed") -> dict[str, Any]:
-    return {
-        "schema": "mtrun.transcript/1",
-        "run_id": "r1",
-        "id": f"c{i}",
-        "source": "a.yaml",
-        "model": "m",
-        "base_url": "mock://offline",
-        "params": {},
-        "status": status,
-        "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
-        "turns": [{"index": 0, "message_index": 0, "attempts": [{"attempt": 1, "outcome": "ok"}]}],
-        "fingerprint": "sha256:x",
-        "started_at": "2026-01-01T00:00:00Z",
-        "finished_at": "2026-01-01T00:00:01Z",
-    }
 
 
 LINES = [json.dumps(record(i, s)).encode() + b"\n" for i, s in enumerate(["completed", "failed"])]

@@ -18,30 +18,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import record
 
 from runner.cli import main
 from runner.errors import OutputError
 from runner.transcripts.jsonio import MAX_DEPTH, MAX_LINE_BYTES, json_lines, parse_line
 from runner.transcripts.reader import read_transcript
 from runner.transcripts.store import TranscriptStore
-
-
-def record(i: int, status: str = "completed") -> dict[str, Any]:
-    return {
-        "schema": "mtrun.transcript/1",
-        "run_id": "r1",
-        "id": f"c{i}",
-        "source": "a.yaml",
-        "model": "m",
-        "base_url": "mock://offline",
-        "params": {},
-        "status": status,
-        "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
-        "turns": [{"index": 0, "message_index": 0, "attempts": [{"attempt": 1, "outcome": "ok"}]}],
-        "fingerprint": "sha256:x",
-        "started_at": "2026-01-01T00:00:00Z",
-        "finished_at": "2026-01-01T00:00:01Z",
-    }
 
 
 def line(value: Any) -> bytes:

@@ -17,12 +17,11 @@ import asyncio
 import contextlib
 import os
 import queue
-import stat
 import threading
 from pathlib import Path
 
 from runner.errors import OutputError
-from runner.transcripts.jsonio import json_lines, not_regular
+from runner.transcripts.jsonio import json_lines, regular_fd
 
 try:  # POSIX only; on other systems two runs on one output are not prevented.
     import fcntl
@@ -173,11 +172,7 @@ def open_locked(path: Path, *, new: bool) -> int:
         raise OutputError(f"{path} already exists; pass --resume to continue it") from None
     except OSError as exc:
         raise OutputError(f"cannot open {path}: {exc.strerror or exc}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise OutputError(f"cannot use {path} as the output: {not_regular(mode)}")
-    os.set_blocking(fd, True)
+    regular_fd(fd, f"cannot use {path} as the output")
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

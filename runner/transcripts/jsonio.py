@@ -95,10 +95,19 @@ def open_regular(path: Path) -> int:
         raise
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return regular_fd(fd, f"cannot read {path}")
+
+
+def regular_fd(fd: int, refusal: str) -> int:
+    """``fd``, back in blocking mode, if it is a regular file; else closed and refused.
+
+    ``refusal`` starts the error's message (``cannot read PATH``); what the file
+    is instead (a FIFO, a device, a folder) follows it.
+    """
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise OutputError(f"cannot read {path}: {not_regular(mode)}")
+        raise OutputError(f"{refusal}: {not_regular(mode)}")
     os.set_blocking(fd, True)
     return fd
 
