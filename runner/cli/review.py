@@ -16,6 +16,7 @@ from runner.cli.base import (
     EXIT_OK,
     main,
 )
+from runner.cli.github import annotations_option
 from runner.errors import InputError
 from runner.review import FAIL_ON
 from runner.transcripts.status import Status
@@ -52,6 +53,7 @@ _ids_option = click.option(
 @click.option(
     "--color/--no-color", default=None, help="Colour the text report (default: on a terminal)."
 )
+@annotations_option
 def diff_command(
     base: Path,
     new: Path | None,
@@ -59,6 +61,7 @@ def diff_command(
     as_json: bool,
     fail_on: str,
     color: bool | None,
+    annotations: str,
 ) -> None:
     """Compare two transcripts: BASE (e.g. main) against NEW (e.g. a pull request).
 
@@ -70,8 +73,10 @@ def diff_command(
     Exit 1 per --fail-on; 2 when a file cannot be read or NEW holds no
     conversation at all (an empty or unreadable output is no evidence).
     """
+    from runner.cli.github import annotations_on, github_output, locations_from_files, publish_diff
     from runner.review.diff import diff_runs, render_json, should_fail
     from runner.review.diff_text import render_text
+    from runner.review.github import json_without_commands
     from runner.transcripts.fields import escape_surrogates
 
     before = _read_for_review(base)
@@ -88,13 +93,19 @@ def diff_command(
     elif new is None:
         raise InputError("give two transcripts (BASE NEW), or one with --models A B")
     report = diff_runs(before, after)
-    if as_json:
-        click.echo(escape_surrogates(json.dumps(render_json(report), ensure_ascii=False, indent=2)))
-    else:
-        use_color = (
-            color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        )
-        click.echo(render_text(report, color=use_color))
+    on = annotations_on(annotations)
+    with github_output(on) as github:
+        if as_json:
+            text = escape_surrogates(json.dumps(render_json(report), ensure_ascii=False, indent=2))
+            click.echo(json_without_commands(text) if on else text)
+        else:
+            use_color = (
+                color if color is not None else sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            )
+            click.echo(render_text(report, color=use_color))
+        if github is not None:
+            title = f"{base} vs {new}" if models is None else f"{models[0]} vs {models[1]}"
+            publish_diff(github, report, locations_from_files(after), title=title)
     sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)
 
 

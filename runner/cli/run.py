@@ -28,6 +28,7 @@ from runner.cli.base import (
     main,
     show_error,
 )
+from runner.cli.github import annotations_option
 from runner.cli.run_options import (
     Concurrency,
     RunOptions,
@@ -41,6 +42,7 @@ from runner.run.config import AUTO_CEILING, AUTO_START
 from runner.spec.tools import REASONING_POLICIES
 
 if TYPE_CHECKING:
+    from runner.cli.github import GitHubOutput
     from runner.cli.progress import ProgressPrinter
     from runner.run.config import RunConfig
     from runner.run.events import RunResult
@@ -238,6 +240,7 @@ Examples:
     is_flag=True,
     help="Validate and print the plan (requests, estimated prompt tokens); send nothing.",
 )
+@annotations_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def run_command(**options: Any) -> None:
     """Run conversations (see RUN_HELP)."""
@@ -246,6 +249,13 @@ def run_command(**options: Any) -> None:
 
 def run_from_options(options: RunOptions) -> None:
     """``mtrun run``: load, expand and replay the batch, then report and exit."""
+    from runner.cli.github import annotations_on, github_output
+
+    with github_output(annotations_on(options.annotations)) as github:
+        _run_from_options(options, github)
+
+
+def _run_from_options(options: RunOptions, github: GitHubOutput | None) -> None:
     from runner.run.plan import estimate_batch, plan_lines
     from runner.run.shard import parse_shard
 
@@ -265,6 +275,8 @@ def run_from_options(options: RunOptions) -> None:
     code = exit_code(result, options.min_pass_rate)
     try:
         _write_reports(result, code, options, batch=(conversations, config))
+        if github is not None:
+            _publish(github, result, (conversations, config))
     except RunnerError as exc:  # the run happened: say how it went, then this
         show_error(exc)
         code = code if code == EXIT_INTERRUPTED else max(code, EXIT_FAILED)
@@ -273,6 +285,17 @@ def run_from_options(options: RunOptions) -> None:
     if result.output_error:
         show_error(result.output_error)
     sys.exit(code)
+
+
+def _publish(
+    github: GitHubOutput, result: RunResult, batch: tuple[Sequence[Conversation], RunConfig]
+) -> None:
+    """Annotations of the run's failures and its job summary (``--annotations``)."""
+    from runner.cli.github import locations_of, publish_run
+    from runner.run.batch import expand_batch
+
+    locations = locations_of(expand_batch(*batch))
+    publish_run(github, result.output, locations, not_started=result.not_started)
 
 
 def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:

@@ -74,6 +74,7 @@ class RunOptions:
     budget_tokens: int | None
     shard_spec: str | None
     dry_run: bool
+    annotations: str
     quiet: bool
 
 
