@@ -6,6 +6,8 @@ import pytest
 import virtualtime
 
 KEY_VARS = ("MTRUN_API_KEY", "ARCEE_API_KEY", "OPENAI_API_KEY", "MTRUN_BASE_URL", "MTRUN_MODEL")
+GITHUB_VARS = ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE")
+"""Set in every GitHub Actions step; a test that wants them sets them itself."""
 NETWORK_VARS = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -18,8 +20,8 @@ NETWORK_VARS = (
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's real keys, endpoint, proxy or CA settings."""
-    for name in KEY_VARS:
+    """Tests never see the developer's real keys, endpoint, proxy, CA or GitHub settings."""
+    for name in (*KEY_VARS, *GITHUB_VARS):
         monkeypatch.delenv(name, raising=False)
     for name in NETWORK_VARS:
         monkeypatch.delenv(name, raising=False)

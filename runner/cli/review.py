@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from runner.cli.github import annotations_option
 from runner.errors import InputError
 from runner.review import FAIL_ON
 from runner.transcripts.status import Status
+
+if TYPE_CHECKING:
+    from runner.transcripts.merge import MergeReport
 
 _ids_option = click.option(
     "--id",
@@ -258,7 +261,10 @@ def report_command(
     from runner.review.report import build_comparison, build_report, write_report
 
     if len(transcripts) > 2:
-        raise InputError("give one transcript, or two to compare: mtrun report BASE NEW")
+        raise InputError(
+            "give one transcript, or two to compare: mtrun report BASE NEW "
+            "(for the shards of one batch: mtrun merge OUT SHARDS... --report OUT.html)"
+        )
     if models:
         from runner.transcripts.records import records_of_model
 
@@ -303,23 +309,82 @@ def report_command(
     metavar="FILES",
     help="The batch's conversation files (repeatable): also check that none is missing.",
 )
-def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, ...]) -> None:
+@click.option(
+    "--report",
+    "html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write one HTML report of the whole batch (as 'mtrun report OUTPUT').",
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write one JUnit XML report of the whole batch (conversations missing from "
+    "every shard, with --conversations, as errors).",
+)
+@annotations_option
+def merge_command(
+    output: Path,
+    shards: tuple[Path, ...],
+    patterns: tuple[str, ...],
+    html: Path | None,
+    junit: Path | None,
+    annotations: str,
+) -> None:
     """Combine the outputs of `mtrun --shard K/N` runs into OUTPUT.
 
     \b
     Checks that every shard of the split is present and every conversation
     appears exactly once (with --conversations: that none of the batch is
     missing). Exit 0 when complete, 3 when something is missing or
-    duplicated (OUTPUT is still written, for inspection), 2 on bad input.
+    duplicated (OUTPUT and the reports are still written, for inspection),
+    2 on bad input. With --report and --junit, one page and one JUnit file
+    cover every shard: the batch's results in one place.
     """
+    from runner.cli.github import annotations_on, github_output
     from runner.spec.loader import load_conversations
     from runner.transcripts.merge import merge_shards
 
-    expected = [c.id for c in load_conversations(patterns)] if patterns else None
+    conversations = load_conversations(patterns) if patterns else None
+    expected = [c.id for c in conversations] if conversations is not None else None
     report = merge_shards(output, shards, expected_ids=expected)
-    click.echo(
-        f"merged {report.conversations} conversations from {len(shards)} files into {output}"
-    )
+    sources = {c.id: c.source for c in conversations or ()}
+    missing = [(cid, sources.get(cid, "")) for cid in report.missing]
+    with github_output(annotations_on(annotations)) as github:
+        _merge_lines(report, output, len(shards))
+        _merged_reports(output, html=html, junit=junit, missing=missing)
+        if github is not None:
+            from runner.cli.github import locations_from_files, publish_run
+
+            merged = _read_for_review(output)
+            publish_run(github, output, locations_from_files(merged), not_started=len(missing))
+    sys.exit(EXIT_OK if report.complete else EXIT_FAILED)
+
+
+def _merged_reports(
+    output: Path, *, html: Path | None, junit: Path | None, missing: list[tuple[str, str]]
+) -> None:
+    """The HTML page and the JUnit file of a merged batch, when asked for."""
+    if html is None and junit is None:
+        return
+    records = _read_for_review(output)
+    if html is not None:
+        from runner.review.report import build_report, write_report
+
+        write_report(html, build_report(records, title=output.name, source=str(output)))
+        click.echo(f"wrote {html}")
+    if junit is not None:
+        from runner.review.junit import write_junit
+
+        reason = "missing from every shard output"
+        write_junit(junit, records, run_name=output.stem, batch=missing, not_run_reason=reason)
+        click.echo(f"wrote {junit}")
+
+
+def _merge_lines(report: MergeReport, output: Path, count: int) -> None:
+    """What the merge found, on stdout and stderr."""
+    click.echo(f"merged {report.conversations} conversations from {count} files into {output}")
     for index in report.missing_shards:
         click.echo(f"missing shard: {index}/{report.shard_count}", err=True)
     for cid, files in report.duplicates:
@@ -332,4 +397,3 @@ def merge_command(output: Path, shards: tuple[Path, ...], patterns: tuple[str, .
             "(resume their shard with --resume)",
             err=True,
         )
-    sys.exit(EXIT_OK if report.complete else EXIT_FAILED)
