@@ -36,8 +36,10 @@ annotations_option = click.option(
     type=click.Choice(ANNOTATION_MODES),
     default="auto",
     show_default=True,
-    help="GitHub Actions annotations for failures, and a job summary appended to "
-    "$GITHUB_STEP_SUMMARY: 'auto' when GITHUB_ACTIONS=true, 'github' always, 'off' never.",
+    metavar="WHEN",
+    help="GitHub Actions annotations of failures at their file and line, and a job summary "
+    "appended to $GITHUB_STEP_SUMMARY: 'auto' when GITHUB_ACTIONS=true, 'github' always, "
+    "'off' never.",
 )
 """``--annotations``, shared by ``run``, ``diff`` and ``merge``."""
 
