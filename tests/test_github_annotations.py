@@ -8,8 +8,10 @@ run: ours, and never one smuggled in by an answer.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -264,3 +266,23 @@ def test_diff_annotates_regressions_and_its_output_injects_nothing(batch: Path) 
     assert runner_commands(as_json.stdout) == []
     unguarded = invoke("diff", "base.jsonl", "new.jsonl", "--json")
     assert json.loads(as_json.stdout) == json.loads(unguarded.stdout)
+
+
+def test_a_line_written_in_pieces_is_neutralised_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.cli.github import github_output
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    with github_output(True, environ={}) as github:
+        assert github is not None
+        sys.stdout.write("  ")
+        sys.stdout.flush()
+        sys.stdout.write("::add-mask::x\nok\n##")
+        sys.stderr.write("[error]y\n")
+        github.annotate(["::notice::ours"])
+        sys.stdout.write("[set-output]z")
+    assert sys.stdout is out and sys.stderr is err
+    assert out.getvalue() == "\\  ::add-mask::x\nok\n##\\[set-output]z"
+    assert err.getvalue() == "[error]y\n::notice::ours\n"
+    assert runner_commands(out.getvalue() + err.getvalue()) == [("notice", {}, "ours")]

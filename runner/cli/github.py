@@ -200,13 +200,15 @@ def github_output(
         return
     output = GitHubOutput(environ)
     saved = sys.stdout, sys.stderr
-    guards = _Neutralising(sys.stdout), _Neutralising(sys.stderr)
-    sys.stdout, sys.stderr = guards
+    # A terminal is never a step's log, and its live progress line must not wait for a line end.
+    out, err = (s if s.isatty() else _Neutralising(s) for s in saved)
+    sys.stdout, sys.stderr = out, err
     try:
         yield output
     finally:
-        for guard in guards:
-            guard.finish()
+        for stream in (out, err):
+            if isinstance(stream, _Neutralising):
+                stream.finish()
         sys.stdout, sys.stderr = saved
 
 
