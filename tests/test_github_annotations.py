@@ -286,3 +286,33 @@ def test_a_line_written_in_pieces_is_neutralised_whole(monkeypatch: pytest.Monke
     assert out.getvalue() == "\\  ::add-mask::x\nok\n##\\[set-output]z"
     assert err.getvalue() == "[error]y\n::notice::ours\n"
     assert runner_commands(out.getvalue() + err.getvalue()) == [("notice", {}, "ours")]
+
+
+def test_an_invalid_file_is_annotated_at_its_line_and_column(batch: Path) -> None:
+    (batch / "conversations" / "typo.yaml").write_text(
+        "id: typo\nturns:\n  - content: hi\n    expcet: {}\n"
+    )
+    result = invoke("validate", "conversations/", GITHUB_ACTIONS="true")
+    assert result.exit_code == 2
+    (command,) = runner_commands(result.stderr)
+    assert command[0] == "error"
+    assert command[1] == {"file": "conversations/typo.yaml", "line": "4", "col": "5",
+                          "title": "mtrun: invalid conversation file"}  # fmt: skip
+    assert command[2].startswith("conversations/typo.yaml:4:5: turns[0].expcet: unknown key")
+    run = invoke("--mock", "-o", "x.jsonl", "conversations/", GITHUB_ACTIONS="true")
+    assert run.exit_code == 2
+    assert [c[1] for c in runner_commands(run.stderr)] == [command[1]]
+    assert run.stderr.splitlines()[-1] == "mtrun: error: " + command[2]
+
+
+def test_conversations_never_started_get_one_warning(batch: Path) -> None:
+    (batch / "conversations" / "breaks.yaml").unlink()
+    many = "".join(f"  - id: m{i}\n    turns: [hello {i}]\n" for i in range(6))
+    (batch / "conversations" / "many.yaml").write_text("conversations:\n" + many)
+    result = invoke("--mock", "-j", "1", "--budget-tokens", "50", "-o", "out.jsonl",
+                    "conversations/many.yaml", GITHUB_ACTIONS="true")  # fmt: skip
+    assert result.exit_code == 3
+    warnings = [c for c in runner_commands(result.stderr) if c[0] == "warning"]
+    assert warnings[-1][1]["title"].startswith("mtrun: ")
+    assert warnings[-1][1]["title"].endswith(" conversations not started")
+    assert "budget" in warnings[-1][2]

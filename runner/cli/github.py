@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from runner.errors import RunnerError
+from runner.errors import InputError, RunnerError
 
 if TYPE_CHECKING:
     from runner.review.diff_model import RunDiff
@@ -171,6 +171,18 @@ class GitHubOutput:
             self.stderr.write(line + "\n")
         self.stderr.flush()
 
+    def annotate_input_errors(self, errors: Sequence[InputError]) -> None:
+        """Errors at the file, line and column of problems in conversation files."""
+        from runner.review.github import command_lines, input_annotation
+
+        found = [
+            input_annotation(
+                workspace_file(e.path, self.environ), e.line or 0, e.column or 0, str(e)
+            )
+            for e in errors
+        ]
+        self.annotate(command_lines(found))
+
     def summarise(self, markdown: str) -> None:
         """Append ``markdown`` to ``$GITHUB_STEP_SUMMARY`` within GitHub's limit, if it is set."""
         from runner.review.github_summary import SUMMARY_LIMIT, fit
@@ -188,6 +200,17 @@ class GitHubOutput:
             click.echo(
                 f"mtrun: warning: cannot append the job summary to {target}: {reason}", err=True
             )
+
+
+@contextmanager
+def input_errors_annotated(output: GitHubOutput | None) -> Iterator[None]:
+    """While ``output`` is on, an invalid conversation file raised inside is annotated too."""
+    try:
+        yield
+    except InputError as exc:
+        if output is not None:
+            output.annotate_input_errors([exc])
+        raise
 
 
 @contextmanager
@@ -218,14 +241,23 @@ def publish_run(
     locations: Mapping[str, Location],
     *,
     not_started: int = 0,
+    reason: str = "",
 ) -> None:
-    """Annotations and the job summary of a run's transcript (``run``, ``merge``)."""
-    from runner.review.github import command_lines, run_annotations
+    """Annotations and the job summary of a run's transcript (``run``, ``merge``).
+
+    ``not_started`` conversations of the batch have no record (the run
+    stopped first, or no shard output holds them): one warning, ``reason``.
+    """
+    from runner.review.github import Annotation, command_lines, run_annotations
     from runner.review.github_summary import run_summary
     from runner.transcripts.reader import read_transcript
 
     records = read_transcript(transcript)
-    output.annotate(command_lines(run_annotations(records, locations)))
+    found = run_annotations(records, locations)
+    if not_started:
+        title = f"mtrun: {not_started} conversations not started"
+        found.append(Annotation("warning", title, reason or "the run stopped before them"))
+    output.annotate(command_lines(found))
     title = workspace_file(str(transcript), output.environ)
     output.summarise(run_summary(records, locations, title=title, not_started=not_started))
 

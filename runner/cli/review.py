@@ -358,7 +358,9 @@ def merge_command(
             from runner.cli.github import locations_from_files, publish_run
 
             merged = _read_for_review(output)
-            publish_run(github, output, locations_from_files(merged), not_started=len(missing))
+            reason = "missing from every shard output"
+            where = locations_from_files(merged)
+            publish_run(github, output, where, not_started=len(missing), reason=reason)
     sys.exit(EXIT_OK if report.complete else EXIT_FAILED)
 
 

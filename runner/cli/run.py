@@ -249,10 +249,11 @@ def run_command(**options: Any) -> None:
 
 def run_from_options(options: RunOptions) -> None:
     """``mtrun run``: load, expand and replay the batch, then report and exit."""
-    from runner.cli.github import annotations_on, github_output
+    from runner.cli.github import annotations_on, github_output, input_errors_annotated
 
     with github_output(annotations_on(options.annotations)) as github:
-        _run_from_options(options, github)
+        with input_errors_annotated(github):
+            _run_from_options(options, github)
 
 
 def _run_from_options(options: RunOptions, github: GitHubOutput | None) -> None:
@@ -295,7 +296,8 @@ def _publish(
     from runner.run.batch import expand_batch
 
     locations = locations_of(expand_batch(*batch))
-    publish_run(github, result.output, locations, not_started=result.not_started)
+    reason = result.stop_reason or ""
+    publish_run(github, result.output, locations, not_started=result.not_started, reason=reason)
 
 
 def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:
@@ -427,11 +429,16 @@ MAX_REPORTED_ERRORS = 50
     f"(at most {MAX_REPORTED_ERRORS} lines, then how many more).",
 )
 @click.argument("files", nargs=-1, required=True)
-def validate_command(files: tuple[str, ...]) -> None:
+@annotations_option
+def validate_command(files: tuple[str, ...], annotations: str) -> None:
     """Check conversation files, reporting every bad one (see the help above)."""
+    from runner.cli.github import annotations_on, github_output
     from runner.spec.loader import check_files
 
     checked = check_files(files)
+    with github_output(annotations_on(annotations)) as github:
+        if github is not None:
+            github.annotate_input_errors(checked.errors)
     for error in checked.errors[:MAX_REPORTED_ERRORS]:
         click.echo(f"mtrun: error: {error}", err=True)
     more = len(checked.errors) - MAX_REPORTED_ERRORS

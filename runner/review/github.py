@@ -110,6 +110,8 @@ class Annotation:
     """The file it points at (empty: none)."""
     line: int = 0
     """The line in that file (0: none)."""
+    column: int = 0
+    """The column on that line (0: none)."""
 
 
 def command(annotation: Annotation) -> str:
@@ -119,6 +121,8 @@ def command(annotation: Annotation) -> str:
         props.append(f"file={escape_property(annotation.file)}")
         if annotation.line > 0:
             props.append(f"line={annotation.line}")
+            if annotation.column > 0:
+                props.append(f"col={annotation.column}")
     props.append(f"title={escape_property(_clean(annotation.title, 200))}")
     message = escape_data(_clean(annotation.message, MESSAGE_CHARS, multiline=True))
     return f"::{annotation.level} {','.join(props)}::{message}"
@@ -151,6 +155,11 @@ def _clean(text: str, limit: int, *, multiline: bool = False) -> str:
     """Text with control characters made visible, cut to ``limit`` characters."""
     shown = visible(text, multiline=multiline)
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def input_annotation(file: str, line: int, column: int, message: str) -> Annotation:
+    """An error at a problem of a conversation file (``message``: the whole one-line error)."""
+    return Annotation("error", "mtrun: invalid conversation file", message, file, line, column)
 
 
 def located(record: Mapping[str, Any], locations: Mapping[str, Location]) -> Location:
