@@ -316,3 +316,14 @@ def test_conversations_never_started_get_one_warning(batch: Path) -> None:
     assert warnings[-1][1]["title"].startswith("mtrun: ")
     assert warnings[-1][1]["title"].endswith(" conversations not started")
     assert "budget" in warnings[-1][2]
+
+
+def test_a_file_outside_the_workspace_gets_no_file_property(batch: Path) -> None:
+    (batch / "conversations" / "breaks.yaml").unlink()
+    workspace = batch / "workspace"
+    workspace.mkdir()
+    with LoopbackServer(hostile_rules) as server:
+        result = invoke("--base-url", server.base_url, "-o", "out.jsonl", "conversations/",
+                        GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(workspace))  # fmt: skip
+    (command,) = runner_commands(result.stderr)
+    assert command[1] == {"title": "hostile-answers: turn 2: not_contains failed"}

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -50,20 +50,18 @@ def annotations_on(mode: str, environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def workspace_file(source: str, environ: Mapping[str, str] = os.environ) -> str:
-    """``source`` as GitHub names files: relative to ``GITHUB_WORKSPACE`` (else the cwd)."""
+    """``source`` as GitHub names files: relative to ``GITHUB_WORKSPACE`` (else the cwd).
+
+    Empty for a file outside the workspace (a base branch checked out beside
+    it): an annotation there would land on the workspace's file of that name.
+    """
     if not source:
         return ""
     root = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
-    path = Path(source)
     try:
-        return (
-            (path if path.is_absolute() else Path.cwd() / path)
-            .resolve()
-            .relative_to(root)
-            .as_posix()
-        )
+        return (Path.cwd() / source).resolve().relative_to(root).as_posix()
     except (ValueError, OSError):
-        return PurePath(source).as_posix()
+        return ""
 
 
 def locations_of(
@@ -258,7 +256,7 @@ def publish_run(
         title = f"mtrun: {not_started} conversations not started"
         found.append(Annotation("warning", title, reason or "the run stopped before them"))
     output.annotate(command_lines(found))
-    title = workspace_file(str(transcript), output.environ)
+    title = workspace_file(str(transcript), output.environ) or str(transcript)
     output.summarise(run_summary(records, locations, title=title, not_started=not_started))
 
 
