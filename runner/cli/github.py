@@ -27,6 +27,7 @@ from runner.errors import InputError, RunnerError
 if TYPE_CHECKING:
     from runner.review.diff_model import RunDiff
     from runner.review.github import Location
+    from runner.run.events import RunResult
     from runner.spec.model import Conversation
 
 ANNOTATION_MODES = ("auto", "github", "off")
@@ -168,6 +169,16 @@ class GitHubOutput:
         for line in lines:
             self.stderr.write(line + "\n")
         self.stderr.flush()
+
+    def publish_batch(self, result: RunResult, batch: Iterable[Conversation]) -> None:
+        """Annotations and the job summary of ``mtrun run``'s output (``batch``: as expanded)."""
+        publish_run(
+            self,
+            result.output,
+            locations_of(batch, self.environ),
+            not_started=result.not_started,
+            reason=result.stop_reason or "",
+        )
 
     def annotate_input_errors(self, errors: Sequence[InputError]) -> None:
         """Errors at the file, line and column of problems in conversation files."""

@@ -257,6 +257,7 @@ def run_from_options(options: RunOptions) -> None:
 
 
 def _run_from_options(options: RunOptions, github: GitHubOutput | None) -> None:
+    from runner.run.batch import expand_batch
     from runner.run.plan import estimate_batch, plan_lines
     from runner.run.shard import parse_shard
 
@@ -277,7 +278,7 @@ def _run_from_options(options: RunOptions, github: GitHubOutput | None) -> None:
     try:
         _write_reports(result, code, options, batch=(conversations, config))
         if github is not None:
-            _publish(github, result, (conversations, config))
+            github.publish_batch(result, expand_batch(conversations, config))
     except RunnerError as exc:  # the run happened: say how it went, then this
         show_error(exc)
         code = code if code == EXIT_INTERRUPTED else max(code, EXIT_FAILED)
@@ -286,18 +287,6 @@ def _run_from_options(options: RunOptions, github: GitHubOutput | None) -> None:
     if result.output_error:
         show_error(result.output_error)
     sys.exit(code)
-
-
-def _publish(
-    github: GitHubOutput, result: RunResult, batch: tuple[Sequence[Conversation], RunConfig]
-) -> None:
-    """Annotations of the run's failures and its job summary (``--annotations``)."""
-    from runner.cli.github import locations_of, publish_run
-    from runner.run.batch import expand_batch
-
-    locations = locations_of(expand_batch(*batch))
-    reason = result.stop_reason or ""
-    publish_run(github, result.output, locations, not_started=result.not_started, reason=reason)
 
 
 def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:
