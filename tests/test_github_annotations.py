@@ -327,3 +327,9 @@ def test_a_file_outside_the_workspace_gets_no_file_property(batch: Path) -> None
                         GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(workspace))  # fmt: skip
     (command,) = runner_commands(result.stderr)
     assert command[1] == {"title": "hostile-answers: turn 2: not_contains failed"}
+
+
+def test_lines_end_where_the_runner_ends_them() -> None:
+    text = "##\u2028[x]\r\n::a\u0085::b\rc"
+    assert neutralise_text(text) == "##\u2028\\[x]\r\n\\::a\u0085::b\rc"
+    assert runner_commands(neutralise_text(text)) == []

@@ -135,9 +135,9 @@ class _Neutralising(io.TextIOBase):
         return self.inner.isatty()
 
     def write(self, text: str) -> int:
-        from runner.review.github import neutralise
+        from runner.review.github import neutralise, runner_lines
 
-        lines = (self.pending + text).splitlines(keepends=True)
+        lines = runner_lines(self.pending + text)
         self.pending = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
         if lines:
             self.inner.write("".join(neutralise(line) for line in lines))

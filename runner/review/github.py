@@ -17,6 +17,7 @@ counting the rest.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,8 +47,12 @@ def escape_property(text: str) -> str:
 
 
 def _ignorable(ch: str) -> bool:
-    """Whether a comparison of text may skip ``ch`` (format and control characters)."""
-    return unicodedata.category(ch) in ("Cf", "Cc") and ch not in "\r\n"
+    """Whether a comparison of text may skip ``ch``: format, control, line and paragraph marks.
+
+    The runner compares with .NET's culture-sensitive rules, which may pass
+    over invisible characters; counting more of them as skippable is safe.
+    """
+    return unicodedata.category(ch) in ("Cf", "Cc", "Zl", "Zp") and ch not in "\r\n"
 
 
 def neutralise(line: str) -> str:
@@ -73,9 +78,17 @@ def neutralise(line: str) -> str:
     return "".join(out)
 
 
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def runner_lines(text: str) -> list[str]:
+    """``text`` cut into lines as the runner reads them (at CR, LF or CRLF), ends kept."""
+    return _LINES.findall(text)
+
+
 def neutralise_text(text: str) -> str:
     """Every line of ``text`` neutralised (see :func:`neutralise`); line ends kept."""
-    return "".join(neutralise(line) for line in text.splitlines(keepends=True))
+    return "".join(neutralise(line) for line in runner_lines(text))
 
 
 @dataclass(frozen=True, slots=True)
