@@ -36,6 +36,8 @@ HEADER_COMMANDS = re.findall(r"^#   (.+)$", TEXT, re.MULTILINE)
 MERGE_LINE = re.search(r"^# Afterwards: (mtrun merge .+)$", TEXT, re.MULTILINE)
 TASKS = 16
 WAIT_S = 60.0
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+"""Job states a task does not leave (REQUEUED, PENDING, RUNNING, COMPLETING do)."""
 
 
 def unavailable(reason: str) -> None:
@@ -144,14 +146,13 @@ def finish(cluster: SlurmCluster, job: str, folder: Path) -> dict[int, dict[str,
 
     def ended() -> bool:
         found = tasks(cluster, job)
-        return len(found) == TASKS and all(
-            f["JobState"] not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING")
-            for f in found.values()
-        )
+        return len(found) == TASKS and all(f["JobState"] in ENDED for f in found.values())
 
     wait_until(ended, f"job array {job} did not end", cluster)
     found = tasks(cluster, job)
-    failed = {k: (f["JobState"], f["Reason"]) for k, f in found.items() if f["JobState"] != "COMPLETED"}
+    failed = {
+        k: (f["JobState"], f["Reason"]) for k, f in found.items() if f["JobState"] != "COMPLETED"
+    }
     logs = "\n".join(p.read_text() for p in sorted(folder.glob("slurm-*.log")))
     assert not failed, f"{failed}\n{logs}\n{cluster.logs()}"
     return found
@@ -160,7 +161,9 @@ def finish(cluster: SlurmCluster, job: str, folder: Path) -> dict[int, dict[str,
 def merged(folder: Path, env: dict[str, str]) -> dict[str, object]:
     """Run the file's merge line; the merged output's conversations."""
     assert MERGE_LINE is not None
-    done = shell(MERGE_LINE.group(1), folder, {**env, "PATH": f"{env['HOME']}/mtrun-venv/bin:{env['PATH']}"})
+    done = shell(
+        MERGE_LINE.group(1), folder, {**env, "PATH": f"{env['HOME']}/mtrun-venv/bin:{env['PATH']}"}
+    )
     assert done.returncode == 0, done.stderr
     return messages_by_id(folder / "results" / "merged.jsonl")
 
@@ -172,7 +175,13 @@ def single_run(tmp_path_factory: pytest.TempPathFactory, home: Path) -> dict[str
     write_batch(folder / "conversations", TASKS)
     with FaultServer() as server:
         done = subprocess.run(
-            [str(home / "mtrun-venv" / "bin" / "mtrun"), "-q", "-o", "single.jsonl", "conversations/"],
+            [
+                str(home / "mtrun-venv" / "bin" / "mtrun"),
+                "-q",
+                "-o",
+                "single.jsonl",
+                "conversations/",
+            ],
             cwd=folder,
             env={**clean(os.environ), "MTRUN_BASE_URL": server.base_url},
             capture_output=True,

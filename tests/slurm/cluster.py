@@ -157,7 +157,9 @@ class SlurmCluster:
         while not ready():
             for process in self.processes:
                 if process.poll() is not None:
-                    raise ClusterError(f"{process.args[0]} exited {process.returncode}; {self.logs()}")
+                    raise ClusterError(
+                        f"{process.args[0]} exited {process.returncode}; {self.logs()}"
+                    )
             if time.monotonic() > deadline:
                 raise ClusterError(f"{what} within {START_TIMEOUT_S:.0f} s; {self.logs()}")
             time.sleep(0.1)  # polling a real daemon: there is no event to wait on

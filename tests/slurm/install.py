@@ -5,7 +5,8 @@ and install it with pip. The tests run those lines as written; two things
 make them work offline:
 
 - the wheel is built once per test process, in a copy of the sources (the
-  work tree is never written to);
+  work tree is never written to), by the setuptools and wheel already
+  installed (``PIP_NO_BUILD_ISOLATION=0``: pip fetches no build tools);
 - a virtualenv gets mtrun's dependencies from the tests' own environment
   before the line runs: a ``.pth`` file in its site-packages names a folder
   of links to everything the tests' environment holds except mtrun itself.
@@ -29,7 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_LINE = "pip wheel --no-deps -w dist ."
 """How the examples say to build the wheel, in a checkout of mtrun."""
-_NOT_DEPENDENCIES = ("mtrun-", "__editable__", "pip", "setuptools", "_distutils_hack", "pkg_resources")
+_NOT_DEPENDENCIES = (
+    "mtrun-",
+    "__editable__",
+    "pip",
+    "setuptools",
+    "_distutils_hack",
+    "pkg_resources",
+)
 """Left out of the dependencies: mtrun itself, and what a new virtualenv brings (ensurepip)."""
 
 
@@ -47,12 +55,14 @@ def wheel_folder() -> Path:
     checkout.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, checkout / name)
-    shutil.copytree(ROOT / "runner", checkout / "runner", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "runner", checkout / "runner", ignore=shutil.ignore_patterns("__pycache__")
+    )
     subprocess.run(
         BUILD_LINE,
         shell=True,
         cwd=checkout,
-        env={**os.environ, "PATH": tool_path()},
+        env={**os.environ, "PATH": tool_path(), "PIP_NO_BUILD_ISOLATION": "0"},
         check=True,
         capture_output=True,
         timeout=300,
@@ -74,7 +84,7 @@ def _dependencies() -> Path:
 
 
 def seed_venv(venv: Path) -> Path:
-    """Give the virtualenv at ``venv`` (made now or later) mtrun's dependencies; its site-packages."""
+    """Give the virtualenv at ``venv`` (now or later) mtrun's dependencies; its site-packages."""
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     site.mkdir(parents=True, exist_ok=True)
     (site / "mtrun-test-dependencies.pth").write_text(f"{_dependencies()}\n")
@@ -85,13 +95,26 @@ def image_venv(venv: Path) -> Path:
     """A virtualenv standing for a container image: python3 and pip, with mtrun's dependencies.
 
     Made without ensurepip (a second less per venv); its ``pip`` is the tests'
-    pip told to install into the venv (``--python``).
+    pip run by the venv's own python, so it installs into the venv.
     """
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
     )
     seed_venv(venv)
     pip = venv / "bin" / "pip"
-    pip.write_text(f'#!/bin/sh\nexec {sys.executable} -m pip --python {venv}/bin/python "$@"\n')
+    pip.write_text(
+        f"#!{venv}/bin/python\nimport sys\nsys.path.append({str(_pip_only())!r})\n"
+        "from pip._internal.cli.main import main\nsys.exit(main())\n"
+    )
     pip.chmod(0o755)
     return venv / "bin"
+
+
+@functools.cache
+def _pip_only() -> Path:
+    """A folder holding only a link to the tests' pip."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    folder = Path(tempfile.mkdtemp(prefix="mtrun-pip-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (folder / "pip").symlink_to(purelib / "pip")
+    return folder
