@@ -65,16 +65,17 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build, install, _submit = HEADER_COMMANDS
     assert build == BUILD_LINE  # the line wheel_folder() ran in a checkout
     seed_venv(home / "mtrun-venv")
-    subprocess.run(
+    done = subprocess.run(
         install,
         shell=True,
         executable="/bin/bash",
         cwd=wheel_folder().parent,
         env={**os.environ, "HOME": str(home), "PATH": tool_path()},
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert done.returncode == 0, done.stderr
     assert (home / "mtrun-venv" / "bin" / "mtrun").exists()
     return home
 

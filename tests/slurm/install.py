@@ -58,15 +58,17 @@ def wheel_folder() -> Path:
     shutil.copytree(
         ROOT / "runner", checkout / "runner", ignore=shutil.ignore_patterns("__pycache__")
     )
-    subprocess.run(
+    done = subprocess.run(
         BUILD_LINE,
         shell=True,
         cwd=checkout,
         env={**os.environ, "PATH": tool_path(), "PIP_NO_BUILD_ISOLATION": "0"},
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"{BUILD_LINE!r} failed in a copy of the sources:\n{done.stderr}")
     return checkout / "dist"
 
 
