@@ -136,28 +136,23 @@ def user_repo(tmp: Path) -> Path:
     """A user's repository on ``main``: conversations/ and fixtures recorded offline."""
     repo = tmp / "user-repo"
     shutil.copytree(ROOT / "conversations", repo / "conversations")
-    recorded = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "conversations/",
-            "--mock",
-            "--record",
-            "tests/fixtures/mtrun",
-            "-o",
-            str(tmp / "recording.jsonl"),
-            "-q",
-        ],
-        cwd=repo,
+    recording = str(tmp / "recording.jsonl")
+    run_mtrun(repo, "conversations/", "--mock", "--record", "tests/fixtures/mtrun", "-o", recording)
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "conversations and their fixtures")
+    return repo
+
+
+def run_mtrun(cwd: Path, *args: str) -> None:
+    """Run this environment's mtrun in ``cwd``; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", *args, "-q"],
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert recorded.returncode == 0, recorded.stderr
-    git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, "conversations and their fixtures")
-    return repo
+    assert done.returncode == 0, done.stderr
 
 
 def branch(repo: Path, name: str, edit: str | None) -> None:

@@ -168,3 +168,41 @@ def test_the_diff_job_runs_and_passes_when_main_already_fails_the_same_way(
     assert not conversations.ok
     assert diff.ok and not diff.skipped
     assert f"summary: {len(CONVERSATIONS)} same, 0 changed, 0 regressed," in diff.steps[-1].output
+
+
+def transcript(path: Path) -> dict[str, tuple[str, list[dict[str, object]]]]:
+    """Each conversation's (status, messages) in a JSONL transcript."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return {record["id"]: (record["status"], record["messages"]) for record in records}
+
+
+def test_the_matrix_builds_one_wheel_runs_four_shards_and_merges_them_exactly(
+    tools: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """The shards' endpoint is the offline backend, set in the runner's environment."""
+    bin_dir, source, _ = tools
+    repo = ci.user_repo(tmp_path)
+    runner = gh.Runner(MATRIX, repo, tmp_path / "gh", bin_dir)
+    contexts = {"vars.MTRUN_PACKAGE": source, "secrets.ARCEE_API_KEY": ""}
+    case = gh.Case(
+        ref="main",
+        contexts=contexts,
+        event="workflow_dispatch",
+        runner_env={"MTRUN_BASE_URL": "mock://"},
+    )
+    assert runner.run_job("build", case).ok
+    (wheel,) = (runner.artifacts / "mtrun-wheel").iterdir()
+    assert wheel.name == "mtrun-0.1.0-py3-none-any.whl"
+    shards = [runner.run_job("shard", case, {"shard": str(k)}) for k in (1, 2, 3, 4)]
+    assert [job.ok for job in shards] == [True] * 4, [job.steps[-2].output for job in shards]
+    merge = runner.run_job("merge", case)
+    assert merge.ok, merge.steps
+    single = tmp_path / "single.jsonl"
+    ci.run_mtrun(repo, "conversations/", "--mock", "-o", str(single))
+    merged = transcript(runner.artifacts / "merged" / "merged.jsonl")
+    assert sorted(merged) == CONVERSATIONS
+    assert merged == transcript(single)
+    sizes = [
+        len(transcript(runner.artifacts / f"shard-{k}" / f"shard-{k}.jsonl")) for k in (1, 2, 3, 4)
+    ]
+    assert sum(sizes) == len(CONVERSATIONS) and all(sizes)
