@@ -127,6 +127,11 @@ def conversation_key(messages: list[dict[str, Any]]) -> tuple[str, int]:
     return (users[0] if users else ""), len(users)
 
 
+def answer_text(n_messages: int, completion: int) -> str:
+    """The answer's words: ``completion`` of them, starting where the history's length says."""
+    return " ".join(_WORDS[(n_messages + i) % len(_WORDS)] for i in range(completion))
+
+
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """Prompt tokens, estimated at four characters a token."""
     return max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
@@ -273,7 +278,7 @@ class BenchServer:
         completion: int,
         finish: str,
     ) -> dict[str, Any]:
-        content = " ".join(_WORDS[(len(messages) + i) % len(_WORDS)] for i in range(completion))
+        content = answer_text(len(messages), completion)
         return {
             "id": f"chatcmpl-bench-{self.stats.requests}",
             "object": "chat.completion",
