@@ -104,6 +104,22 @@ def per_second(times: list[float], start: float) -> list[int]:
     return out
 
 
+def peak_per_second(timeline: list[tuple[float, int, int]], start: float) -> list[int]:
+    """The most requests in service + queued during each whole second from ``start``."""
+    out: list[int] = []
+    level = 0
+    for t, in_service, queued in timeline:
+        second = max(0, math.floor(t - start))
+        while len(out) < second:
+            out.append(level)  # a second with no change holds the level it started with
+        new = in_service + queued
+        if len(out) == second:  # the old level held from the second's start, if before t
+            out.append(level if t - start > second else new)
+        out[second] = max(out[second], new)
+        level = new
+    return out
+
+
 def summarize(stats: Stats) -> dict[str, Any]:
     """The figures the benchmark reads: span, per-second counts, in-flight distribution, tokens.
 
@@ -128,6 +144,7 @@ def summarize(stats: Stats) -> dict[str, Any]:
         "in_flight_p10": quantile(settled, 0.1),
         "in_flight_p90": quantile(settled, 0.9),
         "in_flight_max": max((s + q for _, s, q in stats.timeline), default=0),
+        "in_flight_per_s": peak_per_second(stats.timeline, first),
         "booked_tokens": sum(r.booked_tokens for r in records if r.status == 200),
         "used_tokens": sum(r.used_tokens for r in records if r.status == 200),
     }

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from bench_limits import FixedWindow, Limits, format_duration, make_limiter
 from bench_server import BenchServer, ServerConfig, parse_args
-from bench_stats import Stats, occupancy, per_second, quantile
+from bench_stats import Stats, occupancy, peak_per_second, per_second, quantile
 
 from tests.virtualtime import run_virtual
 
@@ -196,6 +196,7 @@ def test_in_flight_distribution_is_time_weighted() -> None:
     assert shares == {0: 0.2, 1: 0.4, 3: 0.4}
     assert (quantile(shares, 0.1), quantile(shares, 0.5), quantile(shares, 0.9)) == (0, 1, 3)
     assert per_second([0.1, 0.9, 1.5, 3.2], 0.0) == [2, 1, 0, 1]
+    assert peak_per_second(timeline, 0.0) == [0, 1, 3, 3, 1, 0]
     assert Stats(started=0.0).max_queued == 0
 
 
