@@ -14,7 +14,9 @@ where only the client knows (wall time, CPU, peak RSS, failed conversations):
 - ``timeouts``: requests whose client hung up before the answer (the server's count);
 - ``in_flight_range``: the 10th and 90th percentiles, over time, of requests in service or
   queued at the server, between 20% and 90% of the span;
-- ``turns_per_s``: answered turns / wall; ``rss_mb``: peak RSS of the client process.
+- ``turns_per_s``: answered turns / wall; ``rss_mb``: peak RSS of the client process;
+- ``lead_in_s``/``tail_s`` (not judged): client start to first request, last answer to
+  client exit, which make up the difference between wall and server span.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("bound s", "bound_s", ".1f"),
     ("wall/bound", "wall_ratio", ".2f"),
     ("server span s", "span_s", ".1f"),
+    ("start-up s", "lead_in_s", ".1f"),
+    ("tail s", "tail_s", ".1f"),
     ("span/bound", "span_ratio", ".2f"),
     ("turns/s", "turns_per_s", ".0f"),
     ("goodput % of limit", "goodput_pct", ".1f"),

@@ -151,6 +151,7 @@ def run_client(
     work = tmp / f"{w.name}-{kind}-{concurrency}"
     work.mkdir(parents=True, exist_ok=True)
     server, url = _start_server(w)
+    began = time.monotonic()  # CLOCK_MONOTONIC: the server's clock too
     try:
         if kind in ("mtrun", "mock"):
             measured, outcome = _run_mtrun(w, kind, concurrency, convs, url, work)
@@ -159,6 +160,7 @@ def run_client(
                 kind, concurrency, convs, url or "", work, 10.0 * sleep_factor
             )
         stats = _http(url.removesuffix("/v1") + "/_stats") if url else None
+        ended = time.monotonic()
     finally:
         if server is not None:
             server.terminate()
@@ -176,6 +178,10 @@ def run_client(
     config = w.config
     bound = lower_bound(config, w.convs, w.params) if config else None
     row.update(figures(row, stats, bound))
+    if stats and "first_arrival" in stats["summary"]:
+        first = stats["summary"]["first_arrival"]
+        row["lead_in_s"] = first - began  # process start to first request
+        row["tail_s"] = ended - (first + stats["summary"]["span_s"])  # last answer to exit
     return row
 
 
