@@ -244,3 +244,21 @@ def test_over_sockets_headers_arrive_and_an_abandoned_request_keeps_its_slot() -
     assert waiting.admitted >= gone.finished  # it waited out the abandoned one's service
     assert gone.finished - gone.arrived >= 0.15
     assert server.stats.max_in_flight == 1
+
+
+def test_a_booking_bigger_than_the_bucket_goes_through_when_it_is_full() -> None:
+    limits = Limits(None, make_limiter("bucket", 6000, None, 60))  # 100 tokens/s, burst 100
+    assert limits.admit(150, now=0.0) is None
+    assert limits.headers(0.0)["x-ratelimit-remaining-tokens"] == "0"
+    assert limits.headers(0.0)["x-ratelimit-reset-tokens"] == "1.5s"
+    refusal = limits.admit(150, now=0.5)
+    assert refusal is not None and refusal.which == "tokens"
+    assert refusal.wait_s == pytest.approx(1.0)  # until full again
+
+
+def test_overflow_reject_refuses_beyond_capacity_at_once() -> None:
+    config = ServerConfig(base_latency=1.0, per_token=0.0, capacity=1, overflow="reject")
+    server, answers = _serve(config, _body("a"), _body("b"))
+    assert [a[0] for a in answers] == [200, 429]
+    assert answers[1][2]["error"]["code"] == "server_busy"
+    assert (server.stats.refused_capacity, server.stats.max_queued) == (1, 0)
