@@ -8,7 +8,8 @@ where only the client knows (wall time, CPU, peak RSS, failed conversations):
   in %: the rate kept beyond what the full bucket gives at the start, so a perfect client
   scores about 100% however short the batch (token-bucket limits only);
 - ``refused_pct``: 429s / all requests, in %;
-- ``token_use_pct``: tokens booked by answered requests / server span / (``tpm / 60``), in %;
+- ``token_use_pct``: (tokens booked by answered requests - the token bucket's burst) /
+  server span / (``tpm / 60``), in %, for the same reason;
 - ``span_ratio``: server span (first arrival to last answer) / bound; ``wall_ratio``: the
   client's wall time (start-up included) / bound;
 - ``timeouts``: requests whose client hung up before the answer (the server's count);
@@ -60,9 +61,10 @@ def figures(
         burst = config["burst"] if config["burst"] is not None else max(1.0, rate)
         out["goodput_pct"] = 100.0 * (stats["ok"] - burst) / summary["span_s"] / rate
     if config["tpm"] and summary["span_s"]:
-        out["token_use_pct"] = (
-            100.0 * summary["booked_tokens"] / summary["span_s"] / (config["tpm"] / 60.0)
-        )
+        rate = config["tpm"] / 60.0
+        burst = config["tpm_burst"] if config["tpm_burst"] is not None else max(1.0, rate)
+        used = summary["booked_tokens"] - burst
+        out["token_use_pct"] = 100.0 * used / summary["span_s"] / rate
         out["tokens_booked"] = summary["booked_tokens"]
     return out
 
@@ -111,7 +113,7 @@ def _show(value: Any, spec: str = ".3g") -> str:
     if isinstance(value, tuple | list) and len(value) == 2:
         return f"{_show(value[0])}..{_show(value[1])}"
     if isinstance(value, float):
-        return format(value, spec)
+        return f"{value:,.0f}" if abs(value) >= 100 and spec == ".3g" else format(value, spec)
     return str(value)
 
 

@@ -49,7 +49,14 @@ def test_sized_picks_the_fewest_conversations_that_reach_the_time() -> None:
 
 
 def _stats(**over: Any) -> dict[str, Any]:
-    config = {"rpm": 600, "burst": None, "limiter": "bucket", "window_s": 60.0, "tpm": None}
+    config = {
+        "rpm": 600,
+        "burst": None,
+        "limiter": "bucket",
+        "window_s": 60.0,
+        "tpm": None,
+        "tpm_burst": None,
+    }
     stats = {
         "config": config,
         "requests": 210,
@@ -93,7 +100,8 @@ def test_figures_goodput_beyond_the_burst_refusals_and_in_flight() -> None:
 
 def test_figures_token_use_against_the_token_limit() -> None:
     out = figures(_row(), _stats(rpm=None, tpm=100_000), bound=None)
-    assert out["token_use_pct"] == pytest.approx(100 * 30_000 / 20 / (100_000 / 60))
+    rate = 100_000 / 60  # the burst is one second's worth
+    assert out["token_use_pct"] == pytest.approx(100 * (30_000 - rate) / 20 / rate)
     assert "goodput_pct" not in out
 
 
