@@ -3,35 +3,55 @@
 Model of the server (every knob is an option):
 
 - **latency**: each answer takes ``base_latency + per_token * answer_tokens`` seconds
-  once it is admitted, whatever the prompt;
-- **capacity**: at most ``capacity`` requests are processed at once; extra requests
-  wait in a FIFO queue (``--overflow queue``, the default) or are refused at once
-  with 429 (``--overflow reject``);
-- **rate limit**: with ``--rpm N``, a token bucket (refill N/60 per second, burst
-  ``--burst``, default one second's worth) refuses requests beyond the limit with
-  429, ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` (rounded up, never 0);
-  ``--ratelimit-headers`` adds ``x-ratelimit-*`` headers to every answer;
-- **answers**: deterministic text of ``answer_tokens`` words with ``usage``
-  (prompt tokens estimated at four characters a token).
+  once it is admitted to a slot, whatever the prompt;
+- **answer lengths**: ``--answer-tokens N`` words in every answer, or, with
+  ``--answer-tokens-min/--answer-tokens-max``, a length drawn per (conversation, turn)
+  from ``--answer-seed``: the same turn of the same conversation always gets the same
+  length (a retry too), different turns differ. The conversation is known by its first
+  user message, the turn by the number of user messages. ``max_tokens`` (or
+  ``max_completion_tokens``) below that length cuts the answer (``finish_reason: length``);
+- **slots**: at most ``capacity`` requests are processed at once; extra requests wait in
+  a FIFO queue (``--overflow queue``, the default: llama.cpp, Ollama, vLLM) or are refused
+  at once with 429 (``--overflow reject``). A request whose client has gone (a timeout)
+  keeps its slot, queued or in service, until its service time is over, as llama.cpp does:
+  the server learns of the close only when it writes the answer;
+- **rate limits** (:mod:`bench_limits`): ``--rpm N`` requests per minute and ``--tpm N``
+  tokens per minute, each a token bucket (``--limiter bucket``, refill N/60 per second,
+  burst ``--burst``/``--tpm-burst``, default one second's worth) or a fixed window
+  (``--limiter window``, N per ``--window-s`` seconds, default 60). A request books one
+  request and ``prompt tokens + max_tokens`` tokens on arrival, as OpenAI and Azure
+  estimate it (``--default-max-tokens`` when the request sets none); ``--tpm-refund``
+  gives back what the answer did not use. Over either limit: 429 with ``retry-after``
+  and ``retry-after-ms``; nothing is booked;
+- **headers**: with ``--ratelimit-headers`` every answer, 429s included, carries
+  ``x-ratelimit-limit/remaining/reset-requests`` and, with ``--tpm``, the ``-tokens``
+  trio, with OpenAI's meaning (reset = time until the limit is back to its initial state,
+  written like ``20ms``, ``1s``, ``6m0s``).
 
-The server counts requests and 429s and keeps one timing record per request,
-served as JSON by ``GET /_stats``; ``POST /_reset`` clears them between runs.
+``GET /_stats`` serves the counts, one record per request and the figures of
+:func:`bench_stats.summarize` (span, served/refused per second, requests in flight over
+time, tokens); ``POST /_reset`` clears them and refills the limits between runs.
 
 Standalone: ``python scripts/bench_server.py --port 0 --base-latency 0.2 --per-token 0.002
---capacity 32 --rpm 600`` prints ``http://127.0.0.1:PORT/v1`` and serves until Ctrl-C.
-HTTP/1.1 with keep-alive is parsed by hand on ``asyncio.start_server``: no dependencies.
+--capacity 32 --rpm 600 --ratelimit-headers`` prints ``http://127.0.0.1:PORT/v1`` and serves
+until Ctrl-C. HTTP/1.1 with keep-alive is parsed by hand on ``asyncio.start_server``:
+no dependencies. The clock is the event loop's, so the server also runs on a virtual one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from bench_limits import Limits, make_limiter, retry_headers
+from bench_slots import Slots
+from bench_stats import RequestTiming, Stats, summarize
 
 _WORDS = "the quick brown fox jumps over a lazy dog while benchmarks count every token".split()
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
@@ -46,109 +66,115 @@ class ServerConfig:
     per_token: float = 0.002
     """Seconds per completion token."""
     answer_tokens: int = 100
-    """Completion tokens (words) in every answer."""
+    """Completion tokens (words) in every answer, unless a range is set."""
+    answer_tokens_min: int | None = None
+    """Shortest answer of the per-turn range (with ``answer_tokens_max``)."""
+    answer_tokens_max: int | None = None
+    """Longest answer of the per-turn range."""
+    answer_seed: int = 0
+    """Seed of the per-turn answer lengths."""
     capacity: int = 32
     """Requests processed at once."""
     overflow: str = "queue"
-    """What happens beyond capacity: ``queue`` (wait) or ``reject`` (429)."""
+    """What happens beyond capacity: ``queue`` (wait, FIFO) or ``reject`` (429)."""
     rpm: float | None = None
-    """Requests per minute allowed (token bucket); None: unlimited."""
+    """Requests per minute allowed; None: unlimited."""
     burst: float | None = None
     """Bucket size for ``rpm`` (default: one second's worth, at least 1)."""
+    tpm: float | None = None
+    """Tokens per minute allowed (prompt + max_tokens booked on arrival); None: unlimited."""
+    tpm_burst: float | None = None
+    """Bucket size for ``tpm`` (default: one second's worth)."""
+    tpm_refund: bool = False
+    """Give back the booked tokens an answer did not use."""
+    default_max_tokens: int = 0
+    """Completion tokens booked for a request that sets no ``max_tokens``."""
+    limiter: str = "bucket"
+    """``bucket`` (continuous refill) or ``window`` (fixed windows)."""
+    window_s: float = 60.0
+    """Length of a fixed window."""
     ratelimit_headers: bool = False
     """Send ``x-ratelimit-*`` headers with every answer."""
 
-    @property
-    def service_time(self) -> float:
-        """Seconds one admitted request takes."""
-        return self.base_latency + self.per_token * self.answer_tokens
+    def answer_length(self, conversation: str, turn: int) -> int:
+        """Completion tokens of the answer to ``turn`` (1-based) of ``conversation``."""
+        lo, hi = self.answer_tokens_min, self.answer_tokens_max
+        if lo is None or hi is None:
+            return self.answer_tokens
+        key = f"{self.answer_seed}\0{conversation}\0{turn}".encode()
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+        return lo + draw % (hi - lo + 1)
 
-    @property
-    def bucket_size(self) -> float:
-        """Requests the rate limit lets through at once."""
-        if self.rpm is None:
-            return math.inf
-        return self.burst if self.burst is not None else max(1.0, self.rpm / 60.0)
+    def service_time(self, tokens: int | None = None) -> float:
+        """Seconds one admitted request with ``tokens`` completion tokens takes."""
+        return self.base_latency + self.per_token * (
+            self.answer_tokens if tokens is None else tokens
+        )
+
+    def limits(self) -> Limits:
+        """Fresh limiters for this model."""
+        requests = tokens = None
+        if self.rpm is not None:
+            requests = make_limiter(self.limiter, self.rpm, self.burst, self.window_s)
+        if self.tpm is not None:
+            tokens = make_limiter(self.limiter, self.tpm, self.tpm_burst, self.window_s)
+        return Limits(requests, tokens)
 
 
-@dataclass
-class RequestTiming:
-    """One request as the server saw it (seconds on the server's monotonic clock)."""
-
-    arrived: float
-    status: int
-    admitted: float | None = None
-    finished: float | None = None
+def conversation_key(messages: list[dict[str, Any]]) -> tuple[str, int]:
+    """(first user message, number of user messages): which turn of which conversation."""
+    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return (users[0] if users else ""), len(users)
 
 
-@dataclass
-class Stats:
-    """What the server counted since the last reset."""
+def answer_text(n_messages: int, completion: int) -> str:
+    """The answer's words: ``completion`` of them, starting where the history's length says."""
+    return " ".join(_WORDS[(n_messages + i) % len(_WORDS)] for i in range(completion))
 
-    started: float = field(default_factory=time.monotonic)
-    requests: int = 0
-    ok: int = 0
-    refused_rate: int = 0
-    refused_capacity: int = 0
-    max_in_flight: int = 0
-    records: list[RequestTiming] = field(default_factory=list)
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens, estimated at four characters a token."""
+    return max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
 
 
 class BenchServer:
-    """The server: limits, latency model and bookkeeping around one handler."""
+    """The server: limits, slots, latency model and bookkeeping around one handler."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.stats = Stats()
-        self.in_flight = 0
-        self.capacity = asyncio.Semaphore(config.capacity)
-        self.tokens = config.bucket_size
-        self.refilled = time.monotonic()
         self.server: asyncio.Server | None = None
+        self.reset()
+
+    @staticmethod
+    def now() -> float:
+        """The server's clock: the running loop's (``time.monotonic`` on a real loop)."""
+        return asyncio.get_running_loop().time()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen; return the API base URL."""
+        self.reset()
         self.server = await asyncio.start_server(self._connection, host, port, backlog=4096)
         bound = self.server.sockets[0].getsockname()
         return f"http://{bound[0]}:{bound[1]}/v1"
 
     def reset(self) -> None:
-        """Forget counts and records, refill the bucket."""
-        self.stats = Stats()
-        self.tokens = self.config.bucket_size
-        self.refilled = time.monotonic()
-
-    def _take_token(self, now: float) -> float:
-        """Spend one rate-limit token; return 0, or the seconds until one is available."""
-        rpm = self.config.rpm
-        if rpm is None:
-            return 0.0
-        rate = rpm / 60.0
-        self.tokens = min(self.config.bucket_size, self.tokens + (now - self.refilled) * rate)
-        self.refilled = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / rate
-
-    def _rate_headers(self) -> dict[str, str]:
-        rpm = self.config.rpm
-        if not self.config.ratelimit_headers or rpm is None:
-            return {}
-        rate = rpm / 60.0
-        reset_ms = max(0, round((self.config.bucket_size - self.tokens) / rate * 1000))
-        return {
-            "x-ratelimit-limit-requests": str(int(rpm)),
-            "x-ratelimit-remaining-requests": str(int(self.tokens)),
-            "x-ratelimit-reset-requests": f"{reset_ms}ms",
-        }
+        """Forget counts and records, refill the limits (slots in use stay in use)."""
+        try:
+            started = self.now()
+        except RuntimeError:  # built outside a loop
+            started = time.monotonic()
+        self.stats = Stats(started=started)
+        self.limits = self.config.limits()
+        if not hasattr(self, "slots"):
+            self.slots = Slots(self.config.capacity)
+        self.slots.on_change = lambda s, q: self.stats.note(self.now(), s, q)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
@@ -158,17 +184,13 @@ class BenchServer:
                         name, value = line.split(":", 1)
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, extra, payload = await self._handle(method, path, body)
+                timing = RequestTiming(arrived=self.now())
+                status, extra, payload = await self.handle(method, path, body, timing)
+                if reader.at_eof() and timing.status == 200:
+                    timing.abandoned = True
+                    self.stats.abandoned += 1
                 keep = headers.get("connection", "").lower() != "close"
-                data = json.dumps(payload).encode()
-                out = [
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-                    "content-type: application/json",
-                    f"content-length: {len(data)}",
-                    f"connection: {'keep-alive' if keep else 'close'}",
-                    *(f"{k}: {v}" for k, v in extra.items()),
-                ]
-                writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + data)
+                writer.write(_response(status, extra, payload, keep))
                 await writer.drain()
                 if not keep:
                     return
@@ -177,9 +199,10 @@ class BenchServer:
         finally:
             writer.close()
 
-    async def _handle(
-        self, method: str, path: str, body: bytes
+    async def handle(
+        self, method: str, path: str, body: bytes, timing: RequestTiming | None = None
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Answer one request: ``(status, headers, JSON body)``."""
         if method == "GET" and path == "/_stats":
             return 200, {}, self._stats_json()
         if method == "POST" and path == "/_reset":
@@ -187,49 +210,75 @@ class BenchServer:
             return 200, {}, {"reset": True}
         if method != "POST" or not path.endswith("/chat/completions"):
             return 404, {}, _error(f"no route for {method} {path}", "not_found")
-        now = time.monotonic()
-        stats = self.stats
-        stats.requests += 1
-        timing = RequestTiming(arrived=now, status=0)
-        stats.records.append(timing)
-        wait = self._take_token(now)
-        if wait > 0:
-            stats.refused_rate += 1
-            timing.status = 429
-            headers = {
-                "retry-after": str(math.ceil(wait)),
-                "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-            }
-            headers.update(self._rate_headers())
-            return 429, headers, _error("Rate limit reached for requests", "rate_limit_exceeded")
+        timing = timing or RequestTiming(arrived=self.now())
+        self.stats.requests += 1
+        self.stats.records.append(timing)
         try:
             request = json.loads(body)
             messages = request["messages"]
-        except (ValueError, KeyError, TypeError):
+            conversation, turn = conversation_key(messages)
+        except (ValueError, KeyError, TypeError, AttributeError):
             timing.status = 400
             return 400, {}, _error("body must be JSON with 'messages'", "invalid_request_error")
-        if self.config.overflow == "reject" and self.capacity.locked():
+        return await self._complete(request, messages, conversation, turn, timing)
+
+    async def _complete(
+        self,
+        request: dict[str, Any],
+        messages: list[dict[str, Any]],
+        conversation: str,
+        turn: int,
+        timing: RequestTiming,
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Book the limits, wait for a slot, take the service time, answer."""
+        config, stats = self.config, self.stats
+        prompt = prompt_tokens(messages)
+        cap = _max_tokens(request)
+        booked = prompt + (cap if cap is not None else config.default_max_tokens)
+        refusal = self.limits.admit(booked, timing.arrived)
+        if refusal is not None:
+            timing.status = 429
+            if refusal.which == "tokens":
+                stats.refused_tokens += 1
+            else:
+                stats.refused_rate += 1
+            headers = {**retry_headers(refusal.wait_s), **self._rate_headers(timing.arrived)}
+            message = f"Rate limit reached for {refusal.which}"
+            return 429, headers, _error(message, "rate_limit_exceeded")
+        headers = self._rate_headers(timing.arrived)
+        if config.overflow == "reject" and self.slots.full:
             stats.refused_capacity += 1
             timing.status = 429
             return 429, {"retry-after": "1"}, _error("Server at capacity", "server_busy")
-        async with self.capacity:
-            timing.admitted = time.monotonic()
-            self.in_flight += 1
-            stats.max_in_flight = max(stats.max_in_flight, self.in_flight)
-            try:
-                await asyncio.sleep(self.config.service_time)
-            finally:
-                self.in_flight -= 1
-        timing.finished = time.monotonic()
+        length = config.answer_length(conversation, turn)
+        completion = min(length, cap) if cap is not None else length
+        async with self.slots:
+            timing.admitted = self.now()
+            await asyncio.sleep(config.service_time(completion))
+        timing.finished = self.now()
         timing.status = 200
+        timing.used_tokens = prompt + completion
+        unused = booked - timing.used_tokens
+        if config.tpm_refund and unused > 0:
+            self.limits.refund_tokens(unused, timing.finished)
+            booked -= unused
+        timing.booked_tokens = booked
         stats.ok += 1
-        return 200, self._rate_headers(), self._answer(request, messages)
+        finish = "length" if completion < length else "stop"
+        return 200, headers, self._answer(request, messages, prompt, completion, finish)
 
-    def _answer(self, request: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-        n = self.config.answer_tokens
-        content = " ".join(_WORDS[(len(messages) + i) % len(_WORDS)] for i in range(n))
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-        prompt_tokens = max(1, prompt_chars // 4)
+    def _rate_headers(self, now: float) -> dict[str, str]:
+        return self.limits.headers(now) if self.config.ratelimit_headers else {}
+
+    def _answer(
+        self,
+        request: dict[str, Any],
+        messages: list[dict[str, Any]],
+        prompt: int,
+        completion: int,
+        finish: str,
+    ) -> dict[str, Any]:
+        content = answer_text(len(messages), completion)
         return {
             "id": f"chatcmpl-bench-{self.stats.requests}",
             "object": "chat.completion",
@@ -239,13 +288,13 @@ class BenchServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": n,
-                "total_tokens": prompt_tokens + n,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
             },
         }
 
@@ -253,16 +302,41 @@ class BenchServer:
         s = self.stats
         return {
             "config": asdict(self.config),
-            "service_time": self.config.service_time,
+            "service_time": self.config.service_time(),
             "started": s.started,
-            "now": time.monotonic(),
+            "now": self.now(),
             "requests": s.requests,
             "ok": s.ok,
             "refused_rate": s.refused_rate,
+            "refused_tokens": s.refused_tokens,
             "refused_capacity": s.refused_capacity,
+            "abandoned": s.abandoned,
             "max_in_flight": s.max_in_flight,
-            "records": [[r.arrived, r.status, r.admitted, r.finished] for r in s.records],
+            "max_queued": s.max_queued,
+            "summary": summarize(s),
+            "records": [r.row() for r in s.records],
         }
+
+
+def _max_tokens(request: dict[str, Any]) -> int | None:
+    """The request's completion cap (``max_completion_tokens`` first), if a positive int."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = request.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _response(status: int, extra: dict[str, str], payload: dict[str, Any], keep: bool) -> bytes:
+    data = json.dumps(payload).encode()
+    out = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        "content-type: application/json",
+        f"content-length: {len(data)}",
+        f"connection: {'keep-alive' if keep else 'close'}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    return ("\r\n".join(out) + "\r\n\r\n").encode() + data
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
@@ -271,32 +345,41 @@ def _error(message: str, code: str) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, shared with benchmark.py."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: pick a free port")
     p.add_argument("--base-latency", type=float, default=0.2)
     p.add_argument("--per-token", type=float, default=0.002)
     p.add_argument("--answer-tokens", type=int, default=100)
+    p.add_argument("--answer-tokens-min", type=int, default=None)
+    p.add_argument("--answer-tokens-max", type=int, default=None)
+    p.add_argument("--answer-seed", type=int, default=0)
     p.add_argument("--capacity", type=int, default=32)
     p.add_argument("--overflow", choices=("queue", "reject"), default="queue")
     p.add_argument("--rpm", type=float, default=None)
     p.add_argument("--burst", type=float, default=None)
+    p.add_argument("--tpm", type=float, default=None)
+    p.add_argument("--tpm-burst", type=float, default=None)
+    p.add_argument("--tpm-refund", action="store_true")
+    p.add_argument("--default-max-tokens", type=int, default=0)
+    p.add_argument("--limiter", choices=("bucket", "window"), default="bucket")
+    p.add_argument("--window-s", type=float, default=60.0)
     p.add_argument("--ratelimit-headers", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if (args.answer_tokens_min is None) != (args.answer_tokens_max is None):
+        p.error("--answer-tokens-min and --answer-tokens-max go together")
+    if (
+        args.answer_tokens_min is not None
+        and not 0 <= args.answer_tokens_min <= args.answer_tokens_max
+    ):
+        p.error("need 0 <= --answer-tokens-min <= --answer-tokens-max")
+    return args
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
     """The server model the options describe."""
-    return ServerConfig(
-        base_latency=args.base_latency,
-        per_token=args.per_token,
-        answer_tokens=args.answer_tokens,
-        capacity=args.capacity,
-        overflow=args.overflow,
-        rpm=args.rpm,
-        burst=args.burst,
-        ratelimit_headers=args.ratelimit_headers,
-    )
+    names = set(ServerConfig.__dataclass_fields__)
+    return ServerConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -1,300 +1,54 @@
-"""Benchmark mtrun against the usual ways of replaying multi-turn dialogues.
+"""Benchmark mtrun against issue 14's targets and the usual ways of replaying dialogues.
 
-Every workload runs the same conversations through each client against
-``bench_server.py`` started in its own process:
+Each workload (``bench_workloads.py``) runs its conversations through each client
+against ``bench_server.py``, started afresh in its own process for every client (so a
+client never meets the queue another one left behind):
 
-- (a) ``openai`` sequential: the vendor docs' pattern, one conversation after another,
-  the official client with its default retries (``max_retries=2``);
-- (b) MT-bench threads: ``ThreadPoolExecutor`` of 8, one conversation per thread, the
-  client's own retries off and MT-bench's loop of 16 tries with a fixed sleep on any
-  error (10 s times ``--sleep-factor``);
-- (c) ``AsyncOpenAI`` + ``asyncio.Semaphore`` + ``asyncio.gather``, default retries;
-- (d) ``mtrun`` as a subprocess.
+- (d) ``mtrun`` as a subprocess, with nothing configured (defaults, ``-j auto``) unless
+  the row says otherwise; ``--mock`` for the offline workload;
+- (a)/(b)/(c), the usual alternatives (``bench_clients.py``), with ``--clients all``.
 
 Each client runs in its own process, so its CPU time and peak RSS come from
-``os.wait4`` (``ru_utime + ru_stime``, ``ru_maxrss``); wall time is measured
-around the process, start-up included. The server's counts and per-request
-timings come from ``GET /_stats``.
+``os.wait4`` (``ru_utime + ru_stime``, ``ru_maxrss``); wall time is measured around the
+process, start-up included. The server's counts, per-request timings and figures over
+time come from ``GET /_stats``; ``bench_targets.py`` turns them into the figure each
+target is judged by, and prints PASS or MISS beside it.
 
-Usage: ``python scripts/benchmark.py [--quick] [--workload NAME ...]``; prints one
-Markdown table per workload and writes every figure to ``--json``.
+Usage: ``python scripts/benchmark.py [--quick] [--only NAME ...] [--json F] [--markdown F]``;
+``--list`` names the workloads. Prints one Markdown table per workload and the targets
+table; writes every figure to ``--json`` and the tables to ``--markdown``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import fnmatch
 import json
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_clients import MODEL, client_main
+from bench_targets import figures, judge, table, verdict_table
+from bench_workloads import Workload, lower_bound, workloads
+
 HERE = Path(__file__).resolve().parent
-MT_BENCH = Path("/work/shared/data/mt_bench_question.jsonl")
-MODEL = "bench"
-
-# --------------------------------------------------------------------------- clients
-# Run inside a child process: ``benchmark.py _client KIND SPEC URL CONCURRENCY RESULT``.
+CLIENT_KINDS = ("a", "b", "c", "mtrun", "mock")
 
 
-def _client_openai_sequential(convs: list[dict[str, Any]], url: str, _n: int) -> dict[str, int]:
-    import openai
-
-    client = openai.OpenAI(base_url=url, api_key="unused")  # max_retries: default (2)
-    ok = failed = 0
-    for conv in convs:
-        messages: list[dict[str, str]] = []
-        try:
-            for turn in conv["turns"]:
-                messages.append({"role": "user", "content": turn})
-                r = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
-                messages.append({"role": "assistant", "content": r.choices[0].message.content})
-                ok += 1
-        except openai.OpenAIError:
-            failed += 1
-    return {"turns_ok": ok, "failed": failed}
-
-
-def _client_mtbench_threads(
-    convs: list[dict[str, Any]], url: str, threads: int, sleep: float
-) -> dict[str, int]:
-    """FastChat's gen_api_answer: API_MAX_RETRY = 16, API_RETRY_SLEEP = 10 (scaled)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import openai
-
-    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
-    lock = threading.Lock()
-    counts = {"turns_ok": 0, "failed": 0}
-
-    def one(conv: dict[str, Any]) -> None:
-        messages: list[dict[str, str]] = []
-        broken = False
-        for turn in conv["turns"]:
-            messages.append({"role": "user", "content": turn})
-            output = "$ERROR$"
-            for _ in range(16):
-                try:
-                    r = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
-                    output = r.choices[0].message.content or ""
-                    break
-                except openai.OpenAIError:
-                    time.sleep(sleep)
-            with lock:
-                if output == "$ERROR$":
-                    broken = True
-                else:
-                    counts["turns_ok"] += 1
-            messages.append({"role": "assistant", "content": output})
-        with lock:
-            counts["failed"] += broken
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, convs))
-    return counts
-
-
-def _client_async_semaphore(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, int]:
-    import openai
-
-    counts = {"turns_ok": 0, "failed": 0}
-
-    async def main() -> None:
-        client = openai.AsyncOpenAI(base_url=url, api_key="unused")  # max_retries: default (2)
-        sem = asyncio.Semaphore(n)
-
-        async def one(conv: dict[str, Any]) -> None:
-            async with sem:
-                messages: list[dict[str, str]] = []
-                try:
-                    for turn in conv["turns"]:
-                        messages.append({"role": "user", "content": turn})
-                        r = await client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
-                        messages.append(
-                            {"role": "assistant", "content": r.choices[0].message.content or ""}
-                        )
-                        counts["turns_ok"] += 1
-                except openai.OpenAIError:
-                    counts["failed"] += 1
-
-        await asyncio.gather(*(one(c) for c in convs))
-        await client.close()
-
-    asyncio.run(main())
-    return counts
-
-
-def client_main(argv: list[str]) -> None:
-    """Entry point of a client child process."""
-    kind, spec, url, concurrency, result, sleep = argv
-    convs = json.loads(Path(spec).read_text())
-    n = int(concurrency)
-    if kind == "a":
-        out = _client_openai_sequential(convs, url, n)
-    elif kind == "b":
-        out = _client_mtbench_threads(convs, url, n, float(sleep))
-    else:
-        out = _client_async_semaphore(convs, url, n)
-    Path(result).write_text(json.dumps(out))
-
-
-# --------------------------------------------------------------------------- workloads
-
-
-@dataclass
-class Workload:
-    """Conversations, a server model, and which clients run them how."""
-
-    name: str
-    title: str
-    convs: list[dict[str, Any]]
-    server: list[str]
-    """bench_server.py options; None for --mock runs."""
-    clients: list[tuple[str, str, int, int]] = field(default_factory=list)
-    """(label, kind a|b|c|mtrun|mock, concurrency or 0 for mtrun's default, sample 1/k)."""
-    mtrun_args: list[str] = field(default_factory=list)
-    warmup_s: float = 10.0
-    files_per: int = 1000
-
-
-def _skewed(n: int, seed: int, long_share: float = 0.05) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    convs = []
-    for i in range(n):
-        turns = rng.randint(30, 40) if rng.random() < long_share else rng.randint(1, 12)
-        convs.append(
-            {
-                "id": f"c{i:06d}",
-                "turns": [
-                    f"Conversation {i}, turn {t}: tell me more about item {t}."
-                    for t in range(turns)
-                ],
-            }
-        )
-    return convs
-
-
-def _mt_bench() -> list[dict[str, Any]]:
-    convs = []
-    for line in MT_BENCH.read_text().splitlines():
-        q = json.loads(line)
-        convs.append({"id": f"mt-bench-{q['question_id']}", "turns": list(q["turns"])})
-    return convs
-
-
-def _short(n: int) -> list[dict[str, Any]]:
-    return [{"id": f"s{i:06d}", "turns": [f"Hello {i}.", "And then?"]} for i in range(n)]
-
-
-def _latency(base: float, per_token: float, capacity: int, *extra: str) -> list[str]:
-    return [
-        "--base-latency", str(base), "--per-token", str(per_token),
-        "--answer-tokens", "100", "--capacity", str(capacity), *extra,
-    ]  # fmt: skip
-
-
-def workloads(quick: bool) -> dict[str, Workload]:
-    """Every workload, full size or ``--quick``."""
-    sample = 10
-    return {
-        "mtbench": Workload(
-            "mtbench",
-            "MT-bench: 80 two-turn dialogues, capacity 32",
-            _mt_bench(),
-            _latency(0.025, 0.00025, 32) if quick else _latency(0.2, 0.002, 32),
-            [
-                ("(a) openai sequential", "a", 1, 1),
-                ("(b) MT-bench 8 threads", "b", 8, 1),
-                ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
-                ("(d) mtrun -j 32", "mtrun", 32, 1),
-                ("(d) mtrun (defaults: -j auto)", "mtrun", 0, 1),
-                ("(d) mtrun -j auto", "mtrun", -1, 1),
-            ],
-        ),
-        "skewed": Workload(
-            "skewed",
-            f"Skewed: {150 if quick else 500} conversations, 1-12 turns, 5% 30-40, capacity 32",
-            _skewed(150 if quick else 500, seed=7),
-            _latency(0.025, 0.00025, 32) if quick else _latency(0.05, 0.0005, 32),
-            [
-                (f"(a) openai sequential (1/{sample} sample, extrapolated)", "a", 1, sample),
-                ("(b) MT-bench 8 threads", "b", 8, 1),
-                ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
-                ("(d) mtrun -j 32", "mtrun", 32, 1),
-                ("(d) mtrun -j auto", "mtrun", -1, 1),
-            ],
-        ),
-        "ratelimited": Workload(
-            "ratelimited",
-            f"Rate-limited: server allows {1200 if quick else 600} rpm, nothing configured",
-            _skewed(25 if quick else 100, seed=11, long_share=0.0),
-            _latency(0.05, 0.0005, 64, "--rpm", "1200" if quick else "600"),
-            [
-                ("(a) openai sequential", "a", 1, 1),
-                ("(b) MT-bench 8 threads", "b", 8, 1),
-                ("(c) AsyncOpenAI + Semaphore(8)", "c", 8, 1),
-                ("(d) mtrun (defaults)", "mtrun", 0, 1),
-            ],
-            warmup_s=3.0 if quick else 10.0,
-        ),
-        "zerolat": Workload(
-            "zerolat",
-            f"Zero latency: {300 if quick else 1000} conversations x 5 turns, client overhead",
-            [
-                {"id": f"z{i:05d}", "turns": [f"Zero {i}, turn {t}." for t in range(5)]}
-                for i in range(300 if quick else 1000)
-            ],
-            _latency(0.0, 0.0, 1000),
-            [
-                ("(a) openai sequential", "a", 1, 1),
-                ("(b) MT-bench 8 threads", "b", 8, 1),
-                ("(c) AsyncOpenAI + Semaphore(8)", "c", 8, 1),
-                ("(d) mtrun (defaults: -j auto)", "mtrun", 0, 1),
-            ],
-        ),
-        "queued": Workload(
-            "queued",
-            "Queued: one request at a time, answers taking 1/6 of --timeout, nothing configured",
-            [
-                {"id": f"q{i:03d}", "turns": [f"Queued {i}, turn {t}." for t in range(3)]}
-                for i in range(20)
-            ],
-            _latency(0.5, 0.0, 1),
-            [
-                ("(d) mtrun (defaults) --timeout 3", "mtrun", 0, 1),
-                ("(d) mtrun -j 1 --timeout 3", "mtrun", 1, 1),
-            ],
-            mtrun_args=["--timeout", "3"],
-        ),
-        "mock": Workload(
-            "mock",
-            f"{10_000 if quick else 100_000:,} two-turn conversations through mtrun --mock",
-            _short(10_000 if quick else 100_000),
-            [],
-            [("(d) mtrun --mock", "mock", 0, 1)],
-        ),
-    }
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _write_yaml(convs: list[dict[str, Any]], folder: Path, per_file: int) -> list[Path]:
-    """Conversation files mtrun reads (JSON is YAML), ``per_file`` conversations each."""
+def _write_yaml(w: Workload, convs: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Conversation files mtrun reads (JSON is YAML), ``files_per`` conversations each."""
     folder.mkdir(parents=True, exist_ok=True)
+    defaults: dict[str, Any] = {"model": MODEL, **({"params": w.params} if w.params else {})}
     paths = []
-    for start in range(0, len(convs), per_file):
-        path = folder / f"batch-{start // per_file:04d}.yaml"
-        doc = {"defaults": {"model": MODEL}, "conversations": convs[start : start + per_file]}
+    for start in range(0, len(convs), w.files_per):
+        path = folder / f"batch-{start // w.files_per:04d}.yaml"
+        doc = {"defaults": defaults, "conversations": convs[start : start + w.files_per]}
         path.write_text(json.dumps(doc, indent=1))
         paths.append(path)
     return paths
@@ -335,209 +89,160 @@ def _mtrun() -> str:
     return str(found) if found.exists() else (shutil.which("mtrun") or "mtrun")
 
 
-def lower_bound(w: Workload, convs: list[dict[str, Any]]) -> float | None:
-    """Fastest possible makespan under the server's model (no client overhead)."""
-    if not w.server:
-        return None
-    opts = dict(zip(w.server[::2], w.server[1::2], strict=False))
-    service = float(opts["--base-latency"]) + float(opts["--per-token"]) * int(
-        opts["--answer-tokens"]
+def _run_mtrun(
+    w: Workload,
+    kind: str,
+    concurrency: int,
+    convs: list[dict[str, Any]],
+    url: str | None,
+    work: Path,
+) -> tuple[tuple[float, float, float, int], dict[str, Any]]:
+    files = _write_yaml(w, convs, work / "conversations")
+    summary = work / "summary.json"
+    cmd = [_mtrun(), "-q", "-o", str(work / "out.jsonl"), "--summary-json", str(summary)]
+    cmd += ["--mock"] if kind == "mock" else ["--base-url", url or "", "--model", MODEL]
+    if concurrency:
+        cmd += ["-j", "auto" if concurrency < 0 else str(concurrency)]
+    measured = _run_child([*cmd, *w.mtrun_args, *map(str, files)])
+    s = json.loads(summary.read_text()) if summary.exists() else {}
+    outcome = {
+        "turns_ok": s.get("turns", 0),
+        "failed": s.get("failed", 0) + s.get("interrupted", 0) + s.get("not_started", 0),
+        "exit_code": measured[3],
+        "mtrun_rate_limited": s.get("rate_limited"),
+        "mtrun_limit_changes": len(s.get("limit_changes", []) or []),
+    }
+    return measured, outcome
+
+
+def _run_other(
+    kind: str, concurrency: int, convs: list[dict[str, Any]], url: str, work: Path, sleep: float
+) -> tuple[tuple[float, float, float, int], dict[str, Any]]:
+    spec, result = work / "spec.json", work / "result.json"
+    spec.write_text(json.dumps(convs))
+    cmd = [sys.executable, __file__, "_client", kind, str(spec), url, str(concurrency)]
+    measured = _run_child([*cmd, str(result), str(sleep)])
+    outcome = (
+        json.loads(result.read_text()) if result.exists() else {"turns_ok": 0, "failed": len(convs)}
     )
-    turns = [len(c["turns"]) for c in convs]
-    bound = max(max(turns) * service, sum(turns) * service / int(opts["--capacity"]))
-    if "--rpm" in opts:
-        rate = float(opts["--rpm"]) / 60.0
-        bound = max(bound, (sum(turns) - max(1.0, rate)) / rate)
-    return bound
+    outcome["exit_code"] = measured[3]
+    return measured, outcome
+
+
+def _start_server(w: Workload) -> tuple[subprocess.Popen[str] | None, str | None]:
+    if not w.server:
+        return None, None
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_server.py"), "--port", "0", *w.server],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
 
 
 def run_client(
-    w: Workload,
-    label: str,
-    kind: str,
-    concurrency: int,
-    sample: int,
-    url: str | None,
-    tmp: Path,
-    sleep_factor: float,
-    server_pid: int | None,
+    w: Workload, client: tuple[str, str, int, int], tmp: Path, sleep_factor: float
 ) -> dict[str, Any]:
-    """Run one client over the workload; return its row of figures."""
+    """Run one client over the workload against a fresh server; return its row of figures."""
+    label, kind, concurrency, sample = client
     convs = w.convs[::sample]
     scale = sum(len(c["turns"]) for c in w.convs) / sum(len(c["turns"]) for c in convs)
     work = tmp / f"{w.name}-{kind}-{concurrency}"
     work.mkdir(parents=True, exist_ok=True)
-    if url:
-        _http(url.removesuffix("/v1") + "/_reset", "POST")
-    server_cpu0 = _proc_cpu(server_pid)
-    if kind in ("mtrun", "mock"):
-        files = _write_yaml(convs, work / "conversations", w.files_per)
-        summary = work / "summary.json"
-        cmd = [_mtrun(), "-q", "-o", str(work / "out.jsonl"), "--summary-json", str(summary)]
-        cmd += ["--mock"] if kind == "mock" else ["--base-url", url or "", "--model", MODEL]
-        if concurrency > 0:
-            cmd += ["-j", str(concurrency)]
-        elif concurrency < 0:
-            cmd += ["-j", "auto"]
-        wall, cpu, rss, code = _run_child([*cmd, *w.mtrun_args, *map(str, files)])
-        s = json.loads(summary.read_text()) if summary.exists() else {}
-        outcome = {
-            "turns_ok": s.get("turns", 0),
-            "failed": s.get("failed", 0) + s.get("interrupted", 0) + s.get("not_started", 0),
-            "exit_code": code,
-            "mtrun_rate_limited": s.get("rate_limited"),
-            "mtrun_limit_changes": len(s.get("limit_changes", []) or []),
-        }
-    else:
-        spec, result = work / "spec.json", work / "result.json"
-        spec.write_text(json.dumps(convs))
-        sleep = 10.0 * sleep_factor
-        cmd = [sys.executable, __file__, "_client", kind, str(spec), url or "", str(concurrency)]
-        wall, cpu, rss, code = _run_child([*cmd, str(result), str(sleep)])
-        outcome = json.loads(result.read_text()) if result.exists() else {"turns_ok": 0}
-        outcome["exit_code"] = code
-    server_cpu = _proc_cpu(server_pid) - server_cpu0
-    stats = _http(url.removesuffix("/v1") + "/_stats") if url else None
-    row: dict[str, Any] = {
-        "client": label,
-        "wall_s": wall * scale,
-        "cpu_s": cpu * scale,
-        "rss_mb": rss,
-        "server_cpu_s": server_cpu * scale,
-        "sampled": sample > 1,
-        "scale": scale,
-        **outcome,
-    }
-    row["turns_ok_scaled"] = outcome["turns_ok"] * scale
-    row["failed"] = round(outcome.get("failed", 0) * scale)
-    bound = lower_bound(w, w.convs)
-    if bound:
-        row["bound_s"] = bound
-        row["ratio"] = row["wall_s"] / bound
-    if stats:
-        row.update(_server_figures(stats, w, wall))
-        if bound and "span_s" in row:
-            row["span_s"] *= scale
-            row["span_ratio"] = row["span_s"] / bound
-    return row
-
-
-def _server_figures(stats: dict[str, Any], w: Workload, wall: float) -> dict[str, Any]:
-    records = stats["records"]
-    refused = stats["refused_rate"] + stats["refused_capacity"]
-    out: dict[str, Any] = {"requests": stats["requests"], "refused_429": refused}
-    out["max_in_flight"] = stats["max_in_flight"]
-    done = [r[3] for r in records if r[3] is not None]
-    if records and done:
-        # Makespan as the server saw it: first arrival to last answer (no process start-up).
-        out["span_s"] = max(done) - records[0][0]
-    rpm = stats["config"]["rpm"]
-    if rpm and records:
-        first = records[0][0]
-        late = [r for r in records if r[0] >= first + w.warmup_s]
-        out["refused_after_warmup_pct"] = (
-            100.0 * sum(r[1] == 429 for r in late) / len(late) if late else 0.0
-        )
-        out["goodput_of_limit"] = (stats["ok"] / wall) / (rpm / 60.0)
-    return out
-
-
-def _proc_cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
+    server, url = _start_server(w)
+    began = time.monotonic()  # CLOCK_MONOTONIC: the server's clock too
     try:
-        import psutil
-
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
-    except Exception:  # psutil missing or process gone: report 0
-        return 0.0
-
-
-def run_workload(
-    w: Workload, tmp: Path, sleep_factor: float, only: set[str] | None
-) -> list[dict[str, Any]]:
-    """Start the server (if any), run every client, stop the server."""
-    server = None
-    url = None
-    if w.server:
-        server = subprocess.Popen(
-            [sys.executable, str(HERE / "bench_server.py"), "--port", "0", *w.server],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-    rows = []
-    try:
-        for label, kind, conc, sample in w.clients:
-            if only and kind not in only:
-                continue
-            print(f"  {w.name}: {label} ...", file=sys.stderr, flush=True)
-            row = run_client(
-                w, label, kind, conc, sample, url, tmp, sleep_factor, server and server.pid
+        if kind in ("mtrun", "mock"):
+            measured, outcome = _run_mtrun(w, kind, concurrency, convs, url, work)
+        else:
+            measured, outcome = _run_other(
+                kind, concurrency, convs, url or "", work, 10.0 * sleep_factor
             )
-            print(f"    {_brief(row)}", file=sys.stderr, flush=True)
-            rows.append(row)
+        stats = _http(url.removesuffix("/v1") + "/_stats") if url else None
+        ended = time.monotonic()
     finally:
         if server is not None:
             server.terminate()
             server.wait()
+    wall, cpu, rss, _ = measured
+    row: dict[str, Any] = {
+        "client": label,
+        "kind": kind,
+        "wall_s": wall * scale,
+        "cpu_s": cpu * scale,
+    }
+    row.update(rss_mb=rss, sampled=sample > 1, scale=scale, **outcome)
+    row["turns_ok_scaled"] = outcome["turns_ok"] * scale
+    row["failed"] = round(outcome.get("failed", 0) * scale)
+    config = w.config
+    bound = lower_bound(config, w.convs, w.params) if config else None
+    row.update(figures(row, stats, bound))
+    if stats and "first_arrival" in stats["summary"]:
+        first = stats["summary"]["first_arrival"]
+        row["lead_in_s"] = first - began  # process start to first request
+        row["tail_s"] = ended - (first + stats["summary"]["span_s"])  # last answer to exit
+    return row
+
+
+def run_workload(
+    w: Workload, tmp: Path, sleep_factor: float, kinds: set[str]
+) -> list[dict[str, Any]]:
+    """Run every chosen client of the workload, each against its own server."""
+    rows = []
+    for client in w.clients:
+        if client[1] not in kinds:
+            continue
+        print(f"  {w.name}: {client[0]} ...", file=sys.stderr, flush=True)
+        row = run_client(w, client, tmp, sleep_factor)
+        brief = {
+            k: row.get(k) for k in ("wall_s", "span_ratio", "goodput_pct", "refused_pct", "failed")
+        }
+        print(f"    {brief}", file=sys.stderr, flush=True)
+        rows.append(row)
     return rows
 
 
-def _brief(row: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in row.items()
-        if k != "client"
+def choose(names: list[str], patterns: list[str] | None) -> list[str]:
+    """The workloads ``--only`` names (comma-separated or repeated, globs allowed), in order."""
+    if not patterns or "all" in patterns:
+        return names
+    wanted = [p for arg in patterns for p in arg.split(",") if p]
+    unknown = [p for p in wanted if not fnmatch.filter(names, p)]
+    if unknown:
+        raise SystemExit(f"benchmark: no workload {', '.join(unknown)} (see --list)")
+    return [n for n in names if any(fnmatch.fnmatch(n, p) for p in wanted)]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The benchmark's command line."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (a few seconds each)")
+    p.add_argument(
+        "--only",
+        "--workload",
+        action="append",
+        metavar="NAME",
+        help="workload(s) to run: names or globs, comma-separated or repeated; default all",
     )
-
-
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "-"
-    return format(value, spec) if isinstance(value, float) else str(value)
-
-
-COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
-    ("client", "", lambda r: r["client"]),
-    ("wall s", ".1f", lambda r: r["wall_s"]),
-    ("bound s", ".1f", lambda r: r.get("bound_s")),
-    ("wall/bound", ".2f", lambda r: r.get("ratio")),
-    ("server span s", ".1f", lambda r: r.get("span_s")),
-    ("span/bound", ".2f", lambda r: r.get("span_ratio")),
-    ("turns/s", ".0f", lambda r: r["turns_ok_scaled"] / r["wall_s"]),
-    ("goodput/limit", ".0%", lambda r: r.get("goodput_of_limit")),
-    ("429s", "", lambda r: r.get("refused_429")),
-    ("429 % after warm-up", ".1f", lambda r: r.get("refused_after_warmup_pct")),
-    ("failed convs", "", lambda r: r["failed"]),
-    ("client CPU s", ".1f", lambda r: r["cpu_s"]),
-    (
-        "CPU s / 1k turns",
-        ".2f",
-        lambda r: 1000 * r["cpu_s"] / r["turns_ok_scaled"] if r["turns_ok_scaled"] else None,
-    ),
-    ("peak RSS MB", ".0f", lambda r: r["rss_mb"]),
-]
-
-
-def table(w: Workload, rows: list[dict[str, Any]]) -> str:
-    """One Markdown table; columns with nothing in them are left out."""
-    used = [c for c in COLUMNS if any(c[2](r) is not None for r in rows)]
-    turns = sum(len(c["turns"]) for c in w.convs)
-    lines = [
-        f"### {w.title}",
-        "",
-        f"{len(w.convs):,} conversations, {turns:,} turns; server: "
-        f"`{' '.join(w.server) or 'none (offline backend)'}`",
-        "",
-        "| " + " | ".join(c[0] for c in used) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(used))) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(c[2](r), c[1]) for c in used) + " |")
-    return "\n".join(lines) + "\n"
+    p.add_argument("--list", action="store_true", help="name the workloads and exit")
+    p.add_argument(
+        "--clients",
+        default="mtrun,mock",
+        help="comma-separated subset of a,b,c,mtrun,mock, or all (default: mtrun,mock)",
+    )
+    p.add_argument(
+        "--sleep-factor",
+        type=float,
+        default=0.1,
+        help="scale of MT-bench's fixed 10 s sleep on error (default 0.1: 1 s)",
+    )
+    p.add_argument("--json", type=Path, help="write every figure and verdict here")
+    p.add_argument(
+        "--markdown", type=Path, help="write the tables here, to paste into docs/BENCHMARKS.md"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -546,45 +251,52 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "_client":
         client_main(argv[1:])
         return
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
-    p.add_argument(
-        "--workload",
-        action="append",
-        choices=["mtbench", "skewed", "ratelimited", "zerolat", "queued", "mock", "all"],
-        help="repeatable; default: all",
-    )
-    p.add_argument("--clients", help="comma-separated subset of a,b,c,mtrun,mock")
-    p.add_argument(
-        "--sleep-factor",
-        type=float,
-        default=0.1,
-        help="scale of MT-bench's fixed 10 s sleep on error (default 0.1: 1 s)",
-    )
-    p.add_argument("--json", type=Path, help="write every figure here")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = p.parse_args(argv)
-    chosen = args.workload or ["all"]
-    all_ = workloads(args.quick)
-    names = list(all_) if "all" in chosen else chosen
-    only = set(args.clients.split(",")) if args.clients else None
+    args = parse_args(argv)
+    every = workloads(args.quick)
+    if args.list:
+        print("\n".join(f"{n}: {w.title}" for n, w in every.items()))
+        return
+    names = choose(list(every), args.only)
+    kinds = set(CLIENT_KINDS) if args.clients == "all" else set(args.clients.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="mtrun-bench-"))
-    results: dict[str, Any] = {"quick": args.quick, "sleep_factor": args.sleep_factor}
+    results: dict[str, Any] = {"quick": args.quick, "clients": sorted(kinds), "workloads": {}}
+    verdicts: list[dict[str, Any]] = []
+    tables: list[str] = []
+    started = time.perf_counter()
     try:
         for name in names:
-            w = all_[name]
-            started = time.perf_counter()
-            rows = run_workload(w, tmp, args.sleep_factor, only)
-            results[name] = rows
-            print(table(w, rows), flush=True)
-            print(f"_({name} took {time.perf_counter() - started:.0f} s)_\n", flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(results, indent=1))
+            w, begun = every[name], time.perf_counter()
+            rows = run_workload(w, tmp, args.sleep_factor, kinds)
+            verdicts += judge(w, rows)
+            tables.append(
+                table(w, rows) + f"\n_({name} took {time.perf_counter() - begun:.0f} s)_\n"
+            )
+            print(tables[-1], flush=True)
+            results["workloads"][name] = {"title": w.title, "server": w.server, "rows": rows}
+            _write(args, results, verdicts, tables)
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    print(f"## Targets\n\n{verdict_table(verdicts)}", flush=True)
+    passed = sum(v["result"] == "PASS" for v in verdicts)
+    print(f"{passed} of {len(verdicts)} targets met; {time.perf_counter() - started:.0f} s in all")
+
+
+def _write(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    verdicts: list[dict[str, Any]],
+    tables: list[str],
+) -> None:
+    """Write what there is so far (a run cut short keeps its figures)."""
+    if args.json:
+        args.json.write_text(json.dumps({**results, "verdicts": verdicts}, indent=1))
+    if args.markdown:
+        args.markdown.write_text(
+            "## Targets\n\n" + verdict_table(verdicts) + "\n" + "\n".join(tables)
+        )
 
 
 if __name__ == "__main__":

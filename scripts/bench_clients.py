@@ -1,0 +1,125 @@
+"""The usual ways of replaying multi-turn dialogues, as child processes of the benchmark.
+
+``benchmark.py _client KIND SPEC URL CONCURRENCY RESULT SLEEP`` runs one of them:
+
+- (a) ``openai`` sequential: the vendor docs' pattern, one conversation after another,
+  the official client with its default retries (``max_retries=2``);
+- (b) MT-bench threads: ``ThreadPoolExecutor`` of 8, one conversation per thread, the
+  client's own retries off and MT-bench's loop of 16 tries with a fixed sleep on any
+  error (10 s times ``--sleep-factor``);
+- (c) ``AsyncOpenAI`` + ``asyncio.Semaphore`` + ``asyncio.gather``, default retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+MODEL = "bench"
+
+
+def _client_openai_sequential(convs: list[dict[str, Any]], url: str, _n: int) -> dict[str, int]:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="unused")  # max_retries: default (2)
+    ok = failed = 0
+    for conv in convs:
+        messages: list[dict[str, str]] = []
+        try:
+            for turn in conv["turns"]:
+                messages.append({"role": "user", "content": turn})
+                r = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+                messages.append(
+                    {"role": "assistant", "content": r.choices[0].message.content or ""}
+                )
+                ok += 1
+        except openai.OpenAIError:
+            failed += 1
+    return {"turns_ok": ok, "failed": failed}
+
+
+def _client_mtbench_threads(
+    convs: list[dict[str, Any]], url: str, threads: int, sleep: float
+) -> dict[str, int]:
+    """FastChat's gen_api_answer: API_MAX_RETRY = 16, API_RETRY_SLEEP = 10 (scaled)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    lock = threading.Lock()
+    counts = {"turns_ok": 0, "failed": 0}
+
+    def one(conv: dict[str, Any]) -> None:
+        messages: list[dict[str, str]] = []
+        broken = False
+        for turn in conv["turns"]:
+            messages.append({"role": "user", "content": turn})
+            output = "$ERROR$"
+            for _ in range(16):
+                try:
+                    r = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+                    output = r.choices[0].message.content or ""
+                    break
+                except openai.OpenAIError:
+                    time.sleep(sleep)
+            with lock:
+                if output == "$ERROR$":
+                    broken = True
+                else:
+                    counts["turns_ok"] += 1
+            messages.append({"role": "assistant", "content": output})
+        with lock:
+            counts["failed"] += broken
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, convs))
+    return counts
+
+
+def _client_async_semaphore(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, int]:
+    import openai
+
+    counts = {"turns_ok": 0, "failed": 0}
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused")  # max_retries: default (2)
+        sem = asyncio.Semaphore(n)
+
+        async def one(conv: dict[str, Any]) -> None:
+            async with sem:
+                messages: list[dict[str, str]] = []
+                try:
+                    for turn in conv["turns"]:
+                        messages.append({"role": "user", "content": turn})
+                        r = await client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+                        messages.append(
+                            {"role": "assistant", "content": r.choices[0].message.content or ""}
+                        )
+                        counts["turns_ok"] += 1
+                except openai.OpenAIError:
+                    counts["failed"] += 1
+
+        await asyncio.gather(*(one(c) for c in convs))
+        await client.close()
+
+    asyncio.run(main())
+    return counts
+
+
+def client_main(argv: list[str]) -> None:
+    """Entry point of a client child process."""
+    kind, spec, url, concurrency, result, sleep = argv
+    convs = json.loads(Path(spec).read_text())
+    n = int(concurrency)
+    if kind == "a":
+        out = _client_openai_sequential(convs, url, n)
+    elif kind == "b":
+        out = _client_mtbench_threads(convs, url, n, float(sleep))
+    else:
+        out = _client_async_semaphore(convs, url, n)
+    Path(result).write_text(json.dumps(out))

@@ -1,0 +1,150 @@
+"""What the bench server counts, and the figures the benchmark reads from it.
+
+Per request one :class:`RequestTiming` (arrival, status, admission to a slot, finish,
+tokens); and a timeline of ``(time, in service, queued)`` at every change, from which
+:func:`summarize` derives how many requests the client had at the server over time, as a
+time-weighted distribution: the share of the time at each count. "In flight" is the
+client's view: requests in service plus requests waiting in the server's queue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RequestTiming:
+    """One request as the server saw it (seconds on the server's clock)."""
+
+    arrived: float
+    status: int = 0
+    admitted: float | None = None
+    finished: float | None = None
+    booked_tokens: int = 0
+    """Tokens booked against the token limit (prompt + max_tokens), after any refund."""
+    used_tokens: int = 0
+    """Prompt + completion tokens of the answer."""
+    abandoned: bool = False
+    """The client closed the connection before the answer was written."""
+
+    def row(self) -> list[Any]:
+        """The JSON form: a list, to keep ``/_stats`` small."""
+        return [
+            self.arrived,
+            self.status,
+            self.admitted,
+            self.finished,
+            self.booked_tokens,
+            self.used_tokens,
+            self.abandoned,
+        ]
+
+
+@dataclass
+class Stats:
+    """What the server counted since the last reset."""
+
+    started: float
+    requests: int = 0
+    ok: int = 0
+    refused_rate: int = 0
+    refused_tokens: int = 0
+    refused_capacity: int = 0
+    abandoned: int = 0
+    max_in_flight: int = 0
+    """Most requests in service at once."""
+    max_queued: int = 0
+    records: list[RequestTiming] = field(default_factory=list)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    """``(time, in service, queued)`` after every change."""
+
+    def note(self, now: float, in_service: int, queued: int) -> None:
+        """Record the counts after a change."""
+        self.max_in_flight = max(self.max_in_flight, in_service)
+        self.max_queued = max(self.max_queued, queued)
+        self.timeline.append((now, in_service, queued))
+
+
+def occupancy(timeline: list[tuple[float, int, int]], start: float, end: float) -> dict[int, float]:
+    """Share of ``[start, end)`` spent at each count of requests in service + queued."""
+    shares: dict[int, float] = {}
+    if end <= start:
+        return shares
+    level, at = 0, start
+    for t, in_service, queued in timeline:
+        if t > at:
+            lo, hi = max(at, start), min(t, end)
+            if hi > lo:
+                shares[level] = shares.get(level, 0.0) + hi - lo
+        level, at = in_service + queued, max(at, t)
+    if end > at:
+        shares[level] = shares.get(level, 0.0) + end - max(at, start)
+    return {k: v / (end - start) for k, v in sorted(shares.items())}
+
+
+def quantile(shares: dict[int, float], q: float) -> int:
+    """The smallest count at or below which ``q`` of the time was spent."""
+    total = 0.0
+    for level, share in sorted(shares.items()):
+        total += share
+        if total >= q - 1e-9:
+            return level
+    return max(shares) if shares else 0
+
+
+def per_second(times: list[float], start: float) -> list[int]:
+    """How many of ``times`` fell in each whole second from ``start``."""
+    if not times:
+        return []
+    out = [0] * (math.floor(max(times) - start) + 1)
+    for t in times:
+        out[max(0, math.floor(t - start))] += 1
+    return out
+
+
+def peak_per_second(timeline: list[tuple[float, int, int]], start: float) -> list[int]:
+    """The most requests in service + queued during each whole second from ``start``."""
+    out: list[int] = []
+    level = 0
+    for t, in_service, queued in timeline:
+        second = max(0, math.floor(t - start))
+        while len(out) < second:
+            out.append(level)  # a second with no change holds the level it started with
+        new = in_service + queued
+        if len(out) == second:  # the old level held from the second's start, if before t
+            out.append(level if t - start > second else new)
+        out[second] = max(out[second], new)
+        level = new
+    return out
+
+
+def summarize(stats: Stats) -> dict[str, Any]:
+    """The figures the benchmark reads: span, per-second counts, in-flight distribution, tokens.
+
+    The in-flight distribution is over the middle of the run (from 20% to 90% of the span),
+    which leaves out the ramp-up and the tail where the last conversations drain.
+    """
+    records = stats.records
+    if not records:
+        return {"span_s": 0.0}
+    first = min(r.arrived for r in records)
+    last = max(r.finished if r.finished is not None else r.arrived for r in records)
+    span = last - first
+    settled = occupancy(stats.timeline, first + 0.2 * span, first + 0.9 * span)
+    served = [r.finished for r in records if r.status == 200 and r.finished is not None]
+    refused = [r.arrived for r in records if r.status == 429]
+    return {
+        "first_arrival": first,
+        "span_s": span,
+        "served_per_s": per_second(served, first),
+        "refused_per_s": per_second(refused, first),
+        "in_flight_settled": {str(k): round(v, 4) for k, v in settled.items()},
+        "in_flight_p10": quantile(settled, 0.1),
+        "in_flight_p90": quantile(settled, 0.9),
+        "in_flight_max": max((s + q for _, s, q in stats.timeline), default=0),
+        "in_flight_per_s": peak_per_second(stats.timeline, first),
+        "booked_tokens": sum(r.booked_tokens for r in records if r.status == 200),
+        "used_tokens": sum(r.used_tokens for r in records if r.status == 200),
+    }
