@@ -1,4 +1,10 @@
-"""The HTTP/1.1 transport, against scripted servers on real loopback sockets."""
+"""The network transport (httpx over aiohttp), against scripted servers on real loopback sockets.
+
+What mtrun relies on from it: keep-alive within a connection limit, answers
+that stream as they arrive, each failure as the httpx error the client
+classifies (a refused connection is not a timeout, a dropped one is a
+protocol error), https verified, and the connection trace.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from helpers import self_signed_cert
 
-from runner.http.transport import HTTP11Transport
+from runner.http.transport import NetworkTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -95,14 +102,22 @@ def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(go())
 
 
-def client(transport: HTTP11Transport, **timeouts: float) -> httpx.AsyncClient:
+def network(
+    *, ssl_context: ssl.SSLContext | None = None, max_connections: int = 8
+) -> NetworkTransport:
+    """The transport as ``network.py`` builds it, trusting ``ssl_context`` (default: the system)."""
+    context = ssl_context or ssl.create_default_context()
+    return NetworkTransport(ssl_context=context, max_connections=max_connections)
+
+
+def client(transport: NetworkTransport, **timeouts: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts))
 
 
 def test_sequential_requests_share_one_keep_alive_connection() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            transport = HTTP11Transport(max_connections=4)
+            transport = network(max_connections=4)
             async with client(transport) as http:
                 for n in range(1, 6):
                     r = await http.post(server.url, json={"turn": n})
@@ -120,7 +135,7 @@ def test_sequential_requests_share_one_keep_alive_connection() -> None:
 def test_never_more_connections_than_the_limit() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=3)) as http:
+            async with client(network(max_connections=3)) as http:
                 answers = await asyncio.gather(
                     *(http.post(server.url, json={"i": i}) for i in range(12))
                 )
@@ -142,7 +157,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
 
     async def go() -> None:
         async with Server(one_then_close) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
                     await asyncio.sleep(0.05)  # the close reaches the client
@@ -161,28 +176,10 @@ def test_connection_close_in_the_answer_means_a_new_connection() -> None:
 
     async def go() -> None:
         async with Server(close_each) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
             assert server.connections == 3
-
-    run(go())
-
-
-def test_idle_connections_expire() -> None:
-    now = [0.0]
-
-    async def go() -> None:
-        async with Server(answer_all) as server:
-            transport = HTTP11Transport(keepalive_expiry=5.0, clock=lambda: now[0])
-            async with client(transport) as http:
-                await http.post(server.url, content=b"{}")
-                now[0] = 4.0
-                await http.post(server.url, content=b"{}")
-                assert server.connections == 1
-                now[0] = 9.5
-                await http.post(server.url, content=b"{}")
-            assert server.connections == 2
 
     run(go())
 
@@ -205,7 +202,7 @@ def test_a_chunked_answer_streams_as_it_arrives() -> None:
         seen: list[tuple[str, float]] = []
         loop = asyncio.get_running_loop()
         async with Server(slow_chunks) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 async with http.stream("POST", server.url, content=b"{}") as r:
                     async for line in r.aiter_lines():
                         if line:
@@ -228,7 +225,7 @@ def test_a_large_request_and_answer_arrive_whole() -> None:
 
     async def go() -> None:
         async with Server(echo) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 r = await http.post(server.url, content=big)
                 assert r.content == big * 2
                 r = await http.post(server.url, content=b"{}")
@@ -254,7 +251,7 @@ def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot()
 
     async def go() -> None:
         async with Server(hang_first) as server:
-            transport = HTTP11Transport(max_connections=1)
+            transport = network(max_connections=1)
             async with client(transport, read=0.1) as http:
                 with pytest.raises(httpx.ReadTimeout):
                     await http.post(server.url, content=b"{}")
@@ -274,7 +271,7 @@ def test_no_free_connection_within_the_pool_timeout() -> None:
 
     async def go() -> None:
         async with Server(slow) as server:
-            async with client(HTTP11Transport(max_connections=1), pool=0.05) as http:
+            async with client(network(max_connections=1), pool=0.05) as http:
                 first = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 await asyncio.sleep(0.01)
                 with pytest.raises(httpx.PoolTimeout):
@@ -294,7 +291,7 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
 
     async def go() -> None:
         async with Server(hang) as server:
-            async with client(HTTP11Transport(max_connections=1), pool=1.0) as http:
+            async with client(network(max_connections=1), pool=1.0) as http:
                 task = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 while not server.requests:
                     await asyncio.sleep(0.01)
@@ -310,7 +307,7 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
 def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 order: list[int] = []
 
                 async def post(i: int) -> None:
@@ -331,7 +328,7 @@ def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped()
 def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            transport = HTTP11Transport(max_connections=1)
+            transport = network(max_connections=1)
 
             def post() -> Awaitable[httpx.Response]:
                 return transport.handle_async_request(httpx.Request("POST", server.url, json={}))
@@ -375,7 +372,7 @@ def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
 
     async def go() -> None:
         async with Server(broken_first) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 with pytest.raises(error):
                     r = await http.post(server.url, content=b"{}")
                     r.raise_for_status()
@@ -389,7 +386,7 @@ def test_nothing_listening_is_a_connect_error() -> None:
         async with Server(answer_all) as server:
             url = server.url
         await asyncio.sleep(0.01)
-        async with client(HTTP11Transport()) as http:
+        async with client(network()) as http:
             with pytest.raises(httpx.ConnectError):
                 await http.post(url, content=b"{}")
 
@@ -398,16 +395,17 @@ def test_nothing_listening_is_a_connect_error() -> None:
 
 def test_only_http_and_https_urls() -> None:
     async def go() -> None:
-        transport = HTTP11Transport()
+        transport = network()
         with pytest.raises(httpx.UnsupportedProtocol):
             await transport.handle_async_request(httpx.Request("GET", "ftp://example.com/"))
+        await transport.aclose()
 
     run(go())
 
 
 def test_at_least_one_connection() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        HTTP11Transport(max_connections=0)
+        network(max_connections=0)
 
 
 def test_a_stream_left_after_its_last_event_keeps_the_connection_when_its_end_arrived() -> None:
@@ -421,7 +419,7 @@ def test_a_stream_left_after_its_last_event_keeps_the_connection_when_its_end_ar
 
     async def go() -> None:
         async with Server(sse) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     async with http.stream("POST", server.url, content=b"{}") as r:
                         async for line in r.aiter_lines():
@@ -440,7 +438,7 @@ def test_an_answer_closed_before_its_end_arrived_drops_the_connection() -> None:
 
     async def go() -> None:
         async with Server(half) as server:
-            async with client(HTTP11Transport(), read=0.5) as http:
+            async with client(network(), read=0.5) as http:
                 for _ in range(2):
                     async with http.stream("POST", server.url, content=b"{}") as r:
                         async for _chunk in r.aiter_raw():
@@ -470,7 +468,7 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
     async def go() -> None:
         async with Server(answer_or_stream, tls=server_tls) as server:
             trusting = ssl.create_default_context(cafile=str(cert))
-            async with client(HTTP11Transport(ssl_context=trusting)) as http:
+            async with client(network(ssl_context=trusting)) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).json() == {"ok": True}
                 async with http.stream("POST", server.url, content=b'{"stream": 1}') as r:
@@ -478,7 +476,7 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
                 assert (await http.post(server.url, content=b"{}")).status_code == 200
             assert server.connections == 1
             # A client that does not trust the certificate never gets to send.
-            async with client(HTTP11Transport(ssl_context=ssl.create_default_context())) as http:
+            async with client(network(ssl_context=ssl.create_default_context())) as http:
                 with pytest.raises(httpx.ConnectError) as info:
                     await http.post(server.url, content=b"{}")
                 assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
@@ -495,7 +493,7 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
 
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 for _ in range(2):
                     r = await http.post(server.url, json={}, extensions={"trace": trace})
                     assert r.status_code == 200
@@ -509,3 +507,20 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
         "answered",
         "answered",
     ]
+
+
+def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
+    async def hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+
+    async def go() -> None:
+        async with Server(hang_up) as server:
+            async with client(network()) as http:
+                with pytest.raises(httpx.RemoteProtocolError) as info:
+                    await http.post(server.url, content=b"{}")
+        assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+        assert str(info.value) == "Server disconnected"
+
+    run(go())
