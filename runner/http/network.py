@@ -16,6 +16,7 @@ cannot fix it, so the client reports it as fatal.
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 from urllib.parse import urlsplit
@@ -42,7 +43,23 @@ def network_transport(base_url: str, *, max_connections: int) -> NetworkTranspor
     return NetworkTransport(
         ssl_context=httpx.create_ssl_context(trust_env=True),
         max_connections=max_connections,
-        proxy=None if proxy is None else httpx.Proxy(proxy),
+        proxy=None if proxy is None else proxy_settings(proxy),
+    )
+
+
+def proxy_settings(url: str) -> httpx.Proxy:
+    """The proxy at ``url``, its credentials (``user:password@``) moved into a header.
+
+    Sent as ``Proxy-Authorization`` on the CONNECT or the forwarded request,
+    and never part of the proxy's URL, so no error or repr can show them.
+    """
+    parsed = httpx.URL(url)
+    if not (parsed.username or parsed.password):
+        return httpx.Proxy(parsed)
+    token = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode("ascii")
+    return httpx.Proxy(
+        parsed.copy_with(username=None, password=None),
+        headers={"Proxy-Authorization": f"Basic {token}"},
     )
 
 

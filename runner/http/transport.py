@@ -128,6 +128,10 @@ class NetworkTransport(AiohttpTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; its answer's body streams, with errors mapped as above."""
+        if self.proxy is not None and request.url.scheme == "http":
+            # Forwarded as is: the proxy reads its credentials from the request itself
+            # (aiohttp sends the proxy's headers only with a CONNECT).
+            request.headers.update(self.proxy.headers)
         sending = _Sending(request)
         token = _SENDING.set(sending)
         try:
