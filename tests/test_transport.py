@@ -9,7 +9,9 @@ protocol error), https verified, and the connection trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ import httpx
 import pytest
 from helpers import self_signed_cert
 
+from runner.http.client import ChatClient, Completion
 from runner.http.transport import NetworkTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
@@ -82,6 +85,17 @@ def ok(body: bytes = b'{"ok": true}', *extra: str) -> bytes:
         *extra,
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def answer_chat(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+) -> None:
+    """Answer every request on the connection with a chat completion."""
+    while await s.read_request(reader):
+        message = {"role": "assistant", "content": "Hi."}
+        answer = {"id": "c1", "choices": [{"index": 0, "message": message}]}
+        writer.write(ok(json.dumps(answer).encode()))
+        await writer.drain()
 
 
 async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
@@ -524,3 +538,65 @@ def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
         assert str(info.value) == "Server disconnected"
 
     run(go())
+
+
+class _BrokenIPv6First(aiohttp.abc.AbstractResolver):
+    """Resolves every name to ::1 first (where nothing answers), then 127.0.0.1."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": kind,
+                "proto": 0,
+                "flags": 0,
+            }
+            for address, kind in (("::1", socket.AF_INET6), ("127.0.0.1", socket.AF_INET))
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def black_hole(port: int) -> list[socket.socket]:
+    """A port on ::1 whose connections never complete: a full backlog drops every SYN."""
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    listener.bind(("::1", port))
+    listener.listen(0)
+    held = [listener]
+    for _ in range(3):
+        filler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("::1", port))
+        held.append(filler)
+    return held
+
+
+def test_a_host_whose_ipv6_is_broken_is_reached_over_ipv4_before_the_deadline() -> None:
+    async def go() -> Completion:
+        async with Server(answer_chat) as server:
+            port = int(server.url.split(":")[2].split("/")[0])
+            held = black_hole(port)
+            try:
+                transport = NetworkTransport(
+                    ssl_context=ssl.create_default_context(), resolver=_BrokenIPv6First()
+                )
+                # Without happy eyeballs the ::1 attempt would use up the whole 2 s.
+                async with ChatClient(
+                    f"http://dual-stack.test:{port}/v1",
+                    api_key=None,
+                    timeout=2.0,
+                    transport=transport,
+                ) as chat:
+                    return await chat.complete({"model": "m", "messages": []})
+            finally:
+                for sock in held:
+                    sock.close()
+
+    assert run(go()).content == "Hi."

@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -67,7 +68,10 @@ _SENDING: contextvars.ContextVar[_Sending | None] = contextvars.ContextVar(
 
 
 class NetworkTransport(AiohttpTransport):
-    """httpx over aiohttp: at most ``max_connections``, through ``proxy`` when given."""
+    """httpx over aiohttp: at most ``max_connections``, through ``proxy`` when given.
+
+    ``resolver`` looks host names up (aiohttp's seam; default: the system's).
+    """
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class NetworkTransport(AiohttpTransport):
         max_connections: int = 8,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         proxy: httpx.Proxy | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -86,6 +91,8 @@ class NetworkTransport(AiohttpTransport):
         )
         super().__init__(verify=ssl_context, limits=limits, proxy=proxy, trust_env=False)
         self.max_connections = max_connections
+        self._resolver = resolver
+        """Where host names are looked up (default: the system's ``getaddrinfo``)."""
         self.connections_opened = 0
         """Connections opened so far (keep-alive at work keeps this low)."""
 
@@ -101,6 +108,7 @@ class NetworkTransport(AiohttpTransport):
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
             happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+            resolver=self._resolver,
         )
         return aiohttp.ClientSession(
             connector=connector,
