@@ -19,13 +19,16 @@ from __future__ import annotations
 import base64
 import os
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from runner.errors import ConfigError
 from runner.http.endpoint import public_base_url
-from runner.http.transport import NetworkTransport
+
+if TYPE_CHECKING:
+    from runner.http.transport import NetworkTransport
 
 
 def choose_transport(
@@ -39,6 +42,8 @@ def choose_transport(
 
 def network_transport(base_url: str, *, max_connections: int) -> NetworkTransport:
     """The network transport for ``base_url``: its proxy (if any) and a verifying TLS context."""
+    from runner.http.transport import NetworkTransport  # aiohttp: only when the network is used
+
     proxy = env_proxy(base_url)
     return NetworkTransport(
         ssl_context=httpx.create_ssl_context(trust_env=True),
