@@ -151,13 +151,8 @@ class NetworkTransport(AiohttpTransport):
         finally:
             _SENDING.reset(token)
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers.raw,
-            stream=_Body(response.stream),
-            request=request,
-            extensions=response.extensions,
-        )
+        response.stream = _Body(response.stream)
+        return response
 
 
 def _large_body_streamed(request: httpx.Request) -> httpx.Request:
