@@ -1,31 +1,51 @@
-"""Client CPU per request: httpx's default transport (httpcore) against mtrun's HTTP11Transport.
+"""Client CPU per request over each candidate HTTP transport, against a zero-latency server.
 
 Starts ``bench_server.py`` with zero latency, then sends the same small
-chat-completions POST through an ``httpx.AsyncClient`` over each transport,
-at several concurrencies (an ``asyncio.Semaphore`` around each request and
-a pool of that many connections). CPU is this process's ``ru_utime +
-ru_stime`` around the requests, so the server's own work is not counted.
+chat-completions POST through each transport at several concurrencies (an
+``asyncio.Semaphore`` around each request and a pool of that many
+connections). CPU is this process's ``ru_utime + ru_stime`` around the
+requests, so the server's own work is not counted. The candidates run
+interleaved, each concurrency ``--rounds`` times, and the table gives each
+one's median: the machine is shared and noisy.
 
-Usage: ``python scripts/bench_transport.py [--requests N]`` (with mtrun
-installed); prints a Markdown table of CPU milliseconds per request.
+The candidates (one missing its package is left out, with a note):
+
+- ``httpx+httpcore``: httpx's default transport;
+- ``httpx+h11 (old)``: the HTTP/1.1 transport on h11 that mtrun had until
+  issue 14, loaded from git (``--old-rev``, default: the last commit with it);
+- ``httpx2``: httpx2's default transport;
+- ``httpx+aiohttp``: httpx-aiohttp's ``AiohttpTransport`` as shipped;
+- ``httpx2+aiohttp``: ``httpx_aiohttp.httpx2.AiohttpTransport``;
+- ``mtrun``: the transport mtrun uses now (``runner.http.network``).
+
+Usage: ``python scripts/bench_transport.py [--requests N] [--rounds R]``
+(with mtrun installed, and the ``bench`` extra for httpx2); prints a
+Markdown table of CPU milliseconds per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import httpx
-
-from runner.http.transport import HTTP11Transport
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there."}]}
+OLD_REV = "9249b9b"
+"""The last commit with mtrun's own h11 transport (``runner/http/transport.py``)."""
+CONCURRENCIES = (1, 8, 32, 64)
+
+Factory = Callable[[int], tuple[Any, Any]]
+"""Given the connection count: (an AsyncClient class, a transport for it)."""
 
 
 def _cpu() -> float:
@@ -33,9 +53,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _measure(url: str, transport: httpx.AsyncBaseTransport, n: int, j: int) -> float:
+async def _measure(url: str, factory: Factory, n: int, j: int) -> float:
     """CPU milliseconds per request for ``n`` requests, ``j`` at a time."""
-    async with httpx.AsyncClient(transport=transport, limits=_limits(j), timeout=30.0) as client:
+    client_class, transport = factory(j)
+    async with client_class(transport=transport, timeout=30.0) as client:
         gate = asyncio.Semaphore(j)
 
         async def one() -> None:
@@ -50,10 +71,91 @@ async def _measure(url: str, transport: httpx.AsyncBaseTransport, n: int, j: int
         return (_cpu() - before) * 1000.0 / n
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=3000)
-    args = p.parse_args()
+def _httpx_default(j: int) -> tuple[Any, Any]:
+    import httpx
+
+    return httpx.AsyncClient, httpx.AsyncHTTPTransport(limits=_limits(httpx, j))
+
+
+def _old_h11(rev: str) -> Factory:
+    """mtrun's h11 transport as it was at ``rev``, loaded from git into a scratch module."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:runner/http/transport.py"],
+        cwd=HERE.parent,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "old_h11_transport.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_h11_transport", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def factory(j: int) -> tuple[Any, Any]:
+        import httpx
+
+        return httpx.AsyncClient, module.HTTP11Transport(max_connections=j)
+
+    return factory
+
+
+def _httpx2_default(j: int) -> tuple[Any, Any]:
+    import httpx2
+
+    return httpx2.AsyncClient, httpx2.AsyncHTTPTransport(limits=_limits(httpx2, j))
+
+
+def _httpx_aiohttp(j: int) -> tuple[Any, Any]:
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    return httpx.AsyncClient, AiohttpTransport(limits=_limits(httpx, j))
+
+
+def _httpx2_aiohttp(j: int) -> tuple[Any, Any]:
+    import httpx2
+    from httpx_aiohttp.httpx2 import AiohttpTransport
+
+    return httpx2.AsyncClient, AiohttpTransport(limits=_limits(httpx2, j))
+
+
+def _mtrun(j: int) -> tuple[Any, Any]:
+    import httpx
+
+    from runner.http.network import network_transport
+
+    return httpx.AsyncClient, network_transport("http://127.0.0.1/v1", max_connections=j)
+
+
+def _limits(module: Any, j: int) -> Any:
+    return module.Limits(max_connections=j, max_keepalive_connections=j)
+
+
+def _candidates(old_rev: str) -> dict[str, Factory]:
+    """The transports to compare, less those whose package is missing."""
+    wanted: dict[str, tuple[str, Callable[[], Factory]]] = {
+        "httpx+httpcore": ("httpx", lambda: _httpx_default),
+        "httpx+h11 (old)": ("h11", lambda: _old_h11(old_rev)),
+        "httpx2": ("httpx2", lambda: _httpx2_default),
+        "httpx+aiohttp": ("httpx_aiohttp", lambda: _httpx_aiohttp),
+        "httpx2+aiohttp": ("httpx2", lambda: _httpx2_aiohttp),
+        "mtrun": ("runner", lambda: _mtrun),
+    }
+    found: dict[str, Factory] = {}
+    for name, (module, make) in wanted.items():
+        if importlib.util.find_spec(module) is None:
+            print(f"({name}: {module} is not installed, left out)", file=sys.stderr)
+            continue
+        try:
+            found[name] = make()
+        except (OSError, subprocess.CalledProcessError, ImportError) as exc:
+            print(f"({name}: left out: {exc})", file=sys.stderr)
+    return found
+
+
+def _start_server() -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
         [
             sys.executable,
@@ -70,25 +172,37 @@ def main() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip() + "/chat/completions"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=3, help="runs of each cell; the median is shown")
+    p.add_argument("--old-rev", default=OLD_REV, help="git revision with the old h11 transport")
+    p.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
+    args = p.parse_args()
+    candidates = _candidates(args.old_rev)
+    if args.only:
+        candidates = {k: v for k, v in candidates.items() if k in args.only}
+    server, url = _start_server()
     try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip() + "/chat/completions"
-        print("| connections | httpx's default transport | mtrun's HTTP11Transport |")
-        print("|---:|---:|---:|")
-        for j in (1, 8, 32, 64):
-            default = asyncio.run(
-                _measure(url, httpx.AsyncHTTPTransport(limits=_limits(j)), args.requests, j)
-            )
-            ours = asyncio.run(_measure(url, HTTP11Transport(max_connections=j), args.requests, j))
-            print(f"| {j} | {default:.3f} | {ours:.3f} |", flush=True)
-            time.sleep(0.2)
+        print("| transport | " + " | ".join(str(j) for j in CONCURRENCIES) + " |")
+        print("|---|" + "---:|" * len(CONCURRENCIES))
+        results: dict[str, dict[int, list[float]]] = {name: {} for name in candidates}
+        for j in CONCURRENCIES:
+            for _ in range(args.rounds):
+                for name, factory in candidates.items():
+                    ms = asyncio.run(_measure(url, factory, args.requests, j))
+                    results[name].setdefault(j, []).append(ms)
+                    time.sleep(0.2)
+        for name, cells in results.items():
+            row = " | ".join(f"{statistics.median(cells[j]):.2f}" for j in CONCURRENCIES)
+            print(f"| {name} | {row} |", flush=True)
     finally:
         server.terminate()
         server.wait()
-
-
-def _limits(j: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=j, max_keepalive_connections=j)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from runner.http.client import (
     is_loopback,
     public_base_url,
 )
-from runner.http.network import Route, choose_route
-from runner.http.transport import HTTP11Transport
+from runner.http.network import choose_transport
+from runner.http.transport import NetworkTransport
 
 KEY = "sk-test-SECRET-123"
 BASE = "https://api.example.test/v1"
@@ -648,16 +648,20 @@ def test_no_proxy_sends_the_requests_direct(
     assert path == "/v1/chat/completions"
 
 
-def test_the_network_goes_through_the_keep_alive_transport_unless_a_proxy_applies(
+def test_the_network_goes_through_one_transport_proxied_or_not(
     no_proxy: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    direct = choose_route(BASE, transport=None, max_connections=3)
-    assert isinstance(direct.transport, HTTP11Transport) and not direct.trust_env
+    direct = choose_transport(BASE, transport=None, max_connections=3)
+    assert isinstance(direct, NetworkTransport) and direct.proxy is None
+    assert repr(direct) == "NetworkTransport(max_connections=3)"
 
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert choose_route(BASE, transport=None, max_connections=3) == Route(None, trust_env=True)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.invalid:3128")
+    proxied = choose_transport(BASE, transport=None, max_connections=3)
+    assert isinstance(proxied, NetworkTransport) and proxied.proxy is not None
+    assert str(proxied.proxy.url) == "http://proxy.invalid:3128"  # the credentials go apart
+    assert "secret" not in repr(proxied)
     given = httpx.MockTransport(lambda request: httpx.Response(200))
-    assert choose_route(BASE, transport=given, max_connections=3) == Route(given, trust_env=False)
+    assert choose_transport(BASE, transport=given, max_connections=3) is given
 
 
 def test_requests_share_keep_alive_connections(chat_server: LoopbackServer) -> None:

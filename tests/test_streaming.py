@@ -406,3 +406,39 @@ def test_odd_streams_on_real_sockets_give_the_transcript_of_a_fault_free_run(
     assert {k: r["messages"] for k, r in outputs["clean"].items()} == {
         k: r["messages"] for k, r in outputs["odd"].items()
     }
+
+
+class _Trickle(httpx.AsyncByteStream):
+    """A stream body whose events arrive ``gap`` seconds apart (on the loop's clock)."""
+
+    def __init__(self, events: list[bytes], gap: float) -> None:
+        self.events, self.gap = events, gap
+
+    async def __aiter__(self) -> Any:
+        for event in self.events:
+            await asyncio.sleep(self.gap)
+            yield event
+
+
+def test_first_token_ms_counts_from_sending_on_the_runs_clock(tmp_path: Path) -> None:
+    # The server holds its headers 200 ms, then sends an event every 50 ms:
+    # the role, the first token, the finish.
+    events = [sse(chunk(role="assistant"), done=False), sse(chunk("Hi"), done=False)]
+    events.append(sse(chunk(finish="stop")))
+
+    async def respond(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        headers = {"Content-Type": "text/event-stream"}
+        return httpx.Response(200, headers=headers, stream=_Trickle(events, 0.05))
+
+    config = RunConfig(
+        output=tmp_path / "o.jsonl",
+        base_url=LOCAL,
+        transport=httpx.MockTransport(respond),
+        stream=True,
+    )
+    result = run_virtual(run_batch([conv("c", "one")], config, sleep=asyncio.sleep, clock=clock))
+    assert result.completed == 1
+    (record,) = read_jsonl(tmp_path / "o.jsonl")
+    turn = record["turns"][0]
+    assert (turn["first_token_ms"], turn["latency_ms"]) == (300.0, 350.0)

@@ -1,19 +1,29 @@
-"""The HTTP/1.1 transport, against scripted servers on real loopback sockets."""
+"""The network transport (httpx over aiohttp), against scripted servers on real loopback sockets.
+
+What mtrun relies on from it: keep-alive within a connection limit, answers
+that stream as they arrive, each failure as the httpx error the client
+classifies (a refused connection is not a timeout, a dropped one is a
+protocol error), https verified, and the connection trace.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from helpers import self_signed_cert
 
-from runner.http.transport import HTTP11Transport
+from runner.http.client import ChatClient, Completion
+from runner.http.transport import NetworkTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -77,6 +87,17 @@ def ok(body: bytes = b'{"ok": true}', *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+async def answer_chat(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+) -> None:
+    """Answer every request on the connection with a chat completion."""
+    while await s.read_request(reader):
+        message = {"role": "assistant", "content": "Hi."}
+        answer = {"id": "c1", "choices": [{"index": 0, "message": message}]}
+        writer.write(ok(json.dumps(answer).encode()))
+        await writer.drain()
+
+
 async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
     """Answer every request on the connection, keeping it open."""
     while await s.read_request(reader):
@@ -95,14 +116,22 @@ def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(go())
 
 
-def client(transport: HTTP11Transport, **timeouts: float) -> httpx.AsyncClient:
+def network(
+    *, ssl_context: ssl.SSLContext | None = None, max_connections: int = 8
+) -> NetworkTransport:
+    """The transport as ``network.py`` builds it, trusting ``ssl_context`` (default: the system)."""
+    context = ssl_context or ssl.create_default_context()
+    return NetworkTransport(ssl_context=context, max_connections=max_connections)
+
+
+def client(transport: NetworkTransport, **timeouts: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts))
 
 
 def test_sequential_requests_share_one_keep_alive_connection() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            transport = HTTP11Transport(max_connections=4)
+            transport = network(max_connections=4)
             async with client(transport) as http:
                 for n in range(1, 6):
                     r = await http.post(server.url, json={"turn": n})
@@ -120,7 +149,7 @@ def test_sequential_requests_share_one_keep_alive_connection() -> None:
 def test_never_more_connections_than_the_limit() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=3)) as http:
+            async with client(network(max_connections=3)) as http:
                 answers = await asyncio.gather(
                     *(http.post(server.url, json={"i": i}) for i in range(12))
                 )
@@ -142,7 +171,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
 
     async def go() -> None:
         async with Server(one_then_close) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
                     await asyncio.sleep(0.05)  # the close reaches the client
@@ -161,28 +190,10 @@ def test_connection_close_in_the_answer_means_a_new_connection() -> None:
 
     async def go() -> None:
         async with Server(close_each) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
             assert server.connections == 3
-
-    run(go())
-
-
-def test_idle_connections_expire() -> None:
-    now = [0.0]
-
-    async def go() -> None:
-        async with Server(answer_all) as server:
-            transport = HTTP11Transport(keepalive_expiry=5.0, clock=lambda: now[0])
-            async with client(transport) as http:
-                await http.post(server.url, content=b"{}")
-                now[0] = 4.0
-                await http.post(server.url, content=b"{}")
-                assert server.connections == 1
-                now[0] = 9.5
-                await http.post(server.url, content=b"{}")
-            assert server.connections == 2
 
     run(go())
 
@@ -205,7 +216,7 @@ def test_a_chunked_answer_streams_as_it_arrives() -> None:
         seen: list[tuple[str, float]] = []
         loop = asyncio.get_running_loop()
         async with Server(slow_chunks) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 async with http.stream("POST", server.url, content=b"{}") as r:
                     async for line in r.aiter_lines():
                         if line:
@@ -228,7 +239,7 @@ def test_a_large_request_and_answer_arrive_whole() -> None:
 
     async def go() -> None:
         async with Server(echo) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 r = await http.post(server.url, content=big)
                 assert r.content == big * 2
                 r = await http.post(server.url, content=b"{}")
@@ -254,7 +265,7 @@ def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot()
 
     async def go() -> None:
         async with Server(hang_first) as server:
-            transport = HTTP11Transport(max_connections=1)
+            transport = network(max_connections=1)
             async with client(transport, read=0.1) as http:
                 with pytest.raises(httpx.ReadTimeout):
                     await http.post(server.url, content=b"{}")
@@ -274,7 +285,7 @@ def test_no_free_connection_within_the_pool_timeout() -> None:
 
     async def go() -> None:
         async with Server(slow) as server:
-            async with client(HTTP11Transport(max_connections=1), pool=0.05) as http:
+            async with client(network(max_connections=1), pool=0.05) as http:
                 first = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 await asyncio.sleep(0.01)
                 with pytest.raises(httpx.PoolTimeout):
@@ -294,7 +305,7 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
 
     async def go() -> None:
         async with Server(hang) as server:
-            async with client(HTTP11Transport(max_connections=1), pool=1.0) as http:
+            async with client(network(max_connections=1), pool=1.0) as http:
                 task = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 while not server.requests:
                     await asyncio.sleep(0.01)
@@ -310,7 +321,7 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
 def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 order: list[int] = []
 
                 async def post(i: int) -> None:
@@ -331,7 +342,7 @@ def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped()
 def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            transport = HTTP11Transport(max_connections=1)
+            transport = network(max_connections=1)
 
             def post() -> Awaitable[httpx.Response]:
                 return transport.handle_async_request(httpx.Request("POST", server.url, json={}))
@@ -375,7 +386,7 @@ def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
 
     async def go() -> None:
         async with Server(broken_first) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 with pytest.raises(error):
                     r = await http.post(server.url, content=b"{}")
                     r.raise_for_status()
@@ -389,7 +400,7 @@ def test_nothing_listening_is_a_connect_error() -> None:
         async with Server(answer_all) as server:
             url = server.url
         await asyncio.sleep(0.01)
-        async with client(HTTP11Transport()) as http:
+        async with client(network()) as http:
             with pytest.raises(httpx.ConnectError):
                 await http.post(url, content=b"{}")
 
@@ -398,16 +409,17 @@ def test_nothing_listening_is_a_connect_error() -> None:
 
 def test_only_http_and_https_urls() -> None:
     async def go() -> None:
-        transport = HTTP11Transport()
+        transport = network()
         with pytest.raises(httpx.UnsupportedProtocol):
             await transport.handle_async_request(httpx.Request("GET", "ftp://example.com/"))
+        await transport.aclose()
 
     run(go())
 
 
 def test_at_least_one_connection() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        HTTP11Transport(max_connections=0)
+        network(max_connections=0)
 
 
 def test_a_stream_left_after_its_last_event_keeps_the_connection_when_its_end_arrived() -> None:
@@ -421,7 +433,7 @@ def test_a_stream_left_after_its_last_event_keeps_the_connection_when_its_end_ar
 
     async def go() -> None:
         async with Server(sse) as server:
-            async with client(HTTP11Transport()) as http:
+            async with client(network()) as http:
                 for _ in range(3):
                     async with http.stream("POST", server.url, content=b"{}") as r:
                         async for line in r.aiter_lines():
@@ -440,7 +452,7 @@ def test_an_answer_closed_before_its_end_arrived_drops_the_connection() -> None:
 
     async def go() -> None:
         async with Server(half) as server:
-            async with client(HTTP11Transport(), read=0.5) as http:
+            async with client(network(), read=0.5) as http:
                 for _ in range(2):
                     async with http.stream("POST", server.url, content=b"{}") as r:
                         async for _chunk in r.aiter_raw():
@@ -470,7 +482,7 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
     async def go() -> None:
         async with Server(answer_or_stream, tls=server_tls) as server:
             trusting = ssl.create_default_context(cafile=str(cert))
-            async with client(HTTP11Transport(ssl_context=trusting)) as http:
+            async with client(network(ssl_context=trusting)) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).json() == {"ok": True}
                 async with http.stream("POST", server.url, content=b'{"stream": 1}') as r:
@@ -478,7 +490,7 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
                 assert (await http.post(server.url, content=b"{}")).status_code == 200
             assert server.connections == 1
             # A client that does not trust the certificate never gets to send.
-            async with client(HTTP11Transport(ssl_context=ssl.create_default_context())) as http:
+            async with client(network(ssl_context=ssl.create_default_context())) as http:
                 with pytest.raises(httpx.ConnectError) as info:
                     await http.post(server.url, content=b"{}")
                 assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
@@ -495,7 +507,7 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
 
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(HTTP11Transport(max_connections=1)) as http:
+            async with client(network(max_connections=1)) as http:
                 for _ in range(2):
                     r = await http.post(server.url, json={}, extensions={"trace": trace})
                     assert r.status_code == 200
@@ -509,3 +521,82 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
         "answered",
         "answered",
     ]
+
+
+def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
+    async def hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+
+    async def go() -> None:
+        async with Server(hang_up) as server:
+            async with client(network()) as http:
+                with pytest.raises(httpx.RemoteProtocolError) as info:
+                    await http.post(server.url, content=b"{}")
+        assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+        assert str(info.value) == "Server disconnected"
+
+    run(go())
+
+
+class _BrokenIPv6First(aiohttp.abc.AbstractResolver):
+    """Resolves every name to ::1 first (where nothing answers), then 127.0.0.1."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": kind,
+                "proto": 0,
+                "flags": 0,
+            }
+            for address, kind in (("::1", socket.AF_INET6), ("127.0.0.1", socket.AF_INET))
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def black_hole(port: int) -> list[socket.socket]:
+    """A port on ::1 whose connections never complete: a full backlog drops every SYN."""
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    listener.bind(("::1", port))
+    listener.listen(0)
+    held = [listener]
+    for _ in range(3):
+        filler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("::1", port))
+        held.append(filler)
+    return held
+
+
+def test_a_host_whose_ipv6_is_broken_is_reached_over_ipv4_before_the_deadline() -> None:
+    async def go() -> Completion:
+        async with Server(answer_chat) as server:
+            port = int(server.url.split(":")[2].split("/")[0])
+            held = black_hole(port)
+            try:
+                transport = NetworkTransport(
+                    ssl_context=ssl.create_default_context(), resolver=_BrokenIPv6First()
+                )
+                # Without happy eyeballs the ::1 attempt would use up the whole 2 s.
+                async with ChatClient(
+                    f"http://dual-stack.test:{port}/v1",
+                    api_key=None,
+                    timeout=2.0,
+                    transport=transport,
+                ) as chat:
+                    return await chat.complete({"model": "m", "messages": []})
+            finally:
+                for sock in held:
+                    sock.close()
+
+    assert run(go()).content == "Hi."

@@ -5,8 +5,8 @@
 that says whether the failure is worth retrying. It never retries itself
 (``runner.send.retry`` does) and never logs. The transport is a seam: the real network,
 the offline backend (``mock.py``) or an ``httpx.MockTransport`` in tests all
-go through exactly the same code. Which transport the network uses (direct,
-or httpx's behind an environment proxy) is decided in ``network.py``; what
+go through exactly the same code. How the network is reached (one transport,
+direct or through an environment proxy) is decided in ``network.py``; what
 a status and the headers mean, in ``status.py`` and ``headers.py``.
 
 Two rules hold for every attempt. The whole of it runs under one
@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -41,7 +42,7 @@ from runner.http.endpoint import (
     public_base_url,
 )
 from runner.http.headers import RateLimits, parse_rate_limits, parse_retry_after
-from runner.http.network import choose_route, is_tls_failure
+from runner.http.network import choose_transport, is_tls_failure
 from runner.http.status import classify_status
 from runner.http.streaming import StreamAnswer
 from runner.jsonbytes import dumps_bytes
@@ -81,7 +82,7 @@ class Completion:
     raw: dict[str, Any]
     """The whole answer as received (a stream: as assembled), for recording fixtures."""
     first_token_ms: float | None = None
-    """With streaming: milliseconds from sending to the first token of the answer."""
+    """With streaming: milliseconds from sending the request to the first token of the answer."""
     rate_limits: RateLimits | None = None
     """What the answer's ``x-ratelimit-*`` headers said, when it had any."""
 
@@ -98,6 +99,9 @@ class ChatClient:
     streamed answer may take longer as long as it keeps coming: for it the
     timeout limits the silence before the first event with data, and between
     two of them (comments such as ``: ping`` do not count).
+
+    ``clock`` times the first token of a stream from the moment the request
+    is sent: the clock the caller times ``latency_ms`` on.
     """
 
     def __init__(
@@ -108,24 +112,27 @@ class ChatClient:
         timeout: float = 120.0,
         max_connections: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.url = f"{self.base_url}/chat/completions"
         self.timeout = timeout
         self._key = api_key
+        self._clock = clock
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
-        route = choose_route(self.base_url, transport=transport, max_connections=max_connections)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=route.transport,
+            transport=choose_transport(
+                self.base_url, transport=transport, max_connections=max_connections
+            ),
             follow_redirects=False,
-            trust_env=route.trust_env,
+            trust_env=False,  # network.py reads the proxy and CA settings
         )
 
     def __repr__(self) -> str:
@@ -151,7 +158,7 @@ class ChatClient:
 
         A body with ``"stream": true`` is read as server-sent events.
         """
-        request = _Request(dumps_bytes(body))
+        request = _Request(dumps_bytes(body), sent=self._clock())
         streamed = bool(body.get("stream"))
         try:
             async with Deadline(self.timeout) as deadline:
@@ -189,7 +196,7 @@ class ChatClient:
                     data = first + b"".join([chunk async for chunk in chunks])
                     return self._read_response(status, headers, data, response.reason_phrase)
                 chunks = _prepend(first, chunks)
-            stream = StreamAnswer()
+            stream = StreamAnswer(clock=self._clock, started=request.sent)
             try:
                 await stream.read(chunks, on_event=deadline.extend, scrub=self._scrub)
             except httpx.TransportError:
@@ -268,10 +275,12 @@ _NOT_JSON = object()
 class _Request:
     """One request's body, and whether it is still connecting (told by the transport)."""
 
-    __slots__ = ("connecting", "content", "ext")
+    __slots__ = ("connecting", "content", "ext", "sent")
 
-    def __init__(self, content: bytes) -> None:
+    def __init__(self, content: bytes, *, sent: float) -> None:
         self.content = content
+        self.sent = sent
+        """When the request was sent, on the client's clock."""
         self.connecting = False
         self.ext: dict[str, Any] = {"trace": self._trace}
 

@@ -1,72 +1,99 @@
-"""How the client reaches an endpoint: directly or through an environment proxy, and over TLS.
+"""How the client reaches an endpoint: one transport, straight there or through a proxy, over TLS.
 
-The network goes through mtrun's own HTTP/1.1 transport (``transport.py``
-says why), with a verifying TLS context that honours ``SSL_CERT_FILE`` and
-``SSL_CERT_DIR``. When an ``HTTP(S)_PROXY`` or ``ALL_PROXY`` setting applies
-to the endpoint (``NO_PROXY`` aside), httpx's own transport handles it
-instead. A transport given by the caller (the offline backend, a test's
-``httpx.MockTransport``) is used as it is.
+Every request to the network goes through :class:`~runner.http.transport.NetworkTransport`
+(``transport.py`` says why), direct or proxied alike: when an ``HTTPS_PROXY``,
+``HTTP_PROXY`` or ``ALL_PROXY`` setting applies to the endpoint (and
+``NO_PROXY`` does not exempt it), the same transport sends through that
+proxy (``CONNECT`` for https). Certificates are verified against certifi's
+bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set. A transport given
+by the caller (the offline backend, a test's ``httpx.MockTransport``) is
+used as it is.
 
-A failed TLS verification is told apart from other network errors: retrying
+A failed TLS verification is told apart from other network errors by its
+type (``ssl.SSLCertVerificationError`` behind the httpx error): retrying
 cannot fix it, so the client reports it as fatal.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
-from runner.http.transport import HTTP11Transport
+from runner.errors import ConfigError
+from runner.http.endpoint import public_base_url
+
+if TYPE_CHECKING:
+    from runner.http.transport import NetworkTransport
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """The transport a client uses, and whether httpx reads the proxy environment."""
-
-    transport: httpx.AsyncBaseTransport | None
-    """The transport; None: httpx's default (which then applies the proxy)."""
-    trust_env: bool
-    """Whether httpx applies ``*_PROXY`` settings (only when no transport is given)."""
-
-
-def choose_route(
+def choose_transport(
     base_url: str, *, transport: httpx.AsyncBaseTransport | None, max_connections: int
-) -> Route:
-    """How requests to ``base_url`` travel: the given transport, a proxy, or straight there."""
+) -> httpx.AsyncBaseTransport:
+    """The transport for requests to ``base_url``: the one given, else the network's."""
     if transport is not None:
-        return Route(transport, trust_env=False)
-    if env_proxy(base_url):
-        return Route(None, trust_env=True)
-    return Route(
-        HTTP11Transport(ssl_context=ssl_context(base_url), max_connections=max_connections),
-        trust_env=False,
+        return transport
+    return network_transport(base_url, max_connections=max_connections)
+
+
+def network_transport(base_url: str, *, max_connections: int) -> NetworkTransport:
+    """The network transport for ``base_url``: its proxy (if any) and a verifying TLS context."""
+    from runner.http.transport import NetworkTransport  # aiohttp: only when the network is used
+
+    proxy = env_proxy(base_url)
+    return NetworkTransport(
+        ssl_context=httpx.create_ssl_context(trust_env=True),
+        max_connections=max_connections,
+        proxy=None if proxy is None else proxy_settings(proxy),
     )
 
 
-def env_proxy(base_url: str) -> bool:
-    """Whether an HTTP(S)_PROXY / ALL_PROXY setting applies to ``base_url`` (NO_PROXY aside)."""
+def proxy_settings(url: str) -> httpx.Proxy:
+    """The proxy at ``url``, its credentials (``user:password@``) moved into a header.
+
+    Sent as ``Proxy-Authorization`` on the CONNECT or the forwarded request,
+    and never part of the proxy's URL, so no error or repr can show them.
+    """
+    parsed = httpx.URL(url)
+    if not (parsed.username or parsed.password):
+        return httpx.Proxy(parsed)
+    token = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode("ascii")
+    return httpx.Proxy(
+        parsed.copy_with(username=None, password=None),
+        headers={"Proxy-Authorization": f"Basic {token}"},
+    )
+
+
+def env_proxy(base_url: str) -> str | None:
+    """The HTTP(S)_PROXY / ALL_PROXY URL that applies to ``base_url``, unless NO_PROXY exempts it.
+
+    Raises ConfigError for a proxy that is not http(s) (SOCKS is not supported).
+    """
     if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return False  # the common case, without importing urllib.request (~13 ms)
+        return None  # the common case, without importing urllib.request (~13 ms)
     import urllib.request
 
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(base_url)
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None
     # proxy_bypass_environment is public but missing from typeshed.
     bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-    return not bypass(parts.hostname or "", proxies)
-
-
-def ssl_context(base_url: str) -> ssl.SSLContext | None:
-    """The verifying TLS context for an https endpoint (honours SSL_CERT_FILE / SSL_CERT_DIR)."""
-    if urlsplit(base_url).scheme != "https":
+    if bypass(parts.hostname or "", proxies):
         return None
-    return httpx.create_ssl_context(trust_env=True)
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"  # "proxy:3128", as curl reads it
+    if urlsplit(proxy).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"the proxy {public_base_url(proxy)!r} (from the *_PROXY environment) is not "
+            "an http:// or https:// proxy; SOCKS proxies are not supported"
+        )
+    return proxy
 
 
 def is_tls_failure(exc: BaseException) -> bool:
@@ -78,4 +105,4 @@ def is_tls_failure(exc: BaseException) -> bool:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return False

@@ -31,7 +31,9 @@ the first fragment that has them (``type`` defaults to ``function``); any
 other field of a call (Gemini's ``extra_content``) is kept as first sent.
 
 Besides the answer, a stream tells when the first token (of content or of a
-tool call) came, recorded with the usage of its last chunk (``stream_options``).
+tool call) came, counted from the moment the request was sent (the client's
+clock: the one ``latency_ms`` is timed on, so a server that holds its
+headers counts), recorded with the usage of its last chunk (``stream_options``).
 """
 
 from __future__ import annotations
@@ -105,11 +107,14 @@ class SSEParser:
 class StreamAnswer:
     """The answer assembled from a stream's events, and whether it is complete yet."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, started: float | None = None
+    ) -> None:
         self._clock = clock
-        self._started = clock()
+        self._started = clock() if started is None else started
+        """When the request was sent (default: now), on ``clock``."""
         self.first_token_ms: float | None = None
-        """Milliseconds from the start to the first content of the answer."""
+        """Milliseconds from ``started`` to the first content of the answer."""
         self.done = False
         """Whether ``[DONE]`` arrived."""
         self.events = 0

@@ -1,462 +1,265 @@
-"""HTTP/1.1 keep-alive connections for httpx, on asyncio protocols and h11.
+"""The network transport: httpx-aiohttp's ``AiohttpTransport``, with httpx's errors told apart.
 
-``ChatClient`` talks to the network through this transport instead of
-httpx's default (httpcore), because httpcore's pool costs grow with the
-number of connections: on every request and every response it scans each
-connection and asks its socket whether it is readable, through several
-layers of anyio. At 32 connections that cost 2 ms of CPU per request here
-(see ``scripts/bench_transport.py``), four times the rest of a turn, and it
-is what capped a zero-latency run at ~600 turns/s.
+``ChatClient`` keeps httpx's API (``httpx.AsyncClient``, its timeouts,
+exceptions and streaming) and sends over aiohttp's connection pool, which
+costs a fraction of httpcore's CPU per request at many connections
+(docs/BENCHMARKS.md, "Client CPU per request, by HTTP transport") and
+brings happy eyeballs (RFC 8305: a host whose IPv6 is broken is reached over
+IPv4 after 0.25 s, not after the connect timeout) and HTTP proxies
+(``CONNECT`` for https) on the same path as direct requests.
 
-This transport does one thing: HTTP/1.1 requests over a pool of keep-alive
-connections, with httpx's timeouts and exceptions, so everything above it
-(``httpx.AsyncClient``, the retry layer's error classification, streaming)
-is unchanged. What makes it cheap:
+What this module adds to the library's transport:
 
-- each connection is an ``asyncio.Protocol`` whose reads the event loop already
-  watches: a connection the server closed while idle is known to be closed
-  without a system call, so reuse checks nothing else;
-- idle connections sit in a stack per origin (host, port, scheme), the most
-  recently used on top, so a busy run reuses warm connections and the rest
-  expire after ``keepalive_expiry`` seconds;
-- one timer per wait, only when a wait is needed.
-
-Like httpcore, it tells a request's ``trace`` extension when it starts and
-finishes connecting (``connection.connect_tcp.started`` / ``.complete``), so
-the client can say whether a deadline passed while connecting or waiting.
-
-Not here: HTTP/2 and proxies. ``ChatClient`` keeps httpx's default transport
-when an environment proxy applies to the endpoint (``network.py``).
-
-A request that fails on a reused connection before any byte of the answer
-arrived is a race with the server's keep-alive timeout, not a failure of
-the endpoint; like httpx, it is reported as a dropped connection and the
-retry layer sends it again.
-
-At about 460 lines it is over the house limit of ~400 on purpose: issue 14
-replaces it with a library transport, so it is left whole until then rather
-than split into pieces that would go with it. ``network.py`` decides when it
-is used.
+- **Errors by kind.** httpx-aiohttp maps aiohttp's exceptions onto httpx's
+  by a table in which ``ClientConnectionError`` (the base of a refused
+  connection, a dropped one and a read timeout alike) becomes
+  ``ConnectTimeout``. :func:`httpx_error` maps them again from the aiohttp
+  exception itself, so a dropped connection is a ``RemoteProtocolError``, a
+  refused one a ``ConnectError`` and silence a ``ReadTimeout``; the aiohttp
+  exception stays the ``__cause__`` (a failed certificate check is an
+  ``ssl.SSLCertVerificationError`` there, which is how the client knows it).
+- **The session.** One pool of ``max_connections`` for every host, idle
+  connections kept ``keepalive_expiry`` seconds, cookies left to httpx (no
+  second jar), no environment read by aiohttp (``network.py`` decides the
+  proxy and the TLS context).
+- **The trace extension.** Like httpcore, it tells a request's ``trace``
+  extension when it starts and finishes opening a connection
+  (``connection.connect_tcp.started`` / ``.complete``), so the client can
+  say whether a deadline passed while connecting or waiting for the answer.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
-import h11
+import aiohttp
+import aiohttp.abc
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept: the default keep-alive of uvicorn and httpx."""
-_MAX_BUFFERED = 1024 * 1024
-"""Bytes received but not yet read before the connection stops reading from the socket."""
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next address of a host is tried alongside the first (RFC 8305)."""
 
-Origin = tuple[bytes, str, int]
-
-
-def _timeouts(request: httpx.Request) -> dict[str, float | None]:
-    timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-    return timeouts
+_LARGE_BODY = 512 * 1024
+"""Request bodies of this many bytes or more are streamed (aiohttp warns from 1 MiB)."""
+_PIECE = 256 * 1024
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: an asyncio protocol plus an h11 state machine."""
+class _Sending:
+    """The request this task is sending, and whether it waits for a free connection."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._transport: asyncio.Transport | None = None
-        self._h11 = h11.Connection(h11.CLIENT)
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._eof = False
-        self._lost: Exception | None = None
-        self._closed = False
-        self._reading_paused = False
-        self._writing_paused = False
-        self._waiter: asyncio.Future[bool] | None = None
-        self.idle_since = 0.0
+    __slots__ = ("queued", "request")
 
-    # -- asyncio.Protocol: called by the event loop
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer.append(data)
-        self._buffered += len(data)
-        if self._buffered > _MAX_BUFFERED and self._transport is not None:
-            self._transport.pause_reading()
-            self._reading_paused = True
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False  # let asyncio close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = self._eof = True
-        self._lost = exc
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(True)
-
-    # -- state
-
-    @property
-    def usable(self) -> bool:
-        """Whether an idle connection can carry another request: no close, no stray bytes."""
-        return (
-            not self._closed
-            and not self._eof
-            and not self._buffer
-            and self._h11.our_state is h11.IDLE
-            and self._h11.their_state is h11.IDLE
-        )
-
-    def close(self) -> None:
-        """Drop the connection (idempotent)."""
-        self._closed = True
-        if self._transport is not None:
-            self._transport.close()
-
-    def finish_cycle(self) -> bool:
-        """After a whole answer: ready the connection for the next request, if it can be."""
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-            return self.usable
-        return False
-
-    # -- reading and writing
-
-    async def _wait(self, timeout: float | None) -> bool:
-        """Wait for the event loop to call back; False if ``timeout`` passed first."""
-        waiter: asyncio.Future[bool] = self._loop.create_future()
-        self._waiter = waiter
-        try:
-            return await _wait(self._loop, waiter, timeout)
-        finally:
-            self._waiter = None
-
-    async def _read(self, timeout: float | None) -> bytes:
-        while not self._buffer:
-            if self._lost is not None:
-                raise httpx.ReadError(str(self._lost) or type(self._lost).__name__)
-            if self._eof:
-                return b""
-            if not await self._wait(timeout):
-                raise httpx.ReadTimeout(f"no data for {timeout:g} s")
-        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
-        if self._reading_paused and not self._closed and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
-        return data
-
-    async def _write(self, data: bytes, timeout: float | None) -> None:
-        if self._closed or self._transport is None or self._transport.is_closing():
-            raise httpx.WriteError(str(self._lost or "the server closed the connection"))
-        self._transport.write(data)
-        while self._writing_paused and not self._closed:
-            if not await self._wait(timeout):
-                raise httpx.WriteTimeout(f"could not send for {timeout:g} s")
-        if self._lost is not None:
-            raise httpx.WriteError(str(self._lost) or type(self._lost).__name__)
-
-    async def _next_event(self, timeout: float | None) -> Any:
-        """The next thing the server said, reading from the socket as needed."""
-        while True:
-            try:
-                event = self._h11.next_event()
-                if event is not h11.NEED_DATA:
-                    return event
-                data = await self._read(timeout)
-                self._h11.receive_data(data)
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc)) from None
-
-    async def send(self, request: httpx.Request) -> h11.Response:
-        """Send a request and read the answer's head; ``body`` reads the rest."""
-        timeouts = _timeouts(request)
-        stream = request.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        try:
-            parts = [
-                self._h11.send(
-                    h11.Request(
-                        method=request.method,
-                        target=request.url.raw_path,
-                        headers=request.headers.raw,
-                    )
-                )
-            ]
-            async for chunk in stream:
-                parts.append(self._h11.send(h11.Data(data=chunk)))
-            parts.append(self._h11.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from None
-        # Head and body in one write: one packet for a small request.
-        await self._write(b"".join(p for p in parts if p), timeouts.get("write"))
-        while True:
-            event = await self._next_event(timeouts.get("read"))
-            if isinstance(event, h11.Response):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            # else an InformationalResponse (100 Continue and the like): the answer follows
-
-    async def body(self, timeout: float | None) -> AsyncIterator[bytes]:
-        """The answer's body, chunk by chunk, to its end."""
-        while True:
-            event = await self._next_event(timeout)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return
-            else:
-                raise httpx.RemoteProtocolError(
-                    f"unexpected {type(event).__name__} in the answer's body"
-                )
-
-    def skip_rest(self) -> bool:
-        """Without waiting, skip what is left of an answer that has already arrived.
-
-        A streamed answer is read up to ``data: [DONE]``; the end of its body
-        usually came in the same packet. Skipping it keeps the connection for
-        the next request instead of opening a new one (a TLS handshake).
-        """
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            self._buffered = 0
-            try:
-                self._h11.receive_data(data)
-            except RuntimeError:
-                return False
-        try:
-            while True:
-                event = self._h11.next_event()
-                if isinstance(event, h11.EndOfMessage):
-                    return True
-                if not isinstance(event, h11.Data):
-                    return False  # NEED_DATA: the rest is not here yet
-        except h11.RemoteProtocolError:
-            return False
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+        self.queued = False
 
 
-async def _trace(request: httpx.Request, event: str) -> None:
-    """Tell the request's ``trace`` extension (as httpcore does) where it is."""
-    trace = request.extensions.get("trace")
-    if trace is not None:
-        await trace(event, {"request": request})
+_SENDING: contextvars.ContextVar[_Sending | None] = contextvars.ContextVar(
+    "mtrun_sending", default=None
+)
+"""What this task is sending, for the connection trace."""
 
 
-async def _wait(
-    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float | None
-) -> bool:
-    """``waiter``'s result (True when woken), or False once ``timeout`` seconds passed."""
-    if timeout is None:
-        return await waiter
-    handle = loop.call_later(timeout, _time_out, waiter)
-    try:
-        return await waiter
-    finally:
-        handle.cancel()
+class NetworkTransport(AiohttpTransport):
+    """httpx over aiohttp: at most ``max_connections``, through ``proxy`` when given.
 
-
-def _time_out(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
-
-
-class _Body(httpx.AsyncByteStream):
-    """An answer's body; closing it returns the connection to the pool, or drops it."""
-
-    def __init__(
-        self, pool: HTTP11Transport, origin: Origin, conn: _Connection, timeout: float | None
-    ) -> None:
-        self._pool = pool
-        self._origin = origin
-        self._conn = conn
-        self._timeout = timeout
-        self._complete = False
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._conn.body(self._timeout):
-                yield chunk
-            self._complete = True
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            reusable = self._complete or self._conn.skip_rest()
-            self._pool._release(self._origin, self._conn, reusable=reusable)
-
-
-class HTTP11Transport(httpx.AsyncBaseTransport):
-    """An httpx transport: HTTP/1.1 over keep-alive connections, at most ``max_connections``.
-
-    ``ssl_context`` verifies https endpoints (see ``httpx.create_ssl_context``).
+    ``resolver`` looks host names up (aiohttp's seam; default: the system's).
     """
 
     def __init__(
         self,
         *,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext,
         max_connections: int = 8,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
-        clock: Callable[[], float] = time.monotonic,
+        proxy: httpx.Proxy | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        self._ssl = ssl_context
-        self._max = max_connections
-        self._expiry = keepalive_expiry
-        self._clock = clock
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._active = 0
-        self._slot_waiters: list[asyncio.Future[bool]] = []
-        self._closed = False
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+        )
+        super().__init__(verify=ssl_context, limits=limits, proxy=proxy, trust_env=False)
+        self.max_connections = max_connections
+        self._resolver = resolver
+        """Where host names are looked up (default: the system's ``getaddrinfo``)."""
         self.connections_opened = 0
         """Connections opened so far (keep-alive at work keeps this low)."""
 
     def __repr__(self) -> str:
-        return f"HTTP11Transport(max_connections={self._max})"
+        proxied = ", proxied" if self.proxy is not None else ""
+        return f"NetworkTransport(max_connections={self.max_connections}{proxied})"
 
-    # -- the pool
-
-    async def _take_slot(self, timeout: float | None) -> None:
-        """Wait for one of the ``max_connections`` slots (``PoolTimeout`` after ``timeout``)."""
-        if self._active < self._max and not self._slot_waiters:
-            self._active += 1
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        self._slot_waiters.append(waiter)
-        try:
-            got = await _wait(loop, waiter, timeout)  # _give_slot hands its slot over
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._give_slot()  # handed over just as we were cancelled: pass it on
-            raise
-        finally:
-            if waiter in self._slot_waiters:
-                self._slot_waiters.remove(waiter)
-        if not got:
-            raise httpx.PoolTimeout(f"no free connection within {timeout:g} s")
-
-    def _give_slot(self) -> None:
-        while self._slot_waiters:
-            waiter = self._slot_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(True)
-                return
-        self._active -= 1
-
-    def _idle_connection(self, origin: Origin) -> _Connection | None:
-        stack = self._idle.get(origin)
-        now = self._clock()
-        while stack:
-            conn = stack.pop()
-            if conn.usable and now - conn.idle_since < self._expiry:
-                return conn
-            conn.close()
-        return None
-
-    def _release(self, origin: Origin, conn: _Connection, *, reusable: bool) -> None:
-        if reusable and not self._closed and conn.finish_cycle():
-            conn.idle_since = now = self._clock()
-            stack = self._idle.setdefault(origin, [])
-            stack.append(conn)
-            # The bottom of the stack idles longest: drop what expired, and any beyond the cap.
-            while stack and (len(stack) > self._max or now - stack[0].idle_since >= self._expiry):
-                stack.pop(0).close()
-        else:
-            conn.close()
-        self._give_slot()
-
-    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
-        scheme, host, port = origin
-        loop = asyncio.get_running_loop()
-        tls: ssl.SSLContext | None = None
-        if scheme == b"https":
-            tls = self._ssl if self._ssl is not None else httpx.create_ssl_context()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop),
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls is not None else None,
-                ),
-                timeout,
-            )
-        except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(
-                f"no connection to {host}:{port} within {timeout:g} s"
-            ) from None
-        except OSError as exc:  # refused, unreachable, DNS, and TLS (ssl.SSLError is an OSError)
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
-        self.connections_opened += 1
-        return conn
-
-    # -- httpx.AsyncBaseTransport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        url = request.url
-        scheme = url.raw_scheme
-        if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(f"{url.scheme!r} URLs are not supported")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin: Origin = (scheme, url.host, port)
-        timeouts = _timeouts(request)
-        await self._take_slot(timeouts.get("pool"))
-        conn: _Connection | None = None
-        try:
-            conn = self._idle_connection(origin)
-            if conn is None:
-                await _trace(request, "connection.connect_tcp.started")
-                conn = await self._connect(origin, timeouts.get("connect"))
-                await _trace(request, "connection.connect_tcp.complete")
-            head = await conn.send(request)
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            self._give_slot()
-            raise
-        return httpx.Response(
-            status_code=head.status_code,
-            headers=head.headers.raw_items(),
-            stream=_Body(self, origin, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": bytes(head.reason)},
+    def get_client(self) -> aiohttp.ClientSession:
+        """The aiohttp session: one pool, happy eyeballs, no cookie jar, no environment."""
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+            resolver=self._resolver,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            trace_configs=[self._trace_config()],
         )
 
+    def _trace_config(self) -> aiohttp.TraceConfig:
+        """Connection events, passed on to the ``trace`` extension of the request sending."""
+        config = aiohttp.TraceConfig()
+        config.on_connection_queued_start.append(_queued)
+        config.on_connection_queued_end.append(_unqueued)
+        config.on_connection_create_start.append(self._connecting)
+        config.on_connection_create_end.append(self._connected)
+        config.freeze()
+        return config
+
+    async def _connecting(self, session: Any, context: SimpleNamespace, params: Any) -> None:
+        await _trace("connection.connect_tcp.started")
+
+    async def _connected(self, session: Any, context: SimpleNamespace, params: Any) -> None:
+        self.connections_opened += 1
+        await _trace("connection.connect_tcp.complete")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; its answer's body streams, with errors mapped as above."""
+        if self.proxy is not None and request.url.scheme == "http":
+            # Forwarded as is: the proxy reads its credentials from the request itself
+            # (aiohttp sends the proxy's headers only with a CONNECT).
+            request.headers.update(self.proxy.headers)
+        sending = _Sending(request)
+        token = _SENDING.set(sending)
+        try:
+            response = await super().handle_async_request(_large_body_streamed(request))
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            if sending.queued and isinstance(_cause(exc), aiohttp.ConnectionTimeoutError):
+                raise httpx.PoolTimeout("no free connection within the timeout") from None
+            raise httpx_error(exc) from _cause(exc)
+        finally:
+            _SENDING.reset(token)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Body(response.stream)
+        return response
+
+
+def _large_body_streamed(request: httpx.Request) -> httpx.Request:
+    """``request``, its body streamed in pieces when it is large (a long conversation's history).
+
+    aiohttp writes a body of bytes in one go and warns, over 1 MiB, that
+    this may block the event loop; a stream it writes piece by piece. The
+    Content-Length header stays, so the server still gets a plain body.
+    """
+    content = request.content
+    if len(content) < _LARGE_BODY:
+        return request
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=_Pieces(content),
+        extensions=request.extensions,
+    )
+
+
+class _Pieces(httpx.AsyncByteStream):
+    """A request body of bytes, sent in pieces of ``_PIECE`` bytes."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self._content)
+        for start in range(0, len(view), _PIECE):
+            yield bytes(view[start : start + _PIECE])
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body from the library's stream, with its errors mapped as above."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise httpx_error(exc) from _cause(exc)
+
     async def aclose(self) -> None:
-        self._closed = True
-        for stack in self._idle.values():
-            for conn in stack:
-                conn.close()
-        self._idle.clear()
+        await self._inner.aclose()
+
+
+async def _trace(event: str) -> None:
+    """Tell the ``trace`` extension of the request being sent (as httpcore does) where it is."""
+    sending = _SENDING.get()
+    trace = None if sending is None else sending.request.extensions.get("trace")
+    if sending is not None and trace is not None:
+        await trace(event, {"request": sending.request})
+
+
+async def _queued(session: Any, context: SimpleNamespace, params: Any) -> None:
+    _set_queued(True)
+
+
+async def _unqueued(session: Any, context: SimpleNamespace, params: Any) -> None:
+    _set_queued(False)
+
+
+def _set_queued(queued: bool) -> None:
+    """Note whether the request being sent waits for a free connection (all are busy)."""
+    sending = _SENDING.get()
+    if sending is not None:
+        sending.queued = queued
+
+
+_BY_CAUSE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    # Most specific first: the first match wins.
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS, the proxy down
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # the body cut or malformed
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not an HTTP answer
+    (aiohttp.ClientOSError, httpx.ReadError),  # reset, broken pipe
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+)
+
+
+def httpx_error(exc: httpx.TransportError | aiohttp.ClientError) -> httpx.TransportError:
+    """The httpx error that the aiohttp exception behind ``exc`` (or ``exc`` itself) stands for."""
+    cause = _cause(exc)
+    for aiohttp_class, httpx_class in _BY_CAUSE:
+        if isinstance(cause, aiohttp_class):
+            return exc if type(exc) is httpx_class else httpx_class(_words(cause))
+    if isinstance(exc, httpx.TransportError):
+        return exc
+    return httpx.TransportError(_words(cause))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The aiohttp exception behind a mapped one (or ``exc`` when none is)."""
+    cause = exc.__cause__
+    return cause if isinstance(exc, httpx.TransportError) and cause is not None else exc
+
+
+def _words(cause: BaseException) -> str:
+    """What an aiohttp exception says, or its class name when it says nothing."""
+    if isinstance(cause, aiohttp.ClientResponseError):
+        return f"{cause.status}, {cause.message}"  # without the URL
+    return str(cause) or type(cause).__name__

@@ -48,10 +48,10 @@ async def send_path(
 ) -> AsyncIterator[SendPath]:
     """The send path for ``config``, its HTTP clients open while the block runs."""
     transport = _transport(config, base_url)
-    client = _client(config, base_url, transport)
+    client = _client(config, base_url, transport, clock)
     judge_client = None
     if config.judge_base_url is not None:
-        judge_client = _client(config, config.judge_base_url, transport)
+        judge_client = _client(config, config.judge_base_url, transport, clock)
     upstream = live(client.complete)
     if judge_client is not None:
         upstream = by_purpose(upstream, live(judge_client.complete))
@@ -87,7 +87,10 @@ def _transport(config: RunConfig, base_url: str) -> httpx.AsyncBaseTransport | N
 
 
 def _client(
-    config: RunConfig, base_url: str, transport: httpx.AsyncBaseTransport | None
+    config: RunConfig,
+    base_url: str,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Callable[[], float],
 ) -> ChatClient:
     return ChatClient(
         base_url,
@@ -95,6 +98,7 @@ def _client(
         timeout=config.timeout,
         max_connections=config.ceiling,
         transport=transport,
+        clock=clock,
     )
 
 

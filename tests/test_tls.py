@@ -1,0 +1,104 @@
+"""TLS on the network path: a certificate that does not verify is fatal, known by its type.
+
+A loopback https endpoint with a self-signed certificate (``cryptography``,
+a dev dependency) stands in for a server whose certificate the client
+cannot check; the same endpoint trusted through ``SSL_CERT_FILE`` answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import self_signed_cert
+from proxyserver import ChatEndpoint
+
+from runner.errors import APIError, FatalAPIError, TransientAPIError
+from runner.http.apikey import ApiKey
+from runner.http.client import ChatClient, Completion
+
+KEY = "sk-tls-test-0123456789abcdef"
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy or CA setting from the machine running the tests."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> ssl.SSLContext:
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def complete_at(
+    tls: ssl.SSLContext, host: str = "127.0.0.1"
+) -> tuple[Completion | APIError, list[tuple[str, dict[str, str]]]]:
+    """One request to a loopback https endpoint reached as ``host``: its outcome, what it saw."""
+
+    async def go() -> tuple[Completion | APIError, list[tuple[str, dict[str, str]]]]:
+        async with ChatEndpoint(tls) as endpoint:
+            url = endpoint.base_url.replace("127.0.0.1", host)
+            async with ChatClient(url, api_key=ApiKey(KEY, "MTRUN_API_KEY"), timeout=5.0) as c:
+                try:
+                    return await c.complete(BODY), endpoint.seen
+                except APIError as error:
+                    return error, endpoint.seen
+
+    return asyncio.run(go())
+
+
+def test_an_untrusted_certificate_is_a_fatal_tls_error(server_tls: ssl.SSLContext) -> None:
+    error, seen = complete_at(server_tls)
+    assert isinstance(error, FatalAPIError) and error.kind == "tls_error"
+    assert error.message.startswith("TLS verification failed for https://127.0.0.1:")
+    assert error.message.endswith("; check the URL, or the CA bundle (SSL_CERT_FILE)")
+    assert seen == []  # the key never went to a server that could not prove who it is
+
+
+def test_a_certificate_for_another_name_is_a_fatal_tls_error(
+    server_tls: ssl.SSLContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trusted, but issued for 127.0.0.1: reached as localhost, the name does not match.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    error, seen = complete_at(server_tls, host="localhost")
+    assert isinstance(error, FatalAPIError) and error.kind == "tls_error"
+    assert seen == []
+
+
+def test_the_same_certificate_trusted_through_ssl_cert_file_answers(
+    server_tls: ssl.SSLContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    completion, seen = complete_at(server_tls)
+    assert isinstance(completion, Completion) and completion.content == "Hi."
+    [(_, headers)] = seen
+    assert headers["authorization"] == f"Bearer {KEY}"
+
+
+class _SaysCertificate(httpx.AsyncBaseTransport):
+    """A connection error whose text mentions certificates, with no TLS failure behind it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] said a flaky middlebox")
+
+
+def test_an_error_that_only_says_certificate_is_not_taken_for_a_tls_failure() -> None:
+    async def go() -> Completion:
+        async with ChatClient(
+            "https://api.example.test/v1", api_key=None, transport=_SaysCertificate()
+        ) as client:
+            return await client.complete(BODY)
+
+    with pytest.raises(TransientAPIError) as info:
+        asyncio.run(go())
+    assert info.value.kind == "connect_error"
