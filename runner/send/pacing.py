@@ -34,10 +34,12 @@ Every wait goes through the injected ``sleep``, so tests take no time.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from runner.http.headers import RateLimits
+from runner.send.bucket import Mirror
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""
@@ -108,9 +110,53 @@ class Pacer:
         self._header_hold = 0.0
         self.waits = waits or WaitSpans()
         """Wall-clock time sends waited on pacing (shared with the gate by the dispatcher)."""
+        self.mirror = Mirror()
+        """The server's buckets, as its ``x-ratelimit-*`` headers tell them (``bucket.py``)."""
+        self._wake: asyncio.Future[None] | None = None
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether requests should say their tokens: ``--tpm``, or a token limit in the headers."""
+        return bool(self.tpm) or self.mirror.tokens.known
+
+    def sending(self, estimated_tokens: int) -> int:
+        """A request is sent now; return its number, to give with its answer or 429."""
+        return self.mirror.sending(estimated_tokens, self.clock())
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
+        await self._wait_mirrored(estimated_tokens)
+        await self._wait_booked(estimated_tokens)
+
+    async def _wait_mirrored(self, estimated_tokens: int) -> None:
+        """Wait until the mirrored buckets hold the request; book again when they gain room."""
+        while True:
+            now = self.clock()
+            start, generation = self.mirror.book(estimated_tokens, now)
+            if start > now:
+                self.waits.add(now, start)
+                woken = self._rebooked()
+                sleeper = asyncio.ensure_future(self.sleep(start - now))
+                try:
+                    await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+                except BaseException:
+                    self.mirror.unbook(estimated_tokens, generation)
+                    raise
+                finally:
+                    sleeper.cancel()
+            if generation == self.mirror.generation:
+                self.mirror.released(estimated_tokens)
+                return
+
+    def _rebooked(self) -> asyncio.Future[None]:
+        """A future done when the mirror drops the waiting bookings (see :meth:`observe`)."""
+        loop = asyncio.get_running_loop()
+        if self._wake is None or self._wake.get_loop() is not loop or self._wake.done():
+            self._wake = loop.create_future()
+        return self._wake
+
+    async def _wait_booked(self, estimated_tokens: int) -> None:
+        """Wait for the slot of the pace and of ``--tpm``, and book it."""
         now = self.clock()
         tokens_free = now
         if self.tpm:
@@ -147,6 +193,7 @@ class Pacer:
 
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
         """Correct the token booking by what the answer really used."""
+        self.mirror.settle(estimated_tokens, used_tokens, self.clock())
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
 
@@ -169,9 +216,15 @@ class Pacer:
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 
-    def refused(self) -> None:
-        """A 429: pace just under the rate that was being answered (once per episode)."""
+    def refused(self, seq: int = 0) -> None:
+        """A 429 to send ``seq``: the mirrored buckets were empty; else learn a pace from it.
+
+        Pacing just under the rate that was being answered, once per episode.
+        """
         now = self.clock()
+        if self.mirror.active:
+            self.mirror.refused(seq, now)  # the headers say the rate: nothing to learn
+            return
         if now < self._quiet_until:
             return
         recent = [t for t in self._answers if t >= now - RATE_WINDOW_S]
@@ -189,9 +242,19 @@ class Pacer:
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 
-    def observe(self, limits: RateLimits, *, in_flight: int) -> None:
-        """Adapt to what the server says remains of its limits."""
+    def observe(self, limits: RateLimits, *, in_flight: int, seq: int = 0) -> None:
+        """Adapt to what the answer to send ``seq`` says of the server's limits.
+
+        A snapshot the mirror can use replaces the rules below, which stay for
+        a header set without a limit (remaining and reset only).
+        """
         now = self.clock()
+        generation = self.mirror.generation
+        if self.mirror.observe(limits, seq, now):
+            self._header_interval = 0.0
+            if generation != self.mirror.generation and self._wake and not self._wake.done():
+                self._wake.set_result(None)
+            return
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
         if reset is not None:
             reset = min(reset, MAX_HEADER_HOLD)
