@@ -93,3 +93,39 @@ def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_
     assert len(log.refused) <= max(0, 16 - rpm // 60) + 2
     if rpm >= 1200:
         assert len(log.refused) / len(log.arrived) < 0.02
+
+
+def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(
+    tmp_path: Path,
+) -> None:
+    """60,000 tokens a minute, each request asking for up to 400: tokens, not requests, bind."""
+    tpm = 60_000
+    server = SimServer(rpm=10_000, tpm=tpm, headers=True, answer_tokens=(50, 400))
+    convs = batch(400, params={"max_tokens": 400})
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    span = max(log.answered) - min(log.arrived)
+    used_per_minute = sum(tokens for _, tokens in log.tokens) / span * 60.0
+    assert used_per_minute >= 0.9 * tpm
+    assert len(log.refused) / len(log.arrived) < 0.02
+
+
+def test_the_quick_benchmarks_rate_limited_workload_fails_no_conversation(
+    tmp_path: Path,
+) -> None:
+    """Issue 11's "4 failed conversations" (scripts/benchmark.py --quick, 1,200 rpm, no
+    x-ratelimit headers, Retry-After on 429s): 25 conversations of 1-12 turns all complete."""
+    rng = random.Random(11)
+    convs = [
+        Conversation(
+            id=f"c{i}",
+            source="s",
+            turns=tuple(Turn(f"c{i} turn {t}") for t in range(rng.randint(1, 12))),
+        )
+        for i in range(25)
+    ]
+    server = SimServer(rpm=1200, burst=20, headers=False, base_s=0.05, per_token_s=0.0005)
+    result = run(server, convs, tmp_path)
+    assert (result.completed, result.failed) == (25, 0)
+    assert len(server.log.answered) == sum(len(c.turns) for c in convs)
