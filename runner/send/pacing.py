@@ -40,11 +40,14 @@ from collections.abc import Awaitable, Callable
 
 from runner.http.headers import RateLimits
 from runner.send.bucket import Mirror
+from runner.send.refill import RefillEstimate
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""
 LEARNED_SHARE = 0.85
 """After a 429, the pace is this share of the rate that was being answered."""
+TRACK_SHARE = 0.97
+"""The pace is this share of the refill rate measured between two 429s (``refill.py``)."""
 PROBE_SPEEDUP = 1.0025
 """Per answer, how much faster a learned pace gets while well under the refused rate..."""
 NEAR_SHARE = 0.95
@@ -113,6 +116,7 @@ class Pacer:
         self.mirror = Mirror()
         """The server's buckets, as its ``x-ratelimit-*`` headers tell them (``bucket.py``)."""
         self._wake: asyncio.Future[None] | None = None
+        self._refill = RefillEstimate()
 
     @property
     def counts_tokens(self) -> bool:
@@ -121,7 +125,10 @@ class Pacer:
 
     def sending(self, estimated_tokens: int) -> int:
         """A request is sent now; return its number, to give with its answer or 429."""
-        return self.mirror.sending(estimated_tokens, self.clock())
+        now = self.clock()
+        seq = self.mirror.sending(estimated_tokens, now)
+        self._refill.sent(seq, now)
+        return seq
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
@@ -210,6 +217,7 @@ class Pacer:
             self._storm_interval = 0.0
             self._next_request = min(self._next_request, now)
             self.storms_ended += 1
+            self._refill.reset()
         elif self._learned_interval:
             near = self._learned_interval * NEAR_SHARE <= self._refused_interval
             self._learned_interval /= NEAR_SPEEDUP if near else PROBE_SPEEDUP
@@ -224,6 +232,15 @@ class Pacer:
         now = self.clock()
         if self.mirror.active:
             self.mirror.refused(seq, now)  # the headers say the rate: nothing to learn
+            return
+        refill = self._refill.refused(seq, now)
+        if refill is not None:  # what got through since the last 429 (refill.py)
+            self._refused_interval = 1.0 / refill
+            self._learned_interval = 1.0 / (TRACK_SHARE * refill)
+            self._storm_interval = 0.0
+            self._episodes += 1
+            self._answered_since_refused = 0
+            self._quiet_until = now + 1.0
             return
         if now < self._quiet_until:
             return
