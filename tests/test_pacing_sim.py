@@ -95,6 +95,22 @@ def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_
         assert len(log.refused) / len(log.arrived) < 0.02
 
 
+@pytest.mark.parametrize(("rpm", "seconds"), CASES)
+def test_a_server_without_headers_is_used_to_its_limit_learned_from_429s(
+    rpm: int, seconds: int, tmp_path: Path
+) -> None:
+    """No x-ratelimit headers, only 429s with Retry-After: the pace measured between 429s."""
+    turns = rpm * seconds // 60
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False)
+    convs = batch(turns)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert len(log.answered) == turns
+    assert goodput(server, rpm) >= 0.95
+    assert len(log.refused) / len(log.arrived) < 0.02
+
+
 def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(
     tmp_path: Path,
 ) -> None:

@@ -115,7 +115,10 @@ class Pacer:
         """Wall-clock time sends waited on pacing (shared with the gate by the dispatcher)."""
         self.mirror = Mirror()
         """The server's buckets, as its ``x-ratelimit-*`` headers tell them (``bucket.py``)."""
-        self._wake: asyncio.Future[None] | None = None
+        self._wakes: tuple[list[asyncio.Future[None]], list[asyncio.Future[None]]] = ([], [])
+        """Naps to wake when the mirror drops its waiting bookings / when the pace changes."""
+        self._paced = 0
+        """Moves on when the pace changes and booked sends book again."""
         self._refill = RefillEstimate()
 
     @property
@@ -142,25 +145,17 @@ class Pacer:
             start, generation = self.mirror.book(estimated_tokens, now)
             if start > now:
                 self.waits.add(now, start)
-                woken = self._rebooked()
-                sleeper = asyncio.ensure_future(self.sleep(start - now))
                 try:
-                    await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    slept, wait = 0.0, start - now
+                    while slept < wait and generation == self.mirror.generation:
+                        if await self._nap(wait - slept, self._wakes[0]):
+                            slept = wait
                 except BaseException:
                     self.mirror.unbook(estimated_tokens, generation)
                     raise
-                finally:
-                    sleeper.cancel()
             if generation == self.mirror.generation:
                 self.mirror.released(estimated_tokens)
                 return
-
-    def _rebooked(self) -> asyncio.Future[None]:
-        """A future done when the mirror drops the waiting bookings (see :meth:`observe`)."""
-        loop = asyncio.get_running_loop()
-        if self._wake is None or self._wake.get_loop() is not loop or self._wake.done():
-            self._wake = loop.create_future()
-        return self._wake
 
     async def _wait_booked(self, estimated_tokens: int) -> None:
         """Wait for the slot of the pace and of ``--tpm``, and book it."""
@@ -170,21 +165,52 @@ class Pacer:
             tokens_free = max(now, self._next_tokens)
             self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
         while True:
-            storms = self.storms_ended
+            paced = self._paced
             now = self.clock()
             start = max(self._book_request(now), tokens_free)
             if start <= now:
                 return
             self.waits.add(now, start)
-            # Slept in steps (counted, not read off the clock, so any sleep will do):
-            # when the pace speeds up meanwhile, the send is booked again.
+            # Slept in steps (counted, not read off the clock, so any sleep will do), and
+            # booked again when the pace changes meanwhile (a storm ended, a 429 measured it).
             slept, wait = 0.0, start - now
-            while slept < wait and storms == self.storms_ended:
+            while slept < wait and paced == self._paced:
                 step = min(wait - slept, RECHECK_S)
-                await self.sleep(step)
-                slept += step
-            if storms == self.storms_ended:
+                if await self._nap(step, self._wakes[1]):
+                    slept += step
+            if paced == self._paced:
                 return
+
+    async def _nap(self, seconds: float, wakes: list[asyncio.Future[None]]) -> bool:
+        """Sleep ``seconds``, or less when woken (:meth:`_wake`); True when all was slept."""
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        wakes.append(woken)
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if woken in wakes:
+                wakes.remove(woken)
+            if not sleeper.done():
+                sleeper.cancel()
+        if sleeper.done() and not sleeper.cancelled():
+            sleeper.result()
+            return True
+        return False
+
+    def _wake(self, wakes: list[asyncio.Future[None]]) -> None:
+        """Wake every nap on ``wakes``: their bookings are to be made again."""
+        for woken in wakes:
+            if not woken.done():
+                woken.set_result(None)
+        wakes.clear()
+
+    def _repace(self, now: float) -> None:
+        """The pace changed: sends booked at the old one book again, from now."""
+        self._paced += 1
+        self._next_request = min(self._next_request, now)
+        self._wake(self._wakes[1])
 
     def _book_request(self, now: float) -> float:
         """Book the next request slot at the current pace; return when it starts."""
@@ -215,8 +241,8 @@ class Pacer:
             # Answered again: the storm is over. Back to the pace learned before it,
             # and what was booked at the storm's spacing is booked again.
             self._storm_interval = 0.0
-            self._next_request = min(self._next_request, now)
             self.storms_ended += 1
+            self._repace(now)
             self._refill.reset()
         elif self._learned_interval:
             near = self._learned_interval * NEAR_SHARE <= self._refused_interval
@@ -235,12 +261,14 @@ class Pacer:
             return
         refill = self._refill.refused(seq, now)
         if refill is not None:  # what got through since the last 429 (refill.py)
-            self._refused_interval = 1.0 / refill
+            # Measured: probe slowly near it. A first guess: probe fast to the next 429.
+            self._refused_interval = 1.0 / refill if self._refill.measured else 0.0
             self._learned_interval = 1.0 / (TRACK_SHARE * refill)
             self._storm_interval = 0.0
             self._episodes += 1
             self._answered_since_refused = 0
             self._quiet_until = now + 1.0
+            self._repace(now)
             return
         if now < self._quiet_until:
             return
@@ -269,8 +297,8 @@ class Pacer:
         generation = self.mirror.generation
         if self.mirror.observe(limits, seq, now):
             self._header_interval = 0.0
-            if generation != self.mirror.generation and self._wake and not self._wake.done():
-                self._wake.set_result(None)
+            if generation != self.mirror.generation:
+                self._wake(self._wakes[0])
             return
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
         if reset is not None:
