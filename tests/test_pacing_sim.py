@@ -93,6 +93,13 @@ def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_
     assert len(log.refused) <= max(0, 16 - rpm // 60) + 2
     if rpm >= 1200:
         assert len(log.refused) / len(log.arrived) < 0.02
+    # Every whole second between the start and the batch's tail, the server sees its refill
+    # rate: one less when a send slips into the next second, more when the bucket saved some.
+    rate = rpm // 60
+    end = int(max(log.arrived))
+    per_second = [sum(t0 <= t < t0 + 1 for t in log.arrived) for t0 in range(5, end - 1)]
+    assert all(rate - 1 <= n <= rate + 2 for n in per_second), per_second
+    assert log.max_in_flight <= 32  # -j auto's ceiling; the pace, not concurrency, binds
 
 
 @pytest.mark.parametrize(("rpm", "seconds"), CASES)
@@ -125,6 +132,32 @@ def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(
     used_per_minute = sum(tokens for _, tokens in log.tokens) / span * 60.0
     assert used_per_minute >= 0.9 * tpm
     assert len(log.refused) / len(log.arrived) < 0.02
+
+
+def test_an_openai_sized_bucket_serves_its_burst_then_its_refill(tmp_path: Path) -> None:
+    """OpenAI's bucket holds a whole minute's worth: a batch longer than that goes at the limit."""
+    rpm = 600
+    server = SimServer(rpm=rpm, headers=True, base_s=0.1, per_token_s=0.0005)
+    convs = batch(1800)  # 3 minutes at the limit, the first 600 from the full bucket
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert log.refused == []
+    # Once the burst is spent, the refill rate: 10 a second.
+    tail = [sum(t0 <= t < t0 + 1 for t in log.arrived) for t0 in range(90, 120)]
+    assert all(9 <= n <= 11 for n in tail), tail
+
+
+def test_a_fixed_window_limit_is_used_without_a_stream_of_429s(tmp_path: Path) -> None:
+    """600 requests per 60 s window, counted from the window's start, headers on every answer."""
+    server = SimServer(rpm=600, window_s=60.0, headers=True, base_s=0.1, per_token_s=0.0005)
+    convs = batch(1500)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert len(log.answered) == 1500
+    assert len(log.refused) / len(log.arrived) < 0.02
+    assert max(log.answered) < 2 * 60.0 + 15.0  # the third window, not a crawl after the first
 
 
 def test_the_quick_benchmarks_rate_limited_workload_fails_no_conversation(
