@@ -51,7 +51,7 @@ def test_parse_rate_limits() -> None:
     assert parse_rate_limits({"content-type": "application/json"}) is None
     assert parse_rate_limits({"X-RATELIMIT-RESET-TOKENS": "2s"}) == RateLimits(reset_tokens_s=2.0)
     assert parse_rate_limits({"x-ratelimit-remaining-requests": "soon"}) is None
-    assert parse_rate_limits({"x-ratelimit-limit-requests": "60"}) is None
+    assert parse_rate_limits({"x-ratelimit-limit-requests": "60"}) == RateLimits(limit_requests=60)
 
 
 def pacer(**kw: float) -> tuple[Pacer, RecordedSleep]:

@@ -3,9 +3,11 @@
 - ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
   (seconds, fractional allowed, or an HTTP-date); only a positive, finite
   wait counts.
-- ``parse_rate_limits`` reads the remaining requests and tokens of the
-  server's window and when each resets (``parse_duration``: ``6m0s`` and
-  the like), as a :class:`RateLimits`.
+- ``parse_rate_limits`` reads, for requests and for tokens, the limit, what
+  remains of it and when it resets (``parse_duration``: ``6m0s``, ``20ms``,
+  ``1m30.5s``, plain seconds), as a :class:`RateLimits`. A value that is
+  not a count or a duration (Azure's ``-1`` among them) is left out, as if
+  not sent: the pacer then falls back to what the rest says.
 
 Both are read by the client from every answer; the send path (retry waits,
 pacing) acts on what they found.
@@ -29,6 +31,10 @@ class RateLimits:
     reset_requests_s: float | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
+    limit_requests: int | None = None
+    """``x-ratelimit-limit-requests``: requests per minute at OpenAI and Azure, per day at Groq."""
+    limit_tokens: int | None = None
+    """``x-ratelimit-limit-tokens``: tokens per minute."""
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
@@ -87,6 +93,8 @@ def parse_duration(raw: str | None) -> float | None:
 
 _RATE_LIMIT_HEADERS = frozenset(
     {
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-limit-tokens",
         "x-ratelimit-remaining-requests",
         "x-ratelimit-reset-requests",
         "x-ratelimit-remaining-tokens",
@@ -105,6 +113,8 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
         reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),
         remaining_tokens=_count(lowered.get("x-ratelimit-remaining-tokens")),
         reset_tokens_s=parse_duration(lowered.get("x-ratelimit-reset-tokens")),
+        limit_requests=_count(lowered.get("x-ratelimit-limit-requests")),
+        limit_tokens=_count(lowered.get("x-ratelimit-limit-tokens")),
     )
     return None if limits == RateLimits() else limits
 

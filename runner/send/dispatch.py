@@ -50,7 +50,9 @@ class Slot:
     epoch: int = 0
     """The limiter's episode when the slot was taken (429s of older episodes are ignored)."""
     estimate: int = 0
-    """Tokens booked ahead for ``--tpm``."""
+    """Tokens booked ahead for ``--tpm`` or a token limit in the headers."""
+    seq: int = 0
+    """The pacer's number for the send, matching its answer's rate-limit snapshot to it."""
 
 
 class Dispatcher:
@@ -107,8 +109,8 @@ class Dispatcher:
         self.check_budget()
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
-        # Only --tpm books tokens ahead: skip the walk over the history otherwise.
-        slot.estimate = request_tokens(body) if self.tpm else 0
+        # Only a token limit books tokens ahead: skip the walk over the history otherwise.
+        slot.estimate = request_tokens(body) if self.pacer.counts_tokens else 0
         await self.pacer.wait_turn(slot.estimate)
         slot.epoch = await self.limiter.acquire(continuing=continuing)
 
@@ -134,6 +136,7 @@ class Dispatcher:
         """Step 4: one attempt, in the slot ``wait_to_send`` took; gives the slot back."""
         outcome = "other"
         sent = self.clock()
+        slot.seq = self.pacer.sending(slot.estimate)
         try:
             if self.control.stopping:
                 raise asyncio.CancelledError  # stopped while waiting: it is interrupted
@@ -145,7 +148,7 @@ class Dispatcher:
             if exc.status == 429:
                 outcome = "rate_limited"
                 self.rate_limited += 1
-                self.pacer.refused()
+                self.pacer.refused(slot.seq)
             elif exc.kind == "read_timeout" and self.gate.answered_since(sent):
                 # Others were answered while this one waited: it was queued behind them.
                 # With nothing answered at all, the server is unwell, not overloaded by us.
@@ -167,7 +170,7 @@ class Dispatcher:
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
         if completion.rate_limits is not None:
-            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit)
+            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         return completion
 
     def _tell_hold(self, before: float, error: APIError) -> None:

@@ -34,15 +34,20 @@ Every wait goes through the injected ``sleep``, so tests take no time.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from runner.http.headers import RateLimits
+from runner.send.bucket import Mirror
+from runner.send.refill import RefillEstimate
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""
 LEARNED_SHARE = 0.85
 """After a 429, the pace is this share of the rate that was being answered."""
+TRACK_SHARE = 0.97
+"""The pace is this share of the refill rate measured between two 429s (``refill.py``)."""
 PROBE_SPEEDUP = 1.0025
 """Per answer, how much faster a learned pace gets while well under the refused rate..."""
 NEAR_SHARE = 0.95
@@ -108,30 +113,104 @@ class Pacer:
         self._header_hold = 0.0
         self.waits = waits or WaitSpans()
         """Wall-clock time sends waited on pacing (shared with the gate by the dispatcher)."""
+        self.mirror = Mirror()
+        """The server's buckets, as its ``x-ratelimit-*`` headers tell them (``bucket.py``)."""
+        self._wakes: tuple[list[asyncio.Future[None]], list[asyncio.Future[None]]] = ([], [])
+        """Naps to wake when the mirror drops its waiting bookings / when the pace changes."""
+        self._paced = 0
+        """Moves on when the pace changes and booked sends book again."""
+        self._refill = RefillEstimate()
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether requests should say their tokens: ``--tpm``, or a token limit in the headers."""
+        return bool(self.tpm) or self.mirror.tokens.known
+
+    def sending(self, estimated_tokens: int) -> int:
+        """A request is sent now; return its number, to give with its answer or 429."""
+        now = self.clock()
+        seq = self.mirror.sending(estimated_tokens, now)
+        self._refill.sent(seq, now)
+        return seq
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
+        await self._wait_mirrored(estimated_tokens)
+        await self._wait_booked(estimated_tokens)
+
+    async def _wait_mirrored(self, estimated_tokens: int) -> None:
+        """Wait until the mirrored buckets hold the request; book again when they gain room."""
+        while True:
+            now = self.clock()
+            start, generation = self.mirror.book(estimated_tokens, now)
+            if start > now:
+                self.waits.add(now, start)
+                try:
+                    slept, wait = 0.0, start - now
+                    while slept < wait and generation == self.mirror.generation:
+                        if await self._nap(wait - slept, self._wakes[0]):
+                            slept = wait
+                except BaseException:
+                    self.mirror.unbook(estimated_tokens, generation)
+                    raise
+            if generation == self.mirror.generation:
+                self.mirror.released(estimated_tokens)
+                return
+
+    async def _wait_booked(self, estimated_tokens: int) -> None:
+        """Wait for the slot of the pace and of ``--tpm``, and book it."""
         now = self.clock()
         tokens_free = now
         if self.tpm:
             tokens_free = max(now, self._next_tokens)
             self._next_tokens = max(self._next_tokens, now) + estimated_tokens * 60.0 / self.tpm
         while True:
-            storms = self.storms_ended
+            paced = self._paced
             now = self.clock()
             start = max(self._book_request(now), tokens_free)
             if start <= now:
                 return
             self.waits.add(now, start)
-            # Slept in steps (counted, not read off the clock, so any sleep will do):
-            # when the pace speeds up meanwhile, the send is booked again.
+            # Slept in steps (counted, not read off the clock, so any sleep will do), and
+            # booked again when the pace changes meanwhile (a storm ended, a 429 measured it).
             slept, wait = 0.0, start - now
-            while slept < wait and storms == self.storms_ended:
+            while slept < wait and paced == self._paced:
                 step = min(wait - slept, RECHECK_S)
-                await self.sleep(step)
-                slept += step
-            if storms == self.storms_ended:
+                if await self._nap(step, self._wakes[1]):
+                    slept += step
+            if paced == self._paced:
                 return
+
+    async def _nap(self, seconds: float, wakes: list[asyncio.Future[None]]) -> bool:
+        """Sleep ``seconds``, or less when woken (:meth:`_wake`); True when all was slept."""
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        wakes.append(woken)
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if woken in wakes:
+                wakes.remove(woken)
+            if not sleeper.done():
+                sleeper.cancel()
+        if sleeper.done() and not sleeper.cancelled():
+            sleeper.result()
+            return True
+        return False
+
+    def _wake(self, wakes: list[asyncio.Future[None]]) -> None:
+        """Wake every nap on ``wakes``: their bookings are to be made again."""
+        for woken in wakes:
+            if not woken.done():
+                woken.set_result(None)
+        wakes.clear()
+
+    def _repace(self, now: float) -> None:
+        """The pace changed: sends booked at the old one book again, from now."""
+        self._paced += 1
+        self._next_request = min(self._next_request, now)
+        self._wake(self._wakes[1])
 
     def _book_request(self, now: float) -> float:
         """Book the next request slot at the current pace; return when it starts."""
@@ -147,6 +226,7 @@ class Pacer:
 
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
         """Correct the token booking by what the answer really used."""
+        self.mirror.settle(estimated_tokens, used_tokens, self.clock())
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
 
@@ -161,17 +241,35 @@ class Pacer:
             # Answered again: the storm is over. Back to the pace learned before it,
             # and what was booked at the storm's spacing is booked again.
             self._storm_interval = 0.0
-            self._next_request = min(self._next_request, now)
             self.storms_ended += 1
+            self._repace(now)
+            self._refill.reset()
         elif self._learned_interval:
             near = self._learned_interval * NEAR_SHARE <= self._refused_interval
             self._learned_interval /= NEAR_SPEEDUP if near else PROBE_SPEEDUP
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 
-    def refused(self) -> None:
-        """A 429: pace just under the rate that was being answered (once per episode)."""
+    def refused(self, seq: int = 0) -> None:
+        """A 429 to send ``seq``: the mirrored buckets were empty; else learn a pace from it.
+
+        Pacing just under the rate that was being answered, once per episode.
+        """
         now = self.clock()
+        if self.mirror.active:
+            self.mirror.refused(seq, now)  # the headers say the rate: nothing to learn
+            return
+        refill = self._refill.refused(seq, now)
+        if refill is not None:  # what got through since the last 429 (refill.py)
+            # Measured: probe slowly near it. A first guess: probe fast to the next 429.
+            self._refused_interval = 1.0 / refill if self._refill.measured else 0.0
+            self._learned_interval = 1.0 / (TRACK_SHARE * refill)
+            self._storm_interval = 0.0
+            self._episodes += 1
+            self._answered_since_refused = 0
+            self._quiet_until = now + 1.0
+            self._repace(now)
+            return
         if now < self._quiet_until:
             return
         recent = [t for t in self._answers if t >= now - RATE_WINDOW_S]
@@ -189,9 +287,19 @@ class Pacer:
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 
-    def observe(self, limits: RateLimits, *, in_flight: int) -> None:
-        """Adapt to what the server says remains of its limits."""
+    def observe(self, limits: RateLimits, *, in_flight: int, seq: int = 0) -> None:
+        """Adapt to what the answer to send ``seq`` says of the server's limits.
+
+        A snapshot the mirror can use replaces the rules below, which stay for
+        a header set without a limit (remaining and reset only).
+        """
         now = self.clock()
+        generation = self.mirror.generation
+        if self.mirror.observe(limits, seq, now):
+            self._header_interval = 0.0
+            if generation != self.mirror.generation:
+                self._wake(self._wakes[0])
+            return
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
         if reset is not None:
             reset = min(reset, MAX_HEADER_HOLD)

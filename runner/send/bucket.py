@@ -1,0 +1,279 @@
+"""A mirror of the server's rate-limit buckets, kept from the ``x-ratelimit-*`` headers.
+
+Why a mirror: at OpenAI (and Azure, Groq, the gateways that copy them) a
+limit is a bucket that refills continuously. ``x-ratelimit-limit-*`` is its
+size, ``-remaining-*`` its level and ``-reset-*`` the time until it is *full
+again*, not the end of a window. Spreading ``remaining`` over ``reset``
+therefore paces at a fraction of the refill rate (issue 14 measured 55% of
+the limit). What the pacer needs is the level now and how fast it refills:
+a request may go while the level covers it, and otherwise waits only until
+enough has refilled for that one request, never the whole reset.
+
+One :class:`Bucket` for requests (each costs 1) and one for tokens (each
+request books its prompt plus its ``max_tokens`` up front, and what the
+usage says it did not use is refunded):
+
+- **refill rate**: ``limit`` per minute, the period of OpenAI's and Azure's
+  limits. When a snapshot says the period is far longer (``reset`` much
+  more than a minute's worth of what has been drawn, as with Groq's
+  requests per *day*), the rate is ``(limit - remaining) / reset``. Each
+  bucket is kept on its own and a request waits for both, so the tighter
+  one applies: a daily request limit with plenty left never slows a run
+  that a per-minute token limit does;
+- **size**: ``remaining + reset * rate``, the level it refills to in
+  ``reset``, and ``limit`` at most (a server may keep a smaller burst than
+  its per-minute limit, as ``scripts/bench_server.py`` does: one second's
+  worth);
+- **level**: every booking draws its cost at once, so the level may go
+  below zero, and waits until refilling brings the level back to a small
+  margin; bookings that wait are so spaced at exactly the refill rate. The
+  margin (one request, or 50 ms of tokens) covers the jitter of sends and
+  costs no throughput: it shifts the level, not the rate.
+
+Snapshots are stale and out of order: headers say the level when the
+server admitted that request, answers come back in any order, and every
+request sent since then has already drawn from the bucket there. So each
+send gets a sequence number (:meth:`Mirror.sending`); the answer to request
+*k* sets the level to ``remaining`` plus the refill since *k* was sent,
+minus every request sent after *k* and every booked one not yet sent. An
+answer older than the one the level came from (a lower *k*) only refines
+the rate and size. A 429 to request *k* is such a snapshot with nothing
+remaining (it lowers the level, never raises it).
+
+A bucket mirrors only once a snapshot gave a limit, a remaining count not
+above it and, for the size, a reset; a partial or nonsensical set leaves it
+unknown, and the pacer keeps its older rules (``pacing.py``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from runner.http.headers import RateLimits
+
+PERIOD_S = 60.0
+"""The period of a limit unless its snapshot says otherwise: OpenAI's and Azure's are per minute."""
+LONG_PERIOD_S = 1800.0
+"""A snapshot whose reset says a period at least this long (a day, an hour) is read as one."""
+MARGIN_S = 0.05
+"""Refill kept in hand, beyond the cost, before a booked request goes (at least one unit)."""
+SEND_LOG = 4096
+"""Most sends remembered for matching snapshots (those since the newest snapshot are needed)."""
+
+
+class Bucket:
+    """One server-side bucket (requests or tokens), as far as its snapshots tell."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        """Units refilled per second (0: unknown, nothing is mirrored)."""
+        self.size = 0.0
+        """Level the bucket refills to."""
+        self.level = 0.0
+        """Level at ``_at``, less what is booked; below zero while bookings wait."""
+        self._at = 0.0
+
+    @property
+    def known(self) -> bool:
+        """Whether a snapshot made sense, so the bucket paces."""
+        return self.rate > 0
+
+    def learn(self, limit: int | None, remaining: int | None, reset: float | None) -> bool:
+        """Take the rate and size from a snapshot; False (nothing learned) if it makes no sense."""
+        if limit is None or remaining is None or limit <= 0 or remaining > limit:
+            return False
+        rate = limit / PERIOD_S
+        drawn = limit - remaining
+        if reset is not None and reset > 0 and drawn > 0 and reset * limit / drawn >= LONG_PERIOD_S:
+            rate = drawn / reset  # a per-day limit, say: it refills far slower than per minute
+        size = float(limit) if reset is None else min(float(limit), remaining + reset * rate)
+        self.rate = rate
+        self.size = max(1.0, float(remaining), size)
+        return True
+
+    @property
+    def margin(self) -> float:
+        """The level kept in hand when a booking goes."""
+        return max(1.0, self.rate * MARGIN_S)
+
+    def _refill(self, now: float) -> None:
+        if now > self._at:
+            if self.level < self.size:
+                self.level = min(self.size, self.level + (now - self._at) * self.rate)
+            self._at = now
+
+    def book(self, cost: float, now: float) -> float:
+        """Draw ``cost``; return when the level has refilled enough for it to go."""
+        self._refill(now)
+        self.level -= self.cost(cost)
+        if self.level >= self.margin:
+            return now
+        return now + (self.margin - self.level) / self.rate
+
+    def cost(self, cost: float) -> float:
+        """What ``cost`` draws: never more than the size can hold, or it would wait forever."""
+        return min(cost, max(0.0, self.size - self.margin))
+
+    def unbook(self, cost: float) -> None:
+        """A booking that will not be sent: give its cost back."""
+        self.level += self.cost(cost)
+
+    def refund(self, amount: float, now: float) -> None:
+        """Give back what a request booked and did not use (negative: it used more)."""
+        self._refill(now)
+        self.level = min(self.size, self.level + amount)
+
+    def level_from(self, remaining: float, *, since: float, drawn: float, now: float) -> float:
+        """The level now from a snapshot of ``remaining`` at ``since``, less ``drawn`` since."""
+        return min(self.size, remaining + max(0.0, now - since) * self.rate) - drawn
+
+    def level_now(self, now: float) -> float:
+        """The level now, as booked."""
+        self._refill(now)
+        return self.level
+
+    def set_level(self, level: float, now: float) -> None:
+        """The level now is ``level``."""
+        self.level, self._at = level, now
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    seq: int
+    at: float
+    tokens: int
+
+
+class Mirror:
+    """The requests and tokens buckets of an endpoint, and the sends their snapshots match.
+
+    A booking is *waiting* while its request sleeps in the pacer, then *passed*
+    until it is sent (it may still wait for a request slot). When a snapshot
+    shows more room than the waiting bookings were given, they are dropped
+    (``generation`` moves on) and the pacer books them again, earlier.
+    """
+
+    def __init__(self) -> None:
+        self.requests = Bucket()
+        self.tokens = Bucket()
+        self.generation = 0
+        """Moves on when the waiting bookings are dropped, to be booked again."""
+        self._log: deque[_Send] = deque(maxlen=SEND_LOG)
+        self._seq = 0
+        self._latest = 0
+        """Sequence number of the send whose snapshot set the levels (0: none yet)."""
+        self._waiting = [0, 0]
+        self._passed = [0, 0]
+        """Requests and tokens booked and waiting in the pacer / past it and not yet sent."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the headers told of a limit that is mirrored."""
+        return self.requests.known or self.tokens.known
+
+    def _buckets(self, tokens: int) -> list[tuple[Bucket, int]]:
+        return [(b, c) for b, c in ((self.requests, 1), (self.tokens, tokens)) if b.known]
+
+    def book(self, tokens: int, now: float) -> tuple[float, int]:
+        """Book one request of ``tokens``; return when the buckets let it go, and the generation."""
+        start = now
+        for bucket, cost in self._buckets(tokens):
+            start = max(start, bucket.book(cost, now))
+        self._waiting[0] += 1
+        self._waiting[1] += tokens
+        return start, self.generation
+
+    def unbook(self, tokens: int, generation: int) -> None:
+        """A waiting booking that will not be sent (cancelled)."""
+        if generation == self.generation:
+            for bucket, cost in self._buckets(tokens):
+                bucket.unbook(cost)
+            self._waiting[0] -= 1
+            self._waiting[1] -= tokens
+
+    def released(self, tokens: int) -> None:
+        """A booking's wait is over: it goes on to be sent."""
+        self._waiting[0] = max(0, self._waiting[0] - 1)
+        self._waiting[1] = max(0, self._waiting[1] - tokens)
+        self._passed[0] += 1
+        self._passed[1] += tokens
+
+    def sending(self, tokens: int, now: float) -> int:
+        """A request of ``tokens`` is sent now; return its sequence number (for its answer)."""
+        self._seq += 1
+        self._log.append(_Send(self._seq, now, tokens))
+        self._passed[0] = max(0, self._passed[0] - 1)
+        self._passed[1] = max(0, self._passed[1] - tokens)
+        return self._seq
+
+    def observe(self, limits: RateLimits, seq: int, now: float) -> bool:
+        """Take a snapshot from the answer to send ``seq``; False when it mirrors nothing."""
+        requests = self.requests.learn(
+            limits.limit_requests, limits.remaining_requests, limits.reset_requests_s
+        )
+        tokens = self.tokens.learn(
+            limits.limit_tokens, limits.remaining_tokens, limits.reset_tokens_s
+        )
+        if seq <= self._latest:
+            return requests or tokens  # older than the levels: the rate and size only
+        self._latest = seq
+        since, drawn = self._drawn_after(seq, now)
+        levels = []
+        for i, (known, remaining, bucket) in enumerate(
+            (
+                (requests, limits.remaining_requests, self.requests),
+                (tokens, limits.remaining_tokens, self.tokens),
+            )
+        ):
+            if known and remaining is not None:
+                base = bucket.level_from(
+                    remaining, since=since, drawn=drawn[i] + self._passed[i], now=now
+                )
+                levels.append((bucket, base, self._waiting[i]))
+        gained = any(
+            base - waiting > bucket.level_now(now) + bucket.margin
+            for bucket, base, waiting in levels
+            if waiting
+        )
+        if gained:  # the waiting bookings were given too little: they book again
+            self.generation += 1
+            self._waiting = [0, 0]
+        for bucket, base, waiting in levels:
+            bucket.set_level(base if gained else base - waiting, now)
+        return requests or tokens
+
+    def refused(self, seq: int, now: float) -> None:
+        """A 429 to send ``seq``: nothing remained when it arrived (lowers the levels only)."""
+        since, drawn = self._drawn_after(seq, now, prune=False)
+        for i, bucket in enumerate((self.requests, self.tokens)):
+            if bucket.known:
+                unsent = self._passed[i] + self._waiting[i]
+                level = bucket.level_from(0.0, since=since, drawn=drawn[i] + unsent, now=now)
+                bucket.set_level(min(level, bucket.level_now(now)), now)
+
+    def settle(self, estimate: int, used: int | None, now: float) -> None:
+        """Refund the tokens a request booked and its usage says it did not use."""
+        if used is not None and self.tokens.known:
+            self.tokens.refund(estimate - used, now)
+
+    def _drawn_after(
+        self, seq: int, now: float, *, prune: bool = True
+    ) -> tuple[float, tuple[int, int]]:
+        """When send ``seq`` went, and the requests and tokens of the sends after it.
+
+        With ``prune``, sends before ``seq`` are forgotten: only newer snapshots matter now.
+        """
+        log = self._log
+        if prune:
+            while log and log[0].seq < seq:
+                log.popleft()
+        since = now
+        requests = tokens = 0
+        for send in log:
+            if send.seq == seq:
+                since = send.at
+            elif send.seq > seq:
+                requests += 1
+                tokens += send.tokens
+        return since, (requests, tokens)

@@ -1,0 +1,213 @@
+"""A rate-limited chat endpoint in virtual time, shaped like the real providers.
+
+Plugged in where the tests' mock transports go (``httpx.MockTransport(server.handle)``)
+and run on ``virtualtime.run_virtual``, so "60 s of a 1,200 rpm server with
+headers" takes a moment and every count is exact. What it does, as OpenAI does:
+
+- **token bucket** for requests (``rpm``) and for tokens (``tpm``): continuous
+  refill at limit per minute, a size of ``burst`` (default: the limit, as
+  OpenAI; ``scripts/bench_server.py`` keeps one second's worth). A request
+  is admitted when the requests bucket holds 1 and the tokens bucket holds
+  its prompt plus ``max_tokens``; both are drawn on admission, and the tokens
+  it did not use are refunded when it is answered;
+- **fixed window** instead (``window_s``): ``rpm`` requests per window, the
+  count starting again at each window's start;
+- headers on every answer, 429s included (``headers=True``):
+  ``x-ratelimit-limit/remaining/reset-requests`` and ``-tokens``, read at
+  admission, ``reset`` the time until full (Go-style durations: ``20ms``,
+  ``1s``, ``6m0s``), and on a 429 ``retry-after`` (whole seconds, rounded
+  up) and ``retry-after-ms`` (``retry_after=False`` leaves both out);
+- answers whose latency varies: ``base_s`` plus ``per_token_s`` for each
+  answer token, the answer's length drawn from a seeded generator.
+
+Everything it saw is in :attr:`SimServer.log`: arrival times, refusals,
+answers, requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from dataclasses import dataclass, field
+
+import httpx
+
+from runner.http.mock import answer
+
+
+def go_duration(seconds: float) -> str:
+    """A reset as OpenAI writes it: ``20ms`` below a second, else ``1s``, ``6m0s``, ``1m30.5s``."""
+    if seconds < 1.0:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(round(seconds, 3), 60.0)
+    text = f"{rest:g}s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+@dataclass
+class Log:
+    """What the server saw, in seconds since it started."""
+
+    arrived: list[float] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)
+    answered: list[float] = field(default_factory=list)
+    tokens: list[tuple[float, int]] = field(default_factory=list)
+    """(admitted at, tokens drawn and kept) of each admitted request."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def per_second(self, times: list[float], start: float, end: float) -> float:
+        """Events a second between ``start`` and ``end``."""
+        return sum(start <= t < end for t in times) / (end - start)
+
+
+class _Bucket:
+    """A server-side bucket: continuous refill of ``limit`` per minute up to ``size``."""
+
+    def __init__(self, limit: float, size: float) -> None:
+        self.limit, self.size = limit, size
+        self.rate = limit / 60.0
+        self.level, self.at = size, 0.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.size, self.level + (now - self.at) * self.rate)
+        self.at = now
+
+    def wait_for(self, cost: float) -> float:
+        return max(0.0, (cost - self.level) / self.rate)
+
+    def headers(self, kind: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{kind}": str(int(self.limit)),
+            f"x-ratelimit-remaining-{kind}": str(max(0, int(self.level))),
+            f"x-ratelimit-reset-{kind}": go_duration((self.size - self.level) / self.rate),
+        }
+
+
+class _Window:
+    """A fixed-window limiter: ``limit`` requests per ``length`` seconds."""
+
+    def __init__(self, limit: int, length: float) -> None:
+        self.limit, self.length = limit, length
+        self.start, self.count = 0.0, 0
+
+    def roll(self, now: float) -> None:
+        if now >= self.start + self.length:
+            self.start += self.length * math.floor((now - self.start) / self.length)
+            self.count = 0
+
+    def headers(self, now: float) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.limit - self.count),
+            "x-ratelimit-reset-requests": go_duration(self.start + self.length - now),
+        }
+
+
+class SimServer:
+    """A chat-completions endpoint under a rate limit, on the running loop's clock."""
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        burst: float | None = None,
+        tpm: float | None = None,
+        window_s: float | None = None,
+        headers: bool = True,
+        retry_after: bool = True,
+        base_s: float = 0.3,
+        per_token_s: float = 0.002,
+        answer_tokens: tuple[int, int] = (20, 200),
+        seed: int = 1,
+    ) -> None:
+        self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
+        self.window = _Window(int(rpm), window_s) if rpm and window_s else None
+        self.tokens = _Bucket(tpm, tpm) if tpm else None
+        self.send_headers, self.retry_after = headers, retry_after
+        self.base_s, self.per_token_s = base_s, per_token_s
+        self.answer_tokens = answer_tokens
+        self.rng = random.Random(seed)
+        self.log = Log()
+        self._began: float | None = None
+
+    def _now(self) -> float:
+        loop_time = asyncio.get_running_loop().time()
+        if self._began is None:
+            self._began = loop_time
+        return loop_time - self._began
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        """The transport's handler: admit or refuse, then answer after a while."""
+        now = self._now()
+        self.log.arrived.append(now)
+        body = json.loads(request.content)
+        prompt = sum(len(str(m.get("content") or "")) // 4 + 1 for m in body["messages"])
+        cap = body.get("max_tokens") or body.get("max_completion_tokens") or 4096
+        wait = self._admit(now, prompt + cap)
+        headers = self._headers(now)
+        if wait is not None:
+            self.log.refused.append(now)
+            if self.retry_after:
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+                headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            error = {"error": {"message": "Rate limit reached", "type": "requests"}}
+            return httpx.Response(429, json=error, headers=headers)
+        used = self.rng.randint(*self.answer_tokens)
+        used = min(used, cap)
+        self.log.in_flight += 1
+        self.log.max_in_flight = max(self.log.max_in_flight, self.log.in_flight)
+        try:
+            await asyncio.sleep(self.base_s + self.per_token_s * used)
+        finally:
+            self.log.in_flight -= 1
+        done = self._now()
+        if self.tokens is not None:
+            self.tokens.refill(done)
+            self.tokens.level = min(self.tokens.size, self.tokens.level + cap - used)
+        self.log.tokens.append((now, prompt + used))
+        self.log.answered.append(done)
+        reply = answer(body)
+        reply["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": used,
+            "total_tokens": prompt + used,
+        }
+        return httpx.Response(200, json=reply, headers=headers)
+
+    def _admit(self, now: float, cost: int) -> float | None:
+        """Draw one request of ``cost`` tokens; None when admitted, else the wait until it fits."""
+        waits = []
+        if self.requests is not None:
+            self.requests.refill(now)
+            waits.append(self.requests.wait_for(1))
+        if self.window is not None:
+            self.window.roll(now)
+            if self.window.count >= self.window.limit:
+                waits.append(self.window.start + self.window.length - now)
+        if self.tokens is not None:
+            self.tokens.refill(now)
+            waits.append(self.tokens.wait_for(cost))
+        if any(w > 0 for w in waits):
+            return max(waits)
+        if self.requests is not None:
+            self.requests.level -= 1
+        if self.window is not None:
+            self.window.count += 1
+        if self.tokens is not None:
+            self.tokens.level -= cost
+        return None
+
+    def _headers(self, now: float) -> dict[str, str]:
+        if not self.send_headers:
+            return {}
+        out: dict[str, str] = {}
+        if self.requests is not None:
+            out |= self.requests.headers("requests")
+        if self.window is not None:
+            out |= self.window.headers(now)
+        if self.tokens is not None:
+            out |= self.tokens.headers("tokens")
+        return out

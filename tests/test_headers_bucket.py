@@ -1,0 +1,144 @@
+"""Rate-limit headers as providers send them, and the bucket mirror kept from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.http.headers import RateLimits, parse_duration, parse_rate_limits, parse_retry_after
+from runner.send.bucket import Mirror
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("20ms", 0.02), ("1s", 1.0), ("6m0s", 360.0), ("1m30.5s", 90.5), ("2m59.56s", 179.56)],
+)
+def test_reset_forms_in_the_wild(raw: str, seconds: float) -> None:
+    assert parse_duration(raw) == pytest.approx(seconds)
+
+
+def test_openai_headers_give_limit_remaining_and_reset() -> None:
+    limits = parse_rate_limits(
+        {
+            "x-ratelimit-limit-requests": "5000",
+            "x-ratelimit-limit-tokens": "160000",
+            "x-ratelimit-remaining-requests": "4999",
+            "x-ratelimit-remaining-tokens": "159976",
+            "x-ratelimit-reset-requests": "12ms",
+            "x-ratelimit-reset-tokens": "9ms",
+        }
+    )
+    assert limits == RateLimits(4999, 12 * 0.001, 159976, 9 * 0.001, 5000, 160000)
+
+
+def test_azure_minus_one_values_are_left_out() -> None:
+    limits = parse_rate_limits(
+        {
+            "x-ratelimit-limit-tokens": "-1",
+            "x-ratelimit-remaining-tokens": "-1",
+            "x-ratelimit-reset-tokens": "0",
+        }
+    )
+    assert limits == RateLimits(reset_tokens_s=0.0)
+    mirror = Mirror()
+    assert limits is not None and not mirror.observe(limits, 1, 0.0)
+    assert not mirror.active
+
+
+def test_azure_retry_after_ms_wins() -> None:
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+
+
+def snapshot(limit: int, remaining: int, reset: float) -> RateLimits:
+    return RateLimits(remaining_requests=remaining, reset_requests_s=reset, limit_requests=limit)
+
+
+def test_openai_bucket_refills_at_limit_per_minute_and_waits_only_for_one_request() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(0, 0.0)
+    # 1,200 a minute, 0 left, full again in 60 s: the next request waits 1/20 s (+ margin),
+    # not the 60 s of the reset.
+    assert mirror.observe(snapshot(1200, 0, 60.0), seq, 0.0)
+    assert mirror.requests.rate == pytest.approx(20.0)
+    start, _ = mirror.book(0, 0.0)
+    assert start == pytest.approx((1 + mirror.requests.margin) / 20.0)
+
+
+def test_a_smaller_burst_than_the_limit_is_read_from_the_reset() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(0, 0.0)
+    mirror.observe(snapshot(1200, 19, 0.05), seq, 0.0)  # 20 a second, full in 50 ms: size 20
+    assert mirror.requests.size == pytest.approx(20.0)
+
+
+def test_requests_sent_since_a_snapshot_are_already_drawn() -> None:
+    mirror = Mirror()
+    first = mirror.sending(0, 0.0)
+    for _ in range(5):  # in flight when the server answered the first
+        mirror.released(0)
+        mirror.sending(0, 0.0)
+    mirror.observe(snapshot(60, 10, 50.0), first, 0.0)
+    assert mirror.requests.level_now(0.0) == pytest.approx(5.0)
+
+
+def test_an_older_snapshot_arriving_late_does_not_set_the_level() -> None:
+    mirror = Mirror()
+    old, new = mirror.sending(0, 0.0), mirror.sending(0, 0.0)
+    mirror.observe(snapshot(60, 3, 57.0), new, 0.0)
+    mirror.observe(snapshot(60, 40, 20.0), old, 0.0)  # out of order: ignored for the level
+    assert mirror.requests.level_now(0.0) == pytest.approx(3.0)
+
+
+def test_groq_requests_per_day_beside_tokens_per_minute_the_tighter_paces() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(500, 0.0)
+    limits = RateLimits(
+        limit_requests=14400,
+        remaining_requests=14370,
+        reset_requests_s=parse_duration("2m59.56s"),
+        limit_tokens=18000,
+        remaining_tokens=1000,
+        reset_tokens_s=parse_duration("56.66s"),
+    )
+    mirror.observe(limits, seq, 0.0)
+    assert mirror.requests.rate == pytest.approx(30 / 179.56)  # a day's limit: slow refill
+    assert mirror.tokens.rate == pytest.approx(300.0)  # 18,000 a minute
+    # Plenty of requests left today; the tokens bucket is what makes a big request wait.
+    assert mirror.book(100, 0.0)[0] == 0.0
+    start, _ = mirror.book(2000, 0.0)
+    assert start == pytest.approx((2100 - 1000 + mirror.tokens.margin) / 300.0)
+
+
+def test_a_429_empties_the_mirror_and_a_refund_gives_tokens_back() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(100, 0.0)
+    mirror.observe(
+        RateLimits(
+            remaining_requests=50,
+            reset_requests_s=1.0,
+            limit_requests=60,
+            remaining_tokens=5000,
+            reset_tokens_s=10.0,
+            limit_tokens=6000,
+        ),
+        seq,
+        0.0,
+    )
+    mirror.settle(1000, 200, 0.0)  # booked 1,000, used 200
+    assert mirror.tokens.level_now(0.0) == pytest.approx(5800.0)
+    refused = mirror.sending(10, 0.0)
+    mirror.refused(refused, 0.0)
+    assert mirror.requests.level_now(0.0) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        RateLimits(remaining_requests=5, reset_requests_s=1.0),  # no limit: the old rules
+        RateLimits(remaining_requests=70, reset_requests_s=1.0, limit_requests=60),
+        RateLimits(remaining_requests=5, reset_requests_s=1.0, limit_requests=0),
+    ],
+)
+def test_partial_or_nonsensical_headers_mirror_nothing(limits: RateLimits) -> None:
+    mirror = Mirror()
+    assert not mirror.observe(limits, mirror.sending(0, 0.0), 0.0)
+    assert not mirror.active

@@ -1,0 +1,180 @@
+"""Whole runs against simulated rate-limited servers (tests/sim_ratelimit.py), in virtual time.
+
+Issue 14's targets, with nothing configured (``-j auto``): at 600 and 1,200
+rpm, with and without ``x-ratelimit-*`` headers, a short batch (about 15 s
+of work at the limit) and a long one (60 s): goodput at least 95% of the
+limit over the server's span, fewer than 2% of requests refused, no failed
+conversation; a token-per-minute limit with headers: at least 90% of it used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sim_ratelimit import SimServer
+from virtualtime import run_virtual
+
+from runner.run.engine import RunConfig, run_batch
+from runner.run.events import RunResult
+from runner.spec.model import Conversation, Turn
+
+
+def batch(
+    turns: int, *, per_conversation: int = 8, params: dict[str, Any] | None = None
+) -> list[Conversation]:
+    """Conversations of ``per_conversation`` turns (fewer for the last), ``turns`` in all."""
+    convs = []
+    for i in range(0, turns, per_conversation):
+        n = min(per_conversation, turns - i)
+        convs.append(
+            Conversation(
+                id=f"c{i}",
+                source="s",
+                turns=tuple(
+                    Turn(f"c{i} turn {t}: tell me more.", params=params or {}) for t in range(n)
+                ),
+            )
+        )
+    return convs
+
+
+def run(server: SimServer, convs: list[Conversation], tmp_path: Path, **config: Any) -> RunResult:
+    """``convs`` through ``server`` with mtrun's defaults (and ``config``)."""
+
+    async def go() -> RunResult:
+        loop = asyncio.get_running_loop()
+        cfg = RunConfig(
+            output=tmp_path / "o.jsonl",
+            base_url="http://127.0.0.1:9/v1",
+            transport=httpx.MockTransport(server.handle),
+            **config,
+        )
+        return await run_batch(
+            convs, cfg, sleep=asyncio.sleep, clock=loop.time, rng=random.Random(3)
+        )
+
+    return run_virtual(go())
+
+
+def goodput(server: SimServer, rpm: float) -> float:
+    """Answers a second over the server's span, as a share of the limit."""
+    log = server.log
+    span = max(log.answered) - min(log.arrived)
+    return len(log.answered) / span / (rpm / 60.0)
+
+
+CASES = [
+    pytest.param(rpm, seconds, id=f"{rpm}rpm-{seconds}s")
+    for rpm in (600, 1200)
+    for seconds in (15, 60)
+]
+
+
+@pytest.mark.parametrize(("rpm", "seconds"), CASES)
+def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_path: Path) -> None:
+    """A bucket of one second's worth (as scripts/bench_server.py keeps), headers on all answers."""
+    turns = rpm * seconds // 60
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=True)
+    convs = batch(turns)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert len(log.answered) == turns
+    assert goodput(server, rpm) >= 0.95
+    # Refused only in the first second, by requests that passed the pacer before the first
+    # answer told the bucket's size and level: the first wave (16 at -j auto) overdraws a
+    # bucket of 10 at 600 rpm.
+    assert [t for t in log.refused if t >= 1.0] == []
+    assert len(log.refused) <= max(0, 16 - rpm // 60) + 2
+    if rpm >= 1200:
+        assert len(log.refused) / len(log.arrived) < 0.02
+    # Every whole second between the start and the batch's tail, the server sees its refill
+    # rate: one less when a send slips into the next second, more when the bucket saved some.
+    rate = rpm // 60
+    end = int(max(log.arrived))
+    per_second = [sum(t0 <= t < t0 + 1 for t in log.arrived) for t0 in range(5, end - 1)]
+    assert all(rate - 1 <= n <= rate + 2 for n in per_second), per_second
+    assert log.max_in_flight <= 32  # -j auto's ceiling; the pace, not concurrency, binds
+
+
+@pytest.mark.parametrize(("rpm", "seconds"), CASES)
+def test_a_server_without_headers_is_used_to_its_limit_learned_from_429s(
+    rpm: int, seconds: int, tmp_path: Path
+) -> None:
+    """No x-ratelimit headers, only 429s with Retry-After: the pace measured between 429s."""
+    turns = rpm * seconds // 60
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False)
+    convs = batch(turns)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert len(log.answered) == turns
+    assert goodput(server, rpm) >= 0.95
+    assert len(log.refused) / len(log.arrived) < 0.02
+
+
+def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(
+    tmp_path: Path,
+) -> None:
+    """60,000 tokens a minute, each request asking for up to 400: tokens, not requests, bind."""
+    tpm = 60_000
+    server = SimServer(rpm=10_000, tpm=tpm, headers=True, answer_tokens=(50, 400))
+    convs = batch(400, params={"max_tokens": 400})
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    span = max(log.answered) - min(log.arrived)
+    used_per_minute = sum(tokens for _, tokens in log.tokens) / span * 60.0
+    assert used_per_minute >= 0.9 * tpm
+    assert len(log.refused) / len(log.arrived) < 0.02
+
+
+def test_an_openai_sized_bucket_serves_its_burst_then_its_refill(tmp_path: Path) -> None:
+    """OpenAI's bucket holds a whole minute's worth: a batch longer than that goes at the limit."""
+    rpm = 600
+    server = SimServer(rpm=rpm, headers=True, base_s=0.1, per_token_s=0.0005)
+    convs = batch(1800)  # 3 minutes at the limit, the first 600 from the full bucket
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert log.refused == []
+    # Once the burst is spent, the refill rate: 10 a second.
+    tail = [sum(t0 <= t < t0 + 1 for t in log.arrived) for t0 in range(90, 120)]
+    assert all(9 <= n <= 11 for n in tail), tail
+
+
+def test_a_fixed_window_limit_is_used_without_a_stream_of_429s(tmp_path: Path) -> None:
+    """600 requests per 60 s window, counted from the window's start, headers on every answer."""
+    server = SimServer(rpm=600, window_s=60.0, headers=True, base_s=0.1, per_token_s=0.0005)
+    convs = batch(1500)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert len(log.answered) == 1500
+    assert len(log.refused) / len(log.arrived) < 0.02
+    assert max(log.answered) < 2 * 60.0 + 15.0  # the third window, not a crawl after the first
+
+
+def test_the_quick_benchmarks_rate_limited_workload_fails_no_conversation(
+    tmp_path: Path,
+) -> None:
+    """Issue 11's "4 failed conversations" (scripts/benchmark.py --quick, 1,200 rpm, no
+    x-ratelimit headers, Retry-After on 429s): 25 conversations of 1-12 turns all complete."""
+    rng = random.Random(11)
+    convs = [
+        Conversation(
+            id=f"c{i}",
+            source="s",
+            turns=tuple(Turn(f"c{i} turn {t}") for t in range(rng.randint(1, 12))),
+        )
+        for i in range(25)
+    ]
+    server = SimServer(rpm=1200, burst=20, headers=False, base_s=0.05, per_token_s=0.0005)
+    result = run(server, convs, tmp_path)
+    assert (result.completed, result.failed) == (25, 0)
+    assert len(server.log.answered) == sum(len(c.turns) for c in convs)
