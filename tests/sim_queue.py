@@ -12,7 +12,9 @@ What llama.cpp (``--parallel``), Ollama (``OLLAMA_NUM_PARALLEL``) and vLLM
   request is taken into a slot (its prefill), the rest when it is done;
 - a request the client gave up on (a timeout cancels the handler) is still
   served: it holds its slot for its whole service time, as llama.cpp does,
-  and everything queued behind it waits.
+  and everything queued behind it waits;
+- with ``silent_from``, it hangs from then on: it takes requests in and never
+  answers (a wedged server).
 
 Plug it in as ``RunConfig(transport=httpx.MockTransport(server.handle))`` and
 run the batch with ``run_virtual``; every time is virtual and exact. The
@@ -48,6 +50,8 @@ class QueueServer:
     min_tokens: int = 20
     max_tokens: int = 400
     """Answer lengths are drawn between these."""
+    silent_from: float | None = None
+    """From this (loop) time on, the server takes requests in and never answers them."""
     served: int = 0
     """Requests whose answer reached the client."""
     abandoned: int = 0
@@ -89,7 +93,10 @@ class QueueServer:
         tokens = self.tokens_for(body)
         service = self.service_s(tokens)
         now = loop.time()
-        start = self._admit(now, service)
+        if self.silent_from is not None and now >= self.silent_from:
+            start = now + 3600.0  # hung: the client's timeout comes first
+        else:
+            start = self._admit(now, service)
         self._opened(+1)
         try:
             if body.get("stream"):

@@ -51,6 +51,10 @@ from dataclasses import dataclass
 
 from runner.send.queueing import HEADROOM, HIGH_RATIO, LOW_RATIO, Answer, QueueWatch, Reading
 
+PROBE_BELOW = 4
+"""With ``-j auto`` below this limit, one request in :data:`PROBE_EVERY` answers goes alone."""
+PROBE_EVERY = 8
+
 
 @dataclass(frozen=True, slots=True)
 class LimitChange:
@@ -98,6 +102,8 @@ class AdaptiveLimiter:
         """Whether any request got an answer (timeouts before that say 'down', not 'busy')."""
         self._epoch = 0
         self._clean = 0
+        self._probing = False
+        self._since_probe = 0
         self._answered_at = 0
         """The limit when a request sent since the last cut was last answered (0: never)."""
         self._recover_to = 0
@@ -110,7 +116,7 @@ class AdaptiveLimiter:
         ``continuing``: the request continues a conversation already running,
         which goes before one that starts a new conversation.
         """
-        if self.in_flight < self.limit and not self._waiters:
+        if self.in_flight < self._room and not self._waiters:
             self.in_flight += 1
             return self._ticket()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -139,6 +145,9 @@ class AdaptiveLimiter:
         saturated = self.in_flight >= self.limit
         current = ticket.epoch == self._epoch
         alone = ticket.in_flight == 1  # behind nothing of ours (a FIFO serves it at once)
+        if alone and self._probing:
+            self._probing = False  # whatever it says, one measurement is enough
+            saturated = False
         self._free()
         if outcome == "ok":
             self.answered = True
@@ -165,8 +174,25 @@ class AdaptiveLimiter:
             return True
         if current and reading.answers >= 2 and reading.ratio > HIGH_RATIO:
             self._cut(_queue_limit(reading), f"queueing (about {reading.slots:.1f} served at once)")
+            self._since_probe = PROBE_EVERY  # the waits seen so far may be loose: re-measure
             return False
-        return informed and reading.ratio < LOW_RATIO
+        self._maybe_probe()
+        return informed and reading.answers >= 2 and reading.ratio < LOW_RATIO
+
+    def _maybe_probe(self) -> None:
+        """Now and then, at a low limit, let one request go alone to re-measure the server.
+
+        At a limit of a few, every request queues behind the others, so no answer
+        shows the server's own time and the envelope stays loose (a queue of one
+        or two looks smaller than it is). A request sent with nothing else in
+        flight shows it exactly; at such a limit, draining to one costs little.
+        """
+        if self._slow_start or self.limit >= PROBE_BELOW:
+            return
+        self._since_probe += 1
+        if self._since_probe > PROBE_EVERY:
+            self._since_probe = 0
+            self._probing = True
 
     def _grow(self, saturated: bool) -> None:
         """A clean answer: grow back after a storm, in slow start, or after a clean round."""
@@ -223,12 +249,17 @@ class AdaptiveLimiter:
         slots = max(1.0, watch.typical_slots)
         return self.in_flight * watch.typical_service_s / slots
 
+    @property
+    def _room(self) -> int:
+        """Requests that may be in flight now: the limit, or one while probing."""
+        return 1 if self._probing else self.limit
+
     def _free(self) -> None:
         self.in_flight -= 1
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self.in_flight < self.limit:
+        while self._waiters and self.in_flight < self._room:
             _, _, future = heapq.heappop(self._waiters)
             if future.cancelled():
                 continue

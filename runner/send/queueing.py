@@ -13,10 +13,11 @@ for an answer grows with its length: ``s(t) = a + b*t`` for ``t`` completion
 tokens, with ``a, b >= 0`` unknown (the prompt's cost is folded into
 ``a``). Every latency ever measured lies on or above that line, queued or
 not. :class:`Envelope` keeps the lower convex hull of the points
-``(tokens, latency)``: between its vertices it lies above the line, left of
-them it stays at the first vertex (the line rises), right of them it grows
-in proportion to the tokens from the last vertex (the line does not grow
-faster than that, as ``a >= 0``). So the envelope is an *upper* bound on
+``(tokens, latency)``. The line lies below the hull between its vertices,
+below any point at a larger size (it rises, as ``b >= 0``), and below any
+point at a smaller size scaled in proportion to the tokens (it rises no
+faster than that, as ``a >= 0``); the least of these at a size is the
+envelope there. So the envelope is an *upper* bound on
 the server's own time for any length, and ``latency - envelope(tokens)`` a
 *lower* bound on the time the answer waited: it never reports a queue that
 is not there (jitter aside), only underestimates one until answers of
@@ -78,9 +79,22 @@ class Envelope:
 
     def bound(self, x: float) -> float | None:
         """The longest the server can take for size ``x`` unqueued; None before any point."""
-        xs, ys = self.xs, self.ys
-        if not xs:
+        if not self.xs:
             return None
+        # Three bounds on a line below every point, with a, b >= 0: the hull between its
+        # vertices; any point at a larger size (the line rises); any point at a smaller
+        # size, scaled in proportion (it rises no faster than through the origin).
+        best = self._hull_at(x)
+        for px, py in zip(self.xs, self.ys, strict=True):
+            if px >= x:
+                best = min(best, py)
+            elif px > 0:
+                best = min(best, py * x / px)
+        return best
+
+    def _hull_at(self, x: float) -> float:
+        """The hull at ``x``, flat left of it and proportional right of it."""
+        xs, ys = self.xs, self.ys
         if x <= xs[0]:
             return ys[0]
         if x >= xs[-1]:
@@ -92,10 +106,8 @@ class Envelope:
 
     def add(self, x: float, y: float) -> None:
         """Take in a measured point; the hull keeps only points on its lower side."""
-        if len(self.xs) >= 2 and self.xs[0] < x < self.xs[-1]:
-            bound = self.bound(x)
-            if bound is not None and y >= bound:
-                return  # above the hull: changes nothing
+        if len(self.xs) >= 2 and self.xs[0] < x < self.xs[-1] and y >= self._hull_at(x):
+            return  # above the hull: changes nothing
         points = sorted({*zip(self.xs, self.ys, strict=True), (x, y)})
         hull: list[tuple[float, float]] = []
         for px, py in points:
@@ -189,7 +201,7 @@ class QueueWatch:
             self.latency.add(answer.tokens, answer.latency_s)
             if answer.first_token_s is not None:
                 self.first_token.add(answer.prompt_tokens, answer.first_token_s)
-        weight = 1.0 if self.answers == 0 else SMOOTHING
+        weight = max(SMOOTHING, 1.0 / (self.answers + 1))  # the plain mean of the first few
         self.wait_s += weight * (wait - self.wait_s)
         self.service_s += weight * (service - self.service_s)
         self.in_flight += weight * (answer.in_flight - self.in_flight)
