@@ -158,3 +158,20 @@ def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> N
         assert sleeps.waits == [30.0]
 
     run_virtual(go())
+
+
+def test_a_503_cuts_the_limit_and_an_answer_reaches_the_queue_detector() -> None:
+    busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
+    d = dispatcher([None, busy], RunControl())
+
+    async def go() -> None:
+        await attempt(d)
+        with pytest.raises(TransientAPIError):
+            await attempt(d)
+
+    run_virtual(go())
+    assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "503: cut by a quarter")]
+    watch = d.limiter.watch
+    assert watch.answers == 0  # restarted by the cut...
+    assert len(watch.latency) == 1  # ...but the answer's time stays in the envelope
+    assert d.limiter.backlog_s() == 0.0  # nothing in flight

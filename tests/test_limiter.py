@@ -249,3 +249,38 @@ def test_a_queueing_server_halves_the_limit_by_timing_out_and_does_not_stop_the_
     assert result.completed == 8 and result.failed == 0
     assert [c.reason for c in result.limit_changes][:1] == ["timeout: halved"]
     assert min(c.limit for c in result.limit_changes) <= 2
+
+
+def test_with_auto_a_queue_cuts_the_limit_to_the_slots_it_shows() -> None:
+    """Answers of 0.5 s alone that take 1.5 s with five others in flight: they queue."""
+    from runner.send.queueing import Answer
+
+    async def go() -> list[tuple[int, str]]:
+        lim = AdaptiveLimiter(ceiling=32, start=6, clock=clock, watch_queue=True)
+        alone = await lim.acquire(continuing=False)
+        lim.release(alone, outcome="ok", answer=Answer(latency_s=0.5, tokens=100))
+        tickets = [await lim.acquire(continuing=False) for _ in range(6)]
+        for ticket in tickets[::-1][:3]:  # sent with 6, 5 and 4 in flight
+            lim.release(ticket, outcome="ok", answer=Answer(latency_s=1.5, tokens=100))
+        return [(c.limit, c.reason) for c in lim.changes]
+
+    # The mean of the first two answers: 3.5 in flight, waits of 0.5 s on 0.5 s of service,
+    # so 1.75 served at once (Little's law), and 1.5 times that, rounded down: 2.
+    assert run_virtual(go()) == [(2, "queueing (about 1.8 served at once)")]
+
+
+def test_fixed_concurrency_watches_the_queue_but_keeps_its_limit() -> None:
+    from runner.send.queueing import Answer
+
+    async def go() -> AdaptiveLimiter:
+        lim = limiter(6)
+        alone = await lim.acquire(continuing=False)
+        lim.release(alone, outcome="ok", answer=Answer(latency_s=0.5, tokens=100))
+        tickets = [await lim.acquire(continuing=False) for _ in range(6)]
+        for ticket in tickets[::-1][:3]:
+            lim.release(ticket, outcome="ok", answer=Answer(latency_s=1.5, tokens=100))
+        return lim
+
+    lim = run_virtual(go())
+    assert lim.limit == 6 and lim.changes == [] and lim.watch.answers == 4
+    assert lim.watch.reading().ratio > 0.75  # it saw the queue, and left -j N alone
