@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from helpers import read_jsonl
+from jsonschema import Draft202012Validator
 from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import TransientAPIError
 from runner.http.client import Completion, completion_from_json
 from runner.http.mock import answer
-from runner.run.engine import RunControl
+from runner.run.engine import RunConfig, RunControl, run_batch
 from runner.send.dispatch import Dispatcher, Slot
+from runner.spec.model import Conversation, Turn
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -175,3 +182,34 @@ def test_a_503_cuts_the_limit_and_an_answer_reaches_the_queue_detector() -> None
     assert watch.answers == 0  # restarted by the cut...
     assert len(watch.latency) == 1  # ...but the answer's time stays in the envelope
     assert d.limiter.backlog_s() == 0.0  # nothing in flight
+
+
+def test_the_time_a_request_waits_inside_mtrun_is_recorded_apart_from_its_latency(
+    tmp_path: Path,
+) -> None:
+    """One slot, two conversations, answers of 1 s: the second waits 1 s for the slot."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(1.0)
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    convs = [Conversation(id=f"c{i}", source="s", turns=(Turn(f"c{i} a"),)) for i in range(2)]
+    config = RunConfig(
+        output=tmp_path / "out.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        concurrency=4,
+        initial_limit=1,
+    )
+    run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
+    turns = {r["id"]: r["turns"][0] for r in read_jsonl(tmp_path / "out.jsonl")}
+    first, second = sorted(turns.values(), key=lambda t: t["queued_ms"])
+    assert (first["queued_ms"], first["latency_ms"]) == (0.0, 1000.0)
+    assert (second["queued_ms"], second["latency_ms"]) == (1000.0, 1000.0)
+    assert "queued_ms" not in first["attempts"][0]  # attempts say it when there was a wait
+    assert second["attempts"][0]["queued_ms"] == 1000.0
+    schema = json.loads(
+        resources.files("runner.schemas").joinpath("transcript.schema.json").read_text()
+    )
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        Draft202012Validator(schema).validate(record)
