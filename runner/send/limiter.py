@@ -49,7 +49,15 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runner.send.queueing import HEADROOM, HIGH_RATIO, LOW_RATIO, Answer, QueueWatch, Reading
+from runner.send.queueing import (
+    HEADROOM,
+    HIGH_RATIO,
+    LOW_RATIO,
+    SETTLED_RATIO,
+    Answer,
+    QueueWatch,
+    Reading,
+)
 
 PROBE_BELOW = 4
 """With ``-j auto`` below this limit, one request in :data:`PROBE_EVERY` answers goes alone."""
@@ -104,6 +112,7 @@ class AdaptiveLimiter:
         self._clean = 0
         self._probing = False
         self._since_probe = 0
+        self._queue_seen = False
         self._answered_at = 0
         """The limit when a request sent since the last cut was last answered (0: never)."""
         self._recover_to = 0
@@ -175,9 +184,12 @@ class AdaptiveLimiter:
         if current and reading.answers >= 2 and reading.ratio > HIGH_RATIO:
             self._cut(_queue_limit(reading), f"queueing (about {reading.slots:.1f} served at once)")
             self._since_probe = PROBE_EVERY  # the waits seen so far may be loose: re-measure
+            self._queue_seen = True
             return False
         self._maybe_probe()
-        return informed and reading.answers >= 2 and reading.ratio < LOW_RATIO
+        low = SETTLED_RATIO if self._queue_seen else LOW_RATIO
+        # Clean: the averages are low, and so is this answer (the averages lag a growing queue).
+        return informed and reading.answers >= 2 and max(reading.ratio, reading.latest) < low
 
     def _maybe_probe(self) -> None:
         """Now and then, at a low limit, let one request go alone to re-measure the server.

@@ -50,12 +50,16 @@ above the envelope, the envelope is stale and starts again from it.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
 
-NOISE_S = 0.05
+NOISE_S = 0.25
 """Service time waits are measured against at least: shorter waits are jitter, not a queue."""
-LOW_RATIO = 0.1
-"""Queue ratio below which the server is not queueing (the limit may grow)."""
+LOW_RATIO = 0.25
+"""Queue ratio below which the server is not queueing (the limit may grow)..."""
+SETTLED_RATIO = 0.1
+"""...and below which it must stay for the limit to grow once a queue was seen: near the
+server's parallelism, one request more already waits (a queue of one at one slot)."""
 HIGH_RATIO = 0.75
 """Queue ratio above which requests queue: the limit is cut."""
 HEADROOM = 1.5
@@ -157,6 +161,8 @@ class Reading:
     """Estimated requests the server serves at once."""
     answers: int
     """Answers averaged since the last :meth:`QueueWatch.restart`."""
+    latest: float = 0.0
+    """The queue ratio of the latest answer alone (the averages lag behind it)."""
 
 
 class QueueWatch:
@@ -207,8 +213,9 @@ class QueueWatch:
         self.in_flight += weight * (answer.in_flight - self.in_flight)
         self.answers += 1
         self.typical_service_s = self.service_s
-        self.typical_slots = self.reading().slots
-        return self.reading()
+        reading = self.reading()
+        self.typical_slots = reading.slots
+        return dataclasses.replace(reading, latest=wait / service)
 
     def reading(self) -> Reading:
         """The queue as the averages say now."""
