@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from helpers import read_jsonl
+from jsonschema import Draft202012Validator
 from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import TransientAPIError
 from runner.http.client import Completion, completion_from_json
 from runner.http.mock import answer
-from runner.run.engine import RunControl
+from runner.run.engine import RunConfig, RunControl, run_batch
 from runner.send.dispatch import Dispatcher, Slot
+from runner.spec.model import Conversation, Turn
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -47,7 +54,7 @@ async def attempt(d: Dispatcher, conversation_id: str = "c") -> Completion:
     return await d.send(BODY, slot, conversation_id=conversation_id, turn=0)
 
 
-def test_a_429_is_counted_halves_the_limit_and_gives_the_slot_back() -> None:
+def test_a_429_is_counted_leaves_the_limit_alone_and_gives_the_slot_back() -> None:
     refused = TransientAPIError("HTTP 429", kind="http_429", status=429)
     d = dispatcher([refused, None], RunControl())
 
@@ -58,8 +65,7 @@ def test_a_429_is_counted_halves_the_limit_and_gives_the_slot_back() -> None:
 
     run_virtual(go())
     assert d.rate_limited == 1
-    first = d.limiter.changes[0]
-    assert (first.limit, first.reason) == (1, "429: halved")
+    assert d.limiter.changes == [] and d.limiter.limit == 2  # the pacer slows down instead
     assert d.limiter.in_flight == 0  # both slots came back
 
 
@@ -159,3 +165,51 @@ def test_a_429_backoff_ends_when_the_endpoint_answers_again_after_a_storm() -> N
         assert sleeps.waits == [30.0]
 
     run_virtual(go())
+
+
+def test_a_503_cuts_the_limit_and_an_answer_reaches_the_queue_detector() -> None:
+    busy = TransientAPIError("HTTP 503", kind="http_503", status=503)
+    d = dispatcher([None, busy], RunControl())
+
+    async def go() -> None:
+        await attempt(d)
+        with pytest.raises(TransientAPIError):
+            await attempt(d)
+
+    run_virtual(go())
+    assert [(c.limit, c.reason) for c in d.limiter.changes] == [(1, "503: cut by a quarter")]
+    watch = d.limiter.watch
+    assert watch.answers == 0  # restarted by the cut...
+    assert len(watch.latency) == 1  # ...but the answer's time stays in the envelope
+    assert d.limiter.backlog_s() == 0.0  # nothing in flight
+
+
+def test_the_time_a_request_waits_inside_mtrun_is_recorded_apart_from_its_latency(
+    tmp_path: Path,
+) -> None:
+    """One slot, two conversations, answers of 1 s: the second waits 1 s for the slot."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(1.0)
+        return httpx.Response(200, json=answer(json.loads(request.content)))
+
+    convs = [Conversation(id=f"c{i}", source="s", turns=(Turn(f"c{i} a"),)) for i in range(2)]
+    config = RunConfig(
+        output=tmp_path / "out.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(handler),
+        concurrency=4,
+        initial_limit=1,
+    )
+    run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
+    turns = {r["id"]: r["turns"][0] for r in read_jsonl(tmp_path / "out.jsonl")}
+    first, second = sorted(turns.values(), key=lambda t: t["queued_ms"])
+    assert (first["queued_ms"], first["latency_ms"]) == (0.0, 1000.0)
+    assert (second["queued_ms"], second["latency_ms"]) == (1000.0, 1000.0)
+    assert "queued_ms" not in first["attempts"][0]  # attempts say it when there was a wait
+    assert second["attempts"][0]["queued_ms"] == 1000.0
+    schema = json.loads(
+        resources.files("runner.schemas").joinpath("transcript.schema.json").read_text()
+    )
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        Draft202012Validator(schema).validate(record)

@@ -335,6 +335,36 @@ def test_time_held_before_the_first_unanswered_request_does_not_count() -> None:
     assert not gate.down  # one timeout's worth of quiet, not 65 s
 
 
+def test_quiet_starts_once_the_server_could_have_worked_through_its_backlog() -> None:
+    """A queueing server still busy with what was in flight at the last answer is not silent."""
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
+    gate.succeeded(backlog_s=8.0)  # e.g. 16 in flight, 0.5 s each, one at a time
+    answered = clock()
+    sent = clock()
+    pass_time(5.0)
+    gate.failed(timed_out(), "a", sent_at=sent)
+    gate.failed(timed_out(), "b", sent_at=sent)
+    pass_time(0.5)
+    sent = clock()
+    pass_time(5.0)
+    gate.failed(timed_out(), "a", sent_at=sent)
+    assert not gate.down  # 10.5 s of quiet, but 8 s of it the server was still working
+    pass_time(18.0 - (clock() - answered))
+    assert gate.down and gate.unanswered_s == pytest.approx(10.0)
+
+
+def test_an_endpoint_that_never_answered_has_no_backlog() -> None:
+    sleeps = RecordedSleep()
+    gate = EndpointGate(sleep=sleeps, clock=clock, timeout=5.0)
+    sent = clock()
+    pass_time(5.0)
+    gate.failed(timed_out(), "a", sent_at=sent)
+    gate.failed(timed_out(), "b", sent_at=sent)
+    pass_time(5.0)
+    assert gate.down and gate.backlog_s == 0.0
+
+
 def test_timeouts_never_mean_down_without_a_timeout() -> None:
     sleeps = RecordedSleep()
     gate = EndpointGate(sleep=sleeps, clock=clock)

@@ -1,4 +1,5 @@
-"""Adaptive concurrency: AIMD on 429s, slots only while sending, running conversations first."""
+"""Adaptive concurrency: AIMD on overload (not 429s), slots only while sending, running
+conversations first. The queue that ``-j auto`` finds is in tests/test_queueing.py."""
 
 from __future__ import annotations
 
@@ -20,23 +21,28 @@ def limiter(ceiling: int, start: int | None = None) -> AdaptiveLimiter:
     return AdaptiveLimiter(ceiling=ceiling, start=start, clock=clock)
 
 
-def test_a_429_halves_the_limit_once_per_episode() -> None:
+def test_429s_leave_the_limit_alone_and_a_503_cuts_it_once_per_episode() -> None:
+    """A rate limit is the pacer's business; a 503 says the server is overloaded."""
+
     async def go() -> AdaptiveLimiter:
         lim = limiter(8)
-        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
-        for epoch in epochs[:5]:  # five requests of one episode all get 429
-            lim.release(epoch, outcome="rate_limited")
-        assert lim.limit == 4
+        tickets = [await lim.acquire(continuing=False) for _ in range(8)]
+        for ticket in tickets[:4]:
+            lim.release(ticket, outcome="rate_limited")
+        assert lim.limit == 8 and lim.changes == []
+        for ticket in tickets[4:]:  # four requests of one episode all get 503
+            lim.release(ticket, outcome="overloaded")
+        assert lim.limit == 6
         fresh = await lim.acquire(continuing=False)
-        lim.release(fresh, outcome="rate_limited")  # a 429 from after the cut: a new episode
+        lim.release(fresh, outcome="overloaded")  # a 503 from after the cut: a new episode
         return lim
 
     lim = run_virtual(go())
-    assert lim.limit == 2
-    assert [c.reason for c in lim.changes] == ["429: halved", "429: halved"]
+    assert lim.limit == 4
+    assert [c.reason for c in lim.changes] == ["503: cut by a quarter"] * 2
 
 
-def test_slow_start_doubles_until_the_first_429_then_growth_is_additive() -> None:
+def test_slow_start_doubles_until_the_first_timeout_then_growth_is_additive() -> None:
     async def answers(lim: AdaptiveLimiter, held: list[int], count: int) -> None:
         """``count`` clean answers, the slots refilled at once: always at full use."""
         for _ in range(count):
@@ -49,13 +55,13 @@ def test_slow_start_doubles_until_the_first_429_then_growth_is_additive() -> Non
         held = [await lim.acquire(continuing=False) for _ in range(2)]
         await answers(lim, held, 2 + 4)  # a round of 2, then a round of 4
         doubled = lim.limit
-        lim.release(held.pop(0), outcome="rate_limited")
+        lim.release(held.pop(0), outcome="timed_out")
         halved = lim.limit
         await answers(lim, held, halved)  # one clean round: +1 only
         return doubled, halved, lim.limit
 
     doubled, halved, grown = run_virtual(go())
-    assert doubled == 8  # 2 -> 4 -> 8: one more per clean answer before any 429
+    assert doubled == 8  # 2 -> 4 -> 8: one more per clean answer before any cut
     assert halved == 4
     assert grown == 5
 
@@ -74,23 +80,36 @@ def test_a_timed_out_answer_halves_the_limit_once_per_episode() -> None:
     # A server that queues instead of refusing: the requests at the back time out.
     async def go() -> list[tuple[int, str]]:
         lim = limiter(8)
-        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
-        for epoch in epochs:  # all eight were in flight when the first timed out
-            lim.release(epoch, outcome="timed_out")
+        lim.release(await lim.acquire(continuing=False), outcome="ok")  # it did answer once
+        tickets = [await lim.acquire(continuing=False) for _ in range(8)]
+        for ticket in tickets:  # all eight were in flight when the first timed out
+            lim.release(ticket, outcome="timed_out")
         return [(c.limit, c.reason) for c in lim.changes]
 
     assert run_virtual(go()) == [(4, "timeout: halved")]
 
 
+def test_timeouts_before_any_answer_leave_the_limit_alone() -> None:
+    """Nothing answered yet: the endpoint may be down (gate.py), not overloaded."""
+
+    async def go() -> int:
+        lim = limiter(8)
+        for _ in range(3):
+            lim.release(await lim.acquire(continuing=False), outcome="timed_out")
+        return lim.limit
+
+    assert run_virtual(go()) == 8
+
+
 def test_after_a_storm_the_limit_grows_back_to_where_answers_last_came() -> None:
     async def go() -> list[int]:
         lim = limiter(8)
-        epochs = [await lim.acquire(continuing=False) for _ in range(8)]
-        lim.release(epochs.pop(), outcome="ok")  # answered at 8
-        for epoch in epochs:
-            lim.release(epoch, outcome="rate_limited")  # the storm begins: 8 -> 4
-        for _ in range(3):  # and goes on: every new request refused, 4 -> 2 -> 1 -> 1
-            lim.release(await lim.acquire(continuing=False), outcome="rate_limited")
+        tickets = [await lim.acquire(continuing=False) for _ in range(8)]
+        lim.release(tickets.pop(), outcome="ok")  # answered at 8
+        for ticket in tickets:
+            lim.release(ticket, outcome="overloaded")  # the storm begins: 8 -> 6
+        for _ in range(4):  # and goes on: every new request refused, 6 -> 4 -> 3 -> 2 -> 1
+            lim.release(await lim.acquire(continuing=False), outcome="overloaded")
         limits = [lim.limit]
         lim.recover()  # the server answers again (the pacer says when)
         limits.append(lim.limit)
@@ -160,8 +179,8 @@ def test_a_waiter_cancelled_just_before_a_slot_frees_stays_cancelled() -> None:
     assert isinstance(outcome, asyncio.CancelledError)
 
 
-def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> None:
-    """A server that refuses anything beyond 2 requests in flight."""
+def test_a_rate_limited_run_keeps_its_concurrency_and_paces_instead(tmp_path: Path) -> None:
+    """A server that refuses anything beyond 2 requests in flight, with 429s only."""
     in_flight = 0
     refused = 0
 
@@ -187,10 +206,9 @@ def test_a_rate_limited_run_cuts_concurrency_and_records_why(tmp_path: Path) -> 
     result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 40 and result.failed == 0
     assert result.rate_limited == refused > 0
-    assert result.limit_changes and result.limit_changes[0].limit == 8
-    assert min(c.limit for c in result.limit_changes) <= 2
+    assert result.limit_changes == ()  # 429s say "slower", not "fewer at once"
     # With 16 senders against room for 2, an unadaptive client is refused most of the
-    # time; here the limit settles near 2 and refusals stay a minority of the 80 answers.
+    # time; here the pace learned from the 429s keeps refusals a minority of the 80 answers.
     assert refused < 60
 
 
@@ -231,3 +249,38 @@ def test_a_queueing_server_halves_the_limit_by_timing_out_and_does_not_stop_the_
     assert result.completed == 8 and result.failed == 0
     assert [c.reason for c in result.limit_changes][:1] == ["timeout: halved"]
     assert min(c.limit for c in result.limit_changes) <= 2
+
+
+def test_with_auto_a_queue_cuts_the_limit_to_the_slots_it_shows() -> None:
+    """Answers of 0.5 s alone that take 1.5 s with five others in flight: they queue."""
+    from runner.send.queueing import Answer
+
+    async def go() -> list[tuple[int, str]]:
+        lim = AdaptiveLimiter(ceiling=32, start=6, clock=clock, watch_queue=True)
+        alone = await lim.acquire(continuing=False)
+        lim.release(alone, outcome="ok", answer=Answer(latency_s=0.5, tokens=100))
+        tickets = [await lim.acquire(continuing=False) for _ in range(6)]
+        for ticket in tickets[::-1][:3]:  # sent with 6, 5 and 4 in flight
+            lim.release(ticket, outcome="ok", answer=Answer(latency_s=1.5, tokens=100))
+        return [(c.limit, c.reason) for c in lim.changes]
+
+    # The mean of the first two answers: 3.5 in flight, waits of 0.5 s on 0.5 s of service,
+    # so 1.75 served at once (Little's law), and 1.5 times that, rounded down: 2.
+    assert run_virtual(go()) == [(2, "queueing (about 1.8 served at once)")]
+
+
+def test_fixed_concurrency_watches_the_queue_but_keeps_its_limit() -> None:
+    from runner.send.queueing import Answer
+
+    async def go() -> AdaptiveLimiter:
+        lim = limiter(6)
+        alone = await lim.acquire(continuing=False)
+        lim.release(alone, outcome="ok", answer=Answer(latency_s=0.5, tokens=100))
+        tickets = [await lim.acquire(continuing=False) for _ in range(6)]
+        for ticket in tickets[::-1][:3]:
+            lim.release(ticket, outcome="ok", answer=Answer(latency_s=1.5, tokens=100))
+        return lim
+
+    lim = run_virtual(go())
+    assert lim.limit == 6 and lim.changes == [] and lim.watch.answers == 4
+    assert lim.watch.reading().ratio > 0.75  # it saw the queue, and left -j N alone

@@ -31,11 +31,13 @@ if TYPE_CHECKING:  # imported when used: `mtrun --help` reads AUTO_CEILING from 
 
 AUTO: Final = "auto"
 """``concurrency=AUTO`` (``-j auto``, the default): start at :data:`AUTO_START` requests in
-flight, let clean rounds raise the limit up to :data:`AUTO_CEILING`."""
+flight, let clean rounds raise the limit up to :data:`AUTO_CEILING` while the answers show no
+queue (``runner.send.queueing``)."""
 AUTO_CEILING = 32
 """The most requests in flight ``-j auto`` allows."""
-AUTO_START = 16
-"""Requests in flight ``-j auto`` starts with."""
+AUTO_START = 4
+"""Requests in flight ``-j auto`` starts with: few, so that a server that serves one at a time
+(llama.cpp) never queues more than a few of them before the first answers show its queue."""
 
 DEFAULT_TIMEOUT = 120.0
 

@@ -304,7 +304,8 @@ class _Batch:
             chain.add_attempts(numbered_attempts(earlier_attempts, attempts))
             earlier_attempts = []
             self.dispatch.count_tokens(completion)
-            problem = chain.answered(completion, attempts[-1].latency_ms, turn_spec.tools)
+            last = attempts[-1]
+            problem = chain.answered(completion, last.latency_ms, turn_spec.tools, last.queued_ms)
             if problem is not None:
                 mark_failed(record, chain.ended(), problem)
                 return

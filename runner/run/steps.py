@@ -61,6 +61,7 @@ class StepChain:
         self.counts = count_calls(record.messages[self._replayed_from() :])
         self.finished = False
         self.final: Completion
+        self._queued_ms: float | None = None
 
     def _replayed_from(self) -> int:
         """Where the replayed turns start in ``messages`` (calls counted from there on)."""
@@ -78,9 +79,17 @@ class StepChain:
             self.attempts.append({**attempt, "attempt": len(self.attempts) + 1, "step": self.step})
 
     def answered(
-        self, completion: Completion, latency_ms: float | None, tools: ToolSettings
+        self,
+        completion: Completion,
+        latency_ms: float | None,
+        tools: ToolSettings,
+        queued_ms: float | None = None,
     ) -> ToolProblem | None:
-        """Take one step's answer into the history; say why the turn cannot go on, if so."""
+        """Take one step's answer into the history; say why the turn cannot go on, if so.
+
+        ``queued_ms``: how long the step's request waited inside mtrun before it was sent.
+        """
+        self._queued_ms = queued_ms
         message = completion.message
         # Calls are answered even in a turn that declares no tools: sent back without their
         # results, the history is one every provider refuses (an unscripted call fails).
@@ -140,6 +149,8 @@ class StepChain:
             "finish_reason": completion.finish_reason,
             "response_id": completion.response_id,
         }
+        if self._queued_ms is not None:
+            step["queued_ms"] = self._queued_ms
         if completion.first_token_ms is not None:
             step["first_token_ms"] = completion.first_token_ms
         reasoning = reasoning_of(completion.message)
@@ -151,6 +162,7 @@ class StepChain:
         """The turn's record after this step: the step's fields, sums over the steps."""
         turn = self.turn
         fill_answered_turn(turn, completion, latency_ms)
+        turn.queued_ms = self._queued_ms
         turn.attempts = self._labelled()
         if not self.steps:
             return
@@ -159,6 +171,8 @@ class StepChain:
         turn.steps = self.steps
         latencies = [s["latency_ms"] for s in self.steps if s.get("latency_ms") is not None]
         turn.latency_ms = round(sum(latencies), 3) if latencies else None
+        queued = [s["queued_ms"] for s in self.steps if s.get("queued_ms") is not None]
+        turn.queued_ms = round(sum(queued), 3) if queued else None
         turn.usage = sum_usage([s.get("usage") for s in self.steps])
 
     def _labelled(self) -> list[dict[str, Any]]:

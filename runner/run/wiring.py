@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from runner.http.client import MOCK_BASE_URL, ChatClient
-from runner.run.config import RunConfig
+from runner.run.config import AUTO, RunConfig
 from runner.run.control import RunControl
 from runner.send.dispatch import Dispatcher
 from runner.send.fixtures import FixtureFolder
@@ -69,6 +69,7 @@ async def send_path(
         clock=clock,
         max_hold=config.retry.max_retry_after,
         timeout=config.timeout,
+        watch_queue=config.concurrency == AUTO,
         on_hold=on_hold,
         spent_before=spent_before,
     )

@@ -7,11 +7,13 @@ through one :class:`Dispatcher`, in this order:
    budget is spent;
 2. wait for its pace (``pacing.py``: ``--rpm``, ``--tpm``, ``x-ratelimit-*``
    headers, the pace learned from 429s);
-3. take a request slot (``limiter.py``: adaptive concurrency); a conversation
-   already running goes before one that has not started;
-4. send it, give the slot back, and tell the limiter, the pacer and the gate
-   how it went. A run of failures that reached nobody, or of requests that
-   timed out with nothing answered, stops the run (``gate.py``).
+3. take a request slot (``limiter.py``: adaptive concurrency, with
+   ``-j auto`` from the queue the answers' latencies show, ``queueing.py``);
+   a conversation already running goes before one that has not started;
+4. send it, give the slot back, and tell the limiter (with what the answer
+   took), the pacer and the gate how it went. A run of failures that reached
+   nobody, or of requests that timed out with nothing answered, stops the
+   run (``gate.py``).
 
 The retry layer calls steps 1-3 before every attempt and step 4 as the
 attempt, so a request sleeping in backoff holds no slot.
@@ -27,8 +29,9 @@ from typing import Any, Protocol
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
 from runner.send.gate import EndpointGate
-from runner.send.limiter import AdaptiveLimiter
+from runner.send.limiter import AdaptiveLimiter, Ticket
 from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.queueing import Answer
 from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
 from runner.spec.tokens import request_tokens
@@ -47,8 +50,8 @@ class Stoppable(Protocol):
 class Slot:
     """The request slot and token booking of the attempt about to be sent."""
 
-    epoch: int = 0
-    """The limiter's episode when the slot was taken (429s of older episodes are ignored)."""
+    ticket: Ticket | None = None
+    """The request slot taken (None until then)."""
     estimate: int = 0
     """Tokens booked ahead for ``--tpm`` or a token limit in the headers."""
     seq: int = 0
@@ -73,6 +76,7 @@ class Dispatcher:
         clock: Callable[[], float],
         max_hold: float = 120.0,
         timeout: float | None = None,
+        watch_queue: bool = False,
         on_hold: Callable[[float, str], None] | None = None,
         spent_before: int = 0,
     ) -> None:
@@ -89,7 +93,9 @@ class Dispatcher:
         )
         self.spent_before = spent_before
         """Tokens the output already used before this run (a resume): the budget counts them."""
-        self.limiter = AdaptiveLimiter(ceiling=ceiling, start=initial_limit, clock=clock)
+        self.limiter = AdaptiveLimiter(
+            ceiling=ceiling, start=initial_limit, clock=clock, watch_queue=watch_queue
+        )
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.on_hold = on_hold
         """Told (seconds, why) when a Retry-After hold starts or grows by a second or more."""
@@ -112,7 +118,7 @@ class Dispatcher:
         # Only a token limit books tokens ahead: skip the walk over the history otherwise.
         slot.estimate = request_tokens(body) if self.pacer.counts_tokens else 0
         await self.pacer.wait_turn(slot.estimate)
-        slot.epoch = await self.limiter.acquire(continuing=continuing)
+        slot.ticket = await self.limiter.acquire(continuing=continuing)
 
     def check_budget(self) -> None:
         """Stop the run once the token budget is spent (this run's tokens and earlier ones)."""
@@ -134,7 +140,7 @@ class Dispatcher:
         purpose: str = "answer",
     ) -> Completion:
         """Step 4: one attempt, in the slot ``wait_to_send`` took; gives the slot back."""
-        outcome = "other"
+        outcome, answer = "other", None
         sent = self.clock()
         slot.seq = self.pacer.sending(slot.estimate)
         try:
@@ -143,16 +149,12 @@ class Dispatcher:
             completion = await self.respond(
                 body, conversation_id=conversation_id, turn=turn, purpose=purpose
             )
-            outcome = "ok"
+            outcome, answer = "ok", answer_of(completion, self.clock() - sent)
         except APIError as exc:
+            outcome = _outcome(exc)
             if exc.status == 429:
-                outcome = "rate_limited"
                 self.rate_limited += 1
                 self.pacer.refused(slot.seq)
-            elif exc.kind == "read_timeout" and self.gate.answered_since(sent):
-                # Others were answered while this one waited: it was queued behind them.
-                # With nothing answered at all, the server is unwell, not overloaded by us.
-                outcome = "timed_out"
             held = self.gate.hold_until
             self.gate.failed(exc, conversation_id, sent_at=sent)
             self._tell_hold(held, exc)
@@ -161,8 +163,10 @@ class Dispatcher:
                 raise asyncio.CancelledError from None
             raise
         finally:
-            self.limiter.release(slot.epoch, outcome=outcome)
-        self.gate.succeeded()
+            if slot.ticket is not None:
+                self.limiter.release(slot.ticket, outcome=outcome, answer=answer)
+                slot.ticket = None
+        self.gate.succeeded(backlog_s=self.limiter.backlog_s())
         storms = self.pacer.storms_ended
         self.pacer.answered()
         if self.pacer.storms_ended != storms:
@@ -232,3 +236,31 @@ class Dispatcher:
             value = usage.get(key)
             if isinstance(value, int):
                 self.tokens[i] += value
+
+
+def _outcome(error: APIError) -> str:
+    """What a failed attempt tells the limiter: overload (a 503, a timeout) or nothing."""
+    if error.status == 429:
+        return "rate_limited"
+    if error.status == 503:
+        return "overloaded"
+    if error.kind == "read_timeout":
+        return "timed_out"  # the limiter ignores it until the endpoint has answered once
+    return "other"
+
+
+def answer_of(completion: Completion, latency_s: float) -> Answer:
+    """What an answer took, for the queue detector: time, tokens, first token."""
+    usage = completion.usage or {}
+    tokens = usage.get("completion_tokens")
+    if not isinstance(tokens, int):
+        content = completion.content
+        tokens = len(content) // 4 if isinstance(content, str) else 0  # about 4 chars a token
+    prompt = usage.get("prompt_tokens")
+    first = completion.first_token_ms
+    return Answer(
+        latency_s=latency_s,
+        tokens=float(tokens),
+        prompt_tokens=float(prompt) if isinstance(prompt, int) else 0.0,
+        first_token_s=None if first is None else first / 1000.0,
+    )

@@ -24,6 +24,16 @@ are shared too:
   resets the count with every answer. The quiet time starts at the last
   answer, or when the first unanswered request was sent, if later (so time
   spent held or paced before it does not count).
+- **A queue is not silence.** A server that queues (llama.cpp, Ollama,
+  vLLM) keeps working on the requests still in flight at the last answer,
+  and on those abandoned on ``--timeout`` after it, before it gets to a
+  fresh request: from the client, that looks just like silence. So the
+  quiet time starts only once the server could have worked through what was
+  in flight at the last answer (its *backlog*: their count times the
+  typical service time, over the requests it was seen serving at once;
+  ``limiter.py`` tells). An endpoint that never answered has no backlog and
+  is still found down within about two timeouts; one that answered and then
+  went silent, that much later.
 """
 
 from __future__ import annotations
@@ -74,6 +84,8 @@ class EndpointGate:
         self._quiet_since = 0.0
         self.last_answer = float("-inf")
         """When the last answer arrived (any status)."""
+        self.backlog_s = 0.0
+        """How long the server may still be busy with what was in flight at the last answer."""
         self.last_error: str | None = None
 
     async def before_send(self) -> None:
@@ -82,12 +94,14 @@ class EndpointGate:
             self.waits.add(now, self.hold_until)
             await self.sleep(wait)
 
-    def succeeded(self) -> None:
-        """An answer arrived: the endpoint is up."""
+    def succeeded(self, *, backlog_s: float | None = None) -> None:
+        """An answer arrived: the endpoint is up (``backlog_s``: see :attr:`backlog_s`)."""
         self._unreachable = 0
         self._conversations.clear()
         self.timed_out = 0
         self.last_answer = self.clock()
+        if backlog_s is not None:
+            self.backlog_s = backlog_s
 
     def failed(
         self, error: APIError, conversation_id: str, *, sent_at: float | None = None
@@ -110,15 +124,11 @@ class EndpointGate:
         elif error.kind in UNANSWERED:
             if not self.timed_out:
                 sent = self.clock() - (self.timeout or 0.0) if sent_at is None else sent_at
-                self._quiet_since = max(sent, self.last_answer)
+                self._quiet_since = max(sent, self.last_answer + self.backlog_s)
             self.timed_out += 1
             self.last_error = error.message
         else:
             self.succeeded()
-
-    def answered_since(self, moment: float) -> bool:
-        """Whether some request got an answer at or after ``moment``."""
-        return self.last_answer >= moment
 
     @property
     def unreachable(self) -> bool:
@@ -128,7 +138,9 @@ class EndpointGate:
     @property
     def unanswered_s(self) -> float:
         """Seconds with requests timing out and nothing answered (0 until two timed out)."""
-        return self.clock() - self._quiet_since if self.timed_out >= 2 else 0.0
+        if self.timed_out < 2:
+            return 0.0
+        return max(0.0, self.clock() - self._quiet_since)
 
     @property
     def unanswering(self) -> bool:

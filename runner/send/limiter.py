@@ -1,28 +1,37 @@
-"""Adaptive concurrency: how many requests may be in flight at once, learned from 429s.
+"""Adaptive concurrency: how many requests may be in flight at once, learned from overload.
 
 ``-j`` sets a ceiling on conversations in flight; the limiter decides how many
 of their requests run at once. It starts at the ceiling (or, with ``-j auto``,
-at a modest value) and follows additive-increase / multiplicative-decrease:
+at a few) and follows additive-increase / multiplicative-decrease on what
+says the server is *overloaded*:
 
-- a 429 halves the limit, once per *episode*: the 429s of requests that were
-  already in flight when the limit was cut say nothing new and are ignored;
-- so does an answer that did not come within ``--timeout`` while other
-  requests were being answered: a server that queues what it cannot serve
-  yet (llama.cpp, Ollama, vLLM past its batch) never says 429, and the
-  requests at the back of its queue time out (the dispatcher decides which
-  timeouts are these; with nothing answered at all, the endpoint is down,
-  not overloaded, and ``gate.py`` stops the run instead);
+- with ``-j auto``, a queue (``queueing.py``): a server that queues what it
+  cannot serve yet (llama.cpp, Ollama, vLLM past ``max_num_seqs``) never
+  says 429, but its answers wait; once they wait most of a service time on
+  average, the limit is cut to one and a half times the parallelism the
+  waits show. That keeps every slot of the server busy and its queue short,
+  so nothing is abandoned on ``--timeout`` for the server to work through
+  while fresh requests wait behind it;
+- an answer that did not come within ``--timeout`` from an endpoint that
+  has answered before halves the limit (with nothing ever answered, the
+  endpoint is down, not overloaded: ``gate.py`` stops the run instead);
+- a 503 cuts it by a quarter;
+- each cut happens once per *episode*: what requests that were already in
+  flight when the limit was cut say, says nothing new, and is ignored;
 - after as many clean answers as the limit, received while every slot was
-  busy, the limit grows by one, up to the ceiling; before the first 429
+  busy, the limit grows by one, up to the ceiling; before the first cut
   (slow start, when it began below the ceiling) every such answer adds one,
-  so the limit doubles each round until the server pushes back;
+  so the limit doubles each round until the server pushes back. With
+  ``-j auto`` an answer is clean only when the queue ratio is low;
 - after a storm, when the server refused everything for a while
   (``pacing.py`` tells them apart from 429s of sending too fast), the cuts
   it made said nothing about concurrency: once the server answers again,
   every clean answer adds one until the limit is back where it was when
   answers last came (:meth:`AdaptiveLimiter.recover`);
-- 5xx answers, dropped connections and failed connects change nothing:
-  they say the server is unwell, not that we send too fast.
+- 429s change nothing: a rate limit limits the rate, and one request in
+  flight can already exceed it; the pacer learns the rate instead. Other
+  5xx answers, dropped connections and failed connects change nothing
+  either: they say the server is unwell, not that we send too much.
 
 A request holds a slot only while it is being sent and answered, never while
 it sleeps in backoff. When a slot frees, a conversation that is already
@@ -34,10 +43,25 @@ provider's prompt caches warm.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from runner.send.queueing import (
+    HEADROOM,
+    HIGH_RATIO,
+    LOW_RATIO,
+    SETTLED_RATIO,
+    Answer,
+    QueueWatch,
+    Reading,
+)
+
+PROBE_BELOW = 4
+"""With ``-j auto`` below this limit, one request in :data:`PROBE_EVERY` answers goes alone."""
+PROBE_EVERY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +74,26 @@ class LimitChange:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A slot taken: give it back to :meth:`AdaptiveLimiter.release`."""
+
+    epoch: int
+    """The episode it was taken in (overload seen by older episodes is ignored)."""
+    in_flight: int
+    """Requests in flight once it was taken, itself included."""
+
+
 class AdaptiveLimiter:
-    """Slots for requests in flight, with a limit that adapts to 429s."""
+    """Slots for requests in flight, with a limit that adapts to overload."""
 
     def __init__(
-        self, *, ceiling: int, start: int | None = None, clock: Callable[[], float]
+        self,
+        *,
+        ceiling: int,
+        start: int | None = None,
+        clock: Callable[[], float],
+        watch_queue: bool = False,
     ) -> None:
         self.ceiling = ceiling
         self.limit = min(ceiling, start or ceiling)
@@ -63,23 +102,32 @@ class AdaptiveLimiter:
         self.started = clock()
         self.in_flight = 0
         self.changes: list[LimitChange] = []
+        self.watch = QueueWatch()
+        """What the answers say of the server's queue (for ``gate.py`` too)."""
+        self.watch_queue = watch_queue
+        """Whether a queue cuts the limit (``-j auto``); otherwise it follows overload only."""
+        self.answered = False
+        """Whether any request got an answer (timeouts before that say 'down', not 'busy')."""
         self._epoch = 0
         self._clean = 0
+        self._probing = False
+        self._since_probe = 0
+        self._queue_seen = False
         self._answered_at = 0
         """The limit when a request sent since the last cut was last answered (0: never)."""
         self._recover_to = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    async def acquire(self, *, continuing: bool) -> int:
-        """Wait for a slot; return the episode it was taken in (give it to :meth:`release`).
+    async def acquire(self, *, continuing: bool) -> Ticket:
+        """Wait for a slot; return its ticket (give it to :meth:`release`).
 
         ``continuing``: the request continues a conversation already running,
         which goes before one that starts a new conversation.
         """
-        if self.in_flight < self.limit and not self._waiters:
+        if self.in_flight < self._room and not self._waiters:
             self.in_flight += 1
-            return self._epoch
+            return self._ticket()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (0 if continuing else 1, next(self._order), future)
         heapq.heappush(self._waiters, entry)
@@ -92,40 +140,108 @@ class AdaptiveLimiter:
                 self._waiters.remove(entry)
                 heapq.heapify(self._waiters)
             raise
-        return self._epoch
+        return self._ticket()
 
-    def release(self, epoch: int, *, outcome: str) -> None:
-        """Give the slot back; ``outcome``: ``ok``, ``rate_limited``, ``timed_out`` or ``other``."""
+    def _ticket(self) -> Ticket:
+        return Ticket(self._epoch, self.in_flight)
+
+    def release(self, ticket: Ticket, *, outcome: str, answer: Answer | None = None) -> None:
+        """Give the slot back and learn from how the request went.
+
+        ``outcome``: ``ok``, ``rate_limited``, ``overloaded`` (503), ``timed_out``
+        or ``other``; ``answer``: what an ``ok`` answer took (for ``-j auto``).
+        """
         saturated = self.in_flight >= self.limit
+        current = ticket.epoch == self._epoch
+        alone = ticket.in_flight == 1  # behind nothing of ours (a FIFO serves it at once)
+        if alone and self._probing:
+            self._probing = False  # whatever it says, one measurement is enough
+            saturated = False
         self._free()
-        if outcome == "ok" and epoch == self._epoch:
-            self._answered_at = self.limit
-        if outcome in ("rate_limited", "timed_out") and epoch == self._epoch:
-            self._slow_start = False
-            self._epoch += 1
-            self._clean = 0
-            new = max(1, self.limit // 2)
-            if new != self.limit:
-                self.limit = new
-                self._note("429: halved" if outcome == "rate_limited" else "timeout: halved")
-        elif outcome == "ok" and self.limit < self._recover_to:
+        if outcome == "ok":
+            self.answered = True
+            if current:
+                self._answered_at = self.limit
+            clean = True
+            if answer is not None:
+                clean = self._watch(answer, ticket, alone=alone, current=current)
+            if clean:
+                self._grow(saturated)
+            else:
+                self._clean = 0  # growth needs a whole round of clean answers
+        elif outcome == "timed_out" and current and self.answered:
+            self._cut(max(1, self.limit // 2), "timeout: halved")
+        elif outcome == "overloaded" and current:
+            self._cut(max(1, self.limit * 3 // 4), "503: cut by a quarter", slow_start=True)
+
+    def _watch(self, answer: Answer, ticket: Ticket, *, alone: bool, current: bool) -> bool:
+        """Feed one answer to the queue detector; cut on a queue; say whether it was clean."""
+        informed = len(self.watch.latency) > 0  # the first answer cannot show a queue
+        seen = dataclasses.replace(answer, in_flight=ticket.in_flight, alone=alone)
+        reading = self.watch.observe(seen)
+        if not self.watch_queue:
+            return True
+        if current and reading.answers >= 2 and reading.ratio > HIGH_RATIO:
+            self._cut(_queue_limit(reading), f"queueing (about {reading.slots:.1f} served at once)")
+            self._since_probe = PROBE_EVERY  # the waits seen so far may be loose: re-measure
+            self._queue_seen = True
+            return False
+        self._maybe_probe()
+        low = SETTLED_RATIO if self._queue_seen else LOW_RATIO
+        # Clean: the averages are low, and so is this answer (the averages lag a growing queue).
+        return informed and reading.answers >= 2 and max(reading.ratio, reading.latest) < low
+
+    def _maybe_probe(self) -> None:
+        """Now and then, at a low limit, let one request go alone to re-measure the server.
+
+        At a limit of a few, every request queues behind the others, so no answer
+        shows the server's own time and the envelope stays loose (a queue of one
+        or two looks smaller than it is). A request sent with nothing else in
+        flight shows it exactly; at such a limit, draining to one costs little.
+        """
+        if self._slow_start or self.limit >= PROBE_BELOW:
+            return
+        self._since_probe += 1
+        if self._since_probe > PROBE_EVERY:
+            self._since_probe = 0
+            self._probing = True
+
+    def _grow(self, saturated: bool) -> None:
+        """A clean answer: grow back after a storm, in slow start, or after a clean round."""
+        if self.limit < self._recover_to:
             self.limit += 1
             self._note("answered again: +1")
             self._wake()
-        elif outcome == "ok" and saturated and self._slow_start:
+        elif saturated and self._slow_start:
             if self.limit < self.ceiling:
-                self.limit += 1
-                self._note("slow start: +1")
+                # -j auto starts low, and a server without a queue says so answer by answer:
+                # it triples each round, as fast as -j N halving twice would come back.
+                step = 2 if self.watch_queue else 1
+                self.limit = min(self.ceiling, self.limit + step)
+                self._note(f"slow start: +{step}")
                 self._wake()
             else:
                 self._slow_start = False
-        elif outcome == "ok" and saturated:
+        elif saturated:
             self._clean += 1
             if self._clean >= self.limit and self.limit < self.ceiling:
                 self._clean = 0
                 self.limit += 1
                 self._note("clean saturated round: +1")
                 self._wake()
+
+    def _cut(self, new: int, reason: str, *, slow_start: bool = False) -> None:
+        """Start a new episode at limit ``new`` (never higher than now).
+
+        ``slow_start``: keep growing fast afterwards (a 503 says nothing of how far to go).
+        """
+        self._slow_start = self._slow_start and slow_start
+        self._epoch += 1
+        self._clean = 0
+        self.watch.restart()
+        if new < self.limit:
+            self.limit = new
+            self._note(reason)
 
     def recover(self) -> None:
         """A storm of refusals is over: grow back quickly to the limit answers last came at."""
@@ -135,12 +251,27 @@ class AdaptiveLimiter:
             self._note("answered again: +1")
             self._wake()
 
+    def backlog_s(self) -> float:
+        """How long the server may take to work through the requests still in flight.
+
+        Their count times the typical service time, over the requests the server
+        was seen serving at once (0 before any answer).
+        """
+        watch = self.watch
+        slots = max(1.0, watch.typical_slots)
+        return self.in_flight * watch.typical_service_s / slots
+
+    @property
+    def _room(self) -> int:
+        """Requests that may be in flight now: the limit, or one while probing."""
+        return 1 if self._probing else self.limit
+
     def _free(self) -> None:
         self.in_flight -= 1
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self.in_flight < self.limit:
+        while self._waiters and self.in_flight < self._room:
             _, _, future = heapq.heappop(self._waiters)
             if future.cancelled():
                 continue
@@ -150,3 +281,8 @@ class AdaptiveLimiter:
     def _note(self, reason: str) -> None:
         at = round(self.clock() - self.started, 3)
         self.changes.append(LimitChange(at, self.limit, reason))
+
+
+def _queue_limit(reading: Reading) -> int:
+    """The limit a queue reading asks for: some headroom over the slots it shows."""
+    return max(1, int(reading.slots * HEADROOM))

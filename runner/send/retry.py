@@ -72,14 +72,22 @@ class AttemptRecord:
     """How long mtrun waited before the next attempt was sent: the backoff or Retry-After,
     plus any endpoint-wide hold, pacing and wait for a slot after it (None for the last one).
     Told to ``on_retry`` before the wait, it is the wait planned."""
+    queued_ms: float = 0.0
+    """How long the attempt, ready to go, waited inside mtrun before it was sent: a
+    Retry-After hold, pacing, a request slot (not in ``latency_ms``)."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The record as stored in transcripts, without empty fields."""
+        """The record as stored in transcripts, without empty fields.
+
+        ``queued_ms`` only when the attempt waited a millisecond or more: most wait none.
+        """
         out: dict[str, Any] = {"attempt": self.number, "outcome": self.outcome}
         for key in ("status", "latency_ms", "message", "retry_after_s", "wait_s"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.queued_ms >= 1.0:
+            out["queued_ms"] = self.queued_ms
         return out
 
 
@@ -205,6 +213,7 @@ class _Attempts(Generic[T]):
         self._back_off = back_off
         self._started = clock()
         self._sent = self._started
+        self._queued_ms = 0.0
         self._failed_at: float | None = None  # when the last failure was recorded, until a send
         self._rate_limited = 0
         self._other_failures = 0
@@ -212,9 +221,11 @@ class _Attempts(Generic[T]):
 
     async def send(self) -> T:
         """One attempt, timed from after ``prepare``; the wait before it goes in its record."""
+        ready = self._clock()
         if self._prepare is not None:
             await self._prepare()
         self._sent = self._clock()
+        self._queued_ms = round((self._sent - ready) * 1000.0, 1)
         if self._failed_at is not None:
             # What was waited, not what was planned: a Retry-After hold, pacing or
             # a busy endpoint may have kept the attempt waiting after its backoff.
@@ -228,7 +239,13 @@ class _Attempts(Generic[T]):
         latency_ms = round((self._clock() - self._sent) * 1000.0, 1)
         number = len(self.records) + 1
         if error is None:
-            return AttemptRecord(number=number, outcome="ok", status=200, latency_ms=latency_ms)
+            return AttemptRecord(
+                number=number,
+                outcome="ok",
+                status=200,
+                latency_ms=latency_ms,
+                queued_ms=self._queued_ms,
+            )
         return AttemptRecord(
             number=number,
             outcome=error.kind,
@@ -238,6 +255,7 @@ class _Attempts(Generic[T]):
             retry_after_s=error.retry_after,
             # Rounded up, so a recorded wait is never below the Retry-After it honoured.
             wait_s=None if wait is None else math.ceil(wait * 1000) / 1000,
+            queued_ms=self._queued_ms,
         )
 
     def wait(self, state: tenacity.RetryCallState) -> float:

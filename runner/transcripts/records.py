@@ -46,6 +46,9 @@ class TurnRecord:
     """Every attempt made for this turn, the last one being the one that counted."""
     latency_ms: float | None = None
     """Latency of the successful attempt."""
+    queued_ms: float | None = None
+    """How long the successful attempt waited inside mtrun before it was sent (a hold,
+    pacing, a request slot): apart from ``latency_ms``, which is the server's time."""
     first_token_ms: float | None = None
     """With streaming: time to the first token of the answer."""
     tokens_per_s: float | None = None
@@ -81,6 +84,7 @@ class TurnRecord:
             "attempts": self.attempts,
         }
         for key in (
+            "queued_ms",
             "first_token_ms",
             "tokens_per_s",
             "model",
@@ -108,6 +112,7 @@ class TurnRecord:
             message_index=int(data["message_index"]),
             attempts=list(data.get("attempts") or []),
             latency_ms=data.get("latency_ms"),
+            queued_ms=data.get("queued_ms"),
             first_token_ms=data.get("first_token_ms"),
             tokens_per_s=data.get("tokens_per_s"),
             usage=data.get("usage"),
