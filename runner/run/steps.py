@@ -152,10 +152,12 @@ class StepChain:
         turn = self.turn
         fill_answered_turn(turn, completion, latency_ms)
         turn.attempts = self._labelled()
+        # The answer's reasoning in a field of its own ('extra' keeps it too, as before).
+        turn.reasoning = reasoning_of(completion.message) or None
         if not self.steps:
             return
         if not self.finished:
-            turn.extra = None  # the calls and reasoning are in the steps and messages
+            turn.extra = turn.reasoning = None  # the calls and reasoning are in the steps
         turn.steps = self.steps
         latencies = [s["latency_ms"] for s in self.steps if s.get("latency_ms") is not None]
         turn.latency_ms = round(sum(latencies), 3) if latencies else None
@@ -238,6 +240,6 @@ def reasoning_by_message(
             for step in turn.steps:
                 if isinstance(step, dict) and isinstance(step.get("reasoning"), dict):
                     found[int(step["message_index"])] = step["reasoning"]
-        elif turn.extra:
-            found[turn.message_index + 1] = reasoning_of(turn.extra)
+        elif turn.reasoning or turn.extra:  # extra: a turn written before 'reasoning' was
+            found[turn.message_index + 1] = turn.reasoning or reasoning_of(turn.extra or {})
     return found

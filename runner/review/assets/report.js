@@ -623,12 +623,13 @@
   }
 
   /* A turn's tool exchange: each step's reasoning (collapsed), its calls and their results;
-   * then the final step's reasoning. `last` is the last message index shown. */
+   * then the final step's reasoning (a turn without steps: its answer's). `last` is the last
+   * message index shown. */
   function stepNodes(rec, turn) {
     const messages = arr(rec.messages);
     const at = turn.message_index;
     let steps = arr(turn.steps).filter(isObj);
-    if (!steps.length) steps = [{ message_index: at + 1 }];
+    if (!steps.length) steps = [{ message_index: at + 1, reasoning: turn.reasoning }];
     const nodes = [];
     let last = at;
     steps.forEach((step, position) => {
@@ -709,6 +710,17 @@
     return value === null || value === undefined || value === '' ? null : h('span', null, [label + ' ', h('b', null, value)]);
   }
 
+  /* A turn's extra fields but those its reasoning holds (shown collapsed in the chat). */
+  function extraShown(turn) {
+    const extra = isObj(turn.extra) ? turn.extra : {};
+    const reasoning = isObj(turn.reasoning) ? turn.reasoning : {};
+    const shown = {};
+    for (const key of Object.keys(extra)) {
+      if (!(key in reasoning) || JSON.stringify(reasoning[key]) !== JSON.stringify(extra[key])) shown[key] = extra[key];
+    }
+    return shown;
+  }
+
   function turnAside(turn, rec, flips) {
     const attempts = arr(turn.attempts);
     const showAttempts = attempts.length > 1 || attempts.some((a) => isObj(a) && (a.outcome !== 'ok' || a.resumed));
@@ -716,7 +728,8 @@
     const failed = checks.filter((c) => isObj(c) && c.passed !== true).length;
     const more = [];
     if (isObj(turn.params) && Object.keys(turn.params).length) more.push(['params', turn.params]);
-    if (isObj(turn.extra) && Object.keys(turn.extra).length) more.push(['extra', turn.extra]);
+    const extra = extraShown(turn);
+    if (Object.keys(extra).length) more.push(['extra', extra]);
     if (turn.response_id) more.push(['response id', turn.response_id]);
     return h('div', { class: 'aside' }, [
       h('div', { class: 'facts' }, [
