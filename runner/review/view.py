@@ -22,6 +22,7 @@ from functools import partial
 from itertools import pairwise
 from typing import Any
 
+from runner.transcripts.fields import answer_index as answer_index  # the one rule, for diff
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
@@ -186,20 +187,6 @@ def view_of(record: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Tu
                 answer, reasoning = following, answer_reasoning(turn)
         views.append(TurnView(number, turn, user, answer, steps, reasoning))
     return messages[:first], views
-
-
-def answer_index(turn: Mapping[str, Any]) -> int | None:
-    """Where the turn's answer is in ``messages``: the last step's message, else the next one.
-
-    The rule of ``runner.transcripts.fields.answer_index``, read tolerantly:
-    None when the turn says nowhere.
-    """
-    steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
-    if steps:
-        last = steps[-1].get("message_index")
-        return last if _is_int(last) else None
-    at = turn.get("message_index")
-    return at + 1 if _is_int(at) else None
 
 
 def calls_of(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:

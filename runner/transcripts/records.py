@@ -128,8 +128,13 @@ class TurnRecord:
 
     @property
     def answer_index(self) -> int:
-        """Index in ``messages`` of this turn's answer (see :func:`fields.answer_index`)."""
-        return answer_index(self.as_dict())
+        """Index in ``messages`` of this turn's answer (see :func:`fields.answer_index`).
+
+        Steps that say nowhere (a hand-edited record, which resume refuses)
+        count as none: the message after the user's.
+        """
+        found = answer_index(self.as_dict())
+        return self.message_index + 1 if found is None else found
 
 
 @dataclass(slots=True)
