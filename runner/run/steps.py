@@ -58,9 +58,23 @@ class StepChain:
         self.calls: list[Any] = []
         for message in record.messages[turn.message_index + 1 :]:
             self.calls.extend(tool_calls_of(message))
-        self.counts = count_calls(record.messages[self._replayed_from() :])
+        self.owed = self._owed_calls()
+        counted = record.messages[self._replayed_from() : len(record.messages) - bool(self.owed)]
+        self.counts = count_calls(counted)
         self.finished = False
         self.final: Completion
+
+    def _owed_calls(self) -> list[Any]:
+        """The calls of a resumed chain's last step that got no results (the script gave none)."""
+        messages = self.record.messages
+        if not self.steps or len(messages) - 1 <= self.turn.message_index:
+            return []
+        last = messages[-1]
+        return (
+            tool_calls_of(last)
+            if isinstance(last, dict) and last.get("role") == "assistant"
+            else []
+        )
 
     def _replayed_from(self) -> int:
         """Where the replayed turns start in ``messages`` (calls counted from there on)."""
@@ -98,19 +112,37 @@ class StepChain:
         self.calls.extend(calls)
         step = self._step_record(completion, latency_ms)
         self.steps.append(step)
+        problem = self._answer(calls, step, tools)
+        self.final = completion
+        self._fill(completion, latency_ms)
+        return problem or self.over_limit()
+
+    def ready(self, tools: ToolSettings) -> ToolProblem | None:
+        """Why the next step may not be sent: calls still without results, or the bound.
+
+        A resumed chain whose last answer's calls the script did not answer
+        (``tool_unscripted``) keeps that answer: the script is applied to its
+        calls again, so the request is never sent twice, and the same
+        conversation file fails the same way without a request.
+        """
+        owed, self.owed = self.owed, []
+        problem = self._answer(owed, self.steps[-1], tools) if owed else None
+        return problem or self.over_limit()
+
+    def _answer(
+        self, calls: list[Any], step: dict[str, Any], tools: ToolSettings
+    ) -> ToolProblem | None:
+        """The script's result for each of one step's calls, into the history; or why not."""
         flags = scripted_flags(tools, calls, self.counts)
         answers = answer_calls(tools, calls, self.counts)
         if isinstance(answers, Unscripted):
-            self.final = completion
-            self._fill(completion, latency_ms)
             return self._unscripted(answers)
         step["tool_results"] = [
             {"tool_call_id": a["tool_call_id"], "name": call_parts(c)[1], "scripted": flag}
             for a, c, flag in zip(answers, calls, flags, strict=True)
         ]
         self.record.messages.extend(answers)
-        self._fill(completion, latency_ms)
-        return self.over_limit()
+        return None
 
     def over_limit(self) -> ToolProblem | None:
         """Why the next step may not be sent: the turn made ``max_tool_steps`` requests."""
