@@ -61,13 +61,17 @@ the ``signature``, which comes only with the last (``data`` is never cut).
 
 Recorded: ``requests`` (every body, in arrival order, refused ones too),
 ``answers`` (every answer sent, as a non-streamed JSON body) and ``refusals``
-(``(request number, status, error JSON)``).
+(``(request number, status, error JSON)``). ``latency=(low, high)`` makes each
+answer take that long, so a test can kill a client with requests in flight.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,6 +244,14 @@ def check_details(messages: Sequence[Any], sent: Mapping[str, Any]) -> dict[str,
     return None
 
 
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, quiet about clients that go away mid-request (a killed run)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ToolServer:
     """A threaded HTTP/1.1 chat server on 127.0.0.1; use as a context manager."""
 
@@ -249,6 +261,7 @@ class ToolServer:
         *,
         mode: str = "openai",
         split: Callable[[str], list[str]] = halves,
+        latency: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         if mode not in ("openai", "deepseek", "openrouter"):
             raise ValueError(f"mode must be 'openai', 'deepseek' or 'openrouter', not {mode!r}")
@@ -256,6 +269,9 @@ class ToolServer:
         self.mode = mode
         self.split = split
         """How ``reasoning_content``, ``content`` and arguments are cut into fragments."""
+        self.latency = latency
+        """Seconds each answer takes, drawn evenly between the two (a crash test's window)."""
+        self._random = random.Random(len(mode))
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         """Every request body, in arrival order (refused ones too)."""
@@ -269,7 +285,7 @@ class ToolServer:
         """The reasoning sent with each tool call id (``mode="deepseek"``)."""
         self.details_sent: dict[str, Any] = {}
         """The ``reasoning_details`` sent with each tool call id (``mode="openrouter"``)."""
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -374,6 +390,8 @@ class ToolServer:
                     body = json.loads(self.rfile.read(length))
                 except ValueError:
                     body = None
+                if server.latency[1] > 0:
+                    time.sleep(server._random.uniform(*server.latency))
                 status, payload = server.respond(body)
                 if status == 200 and isinstance(body, dict) and body.get("stream"):
                     data, kind = sse(payload, server.split), "text/event-stream"
