@@ -570,6 +570,7 @@
 
   function bubble(message) {
     if (!isObj(message)) return h('div', { class: 'msg' }, h('div', { class: 'body' }, text(message)));
+    if (message.role === 'assistant' && callsOf(message).length) return callsBubble(message, null);  // pre-filled
     const role = text(message.role) || 'message';
     const body = contentText(message.content);
     return h('div', { class: 'msg ' + role, 'data-role': role }, [
@@ -600,8 +601,8 @@
   function callsBubble(message, number) {
     const calls = callsOf(message);
     const body = contentText(message.content);
-    return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': String(number) }, [
-      h('div', { class: 'role' }, 'assistant · step ' + (number + 1) + ' · ' + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
+    return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': number === null ? null : String(number) }, [
+      h('div', { class: 'role' }, 'assistant · ' + (number === null ? '' : 'step ' + (number + 1) + ' · ') + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
       body ? h('div', { class: 'body' }, body) : null,
       calls.map((c) => {
         const fn = isObj(c.function) ? c.function : {};
