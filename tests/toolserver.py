@@ -27,6 +27,13 @@ their status and error JSON (``{"error": {"message", "type", "param", "code"}}``
   (not DeepSeek's text): a ``reasoning_content`` that is not the one this
   server sent with those tool calls gets 400 "reasoning_content of the
   assistant message at message index N is not the one sent with it".
+- OpenRouter's rule for signed reasoning (``mode="openrouter"``): every
+  answer carries ``reasoning_details`` (the reply's own, else one signed
+  ``reasoning.text`` detail), and an assistant message of the current tool
+  chain whose ``reasoning_details`` are not exactly the ones sent with its
+  calls gets the 400 OpenRouter relays from Anthropic: "Provider returned
+  error", with Anthropic's "messages.N.content.0: Invalid `signature` in
+  `thinking` block" under ``metadata.raw``.
 
 What it answers is scripted (``script``):
 
@@ -47,17 +54,24 @@ A conversation is keyed by its first user message. With ``stream: true`` the
 answer is sent as server-sent events: the role, then ``reasoning_content``,
 ``content`` and each call's arguments in fragments cut by ``split`` (default:
 in two), a call's ``id``, ``type`` and name only in its first fragment, then
-``finish_reason``, a usage chunk and ``[DONE]``.
+``finish_reason``, a usage chunk and ``[DONE]``. ``reasoning_details`` stream
+as OpenRouter sends them: each detail's text (``text`` or ``summary``) in
+fragments under its ``index``, its other fields in the first fragment but
+the ``signature``, which comes only with the last (``data`` is never cut).
 
 Recorded: ``requests`` (every body, in arrival order, refused ones too),
 ``answers`` (every answer sent, as a non-streamed JSON body) and ``refusals``
-(``(request number, status, error JSON)``).
+(``(request number, status, error JSON)``). ``latency=(low, high)`` makes each
+answer take that long, so a test can kill a client with requests in flight.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,6 +218,40 @@ def check_reasoning(messages: Sequence[Any], sent: Mapping[str, str]) -> dict[st
     return None
 
 
+def check_details(messages: Sequence[Any], sent: Mapping[str, Any]) -> dict[str, Any] | None:
+    """OpenRouter's error body for a tool chain sent back without its exact reasoning details.
+
+    ``sent`` maps each tool call id the server gave to the ``reasoning_details`` it came with.
+    """
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    for i in range(users[-1] + 1 if users else 0, len(messages)):
+        message = messages[i]
+        ids = [c.get("id") for c in message.get("tool_calls") or []]
+        if message.get("role") != "assistant" or not ids:
+            continue
+        if any(id in sent and message.get("reasoning_details") != sent[id] for id in ids):
+            raw = {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"messages.{i}.content.0: Invalid `signature` in `thinking` block",
+                },
+            }
+            metadata = {"raw": json.dumps(raw), "provider_name": "Anthropic"}
+            return {
+                "error": {"message": "Provider returned error", "code": 400, "metadata": metadata}
+            }
+    return None
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, quiet about clients that go away mid-request (a killed run)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ToolServer:
     """A threaded HTTP/1.1 chat server on 127.0.0.1; use as a context manager."""
 
@@ -213,13 +261,17 @@ class ToolServer:
         *,
         mode: str = "openai",
         split: Callable[[str], list[str]] = halves,
+        latency: tuple[float, float] = (0.0, 0.0),
     ) -> None:
-        if mode not in ("openai", "deepseek"):
-            raise ValueError(f"mode must be 'openai' or 'deepseek', not {mode!r}")
+        if mode not in ("openai", "deepseek", "openrouter"):
+            raise ValueError(f"mode must be 'openai', 'deepseek' or 'openrouter', not {mode!r}")
         self.script = script
         self.mode = mode
         self.split = split
         """How ``reasoning_content``, ``content`` and arguments are cut into fragments."""
+        self.latency = latency
+        """Seconds each answer takes, drawn evenly between the two (a crash test's window)."""
+        self._random = random.Random(len(mode))
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         """Every request body, in arrival order (refused ones too)."""
@@ -231,7 +283,9 @@ class ToolServer:
         """Answered requests per conversation key."""
         self.reasoning_sent: dict[str, str] = {}
         """The reasoning sent with each tool call id (``mode="deepseek"``)."""
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.details_sent: dict[str, Any] = {}
+        """The ``reasoning_details`` sent with each tool call id (``mode="openrouter"``)."""
+        self.httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -281,6 +335,8 @@ class ToolServer:
         problem = check_pairing(messages)
         if problem is None and self.mode == "deepseek":
             problem = check_reasoning(messages, self.reasoning_sent)
+        if problem is None and self.mode == "openrouter":
+            problem = check_details(messages, self.details_sent)
         return None if problem is None else (400, problem)
 
     def _reply(self, body: dict[str, Any], key: str, n: int) -> Reply | None:
@@ -312,6 +368,14 @@ class ToolServer:
             message.setdefault("reasoning_content", f"Thinking, step {n} of {key}.")
             for call in message.get("tool_calls") or []:
                 self.reasoning_sent[call["id"]] = message["reasoning_content"]
+        if self.mode == "openrouter":
+            signed = {"type": "reasoning.text", "text": f"Thinking, step {n} of {key}."}
+            signed.update(
+                {"signature": f"sig-{len(self.answers)}", "format": "anthropic-claude-v1"}
+            )
+            message.setdefault("reasoning_details", [{**signed, "index": 0}])
+            for call in message.get("tool_calls") or []:
+                self.details_sent[call["id"]] = message["reasoning_details"]
         return completion
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -326,6 +390,8 @@ class ToolServer:
                     body = json.loads(self.rfile.read(length))
                 except ValueError:
                     body = None
+                if server.latency[1] > 0:
+                    time.sleep(server._random.uniform(*server.latency))
                 status, payload = server.respond(body)
                 if status == 200 and isinstance(body, dict) and body.get("stream"):
                     data, kind = sse(payload, server.split), "text/event-stream"
@@ -351,6 +417,8 @@ def sse(completion: dict[str, Any], split: Callable[[str], list[str]] = halves) 
     for field in ("reasoning_content", "content"):
         if isinstance(message.get(field), str):
             deltas += [{field: piece} for piece in split(message[field])]
+    for detail in message.get("reasoning_details") or []:
+        deltas += [{"reasoning_details": [piece]} for piece in detail_fragments(detail, split)]
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call["function"]
         head = {"index": index, "id": call["id"], "type": call["type"]}
@@ -370,3 +438,19 @@ def sse(completion: dict[str, Any], split: Callable[[str], list[str]] = halves) 
 
 def _finish(choice: dict[str, Any]) -> dict[str, Any]:
     return {"finish_reason": choice["finish_reason"]}
+
+
+def detail_fragments(detail: dict[str, Any], split: Callable[[str], list[str]]) -> list[Any]:
+    """One reasoning detail as OpenRouter streams it: its text cut, the signature last."""
+    field = next((f for f in ("text", "summary") if isinstance(detail.get(f), str)), None)
+    if field is None:
+        return [detail]
+    head = {k: v for k, v in detail.items() if k not in (field, "signature")}
+    pieces = split(detail[field]) or [""]
+    fragments: list[dict[str, Any]] = [
+        {"type": detail.get("type"), "index": detail.get("index"), field: piece} for piece in pieces
+    ]
+    fragments[0] = {**head, field: pieces[0]}
+    if "signature" in detail:
+        fragments[-1]["signature"] = detail["signature"]
+    return fragments

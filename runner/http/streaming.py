@@ -22,7 +22,7 @@ The assembled message has the API's shape: ``content`` is the joined text,
 or null when no delta carried content (an answer of tool calls only), as in
 a non-streamed answer. Other string fields of the deltas (``reasoning_content``,
 ``reasoning``, ``refusal``) are joined the same way; ``reasoning_details``
-lists are concatenated into one list. ``delta.tool_calls[]`` fragments are
+merged by ``index`` (``reasoning_parts.py``). ``delta.tool_calls[]`` fragments are
 assembled by their ``index`` into the ``tool_calls`` list a non-streamed
 answer gives, in index order: ``function.arguments`` and ``function.name``
 pieces are concatenated (a piece that repeats the whole name so far is a
@@ -46,6 +46,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from runner.errors import TransientAPIError
+from runner.http.reasoning_parts import ReasoningDetailParts
 
 STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 """What ``--stream`` adds to every request body."""
@@ -122,7 +123,7 @@ class StreamAnswer:
         self._index: Any = None
         self._content: list[str] | None = None
         self._extra: dict[str, list[str]] = {}
-        self._details: list[Any] | None = None
+        self._details = ReasoningDetailParts()
         self._tool_calls = ToolCallParts()
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
@@ -194,7 +195,7 @@ class StreamAnswer:
                     self._first_token()
                     self._tool_calls.add(value)
                 elif key == "reasoning_details" and isinstance(value, list):
-                    self._details = (self._details or []) + value
+                    self._details.add(value)
                 elif not isinstance(value, str) or key == "role":
                     continue
                 elif key == "content":
@@ -229,8 +230,8 @@ class StreamAnswer:
         content = None if self._content is None else "".join(self._content)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         message.update({key: "".join(parts) for key, parts in self._extra.items()})
-        if self._details is not None:
-            message["reasoning_details"] = self._details
+        if self._details.seen:
+            message["reasoning_details"] = self._details.merged()
         if self._tool_calls:
             message["tool_calls"] = self._tool_calls.assembled()
         return {

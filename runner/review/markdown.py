@@ -26,8 +26,11 @@ from typing import Any
 
 from runner.review.show import summary_line
 from runner.review.view import (
+    CallView,
     StepView,
     TurnView,
+    call_view,
+    calls_of,
     check_name,
     content_text,
     error_text,
@@ -171,13 +174,7 @@ def _step(step: StepView) -> Iterator[str]:
     if text:
         yield fenced(visible(text, multiline=True))
         yield ""
-    for call in step.calls:
-        yield f"- call {_call_label(call.name, call.call_id)}"
-        yield ""
-        yield _indented(
-            fenced(visible(call.arguments, multiline=True), "json" if call.is_json else "text")
-        )
-        yield ""
+    yield from _calls(step.calls)
     for result in step.results:
         yield f"**Tool** · result of {_call_label(result.name, result.call_id)}"
         yield ""
@@ -185,6 +182,17 @@ def _step(step: StepView) -> Iterator[str]:
             yield "*(no content)*" if result.content is None else "*(empty)*"
         else:
             yield fenced(visible(result.content, multiline=True))
+        yield ""
+
+
+def _calls(calls: Sequence[CallView]) -> Iterator[str]:
+    """Each tool call as a list item: its name and id, its arguments fenced below."""
+    for call in calls:
+        yield f"- call {_call_label(call.name, call.call_id)}"
+        yield ""
+        yield _indented(
+            fenced(visible(call.arguments, multiline=True), "json" if call.is_json else "text")
+        )
         yield ""
 
 
@@ -216,8 +224,10 @@ def _message(message: Mapping[str, Any], suffix: str) -> Iterator[str]:
     yield label + suffix
     yield ""
     text = content_text(message.get("content"))
+    calls = [call_view(c) for c in calls_of(message)]  # a pre-filled tool exchange
     if text is None or text == "":
-        yield "*(no content)*" if text is None else "*(empty)*"
+        yield from [] if calls else ["*(no content)*" if text is None else "*(empty)*", ""]
     else:
         yield fenced(visible(text, multiline=True))
-    yield ""
+        yield ""
+    yield from _calls(calls)

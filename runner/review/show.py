@@ -20,8 +20,11 @@ from itertools import chain
 from typing import Any
 
 from runner.review.view import (
+    CallView,
     StepView,
     TurnView,
+    call_view,
+    calls_of,
     check_name,
     content_text,
     error_text,
@@ -188,14 +191,19 @@ def _step(step: StepView, paint: _Paint, width: int) -> Iterator[str]:
     text = content_text(step.message.get("content"))
     if text:
         yield from _wrap(visible(text, multiline=True), width)
-    for call in step.calls:
-        yield f"  → {_call_label(call.name, call.call_id)}"
-        if call.arguments:
-            yield from _wrap(visible(call.arguments, multiline=True), width)
+    yield from _calls(step.calls, width)
     for result in step.results:
         yield ""
         label = f"▌ tool · {_call_label(result.name, result.call_id)}"
         yield from _block(paint(label, _TOOL), result.content, paint, width)
+
+
+def _calls(calls: Sequence[CallView], width: int) -> Iterator[str]:
+    """Each tool call: its name and id, then its arguments (pretty when JSON)."""
+    for call in calls:
+        yield f"  → {_call_label(call.name, call.call_id)}"
+        if call.arguments:
+            yield from _wrap(visible(call.arguments, multiline=True), width)
 
 
 def _call_label(name: str, call_id: str) -> str:
@@ -248,7 +256,10 @@ def _message(message: Mapping[str, Any], paint: _Paint, width: int, suffix: str)
     if message.get("name") is not None:
         label += f" ({visible(_text(message['name']))})"
     label = paint(label + suffix, _ROLE_STYLE.get(role, _BOLD))
-    yield from _block(label, content_text(message.get("content")), paint, width)
+    calls = [call_view(c) for c in calls_of(message)]  # a pre-filled tool exchange
+    text = content_text(message.get("content"))
+    yield from [label] if calls and not text else _block(label, text, paint, width)
+    yield from _calls(calls, width)
 
 
 def _block(label: str, text: str | None, paint: _Paint, width: int) -> Iterator[str]:

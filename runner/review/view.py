@@ -22,6 +22,7 @@ from functools import partial
 from itertools import pairwise
 from typing import Any
 
+from runner.transcripts.fields import answer_index as answer_index  # the one rule, for diff
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
@@ -59,7 +60,7 @@ class TurnView:
     steps: tuple[StepView, ...] = ()
     """Its tool exchange: the steps whose answer called tools, in order (none without tools)."""
     reasoning: tuple[tuple[str, str], ...] = ()
-    """The final step's reasoning fields as (name, text), when the turn has ``steps``."""
+    """The answer's reasoning fields as (name, text), not yet escaped (:func:`answer_reasoning`)."""
 
 
 @dataclass(frozen=True)
@@ -183,23 +184,9 @@ def view_of(record: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Tu
                 and following.get("role") == "assistant"
                 and not calls_of(following)
             ):
-                answer, reasoning = following, _final_reasoning(turn)
+                answer, reasoning = following, answer_reasoning(turn)
         views.append(TurnView(number, turn, user, answer, steps, reasoning))
     return messages[:first], views
-
-
-def answer_index(turn: Mapping[str, Any]) -> int | None:
-    """Where the turn's answer is in ``messages``: the last step's message, else the next one.
-
-    The rule of ``runner.transcripts.fields.answer_index``, read tolerantly:
-    None when the turn says nowhere.
-    """
-    steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
-    if steps:
-        last = steps[-1].get("message_index")
-        return last if _is_int(last) else None
-    at = turn.get("message_index")
-    return at + 1 if _is_int(at) else None
 
 
 def calls_of(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -267,16 +254,22 @@ def _steps(
         yield StepView(number, message, views, tuple(results), reasoning_of(step))
 
 
-def _final_reasoning(turn: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The last step's reasoning, but for fields ``extra`` shows already with the same value."""
+def answer_reasoning(turn: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The reasoning of a turn's answer: its ``reasoning``, else (older records) its last step's.
+
+    A transcript written before turns had ``reasoning`` shows the answer's
+    reasoning in ``extra``; those fields are not shown twice.
+    """
+    own = reasoning_of(turn)
+    if own:
+        return own
     steps = [s for s in _list(turn.get("steps")) if isinstance(s, Mapping)]
-    extra = turn.get("extra")
-    shown = dict(turn_extras(turn)) if isinstance(extra, Mapping) else {}
+    shown = dict(turn_extras(turn))
     return tuple(f for f in reasoning_of(steps[-1]) if shown.get(f[0]) != f[1]) if steps else ()
 
 
 def reasoning_of(step: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """A step record's non-empty reasoning fields as (name, text), not yet escaped."""
+    """A step's or turn's non-empty ``reasoning`` fields as (name, text), not yet escaped."""
     reasoning = step.get("reasoning")
     if not isinstance(reasoning, Mapping):
         return ()
@@ -342,14 +335,20 @@ def check_name(check: Mapping[str, Any]) -> str:
 
 
 def turn_extras(turn: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The turn's non-empty ``extra`` fields (e.g. reasoning) as (name, text), not yet escaped."""
+    """The turn's non-empty ``extra`` fields as (name, text), not yet escaped.
+
+    Fields its ``reasoning`` holds with the same value are left out: renderers
+    show those as the answer's reasoning (:func:`answer_reasoning`).
+    """
     extra = turn.get("extra")
     if not isinstance(extra, Mapping):
         return []
+    reasoning = turn.get("reasoning")
+    reasoning = reasoning if isinstance(reasoning, Mapping) else {}
     return [
         (_text(key), value if isinstance(value, str) else _json(value))
         for key, value in extra.items()
-        if value not in (None, "", [], {})
+        if value not in (None, "", [], {}) and not (key in reasoning and reasoning[key] == value)
     ]
 
 

@@ -288,7 +288,7 @@ class _Batch:
         chain = StepChain(partial, record, conversation.max_tool_steps)
         turn = chain.turn
         while True:
-            limit = chain.over_limit()  # a resumed chain may already be at its end
+            limit = chain.ready(turn_spec.tools)  # a resumed chain may be at its end
             if limit is not None:
                 mark_failed(record, chain.ended(), limit)
                 return

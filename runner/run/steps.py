@@ -58,10 +58,24 @@ class StepChain:
         self.calls: list[Any] = []
         for message in record.messages[turn.message_index + 1 :]:
             self.calls.extend(tool_calls_of(message))
-        self.counts = count_calls(record.messages[self._replayed_from() :])
+        self.owed = self._owed_calls()
+        counted = record.messages[self._replayed_from() : len(record.messages) - bool(self.owed)]
+        self.counts = count_calls(counted)
         self.finished = False
         self.final: Completion
         self._queued_ms: float | None = None
+
+    def _owed_calls(self) -> list[Any]:
+        """The calls of a resumed chain's last step that got no results (the script gave none)."""
+        messages = self.record.messages
+        if not self.steps or len(messages) - 1 <= self.turn.message_index:
+            return []
+        last = messages[-1]
+        return (
+            tool_calls_of(last)
+            if isinstance(last, dict) and last.get("role") == "assistant"
+            else []
+        )
 
     def _replayed_from(self) -> int:
         """Where the replayed turns start in ``messages`` (calls counted from there on)."""
@@ -107,19 +121,37 @@ class StepChain:
         self.calls.extend(calls)
         step = self._step_record(completion, latency_ms)
         self.steps.append(step)
+        problem = self._answer(calls, step, tools)
+        self.final = completion
+        self._fill(completion, latency_ms)
+        return problem or self.over_limit()
+
+    def ready(self, tools: ToolSettings) -> ToolProblem | None:
+        """Why the next step may not be sent: calls still without results, or the bound.
+
+        A resumed chain whose last answer's calls the script did not answer
+        (``tool_unscripted``) keeps that answer: the script is applied to its
+        calls again, so the request is never sent twice, and the same
+        conversation file fails the same way without a request.
+        """
+        owed, self.owed = self.owed, []
+        problem = self._answer(owed, self.steps[-1], tools) if owed else None
+        return problem or self.over_limit()
+
+    def _answer(
+        self, calls: list[Any], step: dict[str, Any], tools: ToolSettings
+    ) -> ToolProblem | None:
+        """The script's result for each of one step's calls, into the history; or why not."""
         flags = scripted_flags(tools, calls, self.counts)
         answers = answer_calls(tools, calls, self.counts)
         if isinstance(answers, Unscripted):
-            self.final = completion
-            self._fill(completion, latency_ms)
             return self._unscripted(answers)
         step["tool_results"] = [
             {"tool_call_id": a["tool_call_id"], "name": call_parts(c)[1], "scripted": flag}
             for a, c, flag in zip(answers, calls, flags, strict=True)
         ]
         self.record.messages.extend(answers)
-        self._fill(completion, latency_ms)
-        return self.over_limit()
+        return None
 
     def over_limit(self) -> ToolProblem | None:
         """Why the next step may not be sent: the turn made ``max_tool_steps`` requests."""
@@ -164,10 +196,12 @@ class StepChain:
         fill_answered_turn(turn, completion, latency_ms)
         turn.queued_ms = self._queued_ms
         turn.attempts = self._labelled()
+        # The answer's reasoning in a field of its own ('extra' keeps it too, as before).
+        turn.reasoning = reasoning_of(completion.message) or None
         if not self.steps:
             return
         if not self.finished:
-            turn.extra = None  # the calls and reasoning are in the steps and messages
+            turn.extra = turn.reasoning = None  # the calls and reasoning are in the steps
         turn.steps = self.steps
         latencies = [s["latency_ms"] for s in self.steps if s.get("latency_ms") is not None]
         turn.latency_ms = round(sum(latencies), 3) if latencies else None
@@ -252,6 +286,6 @@ def reasoning_by_message(
             for step in turn.steps:
                 if isinstance(step, dict) and isinstance(step.get("reasoning"), dict):
                     found[int(step["message_index"])] = step["reasoning"]
-        elif turn.extra:
-            found[turn.message_index + 1] = reasoning_of(turn.extra)
+        elif turn.reasoning or turn.extra:  # extra: a turn written before 'reasoning' was
+            found[turn.message_index + 1] = turn.reasoning or reasoning_of(turn.extra or {})
     return found

@@ -128,11 +128,29 @@ def unreadable_last_line(path: Path) -> int | None:
     return None if isinstance(data, dict) and "id" in data else number
 
 
-def answer_index(turn: Mapping[str, Any]) -> int:
-    """Index in ``messages`` of a turn's answer (its last step's message when it has steps)."""
-    steps = turn.get("steps")
-    if isinstance(steps, list) and steps and isinstance(steps[-1], Mapping):
-        last = steps[-1].get("message_index")
-        if is_int(last):
-            return last
-    return as_int(turn.get("message_index")) + 1
+def answer_index(turn: Mapping[str, Any]) -> int | None:
+    """Index in ``messages`` of a turn's answer, or None when the record says nowhere.
+
+    The one rule every reader uses: the last step's ``message_index`` when
+    the turn has steps (objects in its ``steps`` list), else the message
+    after its user message. The HTML report's script has a copy
+    (``answerIndexOf`` in ``runner/review/assets/report.js``), tested to agree.
+    """
+    steps = [s for s in as_list(turn.get("steps")) if isinstance(s, Mapping)]
+    if steps:
+        return _position(steps[-1].get("message_index"))
+    at = _position(turn.get("message_index"))
+    return None if at is None else at + 1
+
+
+def _position(value: Any) -> int | None:
+    """``value`` as an index into a list: an int, or a float with an integral value.
+
+    JSON has one number type: ``3.0`` in a record is the number 3 (a browser
+    reads it so), never a reason to disagree about where an answer is.
+    """
+    if is_int(value):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

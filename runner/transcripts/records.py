@@ -62,7 +62,10 @@ class TurnRecord:
     model: str | None = None
     """The model the API says answered."""
     extra: dict[str, Any] | None = None
-    """Fields of the assistant message other than role and content (e.g. reasoning)."""
+    """Fields of the assistant message other than role and content (reasoning too, as before)."""
+    reasoning: dict[str, Any] | None = None
+    """The reasoning fields the answer carried (``reasoning_content``, ``reasoning``,
+    ``reasoning_details``), as they arrived; absent when it carried none."""
     params: dict[str, Any] | None = None
     """This turn's own parameter overrides, when it had any."""
     checks: list[dict[str, Any]] | None = None
@@ -89,6 +92,7 @@ class TurnRecord:
             "tokens_per_s",
             "model",
             "extra",
+            "reasoning",
             "params",
             "checks",
             "error",
@@ -120,6 +124,7 @@ class TurnRecord:
             response_id=data.get("response_id"),
             model=data.get("model"),
             extra=data.get("extra"),
+            reasoning=data["reasoning"] if isinstance(data.get("reasoning"), dict) else None,
             params=data.get("params"),
             checks=data.get("checks"),
             error=data.get("error"),
@@ -128,8 +133,13 @@ class TurnRecord:
 
     @property
     def answer_index(self) -> int:
-        """Index in ``messages`` of this turn's answer (see :func:`fields.answer_index`)."""
-        return answer_index(self.as_dict())
+        """Index in ``messages`` of this turn's answer (see :func:`fields.answer_index`).
+
+        Steps that say nowhere (a hand-edited record, which resume refuses)
+        count as none: the message after the user's.
+        """
+        found = answer_index(self.as_dict())
+        return self.message_index + 1 if found is None else found
 
 
 @dataclass(slots=True)

@@ -12,7 +12,11 @@ recorded turn must be the turn the conversation file scripts at that place:
 - its user message is exactly the scripted turn's content, and its answer an
   assistant message;
 - its record has the shapes the engine relies on (attempts and checks are
-  lists of objects, usage an object).
+  lists of objects, usage an object);
+- each of its steps is tool calls answered by exactly the script's results,
+  but for the last step of a turn that failed because the script had none
+  (``tool_unscripted``): that answer is kept, and the engine applies the
+  script to its calls again instead of sending the request again.
 
 The conversation continues after the last turn that passes; the turns after
 it are discarded and sent again, and the store says so in its
@@ -101,13 +105,22 @@ def matching_turns(progress: TurnsDone, conversation: Conversation) -> tuple[int
 
 
 def valid_steps(
-    turn: TurnRecord, messages: list[Any], tools: ToolSettings, counts: dict[str, int]
+    turn: TurnRecord,
+    messages: list[Any],
+    tools: ToolSettings,
+    counts: dict[str, int],
+    *,
+    owed: bool = False,
 ) -> int:
     """How many of ``turn``'s steps, from the first, are tool calls answered as scripted.
 
     Each such step's assistant message makes calls, and the messages after it
     are exactly the tool messages the script gives those calls; ``counts``
-    (earlier calls of each tool) is advanced past them.
+    (earlier calls of each tool) is advanced past them. With ``owed``, the
+    last step may also be calls with nothing after them: the API answered
+    that request and the script did not (a ``tool_unscripted`` failure), so
+    resuming keeps the answer and applies the script to its calls again
+    instead of sending the request again.
     """
     steps = turn.steps if isinstance(turn.steps, list) else []
     at = turn.message_index + 1
@@ -120,6 +133,8 @@ def valid_steps(
         calls = tool_calls_of(message) if isinstance(message, dict) else []
         if message is None or message.get("role") != "assistant" or not calls:
             return k
+        if owed and k == len(steps) - 1 and at + 1 == len(messages):
+            return len(steps)
         answers = answer_calls(tools, calls, dict(counts))
         if isinstance(answers, Unscripted) or messages[at + 1 : at + 1 + len(answers)] != answers:
             return k
@@ -151,12 +166,13 @@ def keep_partial(progress: TurnsDone, conversation: Conversation, kept: int) -> 
     ):
         return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "numbering")
     counts = count_calls(progress.exchanges)
-    steps = valid_steps(turn, [*before, *exchange], conversation.turns[kept].tools, counts)
+    tools = conversation.turns[kept].tools
+    steps = valid_steps(turn, [*before, *exchange], tools, counts, owed=True)
     if steps == 0:
         return _steps_note(conversation, kept, recorded, 0, progress.partial_origin, "tools")
     turn.steps = list(turn.steps or [])[:steps]
     end = turn.steps[-1]["message_index"] - turn.message_index + 1
-    end += len(tool_calls_of(exchange[end - 1]))
+    end = min(end + len(tool_calls_of(exchange[end - 1])), len(exchange))  # owed: no results
     # Attempts at the step after the last one kept stay when no step was discarded: the
     # request they were for is sent again, as a failed turn's attempts are.
     failed_step = steps if steps == recorded else -1

@@ -570,6 +570,7 @@
 
   function bubble(message) {
     if (!isObj(message)) return h('div', { class: 'msg' }, h('div', { class: 'body' }, text(message)));
+    if (message.role === 'assistant' && callsOf(message).length) return callsBubble(message, null);  // pre-filled
     const role = text(message.role) || 'message';
     const body = contentText(message.content);
     return h('div', { class: 'msg ' + role, 'data-role': role }, [
@@ -600,8 +601,8 @@
   function callsBubble(message, number) {
     const calls = callsOf(message);
     const body = contentText(message.content);
-    return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': String(number) }, [
-      h('div', { class: 'role' }, 'assistant · step ' + (number + 1) + ' · ' + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
+    return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': number === null ? null : String(number) }, [
+      h('div', { class: 'role' }, 'assistant · ' + (number === null ? '' : 'step ' + (number + 1) + ' · ') + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
       body ? h('div', { class: 'body' }, body) : null,
       calls.map((c) => {
         const fn = isObj(c.function) ? c.function : {};
@@ -623,12 +624,13 @@
   }
 
   /* A turn's tool exchange: each step's reasoning (collapsed), its calls and their results;
-   * then the final step's reasoning. `last` is the last message index shown. */
+   * then the final step's reasoning (a turn without steps: its answer's). `last` is the last
+   * message index shown. */
   function stepNodes(rec, turn) {
     const messages = arr(rec.messages);
     const at = turn.message_index;
     let steps = arr(turn.steps).filter(isObj);
-    if (!steps.length) steps = [{ message_index: at + 1 }];
+    if (!steps.length) steps = [{ message_index: at + 1, reasoning: turn.reasoning }];
     const nodes = [];
     let last = at;
     steps.forEach((step, position) => {
@@ -709,6 +711,17 @@
     return value === null || value === undefined || value === '' ? null : h('span', null, [label + ' ', h('b', null, value)]);
   }
 
+  /* A turn's extra fields but those its reasoning holds (shown collapsed in the chat). */
+  function extraShown(turn) {
+    const extra = isObj(turn.extra) ? turn.extra : {};
+    const reasoning = isObj(turn.reasoning) ? turn.reasoning : {};
+    const shown = {};
+    for (const key of Object.keys(extra)) {
+      if (!(key in reasoning) || JSON.stringify(reasoning[key]) !== JSON.stringify(extra[key])) shown[key] = extra[key];
+    }
+    return shown;
+  }
+
   function turnAside(turn, rec, flips) {
     const attempts = arr(turn.attempts);
     const showAttempts = attempts.length > 1 || attempts.some((a) => isObj(a) && (a.outcome !== 'ok' || a.resumed));
@@ -716,7 +729,8 @@
     const failed = checks.filter((c) => isObj(c) && c.passed !== true).length;
     const more = [];
     if (isObj(turn.params) && Object.keys(turn.params).length) more.push(['params', turn.params]);
-    if (isObj(turn.extra) && Object.keys(turn.extra).length) more.push(['extra', turn.extra]);
+    const extra = extraShown(turn);
+    if (Object.keys(extra).length) more.push(['extra', extra]);
     if (turn.response_id) more.push(['response id', turn.response_id]);
     return h('div', { class: 'aside' }, [
       h('div', { class: 'facts' }, [
