@@ -14,6 +14,7 @@ from helpers import read_jsonl
 from runner.cli import main
 from runner.errors import ConfigError, OutputError
 from runner.run.shard import Shard, parse_shard, shard_of
+from runner.spec.loader import load_conversations
 from runner.transcripts.merge import merge_shards
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "conversations"
@@ -152,6 +153,40 @@ def test_merge_reports_missing_and_duplicated(
     assert "duplicated: " in result.stderr and "missing conversation: " in result.stderr
     again = runner.invoke(main, ["merge", "m.jsonl", "s1.jsonl"])
     assert again.exit_code == 2 and "m.jsonl already exists" in again.stderr
+
+
+def test_a_shard_holding_none_of_the_batch_is_not_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty shard's output is empty; with --conversations, merge knows it held nothing."""
+    shutil.copytree(EXAMPLES, tmp_path / "conversations")
+    monkeypatch.chdir(tmp_path)
+    ids = [c.id for c in load_conversations(["conversations/"])]
+    count = len(ids) + 5  # more shards than conversations: some are sure to be empty
+    empty = [k for k in range(1, count + 1) if all(shard_of(cid, count) != k for cid in ids)]
+    assert empty
+    runner = CliRunner()
+    outputs = []
+    for k in range(1, count + 1):
+        out = f"s{k}.jsonl"
+        args = ["--mock", "-q", "--shard", f"{k}/{count}", "-o", out, "conversations/"]
+        assert runner.invoke(main, args).exit_code == 0
+        outputs.append(out)
+    assert all(not Path(f"s{k}.jsonl").read_text() for k in empty)
+    merged = runner.invoke(
+        main, ["merge", "m.jsonl", *outputs, "--conversations", "conversations/"]
+    )
+    assert merged.exit_code == 0, merged.stderr
+    assert "missing shard" not in merged.stderr
+    assert len(read_jsonl(tmp_path / "m.jsonl")) == len(ids)
+    # Without the conversation files an empty output cannot be told from a missing shard.
+    blind = runner.invoke(main, ["merge", "b.jsonl", *outputs])
+    assert blind.exit_code == 3 and f"missing shard: {empty[0]}/{count}" in blind.stderr
+    # And a shard that does hold conversations is still missed when its output is absent.
+    full = next(k for k in range(1, count + 1) if k not in empty)
+    rest = [o for o in outputs if o != f"s{full}.jsonl"]
+    gone = runner.invoke(main, ["merge", "g.jsonl", *rest, "--conversations", "conversations/"])
+    assert gone.exit_code == 3 and f"missing shard: {full}/{count}" in gone.stderr
 
 
 def test_merge_never_overwrites(tmp_path: Path) -> None:

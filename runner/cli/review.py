@@ -348,7 +348,9 @@ def merge_command(
 
     conversations = load_conversations(patterns) if patterns else None
     expected = [c.id for c in conversations] if conversations is not None else None
-    report = merge_shards(output, shards, expected_ids=expected)
+    from runner.run.shard import shard_of
+
+    report = merge_shards(output, shards, expected_ids=expected, shard_of=shard_of)
     sources = {c.id: c.source for c in conversations or ()}
     missing = [(cid, sources.get(cid, "")) for cid in report.missing]
     with github_output(annotations_on(annotations)) as github:

@@ -8,7 +8,7 @@ an existing one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,16 @@ def merge_shards(
     shard_files: Sequence[Path],
     *,
     expected_ids: Sequence[str] | None = None,
+    shard_of: Callable[[str, int], int] | None = None,
 ) -> MergeReport:
-    """Write the shards' conversations into ``output`` (which must not exist) and check them."""
+    """Write the shards' conversations into ``output`` (which must not exist) and check them.
+
+    A shard's output names its shard only in its records, so the output of a
+    shard that holds none of the batch is empty and cannot be told from a
+    missing one. With ``expected_ids`` and ``shard_of`` (the split's rule: the
+    shard of an id out of N), only shards that hold a conversation of the
+    batch must be present.
+    """
     if output.exists():
         raise OutputError(f"{output} already exists; choose another output for the merge")
     seen: dict[str, list[str]] = {}
@@ -71,7 +79,10 @@ def merge_shards(
             "merge the outputs of one --shard K/N run"
         )
     count = next(iter(counts), None)
-    missing_shards = tuple(i for i in range(1, (count or 0) + 1) if i not in shard_indexes)
+    needed: Iterable[int] = range(1, (count or 0) + 1)
+    if count and expected_ids is not None and shard_of is not None:
+        needed = sorted({shard_of(cid, count) for cid in expected_ids})
+    missing_shards = tuple(i for i in needed if i not in shard_indexes)
     duplicates = tuple((cid, tuple(files)) for cid, files in seen.items() if len(files) > 1)
     present = set(seen) | {str(r["group"]) for r in records if r.get("group")}
     missing = tuple(cid for cid in expected_ids or () if cid not in present)
