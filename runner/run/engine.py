@@ -47,7 +47,7 @@ from runner.run.events import (
     TurnCompleted,
 )
 from runner.run.judging import Judge
-from runner.run.steps import StepChain, reasoning_by_message
+from runner.run.steps import StepChain, reasoning_by_message, step_body
 from runner.run.tally import Tally, run_result
 from runner.run.turns import (
     answered_status,
@@ -330,7 +330,7 @@ class _Batch:
         # A snapshot: the history grows after this request, recorders keep the body.
         reasoning = reasoning_by_message(record, chain.steps)
         messages = with_reasoning(record.messages, reasoning, settings.reasoning)
-        body = settings.turn_body(index, messages)
+        body = step_body(settings.turn_body(index, messages), step)
         if self.config.stream:
             body.update(STREAM_FIELDS)
 

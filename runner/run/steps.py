@@ -250,6 +250,18 @@ class StepChain:
         self.record.turns.append(turn)
 
 
+def step_body(body: dict[str, Any], step: int) -> dict[str, Any]:
+    """A step's request body: after the first step, a forcing ``tool_choice`` is ``auto``.
+
+    ``required`` or a named function forces a call on every request it is
+    sent with, so a chain would only end at ``max_tool_steps``; once the
+    model has called, it decides again (as the OpenAI Agents SDK resets it).
+    """
+    if step > 0 and body.get("tool_choice", "none") != "none":
+        body["tool_choice"] = "auto"
+    return body
+
+
 def sum_usage(usages: list[Any]) -> dict[str, Any] | None:
     """Usage summed key by key over steps (keys present in any; nested counts summed too)."""
     total: dict[str, Any] = {}
