@@ -74,7 +74,6 @@ def test_kill_9_and_ctrl_c_in_a_loop_never_corrupt_or_resend(tmp_path: Path) -> 
     rng = random.Random(20261124)
     batch = write_batch(tmp_path)
     out = tmp_path / "same.jsonl"
-    started = time.monotonic()
     with FaultServer(latency=(0.005, 0.02)) as server:
         args = ["--base-url", server.base_url, "-j", str(JOBS), "-q", "-o", str(out), str(batch)]
         kills = interrupts = 0
@@ -111,7 +110,6 @@ def test_kill_9_and_ctrl_c_in_a_loop_never_corrupt_or_resend(tmp_path: Path) -> 
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
     assert kills >= KILLS and interrupts >= 2, (kills, interrupts)
-    assert time.monotonic() - started < 40
 
     records = read_jsonl(out)
     assert sorted(r["id"] for r in records) == [f"c{i:03d}" for i in range(COUNT)]
