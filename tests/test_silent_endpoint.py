@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from faultserver import FaultServer
@@ -56,7 +57,12 @@ def reading_never_answering() -> Iterator[str]:
 
 
 def run(
-    batch: list[Conversation], url: str, out: Path, *, concurrency: int, resume: bool = False
+    batch: list[Conversation],
+    url: str,
+    out: Path,
+    *,
+    concurrency: int | Literal["auto"],
+    resume: bool = False,
 ) -> RunResult:
     config = RunConfig(
         output=out,
@@ -72,10 +78,10 @@ def run(
 
 
 @pytest.mark.parametrize("server", [listening_only, reading_never_answering])
-@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("concurrency", [1, 8, "auto"])
 def test_an_endpoint_that_never_answers_stops_the_run_within_about_two_timeouts(
     server: Callable[[], contextlib.AbstractContextManager[str]],
-    concurrency: int,
+    concurrency: int | Literal["auto"],
     batch: list[Conversation],
     tmp_path: Path,
 ) -> None:

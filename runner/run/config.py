@@ -79,7 +79,8 @@ class RunConfig:
     :data:`AUTO`: up to :data:`AUTO_CEILING`, starting at :data:`AUTO_START`."""
     initial_limit: int | None = None
     """Requests in flight to start with (default: the ceiling, or :data:`AUTO_START` for
-    ``auto``); 429s lower it, clean rounds raise it again up to the ceiling."""
+    ``auto``); overload (timeouts, 503s, with ``auto`` a queue) lowers it, clean rounds raise
+    it again up to the ceiling."""
     timeout: float = DEFAULT_TIMEOUT
     """Seconds one request may take."""
     retry: RetryPolicy = field(default_factory=lambda: _default_retry())

@@ -11,7 +11,9 @@ says the server is *overloaded*:
   average, the limit is cut to one and a half times the parallelism the
   waits show. That keeps every slot of the server busy and its queue short,
   so nothing is abandoned on ``--timeout`` for the server to work through
-  while fresh requests wait behind it;
+  while fresh requests wait behind it. Below a limit of
+  :data:`PROBE_BELOW`, one request in :data:`PROBE_EVERY` answers is sent
+  alone, to measure the server's own time that a queue of one or two hides;
 - an answer that did not come within ``--timeout`` from an endpoint that
   has answered before halves the limit (with nothing ever answered, the
   endpoint is down, not overloaded: ``gate.py`` stops the run instead);
@@ -21,8 +23,9 @@ says the server is *overloaded*:
 - after as many clean answers as the limit, received while every slot was
   busy, the limit grows by one, up to the ceiling; before the first cut
   (slow start, when it began below the ceiling) every such answer adds one,
-  so the limit doubles each round until the server pushes back. With
-  ``-j auto`` an answer is clean only when the queue ratio is low;
+  so the limit doubles each round until the server pushes back (with
+  ``-j auto``, which starts low, two: it triples). With ``-j auto`` an
+  answer is clean only when its wait and the recent waits are short;
 - after a storm, when the server refused everything for a while
   (``pacing.py`` tells them apart from 429s of sending too fast), the cuts
   it made said nothing about concurrency: once the server answers again,

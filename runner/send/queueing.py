@@ -33,18 +33,28 @@ K`` requests shows ``W / S = (n - K) / K``, so ``W / S`` (the *queue
 ratio*) says how far past the server's parallelism we are, whatever the
 answers' lengths, and ``n * S / (S + W)`` estimates ``K``.
 :class:`QueueWatch` keeps both as moving averages over the last answers;
-``limiter.py`` grows the limit while the ratio stays near 0 and cuts it to
+``limiter.py`` grows the limit while the ratio stays low and cuts it to
 one and a half times the estimated ``K`` when it rises past
-:data:`HIGH_RATIO` (requests waiting most of a service time). Waits are
-measured against at least :data:`NOISE_S` of service, so milliseconds of
-event-loop and network jitter on a fast server never look like a queue.
+:data:`HIGH_RATIO` (requests waiting most of a service time), which keeps
+``n`` between ``K`` and ``2K``: every slot busy, a short queue, no timeouts.
+Waits are measured against at least :data:`NOISE_S` of service: a busy
+client's own event-loop lag, or a stall, delays every answer it reads and
+would look like a queue on a fast server, while waits that short cannot
+make anything time out.
 
-**Minimum latency, re-measured at low concurrency.** The envelope only goes
-down as faster answers come, so a server that becomes slower for good
-(other users, thermal throttling) looks queued, and the limit falls. It
-falls to one request in flight at worst, and a request sent while nothing
-else of ours was in flight waited behind nothing of ours: when such an answer is well
-above the envelope, the envelope is stale and starts again from it.
+**Minimum latency, re-measured at low concurrency.** At one or two slots
+every request queues behind the others, so no answer shows the server's own
+time, and the envelope stays loose; the limiter then lets one request in a
+few go alone (a probe) to measure it. The envelope only goes down as faster
+answers come, so a server that becomes slower for good (other users,
+thermal throttling) looks queued, and the limit falls. A request sent while
+nothing else of ours was in flight waited behind nothing of ours: when such
+an answer is well above the envelope, the envelope is stale and starts
+again from it.
+
+Assumed: the server serves in arrival order (FIFO) and nothing else loads
+it; another client's queue looks like ours and lowers the limit, which is
+the safe direction.
 """
 
 from __future__ import annotations
