@@ -49,11 +49,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench_answers import answer_text, conversation_key, max_tokens, prompt_tokens
 from bench_limits import Limits, make_limiter, retry_headers
 from bench_slots import Slots
 from bench_stats import RequestTiming, Stats, summarize
 
-_WORDS = "the quick brown fox jumps over a lazy dog while benchmarks count every token".split()
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
 
 
@@ -119,22 +119,6 @@ class ServerConfig:
         if self.tpm is not None:
             tokens = make_limiter(self.limiter, self.tpm, self.tpm_burst, self.window_s)
         return Limits(requests, tokens)
-
-
-def conversation_key(messages: list[dict[str, Any]]) -> tuple[str, int]:
-    """(first user message, number of user messages): which turn of which conversation."""
-    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
-    return (users[0] if users else ""), len(users)
-
-
-def answer_text(n_messages: int, completion: int) -> str:
-    """The answer's words: ``completion`` of them, starting where the history's length says."""
-    return " ".join(_WORDS[(n_messages + i) % len(_WORDS)] for i in range(completion))
-
-
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens, estimated at four characters a token."""
-    return max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
 
 
 class BenchServer:
@@ -233,7 +217,7 @@ class BenchServer:
         """Book the limits, wait for a slot, take the service time, answer."""
         config, stats = self.config, self.stats
         prompt = prompt_tokens(messages)
-        cap = _max_tokens(request)
+        cap = max_tokens(request)
         booked = prompt + (cap if cap is not None else config.default_max_tokens)
         refusal = self.limits.admit(booked, timing.arrived)
         if refusal is not None:
@@ -316,15 +300,6 @@ class BenchServer:
             "summary": summarize(s),
             "records": [r.row() for r in s.records],
         }
-
-
-def _max_tokens(request: dict[str, Any]) -> int | None:
-    """The request's completion cap (``max_completion_tokens`` first), if a positive int."""
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = request.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def _response(status: int, extra: dict[str, str], payload: dict[str, Any], keep: bool) -> bytes:
