@@ -22,7 +22,9 @@ Model of the server (every knob is an option):
   request and ``prompt tokens + max_tokens`` tokens on arrival, as OpenAI and Azure
   estimate it (``--default-max-tokens`` when the request sets none); ``--tpm-refund``
   gives back what the answer did not use. Over either limit: 429 with ``retry-after``
-  and ``retry-after-ms``; nothing is booked;
+  and ``retry-after-ms``; nothing is booked. ``--rpd N`` puts a per-day request bucket
+  (full at the start) in place of ``--rpm``: Groq's ``-requests`` headers count requests
+  per day beside a per-minute token limit;
 - **headers**: with ``--ratelimit-headers`` every answer, 429s included, carries
   ``x-ratelimit-limit/remaining/reset-requests`` and, with ``--tpm``, the ``-tokens``
   trio, with OpenAI's meaning (reset = time until the limit is back to its initial state,
@@ -50,7 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench_answers import answer_text, conversation_key, max_tokens, prompt_tokens
-from bench_limits import Limits, make_limiter, retry_headers
+from bench_limits import Limiter, Limits, TokenBucket, make_limiter, retry_headers
 from bench_slots import Slots
 from bench_stats import RequestTiming, Stats, summarize
 
@@ -81,6 +83,8 @@ class ServerConfig:
     """Requests per minute allowed; None: unlimited."""
     burst: float | None = None
     """Bucket size for ``rpm`` (default: one second's worth, at least 1)."""
+    rpd: float | None = None
+    """Requests per day (a day's bucket, Groq's ``-requests`` headers); replaces ``rpm``."""
     tpm: float | None = None
     """Tokens per minute allowed (prompt + max_tokens booked on arrival); None: unlimited."""
     tpm_burst: float | None = None
@@ -113,8 +117,11 @@ class ServerConfig:
 
     def limits(self) -> Limits:
         """Fresh limiters for this model."""
-        requests = tokens = None
-        if self.rpm is not None:
+        requests: Limiter | None = None
+        tokens: Limiter | None = None
+        if self.rpd is not None:
+            requests = TokenBucket(limit=round(self.rpd), capacity=self.rpd, rate=self.rpd / 86400)
+        elif self.rpm is not None:
             requests = make_limiter(self.limiter, self.rpm, self.burst, self.window_s)
         if self.tpm is not None:
             tokens = make_limiter(self.limiter, self.tpm, self.tpm_burst, self.window_s)
@@ -332,6 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capacity", type=int, default=32)
     p.add_argument("--overflow", choices=("queue", "reject"), default="queue")
     p.add_argument("--rpm", type=float, default=None)
+    p.add_argument("--rpd", type=float, default=None, help="requests per day, as Groq's headers")
     p.add_argument("--burst", type=float, default=None)
     p.add_argument("--tpm", type=float, default=None)
     p.add_argument("--tpm-burst", type=float, default=None)

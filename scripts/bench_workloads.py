@@ -243,6 +243,19 @@ def limit_workloads(quick: bool) -> list[Workload]:
             params=params,
         ),
         Workload(
+            "tpm-groq-headers",
+            "The same with Groq's headers: requests per day (14,400) beside 120,000 tpm",
+            tpm_convs,
+            [*tpm_server, "--rpd", "14400"],
+            [MTRUN],
+            [
+                Target("token_use_pct", ">=", 90.0, "issue 14 (Groq)"),
+                Target("refused_pct", "<", 2.0, "issue 14 (Groq)"),
+                Target("failed", "==", 0, "issue 14 (Groq)"),
+            ],
+            params=params,
+        ),
+        Workload(
             "window600-headers",
             f"Fixed window: {per_window} requests per {window_s} s window, headers "
             f"(reset = window end), about 1.5 windows of work",
