@@ -13,8 +13,9 @@ Model of the server (every knob is an option):
 - **slots**: at most ``capacity`` requests are processed at once; extra requests wait in
   a FIFO queue (``--overflow queue``, the default: llama.cpp, Ollama, vLLM) or are refused
   at once with 429 (``--overflow reject``). A request whose client has gone (a timeout)
-  keeps its slot, queued or in service, until its service time is over, as llama.cpp does:
-  the server learns of the close only when it writes the answer;
+  keeps its slot, queued or in service, until its service time is over (the worst case,
+  and llama.cpp's in several releases: it did not cancel on disconnect); the close is
+  counted as a timeout when the answer is ready;
 - **rate limits** (:mod:`bench_limits`): ``--rpm N`` requests per minute and ``--tpm N``
   tokens per minute, each a token bucket (``--limiter bucket``, refill N/60 per second,
   burst ``--burst``/``--tpm-burst``, default one second's worth) or a fixed window
