@@ -13,8 +13,9 @@ Model of the server (every knob is an option):
 - **slots**: at most ``capacity`` requests are processed at once; extra requests wait in
   a FIFO queue (``--overflow queue``, the default: llama.cpp, Ollama, vLLM) or are refused
   at once with 429 (``--overflow reject``). A request whose client has gone (a timeout)
-  keeps its slot, queued or in service, until its service time is over, as llama.cpp does:
-  the server learns of the close only when it writes the answer;
+  keeps its slot, queued or in service, until its service time is over (the worst case,
+  and llama.cpp's in several releases: it did not cancel on disconnect); the close is
+  counted as a timeout when the answer is ready;
 - **rate limits** (:mod:`bench_limits`): ``--rpm N`` requests per minute and ``--tpm N``
   tokens per minute, each a token bucket (``--limiter bucket``, refill N/60 per second,
   burst ``--burst``/``--tpm-burst``, default one second's worth) or a fixed window
@@ -22,7 +23,9 @@ Model of the server (every knob is an option):
   request and ``prompt tokens + max_tokens`` tokens on arrival, as OpenAI and Azure
   estimate it (``--default-max-tokens`` when the request sets none); ``--tpm-refund``
   gives back what the answer did not use. Over either limit: 429 with ``retry-after``
-  and ``retry-after-ms``; nothing is booked;
+  and ``retry-after-ms``; nothing is booked. ``--rpd N`` puts a per-day request bucket
+  (full at the start) in place of ``--rpm``: Groq's ``-requests`` headers count requests
+  per day beside a per-minute token limit;
 - **headers**: with ``--ratelimit-headers`` every answer, 429s included, carries
   ``x-ratelimit-limit/remaining/reset-requests`` and, with ``--tpm``, the ``-tokens``
   trio, with OpenAI's meaning (reset = time until the limit is back to its initial state,
@@ -49,11 +52,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench_limits import Limits, make_limiter, retry_headers
+from bench_answers import answer_text, conversation_key, max_tokens, prompt_tokens
+from bench_limits import Limiter, Limits, TokenBucket, make_limiter, retry_headers
 from bench_slots import Slots
 from bench_stats import RequestTiming, Stats, summarize
 
-_WORDS = "the quick brown fox jumps over a lazy dog while benchmarks count every token".split()
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
 
 
@@ -81,6 +84,8 @@ class ServerConfig:
     """Requests per minute allowed; None: unlimited."""
     burst: float | None = None
     """Bucket size for ``rpm`` (default: one second's worth, at least 1)."""
+    rpd: float | None = None
+    """Requests per day (a day's bucket, Groq's ``-requests`` headers); replaces ``rpm``."""
     tpm: float | None = None
     """Tokens per minute allowed (prompt + max_tokens booked on arrival); None: unlimited."""
     tpm_burst: float | None = None
@@ -113,28 +118,15 @@ class ServerConfig:
 
     def limits(self) -> Limits:
         """Fresh limiters for this model."""
-        requests = tokens = None
-        if self.rpm is not None:
+        requests: Limiter | None = None
+        tokens: Limiter | None = None
+        if self.rpd is not None:
+            requests = TokenBucket(limit=round(self.rpd), capacity=self.rpd, rate=self.rpd / 86400)
+        elif self.rpm is not None:
             requests = make_limiter(self.limiter, self.rpm, self.burst, self.window_s)
         if self.tpm is not None:
             tokens = make_limiter(self.limiter, self.tpm, self.tpm_burst, self.window_s)
         return Limits(requests, tokens)
-
-
-def conversation_key(messages: list[dict[str, Any]]) -> tuple[str, int]:
-    """(first user message, number of user messages): which turn of which conversation."""
-    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
-    return (users[0] if users else ""), len(users)
-
-
-def answer_text(n_messages: int, completion: int) -> str:
-    """The answer's words: ``completion`` of them, starting where the history's length says."""
-    return " ".join(_WORDS[(n_messages + i) % len(_WORDS)] for i in range(completion))
-
-
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens, estimated at four characters a token."""
-    return max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
 
 
 class BenchServer:
@@ -233,7 +225,7 @@ class BenchServer:
         """Book the limits, wait for a slot, take the service time, answer."""
         config, stats = self.config, self.stats
         prompt = prompt_tokens(messages)
-        cap = _max_tokens(request)
+        cap = max_tokens(request)
         booked = prompt + (cap if cap is not None else config.default_max_tokens)
         refusal = self.limits.admit(booked, timing.arrived)
         if refusal is not None:
@@ -318,15 +310,6 @@ class BenchServer:
         }
 
 
-def _max_tokens(request: dict[str, Any]) -> int | None:
-    """The request's completion cap (``max_completion_tokens`` first), if a positive int."""
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = request.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
 def _response(status: int, extra: dict[str, str], payload: dict[str, Any], keep: bool) -> bytes:
     data = json.dumps(payload).encode()
     out = [
@@ -357,6 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capacity", type=int, default=32)
     p.add_argument("--overflow", choices=("queue", "reject"), default="queue")
     p.add_argument("--rpm", type=float, default=None)
+    p.add_argument("--rpd", type=float, default=None, help="requests per day, as Groq's headers")
     p.add_argument("--burst", type=float, default=None)
     p.add_argument("--tpm", type=float, default=None)
     p.add_argument("--tpm-burst", type=float, default=None)

@@ -53,6 +53,9 @@ def figures(
         in_flight_range=(summary.get("in_flight_p10"), summary.get("in_flight_p90")),
         served_per_s=summary.get("served_per_s"),
         refused_per_s=summary.get("refused_per_s"),
+        in_flight_per_s=summary.get("in_flight_per_s"),
+        in_flight_shares=summary.get("in_flight_settled"),
+        tokens_used=summary.get("used_tokens"),
     )
     if bound and span:
         out["span_ratio"] = span / bound

@@ -189,7 +189,10 @@ def run_workload(
     w: Workload, tmp: Path, sleep_factor: float, kinds: set[str]
 ) -> list[dict[str, Any]]:
     """Run every chosen client of the workload, each against its own server."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if not w.convs:
+        print(f"  {w.name}: no conversations (its data file is missing), skipped", file=sys.stderr)
+        return rows
     for client in w.clients:
         if client[1] not in kinds:
             continue

@@ -262,3 +262,14 @@ def test_overflow_reject_refuses_beyond_capacity_at_once() -> None:
     assert [a[0] for a in answers] == [200, 429]
     assert answers[1][2]["error"]["code"] == "server_busy"
     assert (server.stats.refused_capacity, server.stats.max_queued) == (1, 0)
+
+
+def test_requests_per_day_beside_tokens_per_minute_as_groq_sends_them() -> None:
+    config = ServerConfig(base_latency=0.1, rpd=14400, tpm=6000, ratelimit_headers=True)
+    _, answers = _serve(config, _body("Hi, how are you?", max_tokens=56))
+    headers = answers[0][1]
+    assert headers["x-ratelimit-limit-requests"] == "14400"
+    assert headers["x-ratelimit-remaining-requests"] == "14399"
+    assert headers["x-ratelimit-reset-requests"] == "6s"  # one request back: a day / 14,400
+    assert headers["x-ratelimit-limit-tokens"] == "6000"
+    assert headers["x-ratelimit-remaining-tokens"] == "40"

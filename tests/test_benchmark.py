@@ -129,8 +129,14 @@ def test_targets_pass_or_miss_on_the_rows_they_apply_to() -> None:
     ]
 
 
-def test_only_takes_names_and_globs_and_refuses_unknown_ones() -> None:
-    names = list(workloads(quick=True))
+@pytest.fixture(scope="module")
+def quick() -> dict[str, Workload]:
+    """The quick workloads (sizing them from their bounds takes a moment: once per module)."""
+    return workloads(quick=True)
+
+
+def test_only_takes_names_and_globs_and_refuses_unknown_ones(quick: dict[str, Workload]) -> None:
+    names = list(quick)
     assert choose(names, ["queue-k1"]) == ["queue-k1"]
     assert choose(names, ["queue-*,mock"]) == ["queue-k1", "queue-k4", "queue-k16", "mock"]
     assert choose(names, None) == names
@@ -138,8 +144,8 @@ def test_only_takes_names_and_globs_and_refuses_unknown_ones() -> None:
         choose(names, ["nope"])
 
 
-def test_every_issue_target_has_a_workload() -> None:
-    every = workloads(quick=True)
+def test_every_issue_target_has_a_workload(quick: dict[str, Workload]) -> None:
+    every = quick
     for rpm in (600, 1200):
         for length in ("short", "long"):
             assert f"rate{rpm}-{length}" in every and f"rate{rpm}-{length}-headers" in every
