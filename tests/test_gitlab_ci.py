@@ -122,3 +122,15 @@ def test_without_mtrun_package_the_job_says_what_to_set(
     done = run_pipeline(gitlab_ci_local, repo, bin_dir, "")
     assert done.returncode == 1
     assert "set the CI/CD variable MTRUN_PACKAGE to a git URL or wheel of mtrun" in done.stdout
+
+
+def test_a_missing_gitlab_ci_local_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run this test: gitlab-ci-local"):
+        ci.require_tool("gitlab-ci-local", "npm install -g gitlab-ci-local@4.64.1")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"gitlab-ci-local not found \(npm"):
+        ci.require_tool("gitlab-ci-local", "npm install -g gitlab-ci-local@4.64.1")
