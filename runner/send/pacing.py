@@ -206,6 +206,16 @@ class Pacer:
                 woken.set_result(None)
         wakes.clear()
 
+    def hold(self, until: float) -> None:
+        """No send before ``until`` (a Retry-After hold), sends already waiting here included.
+
+        The gate holds the sends that have not reached the pacer yet; those booked
+        here book again, spaced at the pace from the end of the hold.
+        """
+        if until > self._header_hold:
+            self._header_hold = until
+            self._repace(self.clock())
+
     def _repace(self, now: float) -> None:
         """The pace changed: sends booked at the old one book again, from now."""
         self._paced += 1
