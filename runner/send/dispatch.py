@@ -157,6 +157,8 @@ class Dispatcher:
                 self.pacer.refused(slot.seq)
             held = self.gate.hold_until
             self.gate.failed(exc, conversation_id, sent_at=sent)
+            if self.gate.hold_until > held:
+                self.pacer.hold(self.gate.hold_until)  # sends already waiting on the pace too
             self._tell_hold(held, exc)
             if self.gate.down and not self.control.stopping:
                 self.control.stop(self._down_reason())

@@ -1,33 +1,44 @@
 """Pacing: keep under a rate limit instead of waiting to be refused.
 
-Two sources say how fast we may send:
+A rate limit limits the *rate*, so it is met by spacing sends, never by
+cutting concurrency: one request in flight can already exceed it. What says
+how fast we may send, from the best word to the weakest:
 
 - what the user knows (``--rpm``, ``--tpm``): requests are spaced so that no
   minute holds more than the limit, and each request's tokens are booked
   ahead, estimated as its prompt plus its ``max_tokens``, then corrected by
   the usage the answer reports;
-- what the server says: ``x-ratelimit-remaining-requests`` /
-  ``-reset-requests`` and ``-tokens`` headers (OpenAI, Azure, vLLM behind
-  gateways, litellm, ...; read by ``runner.http.headers``). When few requests
-  remain in the window, sends are spread over the time left instead of spent
-  at once; when none or too few tokens remain, sends wait for the reset.
-
-- what 429s say when nobody said anything else: on the first 429 of an
-  episode, sends are paced at 85% of the rate that was getting answers just
-  before (the limit is about there). Every answer after that speeds the pace
-  up by 0.25% until it is back at 95% of that rate, then by only 0.02%: the
-  pace probes for a higher limit without running into the known one every
-  few seconds. Concurrency alone cannot find a rate limit: one request in
-  flight can already exceed it.
-
+- what the server says in ``x-ratelimit-limit/remaining/reset-*`` headers
+  (OpenAI, Azure, Groq, gateways; read by ``runner.http.headers``): a mirror
+  of the server's requests and tokens buckets (``bucket.py``) lets a request
+  go while the bucket holds it and otherwise waits only until enough has
+  refilled for it. Requests waiting on the mirror book again at once when a
+  fresher snapshot shows more room than they were given. Headers with a
+  remaining count and a reset but no limit keep the older rule: the last
+  requests of a window are spread over the time left, and sends wait for
+  the reset when nothing is left;
+- what 429s say when nobody said anything else (``refill.py``): between two
+  429s the bucket went from empty to empty, so what got through between
+  them is its refill rate; sends are paced at 97% of it. A first 429 has no
+  such measure: what went through in the second before it is a high first
+  guess, from which the pace speeds up by 0.25% an answer until the next
+  429 measures the rate; once measured, by only 0.02%, probing for a higher
+  limit without running into the known one every few seconds. When no
+  measure can be had (too few requests), the older rule: 85% of the rate
+  that was getting answers;
+- a Retry-After: no send before it, whether it is waiting at the gate
+  (``gate.py``) or already here (:meth:`Pacer.hold`);
 - a storm: 429s keep coming with (almost) nothing answered since the
   previous episode. That says nothing new about the rate, only that the server
   refuses everything for now, so it must not wear the learned pace down:
   sends are spaced further apart (twice as far each episode, up to
   ``STORM_MAX_INTERVAL``) on top of it, and the first answer after the storm
-  ends that at once. Sends already booked far ahead during the storm are
-  booked again at the pace that applies then, so the rate returns to what
-  it was within seconds instead of the minutes a slowly probing pace needs.
+  ends that at once.
+
+Whenever the pace changes (a storm ends, a 429 measures the rate, a hold
+starts), sends already booked at the old pace are woken and book again, so
+the rate returns to what it should be at once, not after the waits booked
+at the old one.
 
 Every wait goes through the injected ``sleep``, so tests take no time.
 """
@@ -205,6 +216,16 @@ class Pacer:
             if not woken.done():
                 woken.set_result(None)
         wakes.clear()
+
+    def hold(self, until: float) -> None:
+        """No send before ``until`` (a Retry-After hold), sends already waiting here included.
+
+        The gate holds the sends that have not reached the pacer yet; those booked
+        here book again, spaced at the pace from the end of the hold.
+        """
+        if until > self._header_hold:
+            self._header_hold = until
+            self._repace(self.clock())
 
     def _repace(self, now: float) -> None:
         """The pace changed: sends booked at the old one book again, from now."""
