@@ -18,7 +18,8 @@ The candidates (one missing its package is left out, with a note):
 - ``httpx2+aiohttp``: ``httpx_aiohttp.httpx2.AiohttpTransport``;
 - ``mtrun``: the transport mtrun uses now (``runner.http.network``).
 
-Usage: ``python scripts/bench_transport.py [--requests N] [--rounds R]``
+Usage: ``python scripts/bench_transport.py [--requests N] [--rounds R]
+[--only NAME ...] [--connections N ...]``
 (with mtrun installed, and the ``bench`` extra for httpx2); prints a
 Markdown table of CPU milliseconds per request.
 """
@@ -182,23 +183,27 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="runs of each cell; the median is shown")
     p.add_argument("--old-rev", default=OLD_REV, help="git revision with the old h11 transport")
     p.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
+    p.add_argument(
+        "--connections", type=int, nargs="*", default=list(CONCURRENCIES), help="pool sizes"
+    )
     args = p.parse_args()
+    sizes: list[int] = args.connections
     candidates = _candidates(args.old_rev)
     if args.only:
         candidates = {k: v for k, v in candidates.items() if k in args.only}
     server, url = _start_server()
     try:
-        print("| transport | " + " | ".join(str(j) for j in CONCURRENCIES) + " |")
-        print("|---|" + "---:|" * len(CONCURRENCIES))
+        print("| transport | " + " | ".join(str(j) for j in sizes) + " |")
+        print("|---|" + "---:|" * len(sizes))
         results: dict[str, dict[int, list[float]]] = {name: {} for name in candidates}
-        for j in CONCURRENCIES:
+        for j in sizes:
             for _ in range(args.rounds):
                 for name, factory in candidates.items():
                     ms = asyncio.run(_measure(url, factory, args.requests, j))
                     results[name].setdefault(j, []).append(ms)
                     time.sleep(0.2)
         for name, cells in results.items():
-            row = " | ".join(f"{statistics.median(cells[j]):.2f}" for j in CONCURRENCIES)
+            row = " | ".join(f"{statistics.median(cells[j]):.2f}" for j in sizes)
             print(f"| {name} | {row} |", flush=True)
     finally:
         server.terminate()
