@@ -48,7 +48,6 @@ unknown, and the pacer keeps its older rules (``pacing.py``).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from runner.http.headers import RateLimits
 
@@ -138,11 +137,8 @@ class Bucket:
         self.level, self._at = level, now
 
 
-@dataclass(frozen=True, slots=True)
-class _Send:
-    seq: int
-    at: float
-    tokens: int
+_Send = tuple[int, float, int]
+"""A send: its number, when it went, its tokens (a tuple: one is made per request)."""
 
 
 class Mirror:
@@ -178,10 +174,12 @@ class Mirror:
     def book(self, tokens: int, now: float) -> tuple[float, int]:
         """Book one request of ``tokens``; return when the buckets let it go, and the generation."""
         start = now
-        for bucket, cost in self._buckets(tokens):
-            start = max(start, bucket.book(cost, now))
-        self._waiting[0] += 1
-        self._waiting[1] += tokens
+        if self.requests.rate or self.tokens.rate:
+            for bucket, cost in self._buckets(tokens):
+                start = max(start, bucket.book(cost, now))
+        waiting = self._waiting
+        waiting[0] += 1
+        waiting[1] += tokens
         return start, self.generation
 
     def unbook(self, tokens: int, generation: int) -> None:
@@ -194,18 +192,28 @@ class Mirror:
 
     def released(self, tokens: int) -> None:
         """A booking's wait is over: it goes on to be sent."""
-        self._waiting[0] = max(0, self._waiting[0] - 1)
-        self._waiting[1] = max(0, self._waiting[1] - tokens)
-        self._passed[0] += 1
-        self._passed[1] += tokens
+        waiting, passed = self._waiting, self._passed
+        if waiting[0]:  # none when a snapshot dropped the waiting bookings meanwhile
+            waiting[0] -= 1
+            waiting[1] = waiting[1] - tokens if waiting[1] > tokens else 0
+        passed[0] += 1
+        passed[1] += tokens
+
+    def passed(self, tokens: int) -> None:
+        """A request on its way to be sent, booked while no bucket is mirrored."""
+        passed = self._passed
+        passed[0] += 1
+        passed[1] += tokens
 
     def sending(self, tokens: int, now: float) -> int:
         """A request of ``tokens`` is sent now; return its sequence number (for its answer)."""
-        self._seq += 1
-        self._log.append(_Send(self._seq, now, tokens))
-        self._passed[0] = max(0, self._passed[0] - 1)
-        self._passed[1] = max(0, self._passed[1] - tokens)
-        return self._seq
+        self._seq = seq = self._seq + 1
+        self._log.append((seq, now, tokens))
+        passed = self._passed
+        if passed[0]:
+            passed[0] -= 1
+            passed[1] = passed[1] - tokens if passed[1] > tokens else 0
+        return seq
 
     def observe(self, limits: RateLimits, seq: int, now: float) -> bool:
         """Take a snapshot from the answer to send ``seq``; False when it mirrors nothing."""
@@ -266,14 +274,14 @@ class Mirror:
         """
         log = self._log
         if prune:
-            while log and log[0].seq < seq:
+            while log and log[0][0] < seq:
                 log.popleft()
         since = now
         requests = tokens = 0
-        for send in log:
-            if send.seq == seq:
-                since = send.at
-            elif send.seq > seq:
+        for number, at, cost in log:
+            if number == seq:
+                since = at
+            elif number > seq:
                 requests += 1
-                tokens += send.tokens
+                tokens += cost
         return since, (requests, tokens)

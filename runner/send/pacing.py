@@ -146,7 +146,10 @@ class Pacer:
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
-        await self._wait_mirrored(estimated_tokens)
+        if self.mirror.active:
+            await self._wait_mirrored(estimated_tokens)
+        else:
+            self.mirror.passed(estimated_tokens)  # no bucket to wait for: on its way
         await self._wait_booked(estimated_tokens)
 
     async def _wait_mirrored(self, estimated_tokens: int) -> None:
