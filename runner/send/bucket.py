@@ -55,6 +55,8 @@ PERIOD_S = 60.0
 """The period of a limit unless its snapshot says otherwise: OpenAI's and Azure's are per minute."""
 LONG_PERIOD_S = 1800.0
 """A snapshot whose reset says a period at least this long (a day, an hour) is read as one."""
+MAX_RESET_S = 2 * 86400.0
+"""A reset longer than this is no period's (epoch seconds, say): it is left out."""
 MARGIN_S = 0.05
 """Refill kept in hand, beyond the cost, before a booked request goes (at least one unit)."""
 SEND_LOG = 4096
@@ -82,6 +84,8 @@ class Bucket:
         """Take the rate and size from a snapshot; False (nothing learned) if it makes no sense."""
         if limit is None or remaining is None or limit <= 0 or remaining > limit:
             return False
+        if reset is not None and reset > MAX_RESET_S:
+            reset = None  # a moment (epoch seconds), not a duration: say nothing of the rate
         rate = limit / PERIOD_S
         drawn = limit - remaining
         if reset is not None and reset > 0 and drawn > 0 and reset * limit / drawn >= LONG_PERIOD_S:
