@@ -292,3 +292,15 @@ def test_a_hold_also_holds_sends_already_waiting_on_the_pace() -> None:
         return started
 
     assert run_virtual(go()) == [0.0, 10.0, 11.0]
+
+
+def test_a_slow_limit_is_measured_over_a_longer_span() -> None:
+    from runner.send.refill import RefillEstimate
+
+    refill = RefillEstimate()
+    refill.sent(1, 0.0)
+    assert refill.refused(1, 0.0) is None  # nothing went through before it
+    for seq in range(2, 12):  # 10 sends over 10 s, one a second
+        refill.sent(seq, float(seq - 1))
+    refill.sent(12, 11.0)
+    assert refill.refused(12, 11.0) == pytest.approx(10 / 11)  # 60 rpm, about

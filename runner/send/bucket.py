@@ -109,14 +109,16 @@ class Bucket:
     def book(self, cost: float, now: float) -> float:
         """Draw ``cost``; return when the level has refilled enough for it to go."""
         self._refill(now)
-        self.level -= self.cost(cost)
-        if self.level >= self.margin:
+        cost = self.cost(cost)
+        margin = min(self.margin, self.size - cost)  # a bucket of one request has no room for it
+        self.level -= cost
+        if self.level >= margin:
             return now
-        return now + (self.margin - self.level) / self.rate
+        return now + (margin - self.level) / self.rate
 
     def cost(self, cost: float) -> float:
-        """What ``cost`` draws: never more than the size can hold, or it would wait forever."""
-        return min(cost, max(0.0, self.size - self.margin))
+        """What ``cost`` draws: never more than the size, or it would wait forever."""
+        return min(cost, self.size)
 
     def unbook(self, cost: float) -> None:
         """A booking that will not be sent: give its cost back."""
