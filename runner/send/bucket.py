@@ -27,7 +27,8 @@ usage says it did not use is refunded):
 - **level**: every booking draws its cost at once, so the level may go
   below zero, and waits until refilling brings the level back to a small
   margin; bookings that wait are so spaced at exactly the refill rate. The
-  margin (one request, or 50 ms of tokens) covers the jitter of sends and
+  margin (one request, or 50 ms of tokens; less when the bucket has no
+  room for it, as one of a single request) covers the jitter of sends and
   costs no throughput: it shifts the level, not the rate.
 
 Snapshots are stale and out of order: headers say the level when the
