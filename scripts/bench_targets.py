@@ -157,6 +157,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("in flight p10..p90", "in_flight_range", ""),
     ("max in flight", "max_in_flight", ""),
     ("failed convs", "failed", ""),
+    ("stopped at s", "cut_off_at_s", ".0f"),
     ("client CPU s", "cpu_s", ".1f"),
     ("peak RSS MB", "rss_mb", ".0f"),
 ]
