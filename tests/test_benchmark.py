@@ -120,12 +120,15 @@ def test_targets_pass_or_miss_on_the_rows_they_apply_to() -> None:
         {**_row(), "in_flight_range": (4, 9), "span_ratio": 1.0},
         {**_row(client="(d) mtrun -j 4"), "in_flight_range": (4, 8), "span_ratio": 1.02},
         {**_row(client="(c) AsyncOpenAI", kind="c"), "in_flight_range": (1, 1)},
+        {**_row(client="(d) mtrun -j 4"), "in_flight_range": (4, 8), "cut_off_at_s": 50.0},
     ]
     verdicts = [(v["client"], v["figure"], v["result"]) for v in judge(w, rows)]
     assert verdicts == [
         ("(d) mtrun", "in_flight_range", "MISS"),
         ("(d) mtrun -j 4", "in_flight_range", "PASS"),
+        ("(d) mtrun -j 4", "in_flight_range", "MISS (stopped)"),  # stopped at its time limit
         ("(d) mtrun -j 4", "span_ratio", "PASS"),
+        ("(d) mtrun -j 4", "span_ratio", "MISS (stopped)"),
     ]
 
 
