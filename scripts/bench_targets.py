@@ -89,7 +89,9 @@ def judge(w: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not _applies(target, row):
                 continue
             value = row.get(target.figure)
-            ok = value is not None and _OPS[target.op](value, target.value)
+            # A client stopped at its time limit did not do the work: it meets no target.
+            stopped = row.get("cut_off_at_s") is not None
+            ok = not stopped and value is not None and _OPS[target.op](value, target.value)
             verdicts.append(
                 {
                     "workload": w.name,
@@ -98,7 +100,7 @@ def judge(w: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "value": value,
                     "target": f"{target.op} {_show(target.value)}",
                     "source": target.source,
-                    "result": "PASS" if ok else "MISS",
+                    "result": "PASS" if ok else ("MISS (stopped)" if stopped else "MISS"),
                 }
             )
     return verdicts
@@ -157,6 +159,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("in flight p10..p90", "in_flight_range", ""),
     ("max in flight", "max_in_flight", ""),
     ("failed convs", "failed", ""),
+    ("stopped at s", "cut_off_at_s", ".0f"),
     ("client CPU s", "cpu_s", ".1f"),
     ("peak RSS MB", "rss_mb", ".0f"),
 ]

@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,25 +65,52 @@ def _http(url: str, method: str = "GET") -> dict[str, Any]:
 _LAUNCHER = (
     "import json, os, sys\n"
     "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)\n"
+    "print(pid, flush=True)\n"
     "_, status, u = os.wait4(pid, 0)\n"
     "print(json.dumps([os.waitstatus_to_exitcode(status), u.ru_utime + u.ru_stime, u.ru_maxrss]))\n"
 )
 
+GRACE_S = 15.0
+"""Seconds a client stopped with SIGINT gets to write its summary before SIGKILL."""
 
-def _run_child(cmd: list[str]) -> tuple[float, float, float, int]:
-    """Run a process; return (wall s, CPU s, peak RSS MB, exit code) from its rusage.
+
+def time_limit(bound: float | None) -> float:
+    """How long a client may run: twice the bound and 30 s, or 10 minutes without a bound.
+
+    A client past it has missed its targets by far; stopping it keeps a full run's length
+    in hand whatever the client does.
+    """
+    return 600.0 if bound is None else 2.0 * bound + 30.0
+
+
+def _run_child(cmd: list[str], limit_s: float) -> tuple[float, float, float, int, bool]:
+    """Run a process; return (wall s, CPU s, peak RSS MB, exit code, cut off) from its rusage.
 
     A small launcher process spawns it: a child of this (large) process would
     inherit this process's RSS high-water mark into its ``ru_maxrss`` through exec.
+    Past ``limit_s`` the process gets SIGINT (mtrun stops as on Ctrl-C and writes its
+    summary), and SIGKILL ``GRACE_S`` later.
     """
     start = time.perf_counter()
     cmd = [shutil.which(cmd[0]) or cmd[0], *cmd[1:]]
-    out = subprocess.run(
+    launcher = subprocess.Popen(
         [sys.executable, "-S", "-c", _LAUNCHER, *cmd], stdout=subprocess.PIPE, text=True
-    ).stdout
+    )
+    assert launcher.stdout is not None
+    pid, cut = int(launcher.stdout.readline()), False
+    try:
+        out, _ = launcher.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        cut = True
+        os.kill(pid, signal.SIGINT)
+        try:
+            out, _ = launcher.communicate(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+            out, _ = launcher.communicate()
     wall = time.perf_counter() - start
     code, cpu, maxrss_kb = json.loads(out.strip().splitlines()[-1])
-    return wall, cpu, maxrss_kb / 1024, code
+    return wall, cpu, maxrss_kb / 1024, code, cut
 
 
 def _mtrun() -> str:
@@ -96,14 +125,15 @@ def _run_mtrun(
     convs: list[dict[str, Any]],
     url: str | None,
     work: Path,
-) -> tuple[tuple[float, float, float, int], dict[str, Any]]:
+    limit_s: float,
+) -> tuple[tuple[float, float, float, int, bool], dict[str, Any]]:
     files = _write_yaml(w, convs, work / "conversations")
     summary = work / "summary.json"
     cmd = [_mtrun(), "-q", "-o", str(work / "out.jsonl"), "--summary-json", str(summary)]
     cmd += ["--mock"] if kind == "mock" else ["--base-url", url or "", "--model", MODEL]
     if concurrency:
         cmd += ["-j", "auto" if concurrency < 0 else str(concurrency)]
-    measured = _run_child([*cmd, *w.mtrun_args, *map(str, files)])
+    measured = _run_child([*cmd, *w.mtrun_args, *map(str, files)], limit_s)
     s = json.loads(summary.read_text()) if summary.exists() else {}
     outcome = {
         "turns_ok": s.get("turns", 0),
@@ -116,12 +146,18 @@ def _run_mtrun(
 
 
 def _run_other(
-    kind: str, concurrency: int, convs: list[dict[str, Any]], url: str, work: Path, sleep: float
-) -> tuple[tuple[float, float, float, int], dict[str, Any]]:
+    kind: str,
+    concurrency: int,
+    convs: list[dict[str, Any]],
+    url: str,
+    work: Path,
+    sleep: float,
+    limit_s: float,
+) -> tuple[tuple[float, float, float, int, bool], dict[str, Any]]:
     spec, result = work / "spec.json", work / "result.json"
     spec.write_text(json.dumps(convs))
     cmd = [sys.executable, __file__, "_client", kind, str(spec), url, str(concurrency)]
-    measured = _run_child([*cmd, str(result), str(sleep)])
+    measured = _run_child([*cmd, str(result), str(sleep)], limit_s)
     outcome = (
         json.loads(result.read_text()) if result.exists() else {"turns_ok": 0, "failed": len(convs)}
     )
@@ -150,33 +186,35 @@ def run_client(
     scale = sum(len(c["turns"]) for c in w.convs) / sum(len(c["turns"]) for c in convs)
     work = tmp / f"{w.name}-{kind}-{concurrency}"
     work.mkdir(parents=True, exist_ok=True)
+    config = w.config
+    bound = lower_bound(config, w.convs, w.params) if config else None
+    # Only mtrun is stopped at the limit: the alternatives are there to be compared in full.
+    limit = time_limit(bound) if kind in ("mtrun", "mock") else 3600.0
     server, url = _start_server(w)
     began = time.monotonic()  # CLOCK_MONOTONIC: the server's clock too
     try:
         if kind in ("mtrun", "mock"):
-            measured, outcome = _run_mtrun(w, kind, concurrency, convs, url, work)
+            measured, outcome = _run_mtrun(w, kind, concurrency, convs, url, work, limit)
         else:
-            measured, outcome = _run_other(
-                kind, concurrency, convs, url or "", work, 10.0 * sleep_factor
-            )
-        stats = _http(url.removesuffix("/v1") + "/_stats") if url else None
+            sleep = 10.0 * sleep_factor
+            measured, outcome = _run_other(kind, concurrency, convs, url or "", work, sleep, limit)
         ended = time.monotonic()
+        stats = _http(url.removesuffix("/v1") + "/_stats") if url else None
     finally:
         if server is not None:
             server.terminate()
             server.wait()
-    wall, cpu, rss, _ = measured
+    wall, cpu, rss, _, cut = measured
     row: dict[str, Any] = {
         "client": label,
         "kind": kind,
         "wall_s": wall * scale,
         "cpu_s": cpu * scale,
+        "cut_off_at_s": limit if cut else None,
     }
     row.update(rss_mb=rss, sampled=sample > 1, scale=scale, **outcome)
     row["turns_ok_scaled"] = outcome["turns_ok"] * scale
     row["failed"] = round(outcome.get("failed", 0) * scale)
-    config = w.config
-    bound = lower_bound(config, w.convs, w.params) if config else None
     row.update(figures(row, stats, bound))
     if stats and "first_arrival" in stats["summary"]:
         first = stats["summary"]["first_arrival"]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from bench_server import ServerConfig
 from bench_targets import figures, judge
 from bench_workloads import Target, Workload, lower_bound, sized, workloads
-from benchmark import choose
+from benchmark import _run_child, choose, time_limit
 
 
 def _convs(*turns: int) -> list[dict[str, Any]]:
@@ -120,12 +120,15 @@ def test_targets_pass_or_miss_on_the_rows_they_apply_to() -> None:
         {**_row(), "in_flight_range": (4, 9), "span_ratio": 1.0},
         {**_row(client="(d) mtrun -j 4"), "in_flight_range": (4, 8), "span_ratio": 1.02},
         {**_row(client="(c) AsyncOpenAI", kind="c"), "in_flight_range": (1, 1)},
+        {**_row(client="(d) mtrun -j 4"), "in_flight_range": (4, 8), "cut_off_at_s": 50.0},
     ]
     verdicts = [(v["client"], v["figure"], v["result"]) for v in judge(w, rows)]
     assert verdicts == [
         ("(d) mtrun", "in_flight_range", "MISS"),
         ("(d) mtrun -j 4", "in_flight_range", "PASS"),
+        ("(d) mtrun -j 4", "in_flight_range", "MISS (stopped)"),  # stopped at its time limit
         ("(d) mtrun -j 4", "span_ratio", "PASS"),
+        ("(d) mtrun -j 4", "span_ratio", "MISS (stopped)"),
     ]
 
 
@@ -158,3 +161,15 @@ def test_every_issue_target_has_a_workload(quick: dict[str, Workload]) -> None:
         "in_flight_range",
         "timeouts",
     } <= figures_judged
+
+
+def test_a_client_past_its_time_limit_is_stopped_with_sigint() -> None:
+    script = (
+        "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(3)"
+    )
+    wall, _, rss, code, cut = _run_child(
+        [sys.executable, "-c", script], limit_s=2.0
+    )  # time to start up
+    assert cut and code == 3  # it got SIGINT, not SIGKILL, and could clean up
+    assert wall < 30 and rss > 0
+    assert time_limit(10.0) == 50.0 and time_limit(None) == 600.0

@@ -142,3 +142,20 @@ def test_partial_or_nonsensical_headers_mirror_nothing(limits: RateLimits) -> No
     mirror = Mirror()
     assert not mirror.observe(limits, mirror.sending(0, 0.0), 0.0)
     assert not mirror.active
+
+
+def test_together_unsuffixed_headers_are_its_requests_limit() -> None:
+    limits = parse_rate_limits(
+        {"x-ratelimit-limit": "600", "x-ratelimit-remaining": "598", "x-ratelimit-reset": "1"}
+    )
+    assert limits == RateLimits(remaining_requests=598, reset_requests_s=1.0, limit_requests=600)
+    both = parse_rate_limits({"x-ratelimit-remaining": "1", "x-ratelimit-remaining-requests": "59"})
+    assert both == RateLimits(remaining_requests=59)  # the suffixed ones win
+
+
+def test_a_reset_given_as_a_moment_says_nothing_of_the_rate() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(0, 0.0)
+    mirror.observe(snapshot(600, 590, 1_764_600_000.0), seq, 0.0)  # epoch seconds
+    assert mirror.requests.rate == pytest.approx(10.0)  # per minute, not per 56 years
+    assert mirror.requests.size == 600.0

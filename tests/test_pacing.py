@@ -248,3 +248,59 @@ def test_sends_booked_during_a_storm_go_at_the_pace_once_it_ends() -> None:
 
     started = run_virtual(go())
     assert max(started) < 1.5  # not 10 s: re-booked at the learned pace (about 8.5 a second)
+
+
+def test_the_refill_rate_is_what_got_through_between_two_429s() -> None:
+    from runner.send.refill import RefillEstimate
+
+    refill = RefillEstimate()
+    seq = 0
+    for k in range(30):  # 30 sends in the second before the first 429: a high first guess
+        seq += 1
+        refill.sent(seq, k / 30)
+    seq += 1
+    refill.sent(seq, 1.0)
+    assert refill.refused(seq, 1.0) == pytest.approx(0.85 * 30)
+    assert not refill.measured
+    for k in range(40):  # then 2 s at 20 a second, one of them refused too soon after
+        seq += 1
+        refill.sent(seq, 1.0 + (k + 1) / 20)
+        if k == 3:
+            assert refill.refused(seq, 1.2) is None  # the same burst: nothing new
+    seq += 1
+    refill.sent(seq, 3.05)
+    assert refill.refused(seq, 3.05) == pytest.approx(39 / 2.05)  # the refused one left out
+    assert refill.measured
+
+
+def test_a_hold_also_holds_sends_already_waiting_on_the_pace() -> None:
+    p, _ = pacer(rpm=60)  # one a second
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            started.append(loop.time() - began)
+
+        sends = [asyncio.create_task(send()) for _ in range(3)]  # booked at 0, 1 and 2 s
+        await asyncio.sleep(0.5)
+        p.hold(began + 10.0)  # a Retry-After of 9.5 s arrives
+        await asyncio.gather(*sends)
+        return started
+
+    assert run_virtual(go()) == [0.0, 10.0, 11.0]
+
+
+def test_a_slow_limit_is_measured_over_a_longer_span() -> None:
+    from runner.send.refill import RefillEstimate
+
+    refill = RefillEstimate()
+    refill.sent(1, 0.0)
+    assert refill.refused(1, 0.0) is None  # nothing went through before it
+    for seq in range(2, 12):  # 10 sends over 10 s, one a second
+        refill.sent(seq, float(seq - 1))
+    refill.sent(12, 11.0)
+    assert refill.refused(12, 11.0) == pytest.approx(10 / 11)  # 60 rpm, about

@@ -5,9 +5,11 @@
   wait counts.
 - ``parse_rate_limits`` reads, for requests and for tokens, the limit, what
   remains of it and when it resets (``parse_duration``: ``6m0s``, ``20ms``,
-  ``1m30.5s``, plain seconds), as a :class:`RateLimits`. A value that is
-  not a count or a duration (Azure's ``-1`` among them) is left out, as if
-  not sent: the pacer then falls back to what the rest says.
+  ``1m30.5s``, plain seconds), as a :class:`RateLimits`; Together's
+  unsuffixed ``x-ratelimit-limit/remaining/reset`` are its requests limit
+  and read as such. A value that is not a count or a duration (Azure's
+  ``-1`` among them) is left out, as if not sent: the pacer then falls back
+  to what the rest says.
 
 Both are read by the client from every answer; the send path (retry waits,
 pacing) acts on what they found.
@@ -99,6 +101,9 @@ _RATE_LIMIT_HEADERS = frozenset(
         "x-ratelimit-reset-requests",
         "x-ratelimit-remaining-tokens",
         "x-ratelimit-reset-tokens",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
     }
 )
 
@@ -108,6 +113,11 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
     lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
     if not lowered:
         return None  # most answers: nothing to parse, on every request
+    if "x-ratelimit-remaining-requests" not in lowered:
+        # Together's requests limit, without the suffix (and the same meaning)
+        for field in ("limit", "remaining", "reset"):
+            if f"x-ratelimit-{field}" in lowered:
+                lowered[f"x-ratelimit-{field}-requests"] = lowered[f"x-ratelimit-{field}"]
     limits = RateLimits(
         remaining_requests=_count(lowered.get("x-ratelimit-remaining-requests")),
         reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),

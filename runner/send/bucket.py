@@ -27,7 +27,8 @@ usage says it did not use is refunded):
 - **level**: every booking draws its cost at once, so the level may go
   below zero, and waits until refilling brings the level back to a small
   margin; bookings that wait are so spaced at exactly the refill rate. The
-  margin (one request, or 50 ms of tokens) covers the jitter of sends and
+  margin (one request, or 50 ms of tokens; less when the bucket has no
+  room for it, as one of a single request) covers the jitter of sends and
   costs no throughput: it shifts the level, not the rate.
 
 Snapshots are stale and out of order: headers say the level when the
@@ -48,7 +49,6 @@ unknown, and the pacer keeps its older rules (``pacing.py``).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from runner.http.headers import RateLimits
 
@@ -56,6 +56,8 @@ PERIOD_S = 60.0
 """The period of a limit unless its snapshot says otherwise: OpenAI's and Azure's are per minute."""
 LONG_PERIOD_S = 1800.0
 """A snapshot whose reset says a period at least this long (a day, an hour) is read as one."""
+MAX_RESET_S = 2 * 86400.0
+"""A reset longer than this is no period's (epoch seconds, say): it is left out."""
 MARGIN_S = 0.05
 """Refill kept in hand, beyond the cost, before a booked request goes (at least one unit)."""
 SEND_LOG = 4096
@@ -83,6 +85,8 @@ class Bucket:
         """Take the rate and size from a snapshot; False (nothing learned) if it makes no sense."""
         if limit is None or remaining is None or limit <= 0 or remaining > limit:
             return False
+        if reset is not None and reset > MAX_RESET_S:
+            reset = None  # a moment (epoch seconds), not a duration: say nothing of the rate
         rate = limit / PERIOD_S
         drawn = limit - remaining
         if reset is not None and reset > 0 and drawn > 0 and reset * limit / drawn >= LONG_PERIOD_S:
@@ -106,14 +110,16 @@ class Bucket:
     def book(self, cost: float, now: float) -> float:
         """Draw ``cost``; return when the level has refilled enough for it to go."""
         self._refill(now)
-        self.level -= self.cost(cost)
-        if self.level >= self.margin:
+        cost = self.cost(cost)
+        margin = min(self.margin, self.size - cost)  # a bucket of one request has no room for it
+        self.level -= cost
+        if self.level >= margin:
             return now
-        return now + (self.margin - self.level) / self.rate
+        return now + (margin - self.level) / self.rate
 
     def cost(self, cost: float) -> float:
-        """What ``cost`` draws: never more than the size can hold, or it would wait forever."""
-        return min(cost, max(0.0, self.size - self.margin))
+        """What ``cost`` draws: never more than the size, or it would wait forever."""
+        return min(cost, self.size)
 
     def unbook(self, cost: float) -> None:
         """A booking that will not be sent: give its cost back."""
@@ -138,11 +144,8 @@ class Bucket:
         self.level, self._at = level, now
 
 
-@dataclass(frozen=True, slots=True)
-class _Send:
-    seq: int
-    at: float
-    tokens: int
+_Send = tuple[int, float, int]
+"""A send: its number, when it went, its tokens (a tuple: one is made per request)."""
 
 
 class Mirror:
@@ -178,10 +181,12 @@ class Mirror:
     def book(self, tokens: int, now: float) -> tuple[float, int]:
         """Book one request of ``tokens``; return when the buckets let it go, and the generation."""
         start = now
-        for bucket, cost in self._buckets(tokens):
-            start = max(start, bucket.book(cost, now))
-        self._waiting[0] += 1
-        self._waiting[1] += tokens
+        if self.requests.rate or self.tokens.rate:
+            for bucket, cost in self._buckets(tokens):
+                start = max(start, bucket.book(cost, now))
+        waiting = self._waiting
+        waiting[0] += 1
+        waiting[1] += tokens
         return start, self.generation
 
     def unbook(self, tokens: int, generation: int) -> None:
@@ -194,18 +199,28 @@ class Mirror:
 
     def released(self, tokens: int) -> None:
         """A booking's wait is over: it goes on to be sent."""
-        self._waiting[0] = max(0, self._waiting[0] - 1)
-        self._waiting[1] = max(0, self._waiting[1] - tokens)
-        self._passed[0] += 1
-        self._passed[1] += tokens
+        waiting, passed = self._waiting, self._passed
+        if waiting[0]:  # none when a snapshot dropped the waiting bookings meanwhile
+            waiting[0] -= 1
+            waiting[1] = waiting[1] - tokens if waiting[1] > tokens else 0
+        passed[0] += 1
+        passed[1] += tokens
+
+    def passed(self, tokens: int) -> None:
+        """A request on its way to be sent, booked while no bucket is mirrored."""
+        passed = self._passed
+        passed[0] += 1
+        passed[1] += tokens
 
     def sending(self, tokens: int, now: float) -> int:
         """A request of ``tokens`` is sent now; return its sequence number (for its answer)."""
-        self._seq += 1
-        self._log.append(_Send(self._seq, now, tokens))
-        self._passed[0] = max(0, self._passed[0] - 1)
-        self._passed[1] = max(0, self._passed[1] - tokens)
-        return self._seq
+        self._seq = seq = self._seq + 1
+        self._log.append((seq, now, tokens))
+        passed = self._passed
+        if passed[0]:
+            passed[0] -= 1
+            passed[1] = passed[1] - tokens if passed[1] > tokens else 0
+        return seq
 
     def observe(self, limits: RateLimits, seq: int, now: float) -> bool:
         """Take a snapshot from the answer to send ``seq``; False when it mirrors nothing."""
@@ -266,14 +281,14 @@ class Mirror:
         """
         log = self._log
         if prune:
-            while log and log[0].seq < seq:
+            while log and log[0][0] < seq:
                 log.popleft()
         since = now
         requests = tokens = 0
-        for send in log:
-            if send.seq == seq:
-                since = send.at
-            elif send.seq > seq:
+        for number, at, cost in log:
+            if number == seq:
+                since = at
+            elif number > seq:
                 requests += 1
-                tokens += send.tokens
+                tokens += cost
         return since, (requests, tokens)

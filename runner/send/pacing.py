@@ -117,6 +117,8 @@ class Pacer:
         self._storm_interval = 0.0
         self._answered_since_refused = 0
         self._episodes = 0
+        self._storm_episodes = 0
+        """Storm episodes in a row, with no answer between them."""
         self.storms_ended = 0
         """Storms of 429s that an answer ended (every booking is dropped then)."""
         self._answers: deque[float] = deque()
@@ -146,7 +148,10 @@ class Pacer:
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
-        await self._wait_mirrored(estimated_tokens)
+        if self.mirror.active:
+            await self._wait_mirrored(estimated_tokens)
+        else:
+            self.mirror.passed(estimated_tokens)  # no bucket to wait for: on its way
         await self._wait_booked(estimated_tokens)
 
     async def _wait_mirrored(self, estimated_tokens: int) -> None:
@@ -264,7 +269,9 @@ class Pacer:
             self._storm_interval = 0.0
             self.storms_ended += 1
             self._repace(now)
-            self._refill.reset()
+            if self._storm_episodes >= 2:  # refused for a while: no measure spans that
+                self._refill.reset()
+            self._storm_episodes = 0
         elif self._learned_interval:
             near = self._learned_interval * NEAR_SHARE <= self._refused_interval
             self._learned_interval /= NEAR_SPEEDUP if near else PROBE_SPEEDUP
@@ -304,6 +311,7 @@ class Pacer:
         else:  # a storm: nothing new about the rate; space sends out, keep the pace
             current = max(self._learned_interval, self._storm_interval)
             self._storm_interval = min(STORM_MAX_INTERVAL, max(0.05, current * 2))
+            self._storm_episodes += 1
         self._episodes += 1
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))

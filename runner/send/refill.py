@@ -16,7 +16,8 @@ guess, taken at ``FIRST_SHARE``: pacing at it brings the next 429 soon, and
 with it a real estimate. Estimates are averaged with the one before: a
 second holds few sends, and one more or less is 5% at 20 a second. Two
 429s less than ``MIN_SPAN_S`` apart come from the same burst and say
-nothing new.
+nothing new; with fewer than ``MIN_ADMITTED`` let through between them
+(a slow limit), the span grows to the next 429.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ WINDOW_S = 120.0
 MIN_SPAN_S = 1.0
 """Shortest time between two empty moments that gives an estimate."""
 MIN_ADMITTED = 5
-"""Fewest requests a second let through between them for an estimate."""
+"""Fewest requests let through between them for an estimate."""
 FIRST_SHARE = 0.85
 """The first guess, which counts the bucket's burst as refill, is taken at this share."""
 
@@ -65,22 +66,24 @@ class RefillEstimate:
         if self._empty is None:  # the first: what went through in the second before it
             self._empty = (seq, at)
             first = next((s for s, t in self._sends if t >= at - MIN_SPAN_S), seq)
-            rate = self._admitted(first - 1, seq) / MIN_SPAN_S
-            return self._update(rate, first=True)
+            return self._update(self._admitted(first - 1, seq), MIN_SPAN_S, first=True)
         empty_seq, empty_at = self._empty
-        if at - empty_at < MIN_SPAN_S:
-            return None
+        admitted = self._admitted(empty_seq, seq)
+        if at - empty_at < MIN_SPAN_S or admitted < MIN_ADMITTED:
+            return None  # the same burst, or too few to tell: measured over a longer span
         self._empty = (seq, at)
-        return self._update(self._admitted(empty_seq, seq) / (at - empty_at), first=False)
+        return self._update(admitted, at - empty_at, first=False)
 
     def _admitted(self, after: int, before: int) -> int:
         """Sends numbered between ``after`` and ``before`` that were not refused."""
         sent = sum(after < s < before for s, _ in self._sends)
         return sent - sum(after < s < before for s in self._refused)
 
-    def _update(self, rate: float, *, first: bool) -> float | None:
-        if rate * MIN_SPAN_S < MIN_ADMITTED:
+    def _update(self, admitted: int, span: float, *, first: bool) -> float | None:
+        """The rate of ``admitted`` requests over ``span`` seconds, as the pace should take it."""
+        if admitted < MIN_ADMITTED:
             return None
+        rate = admitted / span
         if first:
             rate *= FIRST_SHARE
         elif self.rate is not None and self.measured:
