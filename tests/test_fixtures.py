@@ -47,7 +47,8 @@ def comparable(path: Path) -> dict[str, Any]:
     out = {}
     for r in read_jsonl(path):
         turns = [
-            {k: v for k, v in t.items() if k not in ("latency_ms", "attempts")} for t in r["turns"]
+            {k: v for k, v in t.items() if k not in ("latency_ms", "queued_ms", "attempts")}
+            for t in r["turns"]
         ]
         out[r["id"]] = (r["status"], r["messages"], turns, r["totals"]["total_tokens"])
     return out
