@@ -149,6 +149,35 @@ def test_a_running_conversation_gets_a_freed_slot_before_a_new_one() -> None:
     assert run_virtual(go()) == ["next turn", "new conversation"]
 
 
+def test_a_freed_slot_goes_to_the_conversation_with_most_turns_left() -> None:
+    """Longest chain first: a new 8-turn conversation before the 2nd-to-last turn of another."""
+
+    async def go() -> list[str]:
+        lim = limiter(1)
+        got: list[str] = []
+        held = await lim.acquire(continuing=False)
+
+        async def want(name: str, continuing: bool, remaining: int) -> None:
+            ticket = await lim.acquire(continuing=continuing, remaining=remaining)
+            got.append(name)
+            lim.release(ticket, outcome="ok")
+
+        tasks = []
+        for name, continuing, remaining in [
+            ("near its end", True, 2),
+            ("new, 8 turns", False, 8),
+            ("judge", True, 1 << 30),
+            ("midway", True, 5),
+        ]:
+            tasks.append(asyncio.create_task(want(name, continuing, remaining)))
+            await asyncio.sleep(0)
+        lim.release(held, outcome="ok")
+        await asyncio.gather(*tasks)
+        return got
+
+    assert run_virtual(go()) == ["judge", "new, 8 turns", "midway", "near its end"]
+
+
 def test_a_cancelled_waiter_gives_up_its_place() -> None:
     async def go() -> int:
         lim = limiter(1)

@@ -234,9 +234,10 @@ def test_a_task_requeued_mid_run_resumes_without_loss_or_resend(
             f"{task} was not requeued",
             cluster,
         )
-        # Slurm holds a requeued job until its old credential expires (2 minutes);
-        # as the scheduler would then, start it now.
-        cluster.run("scontrol", "update", f"jobid={task}", "starttime=now")
+        # Slurm holds a requeued job until its old credential expires (cred_expire: 2
+        # minutes by default, CRED_EXPIRE_S here), then starts it again by itself. (Forcing
+        # it to start sooner races slurmd, which refuses to launch a job it killed
+        # while that credential lives: "already killed, do not launch batch job".)
         found = finish(cluster, job, tmp_path)
         combined = merged(tmp_path, env)
         assert server.violations == []

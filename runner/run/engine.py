@@ -348,9 +348,12 @@ class _Batch:
             )
 
         slot = Slot()
+        turns_left = len(settings.conversation.turns) - index
 
         async def prepare() -> None:
-            await self.dispatch.wait_to_send(body, slot, continuing=index > 0 or step > 0)
+            await self.dispatch.wait_to_send(
+                body, slot, continuing=index > 0 or step > 0, remaining=turns_left
+            )
 
         async def attempt() -> Completion:
             return await self.dispatch.send(body, slot, conversation_id=conversation_id, turn=index)

@@ -5,11 +5,15 @@ through one :class:`Dispatcher`, in this order:
 
 1. wait out a Retry-After hold (``gate.py``), and stop the run once the token
    budget is spent;
-2. wait for its pace (``pacing.py``: ``--rpm``, ``--tpm``, ``x-ratelimit-*``
-   headers, the pace learned from 429s);
-3. take a request slot (``limiter.py``: adaptive concurrency, with
+2. take a request slot (``limiter.py``: adaptive concurrency, with
    ``-j auto`` from the queue the answers' latencies show, ``queueing.py``);
-   a conversation already running goes before one that has not started;
+   the conversation with the most turns left goes first;
+3. wait out a hold that began meanwhile, then for its pace (``pacing.py``:
+   ``--rpm``, ``--tpm``, ``x-ratelimit-*`` headers, the pace learned from
+   429s). Pacing is the last wait, so a send goes out at the pace and the
+   bucket level of the moment it is sent: paced first and then kept waiting
+   for a slot, it would go out on a pace or a bucket that a 429 or a newer
+   header had already changed (and be refused);
 4. send it, give the slot back, and tell the limiter (with what the answer
    took), the pacer and the gate how it went. A run of failures that reached
    nobody, or of requests that timed out with nothing answered, stops the
@@ -35,6 +39,9 @@ from runner.send.queueing import Answer
 from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
 from runner.spec.tokens import request_tokens
+
+FIRST = 1 << 30
+"""``remaining`` of a request that goes before every other: a judge's, which ends a turn."""
 
 
 class Stoppable(Protocol):
@@ -109,7 +116,9 @@ class Dispatcher:
         """Wall-clock seconds during which some request waited on a Retry-After hold or pacing."""
         return self.waits.seconds
 
-    async def wait_to_send(self, body: Mapping[str, Any], slot: Slot, *, continuing: bool) -> None:
+    async def wait_to_send(
+        self, body: Mapping[str, Any], slot: Slot, *, continuing: bool, remaining: int = 0
+    ) -> None:
         """Steps 1-3: wait out holds, the budget, pacing and the request limit."""
         await self.gate.before_send()
         self.check_budget()
@@ -117,8 +126,14 @@ class Dispatcher:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
         # Only a token limit books tokens ahead: skip the walk over the history otherwise.
         slot.estimate = request_tokens(body) if self.pacer.counts_tokens else 0
-        await self.pacer.wait_turn(slot.estimate)
-        slot.ticket = await self.limiter.acquire(continuing=continuing)
+        slot.ticket = await self.limiter.acquire(continuing=continuing, remaining=remaining)
+        try:
+            await self.gate.before_send()  # a hold that began while this waited for its slot
+            await self.pacer.wait_turn(slot.estimate)
+        except BaseException:
+            self.limiter.release(slot.ticket, outcome="other")
+            slot.ticket = None
+            raise
 
     def check_budget(self) -> None:
         """Stop the run once the token budget is spent (this run's tokens and earlier ones)."""
@@ -224,7 +239,7 @@ class Dispatcher:
     ) -> Completion:
         """A judge request, sent like an answer and counted like one (a :data:`Responder`)."""
         slot = Slot()
-        await self.wait_to_send(body, slot, continuing=True)  # it finishes a turn: first
+        await self.wait_to_send(body, slot, continuing=True, remaining=FIRST)  # ends a turn
         completion = await self.send(
             body, slot, conversation_id=conversation_id, turn=turn, purpose=purpose
         )

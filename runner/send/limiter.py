@@ -36,11 +36,14 @@ says the server is *overloaded*:
   5xx answers, dropped connections and failed connects change nothing
   either: they say the server is unwell, not that we send too much.
 
-A request holds a slot only while it is being sent and answered, never while
-it sleeps in backoff. When a slot frees, a conversation that is already
-running gets it before a conversation that has not started: finishing
-started chains first keeps the batch's critical path short and keeps the
-provider's prompt caches warm.
+A request holds a slot while it waits for its pace and while it is sent and
+answered, never while it sleeps in backoff. When a slot frees, the request
+whose conversation has the most turns left gets it (among equals, one that
+continues a conversation before one that starts one): the batch's longest
+chain is never the one left waiting, so its critical path stays short. (A
+conversation already running first, whatever it has left, starved the
+conversations started late under a rate limit: their turns all came at the
+end, one after another.)
 """
 
 from __future__ import annotations
@@ -119,20 +122,23 @@ class AdaptiveLimiter:
         self._answered_at = 0
         """The limit when a request sent since the last cut was last answered (0: never)."""
         self._recover_to = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    async def acquire(self, *, continuing: bool) -> Ticket:
+    async def acquire(self, *, continuing: bool, remaining: int = 0) -> Ticket:
         """Wait for a slot; return its ticket (give it to :meth:`release`).
 
-        ``continuing``: the request continues a conversation already running,
-        which goes before one that starts a new conversation.
+        ``remaining``: turns its conversation has left, this one included; the
+        request with the most goes first, so the batch's critical path is the
+        shortest (its longest chain is never the one left waiting). Among equals,
+        ``continuing`` (the request continues a conversation already running)
+        goes before one that starts a new conversation.
         """
         if self.in_flight < self._room and not self._waiters:
             self.in_flight += 1
             return self._ticket()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (0 if continuing else 1, next(self._order), future)
+        entry = (-remaining, 0 if continuing else 1, next(self._order), future)
         heapq.heappush(self._waiters, entry)
         try:
             await future
@@ -275,7 +281,7 @@ class AdaptiveLimiter:
 
     def _wake(self) -> None:
         while self._waiters and self.in_flight < self._room:
-            _, _, future = heapq.heappop(self._waiters)
+            *_, future = heapq.heappop(self._waiters)
             if future.cancelled():
                 continue
             self.in_flight += 1

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+CRED_EXPIRE_S = 10
+"""How long a job's credential lives, so how long a requeued job waits to start again."""
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo")
 NODE = "mtrun-node"
 START_TIMEOUT_S = 30.0
@@ -64,7 +66,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={folder}/munge/socket
+AuthInfo=socket={folder}/munge/socket,cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool
 SlurmctldPidFile={folder}/slurmctld.pid
