@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from bench_limits import FixedWindow, Limits, format_duration, make_limiter
 from bench_server import BenchServer, ServerConfig, parse_args
 from bench_stats import Stats, occupancy, peak_per_second, per_second, quantile
-
-from tests.virtualtime import run_virtual
+from virtualtime import run_virtual
 
 
 def _body(first: str = "Hello", turns: int = 1, **params: Any) -> bytes:
