@@ -153,6 +153,9 @@ def test_any_http_date_gives_the_whole_seconds_until_it(when: datetime) -> None:
 def test_a_zero_retry_after_ms_falls_back_to_retry_after_or_backoff() -> None:
     assert parse_retry_after({"retry-after-ms": "0", "retry-after": "4"}) == 4.0
     assert parse_retry_after({"retry-after-ms": "0"}) is None
+    # Positive in milliseconds, 0 in seconds (hypothesis found it): no wait was asked.
+    assert parse_retry_after({"retry-after-ms": "5e-324"}) is None
+    assert parse_retry_after({"retry-after-ms": "5e-324", "retry-after": "4"}) == 4.0
 
 
 _NUMBERS = st.one_of(

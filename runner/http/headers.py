@@ -50,9 +50,11 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     returned as is; the retry policy caps it.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = _positive(_parse_seconds(lowered.get("retry-after-ms")))
-    if millis is not None:
-        return millis / 1000.0
+    millis = _parse_seconds(lowered.get("retry-after-ms"))
+    # Positive after the division: 5e-324 ms is a positive number of milliseconds and 0 s.
+    seconds_ms = _positive(millis / 1000.0) if millis is not None else None
+    if seconds_ms is not None:
+        return seconds_ms
     raw = lowered.get("retry-after")
     if raw is None:
         return None
