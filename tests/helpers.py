@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,3 +229,32 @@ def record(i: int, status: str = "completed") -> dict[str, Any]:
         "started_at": "2026-01-01T00:00:00Z",
         "finished_at": "2026-01-01T00:00:01Z",
     }
+
+
+def start_mtrun(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``python -m runner ARGS`` as a child process (to kill), with no key or target set."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    env.pop("MTRUN_MODEL", None)
+    env.pop("MTRUN_BASE_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_requests(
+    seen: Callable[[], int], more: int, proc: subprocess.Popen[str], *, within_s: float
+) -> bool:
+    """Wait until a server has ``seen()`` ``more`` requests more; False if the run ended first."""
+    count = seen() + more
+    deadline = time.monotonic() + within_s
+    while seen() < count:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "the run stopped sending requests"
+        time.sleep(0.002)
+    return True

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from faultserver import FaultServer
-from helpers import read_jsonl
+from helpers import read_jsonl, start_mtrun, wait_for_requests
 
 from runner.http.mock import answer
 
@@ -45,45 +42,24 @@ def reference_messages(i: int) -> list[dict[str, Any]]:
     return messages
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
-    env.pop("MTRUN_MODEL", None)
-    env.pop("MTRUN_BASE_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(server: FaultServer, count: int, proc: subprocess.Popen[str]) -> bool:
-    """Wait until the server has seen ``count`` requests; False if the run ended first."""
-    deadline = time.monotonic() + 20
-    while server.count < count:
-        if proc.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, "the run stopped sending requests"
-        time.sleep(0.002)
-    return True
-
-
 def test_kill_9_and_ctrl_c_in_a_loop_never_corrupt_or_resend(tmp_path: Path) -> None:
     rng = random.Random(20261124)
     batch = write_batch(tmp_path)
     out = tmp_path / "same.jsonl"
     with FaultServer(latency=(0.005, 0.02)) as server:
         args = ["--base-url", server.base_url, "-j", str(JOBS), "-q", "-o", str(out), str(batch)]
+
+        def seen() -> int:
+            return server.count
+
         kills = interrupts = 0
         finished = False
         for cycle in range(KILLS + INTERRUPTS):
-            proc = start([*args, "--resume"], tmp_path)
+            proc = start_mtrun([*args, "--resume"], tmp_path)
             interrupt = cycle % 7 == 6 and interrupts < INTERRUPTS
             if interrupt:
                 # After the run is sending (before that, Ctrl-C is not the run's to handle).
-                alive = wait_for(server, server.count + rng.randint(1, 25), proc)
+                alive = wait_for_requests(seen, rng.randint(1, 25), proc, within_s=20)
                 if alive:
                     proc.send_signal(signal.SIGINT)
                 _, err = proc.communicate(timeout=30)
@@ -99,14 +75,14 @@ def test_kill_9_and_ctrl_c_in_a_loop_never_corrupt_or_resend(tmp_path: Path) -> 
                 continue
             if rng.random() < 0.25:
                 time.sleep(rng.uniform(0.0, 0.15))  # any moment, even while starting up
-            elif not wait_for(server, server.count + rng.randint(1, 40), proc):
+            elif not wait_for_requests(seen, rng.randint(1, 40), proc, within_s=20):
                 finished = True
                 break
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
             kills += 1
         if not finished:
-            proc = start([*args, "--resume"], tmp_path)
+            proc = start_mtrun([*args, "--resume"], tmp_path)
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
     assert kills >= KILLS and interrupts >= 2, (kills, interrupts)

@@ -14,17 +14,14 @@ and a request is sent again only when it was in flight at a stop.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from helpers import read_jsonl
+from helpers import read_jsonl, start_mtrun, wait_for_requests
 from toolserver import ToolServer, calls, text, tool_call
 
 COUNT, JOBS = 40, 8
@@ -116,40 +113,19 @@ def reference_messages(i: int) -> list[dict[str, Any]]:
     return messages
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
-    env.pop("MTRUN_MODEL", None)
-    env.pop("MTRUN_BASE_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(server: ToolServer, count: int, proc: subprocess.Popen[str]) -> bool:
-    """Wait until the server has seen ``count`` requests; False if the run ended first."""
-    deadline = time.monotonic() + 30
-    while len(server.requests) < count:
-        if proc.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, "the run stopped sending requests"
-        time.sleep(0.002)
-    return True
-
-
 def kill_and_resume(server: ToolServer, args: list[str], cwd: Path) -> tuple[int, int]:
     """Kill -9 (and now and then Ctrl-C) runs at random moments until one finishes."""
+
+    def seen() -> int:
+        return len(server.requests)
+
     rng = random.Random(20261201)
     kills = interrupts = 0
     for cycle in range(KILLS + INTERRUPTS):
         stream = ["--stream"] if cycle % 2 else []  # streamed or not, the same transcript
-        proc = start([*args, *stream, "--resume"], cwd)
+        proc = start_mtrun([*args, *stream, "--resume"], cwd)
         if cycle % 5 == 4 and interrupts < INTERRUPTS:
-            alive = wait_for(server, len(server.requests) + rng.randint(1, 25), proc)
+            alive = wait_for_requests(seen, rng.randint(1, 25), proc, within_s=30)
             if alive:
                 proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
@@ -161,12 +137,12 @@ def kill_and_resume(server: ToolServer, args: list[str], cwd: Path) -> tuple[int
             continue
         if rng.random() < 0.25:
             time.sleep(rng.uniform(0.0, 0.15))  # any moment, even while starting up
-        elif not wait_for(server, len(server.requests) + rng.randint(1, 40), proc):
+        elif not wait_for_requests(seen, rng.randint(1, 40), proc, within_s=30):
             return kills, interrupts
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         kills += 1
-    proc = start([*args, "--resume"], cwd)
+    proc = start_mtrun([*args, "--resume"], cwd)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     return kills, interrupts

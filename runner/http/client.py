@@ -125,9 +125,7 @@ class ChatClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            # The transport keeps the connection pool (httpx's limits= applies to its own only).
             transport=choose_transport(
                 self.base_url, transport=transport, max_connections=max_connections
             ),
