@@ -5,11 +5,12 @@ and run on ``virtualtime.run_virtual``, so "60 s of a 1,200 rpm server with
 headers" takes a moment and every count is exact. What it does, as OpenAI does:
 
 - **token bucket** for requests (``rpm``) and for tokens (``tpm``): continuous
-  refill at limit per minute, a size of ``burst`` (default: the limit, as
+  refill at limit per minute, a size of ``burst`` / ``tpm_burst`` (default: the limit, as
   OpenAI; ``scripts/bench_server.py`` keeps one second's worth). A request
   is admitted when the requests bucket holds 1 and the tokens bucket holds
   its prompt plus ``max_tokens``; both are drawn on admission, and the tokens
-  it did not use are refunded when it is answered;
+  it did not use are refunded when it is answered (``refund=False`` keeps the
+  whole booking, as ``scripts/bench_server.py`` does without ``--tpm-refund``);
 - **fixed window** instead (``window_s``): ``rpm`` requests per window, the
   count starting again at each window's start;
 - headers on every answer, 429s included (``headers=True``):
@@ -115,20 +116,23 @@ class SimServer:
         rpm: float | None = None,
         burst: float | None = None,
         tpm: float | None = None,
+        tpm_burst: float | None = None,
         window_s: float | None = None,
         headers: bool = True,
         retry_after: bool = True,
         base_s: float = 0.3,
         per_token_s: float = 0.002,
         answer_tokens: tuple[int, int] = (20, 200),
+        refund: bool = True,
         seed: int = 1,
     ) -> None:
         self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
         self.window = _Window(int(rpm), window_s) if rpm and window_s else None
-        self.tokens = _Bucket(tpm, tpm) if tpm else None
+        self.tokens = _Bucket(tpm, tpm_burst or tpm) if tpm else None
         self.send_headers, self.retry_after = headers, retry_after
         self.base_s, self.per_token_s = base_s, per_token_s
         self.answer_tokens = answer_tokens
+        self.refund = refund
         self.rng = random.Random(seed)
         self.log = Log()
         self._began: float | None = None
@@ -164,10 +168,10 @@ class SimServer:
         finally:
             self.log.in_flight -= 1
         done = self._now()
-        if self.tokens is not None:
+        if self.tokens is not None and self.refund:
             self.tokens.refill(done)
             self.tokens.level = min(self.tokens.size, self.tokens.level + cap - used)
-        self.log.tokens.append((now, prompt + used))
+        self.log.tokens.append((now, prompt + (used if self.refund else cap)))
         self.log.answered.append(done)
         reply = answer(body)
         reply["usage"] = {

@@ -10,8 +10,7 @@ a request may go while the level covers it, and otherwise waits only until
 enough has refilled for that one request, never the whole reset.
 
 One :class:`Bucket` for requests (each costs 1) and one for tokens (each
-request books its prompt plus its ``max_tokens`` up front, and what the
-usage says it did not use is refunded):
+request books its prompt plus its ``max_tokens`` up front):
 
 - **refill rate**: ``limit`` per minute, the period of OpenAI's and Azure's
   limits. When a snapshot says the period is far longer (``reset`` much
@@ -40,6 +39,17 @@ minus every request sent after *k* and every booked one not yet sent. An
 answer older than the one the level came from (a lower *k*) only refines
 the rate and size. A 429 to request *k* is such a snapshot with nothing
 remaining (it lowers the level, never raises it).
+
+What an answer did not use is *not* given back here, whatever its usage
+says. Whether the server gives it back is the server's business: OpenAI
+books ``max_tokens`` up front, and ``scripts/bench_server.py`` keeps the
+whole booking unless told ``--tpm-refund``. The next snapshot says which,
+and it replaces the level; a refund made here on a server that keeps the
+booking would run the mirror ahead of it, a request's unused tokens at a
+time, and every answer older than the newest snapshot would add its own
+(answers come back out of order): 13% of requests were refused that way.
+On a server that does refund, a level without refunds is low only by the
+refunds the newest snapshot has not seen yet, those of about one latency.
 
 A bucket mirrors only once a snapshot gave a limit, a remaining count not
 above it and, for the size, a reset; a partial or nonsensical set leaves it
@@ -124,11 +134,6 @@ class Bucket:
     def unbook(self, cost: float) -> None:
         """A booking that will not be sent: give its cost back."""
         self.level += self.cost(cost)
-
-    def refund(self, amount: float, now: float) -> None:
-        """Give back what a request booked and did not use (negative: it used more)."""
-        self._refill(now)
-        self.level = min(self.size, self.level + amount)
 
     def level_from(self, remaining: float, *, since: float, drawn: float, now: float) -> float:
         """The level now from a snapshot of ``remaining`` at ``since``, less ``drawn`` since."""
@@ -266,11 +271,6 @@ class Mirror:
                 unsent = self._passed[i] + self._waiting[i]
                 level = bucket.level_from(0.0, since=since, drawn=drawn[i] + unsent, now=now)
                 bucket.set_level(min(level, bucket.level_now(now)), now)
-
-    def settle(self, estimate: int, used: int | None, now: float) -> None:
-        """Refund the tokens a request booked and its usage says it did not use."""
-        if used is not None and self.tokens.known:
-            self.tokens.refund(estimate - used, now)
 
     def _drawn_after(
         self, seq: int, now: float, *, prune: bool = True

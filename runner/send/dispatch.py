@@ -124,8 +124,9 @@ class Dispatcher:
         self.check_budget()
         if self.control.stopping:
             raise asyncio.CancelledError  # stopped while waiting: it is interrupted
-        # Only a token limit books tokens ahead: skip the walk over the history otherwise.
-        slot.estimate = request_tokens(body) if self.pacer.counts_tokens else 0
+        # Every send says its tokens, token limit known or not: the first answers may tell of
+        # one, and the sends before them, or waiting for a slot meanwhile, draw from it too.
+        slot.estimate = request_tokens(body)
         slot.ticket = await self.limiter.acquire(continuing=continuing, remaining=remaining)
         try:
             await self.gate.before_send()  # a hold that began while this waited for its slot

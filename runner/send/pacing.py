@@ -134,11 +134,6 @@ class Pacer:
         """Moves on when the pace changes and booked sends book again."""
         self._refill = RefillEstimate()
 
-    @property
-    def counts_tokens(self) -> bool:
-        """Whether requests should say their tokens: ``--tpm``, or a token limit in the headers."""
-        return bool(self.tpm) or self.mirror.tokens.known
-
     def sending(self, estimated_tokens: int) -> int:
         """A request is sent now; return its number, to give with its answer or 429."""
         now = self.clock()
@@ -251,8 +246,10 @@ class Pacer:
         return start
 
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
-        """Correct the token booking by what the answer really used."""
-        self.mirror.settle(estimated_tokens, used_tokens, self.clock())
+        """Correct the ``--tpm`` booking by what the answer really used.
+
+        Not the mirrored bucket's: the server's own snapshots say what it gave back.
+        """
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
 
