@@ -19,7 +19,7 @@ An error raised means the command could not do its work, so nothing was
 sent (2). Once a run is under way, errors are recorded instead of raised:
 an APIError in the conversation's transcript, and an OutputError that stops
 the run (the disk filled up) in ``RunResult.output_error``; either makes the
-run's exit code 3, decided from its result (``cli/run.py`` ``exit_code``).
+run's exit code 3, decided from its result (``cli/replay.py`` ``exit_code``).
 
 The exit codes themselves are named here, once, beside the errors that
 carry them; ``EXIT_CODES_HELP`` in ``cli/base.py`` explains them to users.

@@ -21,7 +21,7 @@ from helpers import read_jsonl
 from virtualtime import RecordedSleep
 
 from runner.cli.base import EXIT_FAILED
-from runner.cli.run import exit_code
+from runner.cli.replay import exit_code
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import RunResult
 from runner.send.retry import RetryPolicy

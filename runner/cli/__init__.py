@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.cli import review, run  # noqa: F401 - importing them registers their commands
+from runner.cli import merge, review, run  # noqa: F401 - importing them registers their commands
 from runner.cli.base import main
 
 __all__ = ["main"]

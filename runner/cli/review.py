@@ -1,4 +1,7 @@
-"""The commands that read transcripts: ``diff``, ``show``, ``export``, ``report``, ``merge``."""
+"""The commands that read transcripts: ``diff``, ``show``, ``export``, ``report``.
+
+``merge`` has its own module, ``merge.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from runner.cli.base import (
     EXIT_CHECKS_FAILED,
-    EXIT_FAILED,
     EXIT_OK,
     main,
 )
@@ -20,9 +22,6 @@ from runner.cli.github import annotations_option
 from runner.errors import InputError
 from runner.review import FAIL_ON
 from runner.transcripts.status import Status
-
-if TYPE_CHECKING:
-    from runner.transcripts.merge import MergeReport
 
 _ids_option = click.option(
     "--id",
@@ -82,8 +81,8 @@ def diff_command(
     from runner.review.github import json_without_commands
     from runner.transcripts.fields import escape_surrogates
 
-    before = _read_for_review(base)
-    after = _read_for_review(new) if new is not None else before
+    before = read_for_review(base)
+    after = read_for_review(new) if new is not None else before
     if new is not None and not after:
         raise InputError(f"{new}: no conversation in the transcript; nothing to compare")
     if models:
@@ -112,7 +111,7 @@ def diff_command(
     sys.exit(EXIT_CHECKS_FAILED if should_fail(report, fail_on) else EXIT_OK)
 
 
-def _read_for_review(path: Path) -> list[dict[str, Any]]:
+def read_for_review(path: Path) -> list[dict[str, Any]]:
     """A transcript's current records, or a one-line error and exit 2.
 
     A last line that is not a whole record (torn by a crash) is skipped by
@@ -176,7 +175,7 @@ def show_command(
 
     from runner.review.show import Selection, render_records, select, summary_line
 
-    records = _read_for_review(file)
+    records = read_for_review(file)
     chosen = select(
         records, Selection(ids=ids, statuses=statuses, failed_only=failed_only, turn=turn)
     )
@@ -222,7 +221,7 @@ def export_command(file: Path, fmt: str, ids: tuple[str, ...], output: Path | No
     from runner.review.show import Selection, select
     from runner.transcripts.atomic import write_new
 
-    chosen = select(_read_for_review(file), Selection(ids=ids))
+    chosen = select(read_for_review(file), Selection(ids=ids))
     text = render_markdown(chosen, title=f"mtrun transcript: {file.name}")
     if output is None:
         click.echo(text, nl=False)
@@ -268,7 +267,7 @@ def report_command(
     if models:
         from runner.transcripts.records import records_of_model
 
-        records = [_read_for_review(path) for path in transcripts]
+        records = [read_for_review(path) for path in transcripts]
         base_records = records_of_model(records[0], models[0])
         new_records = records_of_model(records[-1], models[1])
         page = build_comparison(
@@ -282,13 +281,13 @@ def report_command(
         target = output or last.with_name(f"{last.stem}.models.html")
     elif len(transcripts) == 1:
         (path,) = transcripts
-        page = build_report(_read_for_review(path), title=path.name, source=str(path))
+        page = build_report(read_for_review(path), title=path.name, source=str(path))
         target = output or path.with_suffix(".html")
     else:
         base, new = transcripts
         page = build_comparison(
-            _read_for_review(base),
-            _read_for_review(new),
+            read_for_review(base),
+            read_for_review(new),
             title=f"{base.name} vs {new.name}",
             base_source=str(base),
             new_source=str(new),
@@ -297,107 +296,3 @@ def report_command(
     replacing = target.exists()
     write_report(target, page)
     click.echo(f"wrote {target}" + (" (replacing the earlier report)" if replacing else ""))
-
-
-@main.command("merge")
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--conversations",
-    "patterns",
-    multiple=True,
-    metavar="FILES",
-    help="The batch's conversation files (repeatable): also check that none is missing.",
-)
-@click.option(
-    "--report",
-    "html",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="PATH",
-    help="Also write one HTML report of the whole batch (as 'mtrun report OUTPUT').",
-)
-@click.option(
-    "--junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="PATH",
-    help="Also write one JUnit XML report of the whole batch (conversations missing from "
-    "every shard, with --conversations, as errors).",
-)
-@annotations_option
-def merge_command(
-    output: Path,
-    shards: tuple[Path, ...],
-    patterns: tuple[str, ...],
-    html: Path | None,
-    junit: Path | None,
-    annotations: str,
-) -> None:
-    """Combine the outputs of `mtrun --shard K/N` runs into OUTPUT.
-
-    \b
-    Checks that every shard of the split is present and every conversation
-    appears exactly once (with --conversations: that none of the batch is
-    missing). Exit 0 when complete, 3 when something is missing or
-    duplicated (OUTPUT and the reports are still written, for inspection),
-    2 on bad input. With --report and --junit, one page and one JUnit file
-    cover every shard: the batch's results in one place.
-    """
-    from runner.cli.github import annotations_on, github_output
-    from runner.spec.loader import load_conversations
-    from runner.transcripts.merge import merge_shards
-
-    conversations = load_conversations(patterns) if patterns else None
-    expected = [c.id for c in conversations] if conversations is not None else None
-    from runner.run.shard import shard_of
-
-    report = merge_shards(output, shards, expected_ids=expected, shard_of=shard_of)
-    sources = {c.id: c.source for c in conversations or ()}
-    missing = [(cid, sources.get(cid, "")) for cid in report.missing]
-    with github_output(annotations_on(annotations)) as github:
-        _merge_lines(report, output, len(shards))
-        _merged_reports(output, html=html, junit=junit, missing=missing)
-        if github is not None:
-            from runner.cli.github import locations_from_files, publish_run
-
-            merged = _read_for_review(output)
-            reason = "missing from every shard output"
-            where = locations_from_files(merged)
-            publish_run(github, output, where, not_started=len(missing), reason=reason)
-    sys.exit(EXIT_OK if report.complete else EXIT_FAILED)
-
-
-def _merged_reports(
-    output: Path, *, html: Path | None, junit: Path | None, missing: list[tuple[str, str]]
-) -> None:
-    """The HTML page and the JUnit file of a merged batch, when asked for."""
-    if html is None and junit is None:
-        return
-    records = _read_for_review(output)
-    if html is not None:
-        from runner.review.report import build_report, write_report
-
-        write_report(html, build_report(records, title=output.name, source=str(output)))
-        click.echo(f"wrote {html}")
-    if junit is not None:
-        from runner.review.junit import write_junit
-
-        reason = "missing from every shard output"
-        write_junit(junit, records, run_name=output.stem, batch=missing, not_run_reason=reason)
-        click.echo(f"wrote {junit}")
-
-
-def _merge_lines(report: MergeReport, output: Path, count: int) -> None:
-    """What the merge found, on stdout and stderr."""
-    click.echo(f"merged {report.conversations} conversations from {count} files into {output}")
-    for index in report.missing_shards:
-        click.echo(f"missing shard: {index}/{report.shard_count}", err=True)
-    for cid, files in report.duplicates:
-        click.echo(f"duplicated: {cid} in {', '.join(files)}", err=True)
-    for cid in report.missing:
-        click.echo(f"missing conversation: {cid}", err=True)
-    if report.unfinished:
-        click.echo(
-            f"{len(report.unfinished)} conversations failed or were interrupted "
-            "(resume their shard with --resume)",
-            err=True,
-        )
