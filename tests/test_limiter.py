@@ -313,3 +313,47 @@ def test_fixed_concurrency_watches_the_queue_but_keeps_its_limit() -> None:
     lim = run_virtual(go())
     assert lim.limit == 6 and lim.changes == [] and lim.watch.answers == 4
     assert lim.watch.reading().ratio > 0.75  # it saw the queue, and left -j N alone
+
+
+async def opening_round(lim: AdaptiveLimiter, latencies: list[float], *, fail: int = -1) -> None:
+    """Take the limit's slots at once, then answer them in order (``fail``: that one fails).
+
+    The answers come together: no slot is taken again in between, so slow start adds nothing.
+    """
+    from runner.send.queueing import Answer
+
+    tickets = [await lim.acquire(continuing=False) for _ in range(lim.limit)]
+    for i, (ticket, latency) in enumerate(zip(tickets, latencies, strict=True)):
+        if i == fail:
+            lim.release(ticket, outcome="other")
+        else:
+            lim.release(ticket, outcome="ok", answer=Answer(latency_s=latency, tokens=100))
+
+
+def auto(timeout: float) -> AdaptiveLimiter:
+    return AdaptiveLimiter(ceiling=32, start=4, clock=clock, watch_queue=True, timeout=timeout)
+
+
+def test_an_opening_round_served_at_once_jumps_as_far_as_the_timeout_allows() -> None:
+    """Four 0.4 s answers together: even one at a time, 32 of them take 12.8 s of 120."""
+
+    async def go(timeout: float) -> list[tuple[int, str]]:
+        lim = auto(timeout)
+        await opening_round(lim, [0.4, 0.4, 0.41, 0.4])
+        return [(c.limit, c.reason) for c in lim.changes]
+
+    assert run_virtual(go(120.0)) == [(32, "opening round served at once: 32")]
+    # --timeout 12: 14 requests of 0.41 s (the slowest) take half of it one at a time.
+    assert run_virtual(go(12.0)) == [(14, "opening round served at once: 14")]
+    assert run_virtual(go(3.0)) == []  # 3 s: three such answers fill half of it
+
+
+def test_an_opening_round_answered_one_after_another_or_with_a_failure_does_not_jump() -> None:
+    async def go(latencies: list[float], fail: int = -1) -> int:
+        lim = auto(120.0)
+        await opening_round(lim, latencies, fail=fail)
+        return lim.limit
+
+    assert run_virtual(go([0.4, 0.8, 1.2, 1.6])) == 1  # one slot: the queue detector's cut
+    assert run_virtual(go([0.4, 0.4, 0.4, 0.4], fail=2)) == 4
+    assert run_virtual(go([0.4, 0.4, 0.4, 0.4])) == 32

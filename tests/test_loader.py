@@ -750,3 +750,20 @@ def test_a_device_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_as(Path(os.devnull))
     assert caught.value.message == "not a regular file (a device or socket); give a .yaml file"
+
+
+def test_conversations_without_params_or_tools_share_one_empty_value(tmp_path: Path) -> None:
+    """100,000 conversations must not hold an empty dict and tool settings per turn."""
+    convs = load_text(
+        tmp_path,
+        "- {id: a, turns: [hi, there]}\n"
+        "- {id: b, turns: [hello], params: {temperature: 0}}\n"
+        "- {id: c, turns: [{content: x, params: {seed: 1}}]}\n",
+    )
+    a, b, c = convs
+    assert a.params is c.params and a.params == {}
+    assert b.params == {"temperature": 0}
+    assert a.turns[0].params is a.turns[1].params is b.turns[0].params
+    assert c.turns[0].params == {"seed": 1}
+    assert a.turns[0].tools is a.turns[1].tools is c.turns[0].tools
+    assert a.turns[0].tools.results == {} and a.turns[0].tools.tools == ()

@@ -18,7 +18,7 @@ from virtualtime import clock, run_virtual
 
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import RunResult
-from runner.send.queueing import Answer, Envelope, QueueWatch
+from runner.send.queueing import Answer, Envelope, QueueWatch, served_at_once
 from runner.spec.model import Conversation, Turn
 
 
@@ -74,6 +74,28 @@ def test_an_answer_sent_alone_and_far_slower_than_the_envelope_restarts_it() -> 
     watch.observe(Answer(latency_s=1.2, tokens=100, alone=True))
     assert watch.latency.bound(100) == 1.2
     assert watch.reading().ratio == 0.0
+
+
+def test_answers_served_at_once_lie_on_one_rising_line() -> None:
+    """``0.2 + 0.002 t`` each, or one after another: the same four sizes, told apart."""
+    sizes = [20, 400, 120, 300]
+    alone = [0.2 + 0.002 * t for t in sizes]
+    behind = [sum(alone[: i + 1]) for i in range(len(sizes))]  # one slot, in that order
+    assert served_at_once([Answer(s, t) for s, t in zip(alone, sizes, strict=True)])
+    assert not served_at_once([Answer(s, t) for s, t in zip(behind, sizes, strict=True)])
+    assert not served_at_once([Answer(0.5 * n, 100) for n in (1, 2, 3, 4)])  # equal sizes
+    # One slot, sizes growing just so: each answer lies on the envelope of the others, but
+    # the four are on no one line.
+    sizes = [20, 100, 300, 400]
+    behind = [0.24, 0.64, 1.44, 2.44]
+    watch = QueueWatch()
+    for latency, tokens in zip(behind, sizes, strict=True):
+        watch.latency.add(tokens, latency)
+    assert all(watch.wait_of(Answer(y, t)) < 0.25 * y for y, t in zip(behind, sizes, strict=True))
+    assert not served_at_once([Answer(y, t) for y, t in zip(behind, sizes, strict=True)])
+    # Streamed: whole answers on a line, first tokens one behind another (a queue of prefills).
+    firsts = [Answer(0.4, 100, prompt_tokens=50, first_token_s=0.1 * n) for n in (1, 2, 3, 4)]
+    assert not served_at_once(firsts)
 
 
 def batch(count: int, turns: int) -> list[Conversation]:
@@ -172,3 +194,41 @@ def test_a_queueing_server_that_never_answers_stops_the_run_within_two_timeouts(
     assert result.completed == 0 and result.failed == 0
     assert end - start <= 2 * timeout + 1.0  # two timeouts and the first retry's backoff
     assert result.limit_changes == ()  # nothing ever answered: down, not overloaded
+
+
+def test_a_server_that_queues_nothing_gets_the_ceiling_after_one_round_trip(
+    tmp_path: Path,
+) -> None:
+    """MT-bench's shape: 80 two-turn dialogues, 0.4 s answers, 32 slots, --timeout 120."""
+    server = QueueServer(slots=32, base_s=0.2, per_token_s=0.002, min_tokens=100, max_tokens=100)
+    result, start, end = run(server, batch(80, 2), tmp_path, timeout=120.0)
+    assert result.completed == 80 and (server.served, server.abandoned) == (160, 0)
+    # The opening round (4 requests, 0.4 s), then 32 at once.
+    assert server.open_between(start, start + 0.4) == (4, 4, 4.0)
+    _, most, mean = server.open_between(start + 0.4, start + 2.0)  # float instants aside
+    assert most == 32 and mean == pytest.approx(32.0)
+    # 2.4 s at best; which conversations the last rounds hold depends on the order tasks
+    # come to the limiter, which varies with the hash seed: a round more at worst (8 rounds,
+    # 3.2 s, before the opening round could jump).
+    assert end - start <= 2.8 + 1e-9
+    assert [(c.at_s, c.limit) for c in result.limit_changes][-1] == (0.4, 32)
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_a_queueing_server_with_a_long_timeout_settles_all_the_same(
+    slots: int, tmp_path: Path
+) -> None:
+    """The bench's queue workloads: --timeout 120 against answers of 0.07-0.45 s."""
+    server = QueueServer(slots=slots, base_s=0.05, per_token_s=0.001)
+    convs = batch(15 * slots, 4)
+    result, start, end = run(server, convs, tmp_path, timeout=120.0)
+    assert result.completed == len(convs) and server.abandoned == 0
+    assert end - start <= 1.10 * lower_bound(server, convs)
+    span = end - start
+    fewest, most, _ = server.open_between(start + 0.25 * span, start + 0.75 * span)
+    assert slots <= fewest and most <= 2 * slots
+    jumped = any(c.reason.startswith("opening round") for c in result.limit_changes)
+    # One slot answers the opening round one after another: no jump, never more than those
+    # four in flight. Four slots serve it at once: 32, until the queue shows.
+    assert jumped == (slots > 1)
+    assert max(n for _, n in server.timeline) == (4 if slots == 1 else 32)

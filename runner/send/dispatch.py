@@ -101,7 +101,11 @@ class Dispatcher:
         self.spent_before = spent_before
         """Tokens the output already used before this run (a resume): the budget counts them."""
         self.limiter = AdaptiveLimiter(
-            ceiling=ceiling, start=initial_limit, clock=clock, watch_queue=watch_queue
+            ceiling=ceiling,
+            start=initial_limit,
+            clock=clock,
+            watch_queue=watch_queue,
+            timeout=timeout,
         )
         self.pacer = Pacer(rpm=rpm, tpm=tpm, sleep=sleep, clock=clock, waits=self.waits)
         self.on_hold = on_hold

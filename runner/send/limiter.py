@@ -26,6 +26,29 @@ says the server is *overloaded*:
   so the limit doubles each round until the server pushes back (with
   ``-j auto``, which starts low, two: it triples). With ``-j auto`` an
   answer is clean only when its wait and the recent waits are short;
+- with ``-j auto``, the *opening round* (the requests sent before any
+  answer came) decides how fast to go on. ``-j auto`` starts at a few
+  (``AUTO_START``), so that a server that serves one at a time is never
+  handed more than it answers well within ``--timeout`` before anything is
+  known of it. Once the whole opening round has answered, if its answers
+  came back as from a server that served them all at once (each in its own
+  service time: latencies on one line rising with the answer's length,
+  :func:`~runner.send.queueing.served_at_once`; a server with fewer slots
+  answers them one behind another), the limit jumps, up to the ceiling, to
+  as many requests as a server serving *one at a time* would still answer
+  within :data:`JUMP_SHARE` of ``--timeout`` at the round's slowest
+  latency. So a wrong guess costs latency and is cut by the queue detector
+  as usual, but never a request abandoned at ``--timeout`` for the server to
+  work through. Against a server that queues nothing this is the ceiling
+  after one round trip: slow start alone (tripling from 4) took three round
+  trips, most of a short batch (MT-bench's 80 two-turn dialogues of 0.4 s
+  at 32 slots, on the virtual clock: 2.8-3.2 s before, 2.4-2.8 s now, the
+  bound 2.0 s; which conversations the last rounds hold varies with the order
+  their tasks reach the limiter).
+  Why not a larger start, or growth per answer from the first one: before
+  the first answer nothing tells a one-slot server from a 32-slot one, and
+  a single answer's wait cannot be told from a long answer (the envelope
+  needs points); a whole round sent together can be judged at once;
 - after a storm, when the server refused everything for a while
   (``pacing.py`` tells them apart from 429s of sending too fast), the cuts
   it made said nothing about concurrency: once the server answers again,
@@ -63,11 +86,14 @@ from runner.send.queueing import (
     Answer,
     QueueWatch,
     Reading,
+    served_at_once,
 )
 
 PROBE_BELOW = 4
 """With ``-j auto`` below this limit, one request in :data:`PROBE_EVERY` answers goes alone."""
 PROBE_EVERY = 8
+JUMP_SHARE = 0.5
+"""The share of ``--timeout`` that the requests of the opening jump may take, one at a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +114,8 @@ class Ticket:
     """The episode it was taken in (overload seen by older episodes is ignored)."""
     in_flight: int
     """Requests in flight once it was taken, itself included."""
+    opening: bool = False
+    """Taken before any answer came: one of the opening round."""
 
 
 class AdaptiveLimiter:
@@ -100,6 +128,7 @@ class AdaptiveLimiter:
         start: int | None = None,
         clock: Callable[[], float],
         watch_queue: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self.ceiling = ceiling
         self.limit = min(ceiling, start or ceiling)
@@ -112,6 +141,8 @@ class AdaptiveLimiter:
         """What the answers say of the server's queue (for ``gate.py`` too)."""
         self.watch_queue = watch_queue
         """Whether a queue cuts the limit (``-j auto``); otherwise it follows overload only."""
+        self.timeout = timeout
+        """Seconds a request may take (``--timeout``): what bounds the opening round's jump."""
         self.answered = False
         """Whether any request got an answer (timeouts before that say 'down', not 'busy')."""
         self._epoch = 0
@@ -122,6 +153,9 @@ class AdaptiveLimiter:
         self._answered_at = 0
         """The limit when a request sent since the last cut was last answered (0: never)."""
         self._recover_to = 0
+        self._opening: list[Answer] | None = []
+        """The opening round's answers so far (None once judged, or spoiled by a failure)."""
+        self._opening_left = 0
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
@@ -152,7 +186,9 @@ class AdaptiveLimiter:
         return self._ticket()
 
     def _ticket(self) -> Ticket:
-        return Ticket(self._epoch, self.in_flight)
+        opening = not self.answered and self._opening is not None
+        self._opening_left += opening
+        return Ticket(self._epoch, self.in_flight, opening)
 
     def release(self, ticket: Ticket, *, outcome: str, answer: Answer | None = None) -> None:
         """Give the slot back and learn from how the request went.
@@ -182,6 +218,39 @@ class AdaptiveLimiter:
             self._cut(max(1, self.limit // 2), "timeout: halved")
         elif outcome == "overloaded" and current:
             self._cut(max(1, self.limit * 3 // 4), "503: cut by a quarter", slow_start=True)
+        if ticket.opening:
+            self._opened(ticket, answer if outcome == "ok" else None)
+
+    def _opened(self, ticket: Ticket, answer: Answer | None) -> None:
+        """One answer of the opening round (None: it failed); judge the round once all came."""
+        self._opening_left -= 1
+        if self._opening is None:
+            return
+        if answer is None:
+            self._opening = None  # a failure says nothing of parallelism: no jump
+            return
+        self._opening.append(dataclasses.replace(answer, in_flight=ticket.in_flight))
+        if self._opening_left == 0:
+            answers, self._opening = self._opening, None
+            self._jump(answers)
+
+    def _jump(self, answers: list[Answer]) -> None:
+        """After an opening round served all at once, go as far as the timeout allows.
+
+        Even a server that serves one request at a time would answer the new limit's
+        requests within half of ``--timeout``, so a wrong guess costs latency, never an
+        abandoned request; the queue detector then cuts the limit as usual.
+        """
+        if not (self.watch_queue and self._slow_start and self.timeout) or len(answers) < 2:
+            return
+        if not served_at_once(answers):
+            return
+        slowest = max(a.latency_s for a in answers)
+        new = min(self.ceiling, int(self.timeout * JUMP_SHARE / max(slowest, 1e-3)))
+        if new > self.limit:
+            self.limit = new
+            self._note(f"opening round served at once: {new}")
+            self._wake()
 
     def _watch(self, answer: Answer, ticket: Ticket, *, alone: bool, current: bool) -> bool:
         """Feed one answer to the queue detector; cut on a queue; say whether it was clean."""

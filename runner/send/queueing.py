@@ -52,6 +52,14 @@ nothing else of ours was in flight waited behind nothing of ours: when such
 an answer is well above the envelope, the envelope is stale and starts
 again from it.
 
+**A round sent together.** Answer by answer, the envelope has too few
+points early on to bound a wait (one point says nothing). The requests
+``-j auto`` opens with are sent at once, so their answers can be judged
+together once all are in (:func:`served_at_once`): served side by side,
+their latencies lie on one line rising with size; served one behind
+another, they climb in the order they were taken, whatever their sizes.
+``limiter.py`` jumps on the first and ramps slowly on the second.
+
 Assumed: the server serves in arrival order (FIFO) and nothing else loads
 it; another client's queue looks like ours and lowers the limit, which is
 the safe direction.
@@ -61,6 +69,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NOISE_S = 0.25
@@ -239,3 +248,40 @@ class QueueWatch:
         """Forget the averages (the limit was cut: earlier answers say nothing of the new one)."""
         self.wait_s = self.service_s = self.in_flight = 0.0
         self.answers = 0
+
+
+def served_at_once(answers: Sequence[Answer]) -> bool:
+    """Whether answers to requests sent together came back as from a server that served them
+    all at once: each in its own service time, none behind another.
+
+    Then every latency is ``s(t) = a + b*t`` of its own size, so the points lie on one
+    rising line (within :data:`LOW_RATIO` of it, or of :data:`NOISE_S`). A server that
+    serves fewer at once answers them one after another, each behind the ones before: the
+    latencies climb in the order the requests were taken, whatever their sizes, and lie
+    on no such line but by a rare coincidence of sizes. With streaming, the first tokens
+    (over prompt sizes) must lie on one line too.
+    """
+    if not _on_one_line([(a.tokens, a.latency_s) for a in answers]):
+        return False
+    firsts = [(a.prompt_tokens, a.first_token_s) for a in answers if a.first_token_s is not None]
+    return _on_one_line(firsts)
+
+
+def _on_one_line(points: Sequence[tuple[float, float]]) -> bool:
+    """Whether ``(size, seconds)`` points lie near one line rising with size (see above).
+
+    The line is the chord between the lowest point of the smallest size and the lowest of
+    the largest; a flat one when every size is the same. A point more than a quarter of the
+    shorter of the two times above it waited; one as far below it says the times do not
+    grow with size as a line does.
+    """
+    if len(points) < 2:
+        return True
+    low = min(points, key=lambda p: (p[0], p[1]))
+    high = min((p for p in points if p[0] == max(q[0] for q in points)), key=lambda p: p[1])
+    slope = 0.0 if high[0] == low[0] else max(0.0, (high[1] - low[1]) / (high[0] - low[0]))
+    for x, y in points:
+        line = low[1] + slope * (x - low[0])
+        if abs(y - line) > LOW_RATIO * max(min(y, line), NOISE_S):
+            return False
+    return True

@@ -34,7 +34,7 @@ from runner.spec.parts import (
     PartsReader,
     Settings,
 )
-from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS
+from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS, EMPTY
 from runner.spec.toolspec import tool_names, undeclared
 from runner.spec.variables import MAX_MATRIX, Var, Variables, matrix_ids
 from runner.spec.yamlsafe import NULL_TAG, TOO_DEEP, error_at, os_reason, read_document
@@ -336,7 +336,7 @@ class _FileBuilder:
             model=settings.model,
             system=settings.system,
             messages=settings.messages or (),
-            params=dict(settings.params or {}),
+            params=dict(settings.params) if settings.params else EMPTY,
             line=node.start_mark.line + 1,
             expect=settings.expect or (),
             expect_final=settings.expect_final or (),

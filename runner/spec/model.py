@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.checks.kinds import Check
-from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS, ToolSettings
+from runner.spec.tools import DEFAULT_MAX_TOOL_STEPS, NO_TOOLS, ToolSettings, empty
 
 DEFAULT_MODEL = "arcee-ai/AFM-4.5B"
 
@@ -58,13 +58,13 @@ class Turn:
     content: str | list[dict[str, Any]]
     """The user message sent for this turn: text, or content parts (``{type: text, ...}``,
     ``image_url``, ``input_audio``) as the API takes them."""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=empty)
     """Request parameters for this turn only, laid over the conversation's."""
     line: int = 0
     """1-based line of the turn in its file (0 when unknown)."""
     expect: tuple[Check, ...] = ()
     """Expectations on this turn's answer."""
-    tools: ToolSettings = field(default_factory=ToolSettings)
+    tools: ToolSettings = NO_TOOLS
     """The tools declared for this turn and their scripted results, resolved at load
     (the turn's own over the conversation's over ``defaults:``)."""
 
@@ -85,7 +85,7 @@ class Conversation:
     """System prompt sent first, when given."""
     messages: tuple[Message, ...] = ()
     """Pre-filled history sent after the system prompt and before the first turn."""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=empty)
     """Request parameters passed through to the API as given."""
     line: int = 0
     """1-based line where the conversation starts in its file (0 when unknown)."""

@@ -19,12 +19,24 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 # One subset rule for 'when:' and for 'tool_called: {args: ...}'; checks may not import spec.
 
 if TYPE_CHECKING:
     from runner.checks.structured import Schema
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+"""The one empty mapping every spec without params or scripted results shares: a batch of
+100,000 conversations would otherwise hold an empty dict per conversation and per turn.
+A dataclass takes it as ``field(default_factory=empty)`` (no unhashable default)."""
+
+
+def empty() -> Mapping[str, Any]:
+    """:data:`EMPTY`, for a dataclass field's ``default_factory``."""
+    return EMPTY
+
 
 REASONING_POLICIES = ("never", "tool_chain", "always")
 """What reasoning goes back into the history: never; only on the assistant messages of
@@ -104,10 +116,14 @@ class ToolSettings:
 
     tools: tuple[Mapping[str, Any], ...] = ()
     """OpenAI function definitions, sent as the request's ``tools``."""
-    results: Mapping[str, ToolScript] = field(default_factory=dict)
+    results: Mapping[str, ToolScript] = field(default_factory=empty)
     """Scripted results by tool name."""
     unscripted_result: str | None = None
     """Content for a call no script answers; None fails the conversation instead."""
+
+
+NO_TOOLS = ToolSettings()
+"""The tool settings of every turn that declares no tool (one object, shared)."""
 
 
 def scripted_result(

@@ -18,7 +18,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from runner.checks.base import CheckSpecError
 from runner.checks.structured import Schema, parse_schema
 from runner.spec.nodes import NodeReader, join, locate
-from runner.spec.tools import REASONING_POLICIES, ToolRule, ToolScript, ToolSettings, result_text
+from runner.spec.tools import (
+    NO_TOOLS,
+    REASONING_POLICIES,
+    ToolRule,
+    ToolScript,
+    ToolSettings,
+    result_text,
+)
 from runner.spec.yamlsafe import NULL_TAG
 
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -55,6 +62,8 @@ class ToolReader:
                 raise self.reader.error(
                     key_node, where, undeclared(name, declared, "this turn does not declare")
                 )
+        if not tools and unscripted is None:
+            return NO_TOOLS
         scripts = {name: item[0] for name, item in (results or {}).items() if name in declared}
         return ToolSettings(tools or (), scripts, unscripted)
 
