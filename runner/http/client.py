@@ -43,6 +43,7 @@ from runner.http.endpoint import (
 )
 from runner.http.headers import RateLimits, parse_rate_limits, parse_retry_after
 from runner.http.network import choose_transport, is_tls_failure
+from runner.http.sender import Sender
 from runner.http.status import classify_status
 from runner.http.streaming import StreamAnswer
 from runner.jsonbytes import dumps_bytes
@@ -122,16 +123,18 @@ class ChatClient:
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        chosen = choose_transport(
+            self.base_url, transport=transport, max_connections=max_connections
+        )
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             # The transport keeps the connection pool (httpx's limits= applies to its own only).
-            transport=choose_transport(
-                self.base_url, transport=transport, max_connections=max_connections
-            ),
+            transport=chosen,
             follow_redirects=False,
             trust_env=False,  # network.py reads the proxy and CA settings
         )
+        self._send = Sender(self._http, self.url, transport=chosen, headers=_HEADERS)
 
     def __repr__(self) -> str:
         return f"ChatClient({public_base_url(self.base_url)!r})"
@@ -162,9 +165,7 @@ class ChatClient:
             async with Deadline(self.timeout) as deadline:
                 if streamed:
                     return await self._streamed(request, deadline)
-                response = await self._http.post(
-                    self.url, content=request.content, headers=_HEADERS, extensions=request.ext
-                )
+                response = await self._send.post(request.content, request.ext)
         except TimeoutError:
             raise TransientAPIError(
                 _deadline_words(self.timeout, streamed=streamed, connecting=request.connecting),
@@ -178,9 +179,7 @@ class ChatClient:
 
     async def _streamed(self, request: _Request, deadline: Deadline) -> Completion:
         """One streamed request: its events assembled, or a JSON answer read as usual."""
-        async with self._http.stream(
-            "POST", self.url, content=request.content, headers=_HEADERS, extensions=request.ext
-        ) as response:
+        async with self._send.stream(request.content, request.ext) as response:
             status, headers = response.status_code, response.headers
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             if not 200 <= status <= 299 or media in _JSON_MEDIA or media.endswith("+json"):
