@@ -33,34 +33,51 @@ def _sent(handler: Any, bodies: int = 1, **client: Any) -> list[httpx.Request]:
     return seen
 
 
-def _as_httpx_sends(content: bytes, timeout: float = 120.0) -> httpx.Request:
-    """The request ``httpx.AsyncClient.post`` builds with ChatClient's settings."""
-    client = httpx.AsyncClient(
-        headers={"User-Agent": _user_agent(), "Accept": "application/json"},
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-        transport=httpx.MockTransport(lambda r: httpx.Response(200)),
-    )
-    return client.build_request(
-        "POST",
-        f"{BASE}/chat/completions",
-        content=content,
-        headers={"Content-Type": "application/json"},
-    )
+def _as_httpx_sent(
+    handler: Any, bodies: list[bytes], timeout: float = 120.0
+) -> list[httpx.Request]:
+    """The requests ``httpx.AsyncClient.post`` sends with ChatClient's settings (as it did)."""
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        response: httpx.Response = handler(request)
+        return response
+
+    async def go() -> None:
+        from runner import __version__
+
+        async with httpx.AsyncClient(
+            headers={"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            transport=httpx.MockTransport(recording),
+        ) as client:
+            for body in bodies:
+                url = f"{BASE}/chat/completions"
+                headers = {"Content-Type": "application/json"}
+                await client.post(url, content=body, headers=headers)
+
+    asyncio.run(go())
+    return seen
 
 
-def _user_agent() -> str:
-    from runner import __version__
-
-    return f"mtrun/{__version__}"
+def _same_requests(ours: list[httpx.Request], theirs: list[httpx.Request]) -> None:
+    assert len(ours) == len(theirs)
+    for mine, httpx_ in zip(ours, theirs, strict=True):
+        assert mine.method == httpx_.method and mine.url == httpx_.url
+        assert mine.headers.raw == httpx_.headers.raw  # names, values and order
+        assert mine.content == httpx_.content
+        assert mine.extensions["timeout"] == httpx_.extensions["timeout"]
 
 
 def test_headers_order_and_timeouts_are_those_of_httpx_async_client() -> None:
-    [request] = _sent(lambda r: httpx.Response(200, json=ANSWER), timeout=7.0)
-    expected = _as_httpx_sends(request.content, timeout=7.0)
-    assert request.headers.raw == expected.headers.raw
-    assert [k for k, _ in request.headers.raw][:2] == [b"Host", b"Accept-Encoding"]
-    assert request.url == expected.url
-    assert request.extensions["timeout"] == {"connect": 7.0, "read": 7.0, "write": 7.0, "pool": 7.0}
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=ANSWER)
+
+    ours = _sent(handler, bodies=2, timeout=7.0)
+    _same_requests(ours, _as_httpx_sent(handler, [r.content for r in ours], timeout=7.0))
+    assert [k for k, _ in ours[0].headers.raw][:2] == [b"Host", b"Accept-Encoding"]
+    assert ours[0].extensions["timeout"] == {"connect": 7.0, "read": 7.0, "write": 7.0, "pool": 7.0}
 
 
 def test_a_cookie_the_server_sets_goes_back_with_the_next_requests() -> None:
@@ -68,10 +85,12 @@ def test_a_cookie_the_server_sets_goes_back_with_the_next_requests() -> None:
         headers = {"set-cookie": "lb=node-7; Path=/"} if "cookie" not in request.headers else {}
         return httpx.Response(200, json=ANSWER, headers=headers)
 
-    first, second, third = _sent(handler, bodies=3)
+    ours = _sent(handler, bodies=3)
+    first, second, third = ours
     assert "cookie" not in first.headers
     assert second.headers["cookie"] == "lb=node-7"
     assert third.headers["cookie"] == "lb=node-7"
+    _same_requests(ours, _as_httpx_sent(handler, [r.content for r in ours]))
 
 
 def test_a_gzipped_answer_is_decoded_as_httpx_decodes_it() -> None:

@@ -42,20 +42,35 @@ class Sender:
         merged = httpx.Headers(client.headers)
         merged.update(headers)
         self._headers = merged
+        self._head = [(b"Host", self.url.netloc), *merged.raw]
         self._timeout = client.timeout.as_dict()
         self._cookies = False
         """Whether a server has set a cookie (the jar is read per request only then)."""
 
     def _request(self, content: bytes, extensions: dict[str, Any]) -> httpx.Request:
+        extensions = {"timeout": self._timeout, **extensions}
+        if self._cookies and self._client.cookies:
+            # Built as AsyncClient builds it, the Cookie header in its place (rare: most
+            # APIs set no cookies).
+            return httpx.Request(
+                "POST",
+                self.url,
+                headers=self._headers,
+                cookies=self._client.cookies,
+                content=content,
+                extensions=extensions,
+            )
+        # The headers httpx would add (Host first, Content-Length last), given up front:
+        # it then skips looking each one up, and reads the body from its stream at once.
+        headers = httpx.Headers([*self._head, (b"Content-Length", b"%d" % len(content))])
         request = httpx.Request(
             "POST",
             self.url,
-            headers=self._headers,
-            content=content,
-            extensions={"timeout": self._timeout, **extensions},
+            headers=headers,
+            stream=httpx.ByteStream(content),
+            extensions=extensions,
         )
-        if self._cookies and self._client.cookies:
-            self._client.cookies.set_cookie_header(request)
+        request.read()
         return request
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
