@@ -316,12 +316,11 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
 
     ``text`` is the body as received, quoted in errors (default: ``data`` as JSON).
     """
-    shown = _short(text if text is not None else json.dumps(data, ensure_ascii=False))
     answer: dict[str, Any] = data if isinstance(data, dict) else {}
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise TransientAPIError(
-            f"HTTP {status} with no choices in the answer: {shown!r}",
+            f"HTTP {status} with no choices in the answer: {_shown(data, text)!r}",
             kind="no_choices",
             status=status,
         )
@@ -332,7 +331,7 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
         "content" not in message and not message.get("tool_calls")
     ):
         raise TransientAPIError(
-            f"HTTP {status} with no assistant message in the answer: {shown!r}",
+            f"HTTP {status} with no assistant message in the answer: {_shown(data, text)!r}",
             kind="no_message",
             status=status,
         )
@@ -345,6 +344,11 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
         model=_str_or_none(answer.get("model")),
         raw=answer,
     )
+
+
+def _shown(data: Any, text: str | None) -> str:
+    """The answer as an error quotes it: ``text`` as received, else ``data`` as JSON; shortened."""
+    return _short(text if text is not None else json.dumps(data, ensure_ascii=False))
 
 
 def _error_details(data: Any, text: str, reason: str) -> tuple[str, str | None]:
