@@ -62,11 +62,10 @@ class Sender:
             )
         # The headers httpx would add (Host first, Content-Length last), given up front:
         # it then skips looking each one up, and reads the body from its stream at once.
-        headers = httpx.Headers([*self._head, (b"Content-Length", b"%d" % len(content))])
         request = httpx.Request(
             "POST",
             self.url,
-            headers=headers,
+            headers=[*self._head, (b"Content-Length", b"%d" % len(content))],
             stream=httpx.ByteStream(content),
             extensions=extensions,
         )

@@ -10,7 +10,7 @@ as direct requests.
 
 :class:`NetworkTransport` is the glue between the two, as httpx-aiohttp's
 ``AiohttpTransport`` is, less its per-request costs (a new ``ClientTimeout``,
-the URL re-parsed, the headers converted twice, two layers of exception
+the headers converted twice, two layers of exception
 mapping on every request and every body chunk):
 
 - **Errors by kind.** :func:`httpx_error` maps each aiohttp exception to the
@@ -41,7 +41,6 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 import httpx
-import yarl
 from multidict import CIMultiDict
 
 KEEPALIVE_EXPIRY = 5.0
@@ -97,8 +96,6 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         """Where host names are looked up (default: the system's ``getaddrinfo``)."""
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-        self._url: tuple[httpx.URL, yarl.URL] | None = None
-        """The last URL sent to, and aiohttp's: a client sends to one URL, parsed once."""
         self.connections_opened = 0
         """Connections opened so far (keep-alive at work keeps this low)."""
 
@@ -135,7 +132,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         try:
             answer = await session.request(
                 request.method,
-                self._aiohttp_url(request.url),
+                str(request.url),  # aiohttp's URL class keeps the ones it parsed
                 headers=_headers(request.headers),
                 data=_body(request),
                 allow_redirects=False,
@@ -162,12 +159,6 @@ class NetworkTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
-
-    def _aiohttp_url(self, url: httpx.URL) -> yarl.URL:
-        """``url`` parsed by aiohttp's URL class, once for a client that sends to one URL."""
-        if self._url is None or self._url[0] is not url:
-            self._url = (url, yarl.URL(str(url)))
-        return self._url[1]
 
     def _timeout(self, timeouts: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
         """httpx's timeouts as aiohttp's: connect for the socket, pool for a free connection."""
