@@ -128,7 +128,10 @@ class ChatClient:
         )
         self._http = httpx.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            # No read timeout: the Deadline (below) bounds the whole answer, and the
+            # silence of a stream, from earlier than any read could start; a read timer
+            # on top (re-armed on every chunk) would never fire first.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0), read=None),
             # The transport keeps the connection pool (httpx's limits= applies to its own only).
             transport=chosen,
             follow_redirects=False,
