@@ -575,6 +575,33 @@ def test_headers_go_as_httpx_built_them_in_lower_case_repeated_ones_too() -> Non
     assert lines[5:8] == ["x-tag: a", "content-type: application/json", "x-tag: b"]
 
 
+def test_a_request_body_given_as_a_stream_goes_chunked_and_arrives_whole() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def chunked(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = await reader.readuntil(b"0\r\n\r\n")
+        seen.append((head.lower(), body))
+        writer.write(ok())
+        await writer.drain()
+
+    async def pieces() -> Any:
+        for piece in (b'{"a":', b" 1}"):
+            yield piece
+
+    async def go() -> None:
+        async with Server(chunked) as server:
+            async with client(network()) as http:
+                assert (await http.post(server.url, content=pieces())).status_code == 200
+
+    run(go())
+    [(head, body)] = seen
+    assert b"transfer-encoding: chunked" in head and head.count(b"transfer-encoding") == 1
+    assert body == b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+
+
 @pytest.mark.parametrize(
     "lost",
     [

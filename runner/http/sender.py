@@ -4,8 +4,8 @@
 redirects and no event hooks. ``AsyncClient.post`` still parses the URL,
 merges headers, cookies and timeouts, runs its auth and redirect machinery
 and hands every answer to its cookie jar (through ``urllib.request``
-wrappers) on every request: together about a third of the client's CPU per
-turn against a fast server, more than the transport itself. :class:`Sender`
+wrappers) on every request: about a fifth of mtrun's instructions per turn
+against a zero-latency server (callgrind, docs/BENCHMARKS.md). :class:`Sender`
 prepares all of that once and sends each request straight to the
 transport: the same request (the client's own headers, in the same order,
 its timeouts as the ``timeout`` extension, its cookies) and the same answer

@@ -127,6 +127,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
             # Forwarded as is: the proxy reads its credentials from the request itself
             # (aiohttp sends the proxy's headers only with a CONNECT).
             request.headers.update(proxy.headers)
+        body = _body(request)  # before the headers: a streamed body drops one of them
         sending = _Sending(request)
         token = _SENDING.set(sending)
         try:
@@ -134,7 +135,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
                 request.method,
                 str(request.url),  # aiohttp's URL class keeps the ones it parsed
                 headers=_headers(request.headers),
-                data=_body(request),
+                data=body,
                 allow_redirects=False,
                 auto_decompress=False,  # httpx decodes, as for every transport
                 timeout=self._timeout(request.extensions.get("timeout")),
