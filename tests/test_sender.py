@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 from typing import Any
 
 import httpx
+import pytest
 
+from runner.errors import TransientAPIError
 from runner.http.client import ChatClient
 
 BASE = "https://api.example.test/v1"
@@ -100,9 +104,6 @@ def test_a_cookie_the_server_sets_goes_back_with_the_next_requests() -> None:
 
 
 def test_a_gzipped_answer_is_decoded_as_httpx_decodes_it() -> None:
-    import gzip
-    import json
-
     def handler(request: httpx.Request) -> httpx.Response:
         body = gzip.compress(json.dumps(ANSWER).encode())
         return httpx.Response(200, content=body, headers={"content-encoding": "gzip"})
@@ -115,3 +116,61 @@ def test_a_gzipped_answer_is_decoded_as_httpx_decodes_it() -> None:
 
     asyncio.run(go())
     assert seen[0].content == "Hi."
+
+
+def _over_the_network(answer: bytes, pieces: int = 1) -> Any:
+    """One ChatClient.complete against a loopback server that sends ``answer`` in pieces."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        size = -(-len(answer) // pieces)
+        for start in range(0, len(answer), size):
+            writer.write(answer[start : start + size])
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.close()
+
+    async def go() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with ChatClient(f"http://127.0.0.1:{port}/v1", api_key=None) as chat:
+                return await chat.complete({"model": "m", "messages": []})
+        finally:
+            server.close()
+
+    return asyncio.run(go())
+
+
+def _http(body: bytes, *headers: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", "Content-Type: application/json", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_a_chunked_answer_sent_in_pieces_arrives_whole() -> None:
+    body = json.dumps(ANSWER).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7)
+    )
+    answer = _http(chunks + b"0\r\n\r\n", "Transfer-Encoding: chunked")
+    assert _over_the_network(answer, pieces=9).content == "Hi."
+
+
+def test_a_gzipped_answer_from_the_network_is_decoded() -> None:
+    body = gzip.compress(json.dumps(ANSWER).encode())
+    answer = _http(body, f"Content-Length: {len(body)}", "Content-Encoding: gzip")
+    assert _over_the_network(answer, pieces=3).content == "Hi."
+
+
+def test_an_answer_cut_short_is_a_dropped_connection_worth_retrying() -> None:
+    body = json.dumps(ANSWER).encode()
+    answer = _http(body[:20], f"Content-Length: {len(body)}")
+    with pytest.raises(TransientAPIError) as info:
+        _over_the_network(answer)
+    assert info.value.kind == "connection_dropped"

@@ -80,15 +80,25 @@ class Sender:
             self._cookies = True
         return response
 
-    async def post(self, content: bytes, extensions: dict[str, Any]) -> httpx.Response:
-        """Send ``content``; the answer, its body read (and the connection released)."""
+    async def post(
+        self, content: bytes, extensions: dict[str, Any]
+    ) -> tuple[httpx.Response, bytes]:
+        """Send ``content``; the answer and its body, read (and the connection released).
+
+        A body without a ``Content-Encoding`` is read straight from the transport's
+        stream, without httpx's decoder and chunker layers around each chunk (a
+        tenth of the client's CPU per turn against a fast server); an encoded one
+        is decoded by httpx as always.
+        """
         response = await self._send(self._request(content, extensions))
         try:
-            await response.aread()
-        except BaseException:
+            if "content-encoding" in response.headers:
+                return response, await response.aread()
+            stream = response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
+            return response, b"".join([chunk async for chunk in stream])
+        finally:
             await response.aclose()
-            raise
-        return response
 
     @asynccontextmanager
     async def stream(
