@@ -540,6 +540,84 @@ def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
     run(go())
 
 
+def test_one_transport_sends_to_each_url_it_is_given_in_turn() -> None:
+    async def go() -> None:
+        async with Server(answer_all) as first, Server(answer_all) as second:
+            async with client(network()) as http:
+                for url in (first.url, second.url, second.url, first.url):
+                    assert (await http.post(url, json={})).status_code == 200
+        assert (len(first.requests), len(second.requests)) == (2, 2)
+
+    run(go())
+
+
+def test_headers_go_as_httpx_built_them_in_lower_case_repeated_ones_too() -> None:
+    seen: list[bytes] = []
+
+    async def head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.readexactly(2)
+        writer.write(ok())
+        await writer.drain()
+
+    async def go() -> None:
+        async with Server(head) as server:
+            async with client(network()) as http:
+                headers = [("X-Tag", "a"), ("Content-Type", "application/json"), ("X-Tag", "b")]
+                await http.post(server.url, content=b"{}", headers=headers)
+
+    run(go())
+    lines = seen[0].decode().split("\r\n")[1:-2]
+    assert [line.split(":")[0] for line in lines] == [
+        *("host", "accept", "accept-encoding", "connection", "user-agent"),
+        *("x-tag", "content-type", "x-tag", "content-length"),
+    ]
+    assert lines[5:8] == ["x-tag: a", "content-type: application/json", "x-tag: b"]
+
+
+def test_a_request_body_given_as_a_stream_goes_chunked_and_arrives_whole() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def chunked(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = await reader.readuntil(b"0\r\n\r\n")
+        seen.append((head.lower(), body))
+        writer.write(ok())
+        await writer.drain()
+
+    async def pieces() -> Any:
+        for piece in (b'{"a":', b" 1}"):
+            yield piece
+
+    async def go() -> None:
+        async with Server(chunked) as server:
+            async with client(network()) as http:
+                assert (await http.post(server.url, content=pieces())).status_code == 200
+
+    run(go())
+    [(head, body)] = seen
+    assert b"transfer-encoding: chunked" in head and head.count(b"transfer-encoding") == 1
+    assert body == b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        aiohttp.ClientConnectionResetError("Cannot write to closing transport"),
+        aiohttp.ClientConnectionError("Connection closed"),
+    ],
+)
+def test_a_connection_lost_while_sending_is_a_dropped_connection(lost: Exception) -> None:
+    from runner.http.transport import httpx_error
+
+    assert isinstance(lost, aiohttp.ClientError)
+    mapped = httpx_error(lost)
+    assert type(mapped) is httpx.RemoteProtocolError  # "connection dropped", not a timeout
+    assert str(mapped) == str(lost)
+
+
 class _BrokenIPv6First(aiohttp.abc.AbstractResolver):
     """Resolves every name to ::1 first (where nothing answers), then 127.0.0.1."""
 

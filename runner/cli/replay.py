@@ -92,6 +92,7 @@ def _load(options: RunOptions) -> tuple[dict[str, Any], list[Conversation]]:
 
 def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: bool) -> RunResult:
     """Run the batch with live progress on stderr; Ctrl-C stops it cleanly, twice at once."""
+    from runner.cli.garbage import fewer_collections
     from runner.cli.progress import ProgressPrinter
     from runner.run.config import insecure_key_warning
 
@@ -102,7 +103,8 @@ def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: 
     try:
         import asyncio  # a run needs it; --help and validate do not
 
-        return asyncio.run(_replay_on_loop(conversations, config, progress, quiet=quiet))
+        with fewer_collections():
+            return asyncio.run(_replay_on_loop(conversations, config, progress, quiet=quiet))
     finally:
         progress.close()
 

@@ -43,6 +43,7 @@ from runner.http.endpoint import (
 )
 from runner.http.headers import RateLimits, parse_rate_limits, parse_retry_after
 from runner.http.network import choose_transport, is_tls_failure
+from runner.http.sender import Sender
 from runner.http.status import classify_status
 from runner.http.streaming import StreamAnswer
 from runner.jsonbytes import dumps_bytes
@@ -122,16 +123,21 @@ class ChatClient:
         headers = {"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        chosen = choose_transport(
+            self.base_url, transport=transport, max_connections=max_connections
+        )
         self._http = httpx.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            # No read timeout: the Deadline (below) bounds the whole answer, and the
+            # silence of a stream, from earlier than any read could start; a read timer
+            # on top (re-armed on every chunk) would never fire first.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0), read=None),
             # The transport keeps the connection pool (httpx's limits= applies to its own only).
-            transport=choose_transport(
-                self.base_url, transport=transport, max_connections=max_connections
-            ),
+            transport=chosen,
             follow_redirects=False,
             trust_env=False,  # network.py reads the proxy and CA settings
         )
+        self._send = Sender(self._http, self.url, transport=chosen, headers=_HEADERS)
 
     def __repr__(self) -> str:
         return f"ChatClient({public_base_url(self.base_url)!r})"
@@ -162,9 +168,7 @@ class ChatClient:
             async with Deadline(self.timeout) as deadline:
                 if streamed:
                     return await self._streamed(request, deadline)
-                response = await self._http.post(
-                    self.url, content=request.content, headers=_HEADERS, extensions=request.ext
-                )
+                response, content = await self._send.post(request.content, request.ext)
         except TimeoutError:
             raise TransientAPIError(
                 _deadline_words(self.timeout, streamed=streamed, connecting=request.connecting),
@@ -173,14 +177,12 @@ class ChatClient:
         except httpx.HTTPError as exc:
             raise self._failure(exc) from None
         return self._read_response(
-            response.status_code, response.headers, response.content, response.reason_phrase
+            response.status_code, response.headers, content, response.reason_phrase
         )
 
     async def _streamed(self, request: _Request, deadline: Deadline) -> Completion:
         """One streamed request: its events assembled, or a JSON answer read as usual."""
-        async with self._http.stream(
-            "POST", self.url, content=request.content, headers=_HEADERS, extensions=request.ext
-        ) as response:
+        async with self._send.stream(request.content, request.ext) as response:
             status, headers = response.status_code, response.headers
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             if not 200 <= status <= 299 or media in _JSON_MEDIA or media.endswith("+json"):
@@ -317,12 +319,11 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
 
     ``text`` is the body as received, quoted in errors (default: ``data`` as JSON).
     """
-    shown = _short(text if text is not None else json.dumps(data, ensure_ascii=False))
     answer: dict[str, Any] = data if isinstance(data, dict) else {}
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise TransientAPIError(
-            f"HTTP {status} with no choices in the answer: {shown!r}",
+            f"HTTP {status} with no choices in the answer: {_shown(data, text)!r}",
             kind="no_choices",
             status=status,
         )
@@ -333,7 +334,7 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
         "content" not in message and not message.get("tool_calls")
     ):
         raise TransientAPIError(
-            f"HTTP {status} with no assistant message in the answer: {shown!r}",
+            f"HTTP {status} with no assistant message in the answer: {_shown(data, text)!r}",
             kind="no_message",
             status=status,
         )
@@ -346,6 +347,11 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
         model=_str_or_none(answer.get("model")),
         raw=answer,
     )
+
+
+def _shown(data: Any, text: str | None) -> str:
+    """The answer as an error quotes it: ``text`` as received, else ``data`` as JSON; shortened."""
+    return _short(text if text is not None else json.dumps(data, ensure_ascii=False))
 
 
 def _error_details(data: Any, text: str, reason: str) -> tuple[str, str | None]:

@@ -1,27 +1,29 @@
-"""The network transport: httpx-aiohttp's ``AiohttpTransport``, with httpx's errors told apart.
+"""The network transport: httpx's request and response over aiohttp's connection pool.
 
-``ChatClient`` keeps httpx's API (``httpx.AsyncClient``, its timeouts,
-exceptions and streaming) and sends over aiohttp's connection pool, which
-costs a fraction of httpcore's CPU per request at many connections
-(docs/BENCHMARKS.md, "Client CPU per request, by HTTP transport") and
-brings happy eyeballs (RFC 8305: a host whose IPv6 is broken is reached over
-IPv4 after 0.25 s, not after the connect timeout) and HTTP proxies
-(``CONNECT`` for https) on the same path as direct requests.
+``ChatClient`` keeps httpx's API (its requests, responses, timeouts,
+exceptions and streaming) and sends over aiohttp, which costs a fraction of
+httpcore's CPU per request at many connections (docs/BENCHMARKS.md, "Client
+CPU per request, by HTTP transport") and brings happy eyeballs (RFC 8305: a
+host whose IPv6 is broken is reached over IPv4 after 0.25 s, not after the
+connect timeout) and HTTP proxies (``CONNECT`` for https) on the same path
+as direct requests.
 
-What this module adds to the library's transport:
+:class:`NetworkTransport` is the glue between the two, as httpx-aiohttp's
+``AiohttpTransport`` is, less its per-request costs (a new ``ClientTimeout``,
+the headers converted twice, two layers of exception
+mapping on every request and every body chunk):
 
-- **Errors by kind.** httpx-aiohttp maps aiohttp's exceptions onto httpx's
-  by a table in which ``ClientConnectionError`` (the base of a refused
-  connection, a dropped one and a read timeout alike) becomes
-  ``ConnectTimeout``. :func:`httpx_error` maps them again from the aiohttp
-  exception itself, so a dropped connection is a ``RemoteProtocolError``, a
-  refused one a ``ConnectError`` and silence a ``ReadTimeout``; the aiohttp
-  exception stays the ``__cause__`` (a failed certificate check is an
-  ``ssl.SSLCertVerificationError`` there, which is how the client knows it).
+- **Errors by kind.** :func:`httpx_error` maps each aiohttp exception to the
+  httpx error the client classifies: a dropped connection is a
+  ``RemoteProtocolError``, a refused one a ``ConnectError`` and silence a
+  ``ReadTimeout`` (httpx-aiohttp's table makes most of them ``ConnectTimeout``);
+  the aiohttp exception stays the ``__cause__`` (a failed certificate check
+  is an ``ssl.SSLCertVerificationError`` there, which is how the client knows it).
 - **The session.** One pool of ``max_connections`` for every host, idle
   connections kept ``keepalive_expiry`` seconds, cookies left to httpx (no
   second jar), no environment read by aiohttp (``network.py`` decides the
-  proxy and the TLS context).
+  proxy and the TLS context), no decoding (httpx decodes the body, as for
+  every transport).
 - **The trace extension.** Like httpcore, it tells a request's ``trace``
   extension when it starts and finishes opening a connection
   (``connection.connect_tcp.started`` / ``.complete``), so the client can
@@ -39,7 +41,7 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDict
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept: the default keep-alive of uvicorn and httpx."""
@@ -49,6 +51,8 @@ HAPPY_EYEBALLS_DELAY = 0.25
 _LARGE_BODY = 512 * 1024
 """Request bodies of this many bytes or more are streamed (aiohttp warns from 1 MiB)."""
 _PIECE = 256 * 1024
+_CHUNK = 16 * 1024
+"""The most an answer's body yields at once (httpx-aiohttp's size)."""
 
 
 class _Sending:
@@ -67,7 +71,7 @@ _SENDING: contextvars.ContextVar[_Sending | None] = contextvars.ContextVar(
 """What this task is sending, for the connection trace."""
 
 
-class NetworkTransport(AiohttpTransport):
+class NetworkTransport(httpx.AsyncBaseTransport):
     """httpx over aiohttp: at most ``max_connections``, through ``proxy`` when given.
 
     ``resolver`` looks host names up (aiohttp's seam; default: the system's).
@@ -84,15 +88,14 @@ class NetworkTransport(AiohttpTransport):
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-        )
-        super().__init__(verify=ssl_context, limits=limits, proxy=proxy, trust_env=False)
+        self.ssl_context = ssl_context
         self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self.proxy = proxy
         self._resolver = resolver
         """Where host names are looked up (default: the system's ``getaddrinfo``)."""
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self.connections_opened = 0
         """Connections opened so far (keep-alive at work keeps this low)."""
 
@@ -100,91 +103,137 @@ class NetworkTransport(AiohttpTransport):
         proxied = ", proxied" if self.proxy is not None else ""
         return f"NetworkTransport(max_connections={self.max_connections}{proxied})"
 
-    def get_client(self) -> aiohttp.ClientSession:
+    def _open(self) -> aiohttp.ClientSession:
         """The aiohttp session: one pool, happy eyeballs, no cookie jar, no environment."""
         connector = _Connector(
             self,
             limit=self.max_connections,
             limit_per_host=0,
-            keepalive_timeout=self.limits.keepalive_expiry,
+            keepalive_timeout=self.keepalive_expiry,
             ssl=self.ssl_context,
             happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
             resolver=self._resolver,
         )
-        return aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
         )
+        return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; its answer's body streams, with errors mapped as above."""
-        if self.proxy is not None and request.url.scheme == "http":
+        session = self._session or self._open()
+        proxy = self.proxy
+        if proxy is not None and request.url.scheme == "http":
             # Forwarded as is: the proxy reads its credentials from the request itself
             # (aiohttp sends the proxy's headers only with a CONNECT).
-            request.headers.update(self.proxy.headers)
+            request.headers.update(proxy.headers)
+        body = _body(request)  # before the headers: a streamed body drops one of them
         sending = _Sending(request)
         token = _SENDING.set(sending)
         try:
-            response = await super().handle_async_request(_large_body_streamed(request))
-        except (httpx.TransportError, aiohttp.ClientError) as exc:
-            if not sending.connecting and isinstance(_cause(exc), aiohttp.ConnectionTimeoutError):
+            answer = await session.request(
+                request.method,
+                str(request.url),  # aiohttp's URL class keeps the ones it parsed
+                headers=_headers(request.headers),
+                data=body,
+                allow_redirects=False,
+                auto_decompress=False,  # httpx decodes, as for every transport
+                timeout=self._timeout(request.extensions.get("timeout")),
+                server_hostname=request.extensions.get("sni_hostname"),
+                proxy=None if proxy is None else str(proxy.url),
+                proxy_headers=None if proxy is None else proxy.headers,
+            )
+        except aiohttp.ClientError as exc:
+            if not sending.connecting and isinstance(exc, aiohttp.ConnectionTimeoutError):
                 # aiohttp's connect timeout covers the wait for a free connection too.
                 raise httpx.PoolTimeout("no free connection within the timeout") from None
-            raise httpx_error(exc) from _cause(exc)
+            raise httpx_error(exc) from exc
         finally:
             _SENDING.reset(token)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
-        return response
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode()
+        return httpx.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            stream=_Body(answer),
+            request=request,
+            extensions=extensions,
+        )
+
+    def _timeout(self, timeouts: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
+        """httpx's timeouts as aiohttp's: connect for the socket, pool for a free connection."""
+        timeouts = timeouts or {}
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:
+            found = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = found
+        return found
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
-def _large_body_streamed(request: httpx.Request) -> httpx.Request:
-    """``request``, its body streamed in pieces when it is large (a long conversation's history).
+def _headers(headers: httpx.Headers) -> CIMultiDict[str]:
+    """A request's headers as aiohttp takes them: named in lower case, repeated ones kept."""
+    encoding = headers.encoding
+    return CIMultiDict((k.lower().decode(encoding), v.decode(encoding)) for k, v in headers.raw)
 
-    aiohttp writes a body of bytes in one go and warns, over 1 MiB, that
-    this may block the event loop; a stream it writes piece by piece. The
-    Content-Length header stays, so the server still gets a plain body.
+
+def _body(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
+    """The request's body for aiohttp: bytes, or pieces when it is large (a long history).
+
+    aiohttp writes a body of bytes in one go and warns, over 1 MiB, that this
+    may block the event loop; pieces it writes one by one. The Content-Length
+    header stays, so the server still gets a plain body. A body that is a
+    stream (not read into the request) goes as it is.
     """
-    content = request.content
+    try:
+        content = request.content
+    except httpx.RequestNotRead:
+        request.headers.pop("transfer-encoding", None)  # aiohttp frames it itself
+        return _stream(request.stream)
+    if not content:
+        return None
     if len(content) < _LARGE_BODY:
-        return request
-    return httpx.Request(
-        request.method,
-        request.url,
-        headers=request.headers,
-        stream=_Pieces(content),
-        extensions=request.extensions,
-    )
+        return content
+    return _pieces(content)
 
 
-class _Pieces(httpx.AsyncByteStream):
-    """A request body of bytes, sent in pieces of ``_PIECE`` bytes."""
+async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(content)
+    for start in range(0, len(view), _PIECE):
+        yield bytes(view[start : start + _PIECE])
 
-    def __init__(self, content: bytes) -> None:
-        self._content = content
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        view = memoryview(self._content)
-        for start in range(0, len(view), _PIECE):
-            yield bytes(view[start : start + _PIECE])
+async def _stream(stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    assert isinstance(stream, httpx.AsyncByteStream)
+    async for chunk in stream:
+        yield chunk
 
 
 class _Body(httpx.AsyncByteStream):
-    """An answer's body from the library's stream, with its errors mapped as above."""
+    """An answer's body as aiohttp reads it, with its errors mapped as above."""
 
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
+    def __init__(self, answer: aiohttp.ClientResponse) -> None:
+        self._answer = answer
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._inner:
+            async for chunk in self._answer.content.iter_chunked(_CHUNK):
                 yield chunk
-        except (httpx.TransportError, aiohttp.ClientError) as exc:
-            raise httpx_error(exc) from _cause(exc)
+        except aiohttp.ClientError as exc:
+            raise httpx_error(exc) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        """Give the connection back (or drop it, when the body was not read to its end)."""
+        self._answer.release()
+        try:
+            await self._answer.wait_for_close()
+        except aiohttp.ClientError as exc:
+            raise httpx_error(exc) from exc
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -231,24 +280,16 @@ _BY_CAUSE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
     (aiohttp.ClientOSError, httpx.ReadError),  # reset, broken pipe
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
     (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.ClientConnectionError, httpx.RemoteProtocolError),  # lost while sending
 )
 
 
-def httpx_error(exc: httpx.TransportError | aiohttp.ClientError) -> httpx.TransportError:
-    """The httpx error that the aiohttp exception behind ``exc`` (or ``exc`` itself) stands for."""
-    cause = _cause(exc)
+def httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
+    """The httpx error that an aiohttp exception stands for (raise it ``from`` that one)."""
     for aiohttp_class, httpx_class in _BY_CAUSE:
-        if isinstance(cause, aiohttp_class):
-            return exc if type(exc) is httpx_class else httpx_class(_words(cause))
-    if isinstance(exc, httpx.TransportError):
-        return exc
-    return httpx.TransportError(_words(cause))
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The aiohttp exception behind a mapped one (or ``exc`` when none is)."""
-    cause = exc.__cause__
-    return cause if isinstance(exc, httpx.TransportError) and cause is not None else exc
+        if isinstance(exc, aiohttp_class):
+            return httpx_class(_words(exc))
+    return httpx.TransportError(_words(exc))
 
 
 def _words(cause: BaseException) -> str:
