@@ -255,22 +255,38 @@ def test_the_refill_rate_is_what_got_through_between_two_429s() -> None:
 
     refill = RefillEstimate()
     seq = 0
-    for k in range(30):  # 30 sends in the second before the first 429: a high first guess
+    for k in range(40):  # 40 sends in the second before the first 429: a high first guess
         seq += 1
-        refill.sent(seq, k / 30)
-    seq += 1
-    refill.sent(seq, 1.0)
-    assert refill.refused(seq, 1.0) == pytest.approx(0.85 * 30)
-    assert not refill.measured
-    for k in range(40):  # then 2 s at 20 a second, one of them refused too soon after
+        refill.sent(seq, k / 40)
+    for _ in range(4):  # then a wave of 4 sent at once, before any of their 429s was back
+        seq += 1
+        refill.sent(seq, 1.0)
+    # The 429s of the wave, the latest sent first: the guess counts the burst as one
+    # second's worth, and each refusal of the wave takes one more out of it.
+    assert refill.refused(seq, 1.0) == pytest.approx(43 / 2)
+    assert refill.refused(seq - 1, 1.0) == pytest.approx(42 / 2)
+    assert refill.kind == "guess" and not refill.measured
+    # Then 20 sends a second against a refill of 10: every other one refused. A 429 half a
+    # second on, with 5 let through since the wave, says the guess is too fast (a bound).
+    for k in range(20):
         seq += 1
         refill.sent(seq, 1.0 + (k + 1) / 20)
-        if k == 3:
-            assert refill.refused(seq, 1.2) is None  # the same burst: nothing new
-    seq += 1
-    refill.sent(seq, 3.05)
-    assert refill.refused(seq, 3.05) == pytest.approx(39 / 2.05)  # the refused one left out
-    assert refill.measured
+        if k % 2:
+            rate = refill.refused(seq, 1.0 + (k + 1) / 20)
+            if k == 9:
+                assert rate == pytest.approx((5 + 1) / 0.5)
+                assert refill.kind == "bound"
+    # The last, at 2 s, a second after the wave: 10 let through, the refill measured.
+    assert refill.rate == pytest.approx(10 / 1.0)
+    assert refill.kind == "measure" and refill.measured
+    for k in range(13):  # 12 let through in 13/12 s: a higher measure, averaged
+        seq += 1
+        refill.sent(seq, 2.0 + (k + 1) / 12)
+    assert refill.refused(seq, 2.0 + 13 / 12) == pytest.approx((10 + 12 / (13 / 12)) / 2)
+    for k in range(11):  # 10 let through in 11/10 s: lower than the estimate, taken as it is
+        seq += 1
+        refill.sent(seq, 2.0 + 13 / 12 + (k + 1) / 10)
+    assert refill.refused(seq, 2.0 + 13 / 12 + 1.1) == pytest.approx(10 / 1.1)
 
 
 def test_a_hold_also_holds_sends_already_waiting_on_the_pace() -> None:

@@ -290,7 +290,8 @@ class Pacer:
         refill = self._refill.refused(seq, now)
         if refill is not None:  # what got through since the last 429 (refill.py)
             # Measured: probe slowly near it. A first guess: probe fast to the next 429.
-            self._refused_interval = 1.0 / refill if self._refill.measured else 0.0
+            guessed = self._refill.kind == "guess"
+            self._refused_interval = 0.0 if guessed else 1.0 / refill
             self._learned_interval = 1.0 / (TRACK_SHARE * refill)
             self._storm_interval = 0.0
             self._episodes += 1
