@@ -320,3 +320,37 @@ def test_a_slow_limit_is_measured_over_a_longer_span() -> None:
         refill.sent(seq, float(seq - 1))
     refill.sent(12, 11.0)
     assert refill.refused(12, 11.0) == pytest.approx(10 / 11)  # 60 rpm, about
+
+
+def test_a_wave_of_sends_is_spread_over_a_third_of_the_shortest_latency() -> None:
+    """Answers that come back together open slots together: the sends go apart, not at once."""
+    p, sleeps = pacer()
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        p.answered(0.5, in_flight=4)  # the shortest latency so far...
+        p.answered(0.3, in_flight=10)  # ...is this one: 0.3 s / (3 x 10) apart
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            started.append(round(loop.time() - began, 6))
+
+        await asyncio.gather(*(send() for _ in range(5)))
+        return started
+
+    assert run_virtual(go()) == [0.0, 0.01, 0.02, 0.03, 0.04]
+    assert sleeps.waits == pytest.approx([0.01, 0.02, 0.03, 0.04])
+
+
+def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
+    """0.3 ms apart (a fast server, many in flight): every send goes at once, nothing slept."""
+    p, sleeps = pacer()
+
+    async def go() -> None:
+        p.answered(0.009, in_flight=10)
+        await asyncio.gather(*(p.wait_turn(0) for _ in range(3)))
+
+    run_virtual(go())
+    assert sleeps.waits == []

@@ -71,6 +71,11 @@ STORM_MAX_INTERVAL = 2.0
 answer after a storm arrives at most this long after the server answers again."""
 RECHECK_S = 1.0
 """Longest single sleep of a waiting send, so it notices a pace that sped up."""
+FLIGHT_PACE = 3.0
+"""Sends go at most this many times the request limit per shortest latency: the rate at
+which ``-j auto``'s ramp (three sends per answer) grows, spread out instead of in waves."""
+FLIGHT_SLACK_S = 0.001
+"""Sends that spacing would delay less than this go at once (no sleep for so little)."""
 
 
 class WaitSpans:
@@ -133,6 +138,9 @@ class Pacer:
         self._paced = 0
         """Moves on when the pace changes and booked sends book again."""
         self._refill = RefillEstimate()
+        self._min_latency = float("inf")
+        self._flight_interval = 0.0
+        self._next_flight = 0.0
 
     @property
     def counts_tokens(self) -> bool:
@@ -148,6 +156,7 @@ class Pacer:
 
     async def wait_turn(self, estimated_tokens: int) -> None:
         """Wait until a request of about ``estimated_tokens`` may be sent, and book it."""
+        await self._wait_flight()
         if self.mirror.active:
             await self._wait_mirrored(estimated_tokens)
         else:
@@ -172,6 +181,27 @@ class Pacer:
             if generation == self.mirror.generation:
                 self.mirror.released(estimated_tokens)
                 return
+
+    async def _wait_flight(self) -> None:
+        """Keep sends apart by the shortest latency over ``FLIGHT_PACE`` times the request limit.
+
+        A wave of sends that goes out at once, as answers come back together and
+        the ramp opens slots, reaches an unknown rate limit all at once: when its
+        bucket runs dry, every send of the wave still to arrive is refused before
+        the first 429 is back. Spread over a third of a latency, the first 429 is
+        back after a few sends, and holds the rest (TCP paces its sends over a
+        round trip for the same reason). The spacing never slows a steady flow:
+        ``limit`` requests in flight answered after a latency go at most at
+        ``limit / latency``.
+        """
+        if not self._flight_interval:
+            return
+        now = self.clock()
+        start = max(now, self._next_flight)
+        self._next_flight = start + self._flight_interval
+        if start > now + FLIGHT_SLACK_S:
+            self.waits.add(now, start)
+            await self.sleep(start - now)
 
     async def _wait_booked(self, estimated_tokens: int) -> None:
         """Wait for the slot of the pace and of ``--tpm``, and book it."""
@@ -256,9 +286,13 @@ class Pacer:
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
 
-    def answered(self) -> None:
-        """An answer came back: note it, and speed a learned pace up a little."""
+    def answered(self, latency_s: float | None = None, *, in_flight: int = 0) -> None:
+        """An answer came back after ``latency_s`` with ``in_flight`` allowed: note it, and
+        speed a learned pace up a little."""
         now = self.clock()
+        if latency_s is not None and latency_s > 0 and in_flight > 0:
+            self._min_latency = min(self._min_latency, latency_s)
+            self._flight_interval = self._min_latency / (FLIGHT_PACE * in_flight)
         self._answers.append(now)
         while self._answers and self._answers[0] < now - RATE_WINDOW_S:
             self._answers.popleft()
