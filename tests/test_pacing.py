@@ -354,3 +354,30 @@ def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
 
     run_virtual(go())
     assert sleeps.waits == []
+
+
+def test_sends_woken_together_by_a_stalled_loop_still_go_one_at_a_time() -> None:
+    """A busy machine keeps the loop from running: the sends due meanwhile wake together,
+    and go out spaced from the send before each, not all before a 429 can be read."""
+    p, _ = pacer()
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+
+        async def stalled(seconds: float) -> None:  # nothing runs until 50 ms
+            await asyncio.sleep(max(seconds, began + 0.05 - loop.time()))
+
+        p.sleep = stalled
+        p.answered(0.3, in_flight=10)  # 10 ms apart
+        sent: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            p.sending(0)
+            sent.append(round(loop.time() - began, 6))
+
+        await asyncio.gather(*(send() for _ in range(3)))
+        return sent
+
+    assert run_virtual(go()) == [0.0, 0.05, 0.06]

@@ -141,6 +141,7 @@ class Pacer:
         self._min_latency = float("inf")
         self._flight_interval = 0.0
         self._next_flight = 0.0
+        self._last_sent = float("-inf")
 
     @property
     def counts_tokens(self) -> bool:
@@ -149,7 +150,7 @@ class Pacer:
 
     def sending(self, estimated_tokens: int) -> int:
         """A request is sent now; return its number, to give with its answer or 429."""
-        now = self.clock()
+        now = self._last_sent = self.clock()
         seq = self.mirror.sending(estimated_tokens, now)
         self._refill.sent(seq, now)
         return seq
@@ -202,6 +203,10 @@ class Pacer:
         if start > now + FLIGHT_SLACK_S:
             self.waits.add(now, start)
             await self.sleep(start - now)
+        # A loop that was kept from running (a busy machine) wakes many sends at once, and
+        # they would all go out before it reads a 429: one at a time, the loop polled between.
+        while (wait := self._last_sent + self._flight_interval - self.clock()) > FLIGHT_SLACK_S:
+            await self.sleep(wait)
 
     async def _wait_booked(self, estimated_tokens: int) -> None:
         """Wait for the slot of the pace and of ``--tpm``, and book it."""
