@@ -20,12 +20,19 @@ how fast we may send, from the best word to the weakest:
 - what 429s say when nobody said anything else (``refill.py``): between two
   429s the bucket went from empty to empty, so what got through between
   them is its refill rate; sends are paced at 97% of it. A first 429 has no
-  such measure: what went through in the second before it is a high first
-  guess, from which the pace speeds up by 0.25% an answer until the next
-  429 measures the rate; once measured, by only 0.02%, probing for a higher
-  limit without running into the known one every few seconds. When no
-  measure can be had (too few requests), the older rule: 85% of the rate
-  that was getting answers;
+  such measure: what went through in the second before it, the bucket's
+  burst taken as one second's worth, is a first guess, from which the pace
+  speeds up by 0.25% an answer until the next 429 measures the rate; a 429
+  soon after the last one bounds the rate from above at once (the pace was
+  too fast). Once measured or bounded, the pace speeds up by only 0.02% an
+  answer, probing for a higher limit without running into the known one
+  every few seconds. When no measure can be had (too few requests), the
+  older rule: 85% of the rate that was getting answers;
+- what the run itself shows, before anything else is known: sends are kept
+  apart by the shortest latency over three times the request limit
+  (:meth:`Pacer._wait_flight`), so a wave of sends opened at once by answers
+  coming back together reaches an unknown limit one by one, and the first
+  429 holds the rest of the wave instead of coming back after all of it;
 - a Retry-After: no send before it, whether it is waiting at the gate
   (``gate.py``) or already here (:meth:`Pacer.hold`);
 - a storm: 429s keep coming with (almost) nothing answered since the
