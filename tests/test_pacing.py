@@ -349,7 +349,7 @@ def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
     p, sleeps = pacer()
 
     async def go() -> None:
-        p.answered(0.009, in_flight=10)
+        p.answered(0.0045, in_flight=10)
         await asyncio.gather(*(p.wait_turn(0) for _ in range(3)))
 
     run_virtual(go())

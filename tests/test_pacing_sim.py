@@ -90,9 +90,8 @@ def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_
     log = server.log
     assert len(log.answered) == turns
     assert goodput(server, rpm) >= 0.95
-    # Nothing refused, not even in the first second: the first wave (4 at -j auto, then 3
-    # more for each answer) goes out spread over a third of a latency, so the first
-    # answers' headers tell the bucket's size and level before the wave can overdraw it.
+    # Nothing refused, not even in the first second: the first wave (4 at -j auto) fits the
+    # bucket, and from the first answer on the mirror knows its level.
     assert log.refused == []
     # Every whole second between the start and the batch's tail, the server sees its refill
     # rate: one less when a send slips into the next second, more when the bucket saved some.

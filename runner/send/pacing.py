@@ -80,7 +80,10 @@ RECHECK_S = 1.0
 """Longest single sleep of a waiting send, so it notices a pace that sped up."""
 FLIGHT_PACE = 3.0
 """Sends go at most this many times the request limit per shortest latency: the rate at
-which ``-j auto``'s ramp (three sends per answer) grows, spread out instead of in waves."""
+which ``-j auto``'s ramp (three sends per answer) grows, so the ramp is as fast, its waves
+spread over a third of a latency. (At 1.5 the bench server's 1,200 rpm batch lost 1-2
+requests to its first wave instead of 1-8, but a slow limit, 60 rpm with a bucket of one,
+was learned worse in the simulation: its goodput fell from 97% to 94%.)"""
 FLIGHT_SLACK_S = 0.001
 """Sends that spacing would delay less than this go at once (no sleep for so little)."""
 
@@ -202,8 +205,8 @@ class Pacer:
         ``limit`` requests in flight answered after a latency go at most at
         ``limit / latency``.
         """
-        if not self._flight_interval:
-            return
+        if not self._flight_interval or self.mirror.active:
+            return  # (the headers say the bucket's level: the mirror spaces the sends)
         now = self.clock()
         start = max(now, self._next_flight)
         self._next_flight = start + self._flight_interval

@@ -18,12 +18,13 @@ length):
   soon after the last empty moment, with few let through since, says the
   pace is too fast *now*, and by how much, without waiting a second of
   refusals for the measure. Every such 429 tightens the bound.
-- the first 429 has no empty moment before it. What was let through in the
-  second before it held the bucket's burst as well as its refill; the first
-  guess takes it as if the burst were one second's worth (a common size: a
-  bigger burst makes the guess high, and the bound above brings it down at
-  the next 429s; a smaller one makes it low, and the pacer speeds up fast
-  until a 429 measures the rate).
+- the first 429 has no empty moment before it, but the bucket was full at
+  the first send: what was let through since then is its burst plus its
+  refill since. The first guess takes the burst as one second's worth (a
+  common size: a bigger burst makes the guess high, and the bound above
+  brings it down at the next 429s; a smaller one makes it low, and the pacer
+  speeds up fast until a 429 measures the rate). After a storm (``reset``)
+  the bucket was not full: the last second only counts.
 
 Refused sends are counted by their send times, and a wave of sends that
 went out together before any 429 came back is refused together: the first
@@ -62,6 +63,7 @@ class RefillEstimate:
         self._empty: float | None = None
         """Send time of the last empty moment that measures start from."""
         self._guessing = False
+        self._reset = False
         """Whether the rate is still the first guess, worked out again at each 429 of its wave."""
         self.rate: float | None = None
         """The latest estimate of the refill rate, in requests a second."""
@@ -81,6 +83,7 @@ class RefillEstimate:
         """Forget the last empty moment (after a storm, which let nothing through)."""
         self._empty = None
         self._guessing = False
+        self._reset = True
 
     def refused(self, seq: int, now: float) -> float | None:
         """Send ``seq`` was refused: the refill rate it shows, or None when it shows nothing new."""
@@ -107,14 +110,16 @@ class RefillEstimate:
         self._empty = at if self._empty is None else min(self._empty, at)
         self._guessing = True
         empty = self._empty
-        window = min(1.0, empty - self._sends[0][1]) if self._sends else 0.0
+        first = self._sends[0][1] if self._sends else empty
+        if self._reset:  # after a storm the bucket was not full: the last second only
+            first = max(first, empty - 1.0)
         # Sent with the refused one but let through: before it in the same wave.
-        admitted = self._admitted(empty - 1.0, empty, closed=True) + sum(
+        admitted = self._admitted(first, empty, closed=True) + sum(
             t == empty and s not in self._refused for s, t in self._sends
         )
         if admitted < MIN_ADMITTED:
             return None
-        guess = admitted / (window + GUESS_BURST_S)
+        guess = admitted / (empty - first + GUESS_BURST_S)
         if self.rate is not None and guess >= self.rate:
             return None
         self.rate, self.kind = guess, "guess"
