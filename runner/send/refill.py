@@ -100,7 +100,9 @@ class RefillEstimate:
             self._empty, self._guessing = at, False
             return self._measure(admitted / span)
         bound = (admitted + 1) / span
-        if self.rate is not None and bound < self.rate:
+        # Nothing let through since: a storm (the server refusing everything for now) says
+        # nothing of the rate, and must not wear it down (pacing.py spaces sends instead).
+        if admitted and self.rate is not None and bound < self.rate:
             self.rate, self.kind = bound, "bound"  # a 429 this soon: the pace is too fast now
             return bound
         return None
