@@ -28,8 +28,8 @@ how fast we may send, from the best word to the weakest:
   answer, probing for a higher limit without running into the known one
   every few seconds. When no measure can be had (too few requests), the
   older rule: 85% of the rate that was getting answers;
-- what the run itself shows, before anything else is known: sends are kept
-  apart by the shortest latency over three times the request limit
+- what the run itself shows (unless the headers' mirror is active): sends
+  are kept apart by the shortest latency over three times the request limit
   (:meth:`Pacer._wait_flight`), so a wave of sends opened at once by answers
   coming back together reaches an unknown limit one by one, and the first
   429 holds the rest of the wave instead of coming back after all of it;
