@@ -19,7 +19,12 @@ headers" takes a moment and every count is exact. What it does, as OpenAI does:
   ``1s``, ``6m0s``), and on a 429 ``retry-after`` (whole seconds, rounded
   up) and ``retry-after-ms`` (``retry_after=False`` leaves both out);
 - answers whose latency varies: ``base_s`` plus ``per_token_s`` for each
-  answer token, the answer's length drawn from a seeded generator.
+  answer token, the answer's length drawn from a seeded generator;
+- a network in between (``network_s``, each way): a request reaches the
+  server that long after it was sent, and its answer (a 429 too) reaches the
+  client that long after the server gave it. Without it a refusal would be
+  back before the next request of the same wave went out, and a client
+  would be seen to stop a wave that, over a real network, is already sent.
 
 Everything it saw is in :attr:`SimServer.log`: arrival times, refusals,
 answers, requests in flight.
@@ -125,6 +130,7 @@ class SimServer:
         answer_tokens: tuple[int, int] = (20, 200),
         refund: bool = True,
         seed: int = 1,
+        network_s: float = 0.0,
     ) -> None:
         self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
         self.window = _Window(int(rpm), window_s) if rpm and window_s else None
@@ -134,6 +140,7 @@ class SimServer:
         self.answer_tokens = answer_tokens
         self.refund = refund
         self.rng = random.Random(seed)
+        self.network_s = network_s
         self.log = Log()
         self._began: float | None = None
 
@@ -145,6 +152,15 @@ class SimServer:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         """The transport's handler: admit or refuse, then answer after a while."""
+        if self.network_s:
+            await asyncio.sleep(self.network_s)
+        response = await self._serve(request)
+        if self.network_s:
+            await asyncio.sleep(self.network_s)
+        return response
+
+    async def _serve(self, request: httpx.Request) -> httpx.Response:
+        """What the server does with a request that reached it."""
         now = self._now()
         self.log.arrived.append(now)
         body = json.loads(request.content)

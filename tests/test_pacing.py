@@ -255,22 +255,38 @@ def test_the_refill_rate_is_what_got_through_between_two_429s() -> None:
 
     refill = RefillEstimate()
     seq = 0
-    for k in range(30):  # 30 sends in the second before the first 429: a high first guess
+    for k in range(40):  # 40 sends in the second before the first 429: a high first guess
         seq += 1
-        refill.sent(seq, k / 30)
-    seq += 1
-    refill.sent(seq, 1.0)
-    assert refill.refused(seq, 1.0) == pytest.approx(0.85 * 30)
-    assert not refill.measured
-    for k in range(40):  # then 2 s at 20 a second, one of them refused too soon after
+        refill.sent(seq, k / 40)
+    for _ in range(4):  # then a wave of 4 sent at once, before any of their 429s was back
+        seq += 1
+        refill.sent(seq, 1.0)
+    # The 429s of the wave, the latest sent first: the guess counts the burst as one
+    # second's worth, and each refusal of the wave takes one more out of it.
+    assert refill.refused(seq, 1.0) == pytest.approx(43 / 2)
+    assert refill.refused(seq - 1, 1.0) == pytest.approx(42 / 2)
+    assert refill.kind == "guess" and not refill.measured
+    # Then 20 sends a second against a refill of 10: every other one refused. A 429 half a
+    # second on, with 5 let through since the wave, says the guess is too fast (a bound).
+    for k in range(20):
         seq += 1
         refill.sent(seq, 1.0 + (k + 1) / 20)
-        if k == 3:
-            assert refill.refused(seq, 1.2) is None  # the same burst: nothing new
-    seq += 1
-    refill.sent(seq, 3.05)
-    assert refill.refused(seq, 3.05) == pytest.approx(39 / 2.05)  # the refused one left out
-    assert refill.measured
+        if k % 2:
+            rate = refill.refused(seq, 1.0 + (k + 1) / 20)
+            if k == 9:
+                assert rate == pytest.approx((5 + 1) / 0.5)
+                assert refill.kind == "bound"
+    # The last, at 2 s, a second after the wave: 10 let through, the refill measured.
+    assert refill.rate == pytest.approx(10 / 1.0)
+    assert refill.kind == "measure" and refill.measured
+    for k in range(13):  # 12 let through in 13/12 s: a higher measure, averaged
+        seq += 1
+        refill.sent(seq, 2.0 + (k + 1) / 12)
+    assert refill.refused(seq, 2.0 + 13 / 12) == pytest.approx((10 + 12 / (13 / 12)) / 2)
+    for k in range(11):  # 10 let through in 11/10 s: lower than the estimate, taken as it is
+        seq += 1
+        refill.sent(seq, 2.0 + 13 / 12 + (k + 1) / 10)
+    assert refill.refused(seq, 2.0 + 13 / 12 + 1.1) == pytest.approx(10 / 1.1)
 
 
 def test_a_hold_also_holds_sends_already_waiting_on_the_pace() -> None:
@@ -304,3 +320,64 @@ def test_a_slow_limit_is_measured_over_a_longer_span() -> None:
         refill.sent(seq, float(seq - 1))
     refill.sent(12, 11.0)
     assert refill.refused(12, 11.0) == pytest.approx(10 / 11)  # 60 rpm, about
+
+
+def test_a_wave_of_sends_is_spread_over_a_third_of_the_shortest_latency() -> None:
+    """Answers that come back together open slots together: the sends go apart, not at once."""
+    p, sleeps = pacer()
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        p.answered(0.5, in_flight=4)  # the shortest latency so far...
+        p.answered(0.3, in_flight=10)  # ...is this one: 0.3 s / (3 x 10) apart
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            started.append(round(loop.time() - began, 6))
+
+        await asyncio.gather(*(send() for _ in range(5)))
+        return started
+
+    assert run_virtual(go()) == [0.0, 0.01, 0.02, 0.03, 0.04]
+    assert sleeps.waits == pytest.approx([0.01, 0.02, 0.03, 0.04])
+
+
+def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
+    """0.3 ms apart (a fast server, many in flight): every send goes at once, nothing slept."""
+    p, sleeps = pacer()
+
+    async def go() -> None:
+        p.answered(0.0045, in_flight=10)
+        await asyncio.gather(*(p.wait_turn(0) for _ in range(3)))
+
+    run_virtual(go())
+    assert sleeps.waits == []
+
+
+def test_sends_woken_together_by_a_stalled_loop_still_go_one_at_a_time() -> None:
+    """A busy machine keeps the loop from running: the sends due meanwhile wake together,
+    and go out spaced from the send before each, not all before a 429 can be read."""
+    p, _ = pacer()
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+
+        async def stalled(seconds: float) -> None:  # nothing runs until 50 ms
+            await asyncio.sleep(max(seconds, began + 0.05 - loop.time()))
+
+        p.sleep = stalled
+        p.answered(0.3, in_flight=10)  # 10 ms apart
+        sent: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            p.sending(0)
+            sent.append(round(loop.time() - began, 6))
+
+        await asyncio.gather(*(send() for _ in range(3)))
+        return sent
+
+    assert run_virtual(go()) == [0.0, 0.05, 0.06]

@@ -68,6 +68,10 @@ def goodput(server: SimServer, rpm: float) -> float:
     return len(log.answered) / span / (rpm / 60.0)
 
 
+NETWORK_S = 0.001
+"""Each way between client and server: loopback plus the client's own work on a wave of
+sends. With none, a wave's 429s would be back before the rest of the wave went out."""
+
 CASES = [
     pytest.param(rpm, seconds, id=f"{rpm}rpm-{seconds}s")
     for rpm in (600, 1200)
@@ -79,20 +83,16 @@ CASES = [
 def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_path: Path) -> None:
     """A bucket of one second's worth (as scripts/bench_server.py keeps), headers on all answers."""
     turns = rpm * seconds // 60
-    server = SimServer(rpm=rpm, burst=rpm / 60, headers=True)
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=True, network_s=NETWORK_S)
     convs = batch(turns)
     result = run(server, convs, tmp_path)
     assert result.completed == len(convs) and result.failed == 0
     log = server.log
     assert len(log.answered) == turns
     assert goodput(server, rpm) >= 0.95
-    # Refused only in the first second, by requests that passed the pacer before the first
-    # answer told the bucket's size and level: the first wave (16 at -j auto) overdraws a
-    # bucket of 10 at 600 rpm.
-    assert [t for t in log.refused if t >= 1.0] == []
-    assert len(log.refused) <= max(0, 16 - rpm // 60) + 2
-    if rpm >= 1200:
-        assert len(log.refused) / len(log.arrived) < 0.02
+    # Nothing refused, not even in the first second: the first wave (4 at -j auto) fits the
+    # bucket, and from the first answer on the mirror knows its level.
+    assert log.refused == []
     # Every whole second between the start and the batch's tail, the server sees its refill
     # rate: one less when a send slips into the next second, more when the bucket saved some.
     # (In the last seconds only the conversations' last turns are left, each waiting for the
@@ -110,18 +110,34 @@ def test_a_server_without_headers_is_used_to_its_limit_learned_from_429s(
 ) -> None:
     """No x-ratelimit headers, only 429s with Retry-After: the pace measured between 429s."""
     turns = rpm * seconds // 60
-    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False)
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False, network_s=NETWORK_S)
     convs = batch(turns)
     result = run(server, convs, tmp_path)
     assert result.completed == len(convs) and result.failed == 0
     log = server.log
     assert len(log.answered) == turns
-    # Issue 14's targets are >= 95% of the limit and < 2% refused. Learning the rate from
-    # 429s alone costs refusals while it is measured (the first second or two): a long batch
-    # meets both targets, a short one misses the refused target (about 7% at 600 and 1,200 rpm
-    # over 15 s; docs/BENCHMARKS.md). These bounds hold what is reached, so it cannot regress.
-    assert goodput(server, rpm) >= 0.945  # 600 rpm over 60 s: 94.98%
-    assert len(log.refused) / len(log.arrived) < (0.02 if seconds >= 60 else 0.075)
+    assert goodput(server, rpm) >= 0.95
+    assert len(log.refused) / len(log.arrived) < 0.02
+    # One refused when the ramp first finds the bucket empty (its 429 holds the rest of the
+    # wave, and the first guess of the rate is close enough to need no second lesson), then
+    # one each time the pace, probing upward, reaches the refill rate and measures it again.
+    assert len([t for t in log.refused if t < 2.0]) == 1
+    assert len(log.refused) <= 2 + seconds // 30
+
+
+@pytest.mark.parametrize("rpm", [600, 1200])
+def test_over_a_slower_network_a_wave_is_not_refused_whole(rpm: int, tmp_path: Path) -> None:
+    """3 ms each way: a wave sent at once would be all out before the first 429 was back
+    (at 1,200 rpm, 20 of the wave of 40 that first finds the bucket of 20 empty)."""
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False, network_s=0.003)
+    convs = batch(rpm // 4)  # 15 s at the limit
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert goodput(server, rpm) >= 0.95
+    assert len([t for t in log.refused if t < 2.0]) <= 2
+    assert len(log.refused) <= 3
+    assert len(log.refused) / len(log.arrived) < 0.02
 
 
 def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(

@@ -190,7 +190,7 @@ class Dispatcher:
                 slot.ticket = None
         self.gate.succeeded(backlog_s=self.limiter.backlog_s())
         storms = self.pacer.storms_ended
-        self.pacer.answered()
+        self.pacer.answered(self.clock() - sent, in_flight=self.limiter.limit)
         if self.pacer.storms_ended != storms:
             self.limiter.recover()  # the cuts of a storm said nothing about concurrency
         total = (completion.usage or {}).get("total_tokens")
