@@ -206,11 +206,14 @@ def test_a_server_that_queues_nothing_gets_the_ceiling_after_one_round_trip(
     # The opening round (4 requests, 0.4 s), then 32 at once.
     assert server.open_between(start, start + 0.4) == (4, 4, 4.0)
     _, most, mean = server.open_between(start + 0.4, start + 2.0)  # float instants aside
-    assert most == 32 and mean == pytest.approx(32.0)
+    # Every answer of a round comes back at the same instant here, and the sends that
+    # replace them are spread over a third of a latency (pacing.py, ``_wait_flight``), so
+    # the slots refill over 0.13 s: 96% of 32 on average.
+    assert most == 32 and mean >= 0.95 * 32
     # 2.4 s at best; which conversations the last rounds hold depends on the order tasks
     # come to the limiter, which varies with the hash seed: a round more at worst (8 rounds,
-    # 3.2 s, before the opening round could jump).
-    assert end - start <= 2.8 + 1e-9
+    # 3.2 s, before the opening round could jump), plus the spreading of the last waves.
+    assert end - start <= 2.8 + 0.06
     assert [(c.at_s, c.limit) for c in result.limit_changes][-1] == (0.4, 32)
 
 
