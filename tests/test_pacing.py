@@ -322,9 +322,8 @@ def test_a_slow_limit_is_measured_over_a_longer_span() -> None:
     assert refill.refused(12, 11.0) == pytest.approx(10 / 11)  # 60 rpm, about
 
 
-def test_a_wave_of_sends_is_spread_over_a_third_of_the_shortest_latency() -> None:
-    """Answers that come back together open slots together: the sends go apart, not at once."""
-    p, sleeps = pacer()
+def _wave(p: Pacer, sends: int) -> list[float]:
+    """Two answers (the shortest latency 0.3 s, 10 allowed), then ``sends`` sends at once."""
 
     async def go() -> list[float]:
         loop = asyncio.get_running_loop()
@@ -337,11 +336,17 @@ def test_a_wave_of_sends_is_spread_over_a_third_of_the_shortest_latency() -> Non
             await p.wait_turn(0)
             started.append(round(loop.time() - began, 6))
 
-        await asyncio.gather(*(send() for _ in range(5)))
+        await asyncio.gather(*(send() for _ in range(sends)))
         return started
 
-    assert run_virtual(go()) == [0.0, 0.01, 0.02, 0.03, 0.04]
-    assert sleeps.waits == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    return run_virtual(go())
+
+
+def test_a_wave_of_sends_beyond_the_answers_they_replace_is_spread() -> None:
+    """Slots a grown limit opens go apart (0.3 s / 30), the two replacing answers at once."""
+    p, sleeps = pacer()
+    assert _wave(p, 5) == [0.0, 0.0, 0.0, 0.01, 0.02]
+    assert sleeps.waits == pytest.approx([0.01, 0.02])
 
 
 def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
