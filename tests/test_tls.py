@@ -102,3 +102,31 @@ def test_an_error_that_only_says_certificate_is_not_taken_for_a_tls_failure() ->
     with pytest.raises(TransientAPIError) as info:
         asyncio.run(go())
     assert info.value.kind == "connect_error"
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "garbage"])
+def test_an_ssl_cert_file_without_certificates_is_a_one_line_error(
+    content: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 2 before anything is sent, naming the setting: not a traceback from deep in TLS."""
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    bundle = tmp_path / "ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    conv = tmp_path / "c.yaml"
+    conv.write_text("id: c\nturns:\n  - Hello\n")
+    result = CliRunner().invoke(
+        main,
+        ["-q", "-o", str(tmp_path / "o.jsonl"), "--base-url", "http://127.0.0.1:9/v1", str(conv)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith("mtrun: error: cannot load the TLS certificates of SSL_CERT_FILE=")
+    assert str(bundle) in lines[0] and "_ssl.c" not in lines[0]
+    assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -46,10 +47,30 @@ def network_transport(base_url: str, *, max_connections: int) -> NetworkTranspor
 
     proxy = env_proxy(base_url)
     return NetworkTransport(
-        ssl_context=httpx.create_ssl_context(trust_env=True),
+        ssl_context=tls_context(),
         max_connections=max_connections,
         proxy=None if proxy is None else proxy_settings(proxy),
     )
+
+
+def tls_context() -> ssl.SSLContext:
+    """A context verifying against certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set.
+
+    A setting naming no readable certificates is the user's to fix: a one-line
+    error naming it (exit 2), before anything is sent.
+    """
+    try:
+        return httpx.create_ssl_context(trust_env=True)
+    except (OSError, ssl.SSLError) as exc:
+        named = [
+            f"{k}={os.environ[k]}" for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(k)
+        ]
+        where = " and ".join(named) or "certifi's bundle"
+        if isinstance(exc, ssl.SSLError):
+            reason = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc))  # not where in CPython
+        else:
+            reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot load the TLS certificates of {where}: {reason}") from None
 
 
 def proxy_settings(url: str) -> httpx.Proxy:
