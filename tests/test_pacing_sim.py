@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sim_ratelimit import SimServer
+from sim_ratelimit import Log, SimServer
 from virtualtime import run_virtual
 
 from runner.run.engine import RunConfig, run_batch
@@ -72,6 +72,20 @@ NETWORK_S = 0.001
 """Each way between client and server: loopback plus the client's own work on a wave of
 sends. With none, a wave's 429s would be back before the rest of the wave went out."""
 
+
+def at_the_limit(rpm: int, seconds: int, tmp_path: Path, *, headers: bool) -> Log:
+    """``seconds`` of work at ``rpm`` (a bucket of one second's worth): every turn answered,
+    at least 95% of the limit; what the server saw."""
+    turns = rpm * seconds // 60
+    server = SimServer(rpm=rpm, burst=rpm / 60, headers=headers, network_s=NETWORK_S)
+    convs = batch(turns)
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    assert len(server.log.answered) == turns
+    assert goodput(server, rpm) >= 0.95
+    return server.log
+
+
 CASES = [
     pytest.param(rpm, seconds, id=f"{rpm}rpm-{seconds}s")
     for rpm in (600, 1200)
@@ -82,14 +96,7 @@ CASES = [
 @pytest.mark.parametrize(("rpm", "seconds"), CASES)
 def test_a_server_with_headers_is_used_to_its_limit(rpm: int, seconds: int, tmp_path: Path) -> None:
     """A bucket of one second's worth (as scripts/bench_server.py keeps), headers on all answers."""
-    turns = rpm * seconds // 60
-    server = SimServer(rpm=rpm, burst=rpm / 60, headers=True, network_s=NETWORK_S)
-    convs = batch(turns)
-    result = run(server, convs, tmp_path)
-    assert result.completed == len(convs) and result.failed == 0
-    log = server.log
-    assert len(log.answered) == turns
-    assert goodput(server, rpm) >= 0.95
+    log = at_the_limit(rpm, seconds, tmp_path, headers=True)
     # Nothing refused, not even in the first second: the first wave (4 at -j auto) fits the
     # bucket, and from the first answer on the mirror knows its level.
     assert log.refused == []
@@ -109,14 +116,7 @@ def test_a_server_without_headers_is_used_to_its_limit_learned_from_429s(
     rpm: int, seconds: int, tmp_path: Path
 ) -> None:
     """No x-ratelimit headers, only 429s with Retry-After: the pace measured between 429s."""
-    turns = rpm * seconds // 60
-    server = SimServer(rpm=rpm, burst=rpm / 60, headers=False, network_s=NETWORK_S)
-    convs = batch(turns)
-    result = run(server, convs, tmp_path)
-    assert result.completed == len(convs) and result.failed == 0
-    log = server.log
-    assert len(log.answered) == turns
-    assert goodput(server, rpm) >= 0.95
+    log = at_the_limit(rpm, seconds, tmp_path, headers=False)
     assert len(log.refused) / len(log.arrived) < 0.02
     # One refused when the ramp first finds the bucket empty (its 429 holds the rest of the
     # wave, and the first guess of the rate is close enough to need no second lesson), then
