@@ -247,11 +247,12 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
     assert peak == 4
 
 
-@pytest.mark.parametrize(("concurrency", "running"), [(1, 1), (3, 3), (8, 10)])
-def test_a_quarter_more_conversations_run_than_requests_fly(
+@pytest.mark.parametrize(("concurrency", "running"), [(1, 1), (3, 3), (8, 16)])
+def test_twice_as_many_conversations_run_as_requests_fly(
     tmp_path: Path, concurrency: int, running: int
 ) -> None:
-    # Between two turns a conversation sends nothing; the extra ones keep every slot busy.
+    # Between two turns a conversation sends nothing; the extra ones keep every slot busy,
+    # and let the ones with the most turns left go first.
     in_flight = peak_in_flight = peak_open = 0
     open_conversations: set[str] = set()
 

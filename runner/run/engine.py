@@ -3,7 +3,7 @@
 Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
 A turn whose answers call tools is several requests, its steps (``steps.py``).
-Up to ``concurrency`` requests are in flight at once (and a quarter more
+Up to ``concurrency`` requests are in flight at once (and twice as many
 conversations are running, see ``conversations_in_flight``), on one event
 loop and one shared HTTP connection pool. Histories, records and answers
 exist only for the conversations in flight: each finished conversation is
