@@ -452,6 +452,8 @@ def test_validate_of_good_files_counts_them(
     (tmp_path / "b.yaml").write_text("- turns: [x]\n- turns: [y]\n")
     result = invoke("validate", "a.yaml", "b.yaml", "a.yaml")
     assert (result.exit_code, result.stdout) == (0, "ok: 3 conversations, 4 turns in 2 files\n")
+    single = invoke("validate", "a.yaml")  # one of each: no plural
+    assert (single.exit_code, single.stdout) == (0, "ok: 1 conversation, 2 turns in 1 file\n")
 
 
 def test_run_help_is_unchanged_by_the_options_refactor() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from runner.checks.base import plural
 from runner.cli.base import EXIT_CODES_HELP, EXIT_USAGE, main
 from runner.cli.github import annotations_option
 from runner.cli.run_options import Concurrency, RunOptions
@@ -248,4 +249,6 @@ def validate_command(files: tuple[str, ...], annotations: str) -> None:
         sys.exit(EXIT_USAGE)
     conversations = checked.conversations
     turns = sum(len(c.turns) for c in conversations)
-    click.echo(f"ok: {len(conversations)} conversations, {turns} turns in {checked.files} files")
+    counts = (len(conversations), "conversation"), (turns, "turn"), (checked.files, "file")
+    said = [plural(n, word) for n, word in counts]
+    click.echo(f"ok: {said[0]}, {said[1]} in {said[2]}")
