@@ -2,8 +2,9 @@
 
 A turn against a fast server is mostly event-loop work: callbacks, socket
 reads and writes, futures. uvloop does that work in C over libuv, where
-asyncio's default loop does much of it in Python: a fifth less of mtrun's
-CPU per turn on the zero-latency benchmark (docs/BENCHMARKS.md, "Client CPU
+asyncio's default loop does much of it in Python: 7% fewer instructions per
+turn against the zero-latency bench server, and about a fifth less CPU per
+request in a loop of requests over loopback (docs/BENCHMARKS.md, "Client CPU
 per request"). It is a dependency on every system but Windows, which it
 does not support; where it is missing, asyncio's own loop runs the batch.
 mtrun asks nothing of the loop that both do not do alike (timers, signal
