@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from runner.errors import TransientAPIError
 from runner.http.client import ChatClient
+from runner.http.transport import NetworkTransport
 
 BASE = "https://api.example.test/v1"
 ANSWER: dict[str, Any] = {
@@ -174,3 +176,105 @@ def test_an_answer_cut_short_is_a_dropped_connection_worth_retrying() -> None:
     with pytest.raises(TransientAPIError) as info:
         _over_the_network(answer)
     assert info.value.kind == "connection_dropped"
+
+
+class _Plain(httpx.AsyncBaseTransport):
+    """The network transport seen only through httpx's seam: the sender's path for every other."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Counting(NetworkTransport):
+    """The network transport, counting the requests that went through httpx's seam."""
+
+    through_httpx = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _Counting.through_httpx += 1
+        return await super().handle_async_request(request)
+
+
+def _wire(answers: list[bytes], *, plain: bool) -> tuple[list[bytes], list[Any]]:
+    """The requests (head and body, as sent) for ``answers`` over loopback, and the outcomes."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers[len(seen) :]:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            port = writer.get_extra_info("sockname")[1]
+            head = head.replace(b":%d\r\n" % port, b":PORT\r\n")  # the same for both runs
+            seen.append(head + await reader.readexactly(length))
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async def go() -> list[Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        transport = _Counting(ssl_context=ssl.create_default_context(), max_connections=1)
+        chosen = _Plain(transport) if plain else transport
+        outcomes: list[Any] = []
+        try:
+            async with ChatClient(url, api_key=None, transport=chosen) as chat:
+                for n in range(len(answers)):
+                    try:
+                        outcomes.append(await chat.complete({"model": "m", "messages": [], "n": n}))
+                    except TransientAPIError as exc:
+                        outcomes.append((exc.kind, str(exc)))
+        finally:
+            server.close()
+        return outcomes
+
+    return seen, asyncio.run(go())
+
+
+def _answer(status: str, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_the_direct_network_path_sends_and_reads_what_the_httpx_path_does() -> None:
+    body = json.dumps(ANSWER).encode()
+    answers = [
+        _answer("200 OK", body, "Content-Type: application/json", "x-ratelimit-limit-requests: 60"),
+        _answer("503 ", b"", "Retry-After: 2"),  # no reason phrase: httpx's standard one
+        _answer("503 Sl\u00e9epy", b""),  # not ASCII: httpx keeps the ASCII of it
+        _answer("200 OK", gzip.compress(body), "Content-Encoding: gzip"),
+    ]
+    _Counting.through_httpx = 0
+    direct = _wire(answers, plain=False)
+    assert _Counting.through_httpx == 0  # all four went the direct way
+    assert direct == _wire(answers, plain=True)
+    assert _Counting.through_httpx == 4
+    outcomes = direct[1]
+    assert [o.content for o in (outcomes[0], outcomes[3])] == ["Hi.", "Hi."]
+    assert outcomes[0].rate_limits is not None
+    assert outcomes[1:3] == [
+        ("http_503", "HTTP 503: Service Unavailable"),
+        ("http_503", "HTTP 503: Slepy"),
+    ]
+
+
+def test_a_cookie_set_over_the_network_goes_back_with_the_next_requests() -> None:
+    body = json.dumps(ANSWER).encode()
+    answers = [
+        _answer("200 OK", body, "Set-Cookie: lb=node-7; Path=/"),
+        *[_answer("200 OK", body)] * 2,
+    ]
+    _Counting.through_httpx = 0
+    direct = _wire(answers, plain=False)
+    assert [b"\r\ncookie: lb=node-7\r\n" in request for request in direct[0]] == [False, True, True]
+    assert _Counting.through_httpx == 2  # once a cookie is set, the jar's way
+    assert direct == _wire(answers, plain=True)

@@ -168,7 +168,7 @@ class ChatClient:
             async with Deadline(self.timeout) as deadline:
                 if streamed:
                     return await self._streamed(request, deadline)
-                response, content = await self._send.post(request.content, request.ext)
+                answer = await self._send.post(request.content, request.ext)
         except TimeoutError:
             raise TransientAPIError(
                 _deadline_words(self.timeout, streamed=streamed, connecting=request.connecting),
@@ -177,7 +177,7 @@ class ChatClient:
         except httpx.HTTPError as exc:
             raise self._failure(exc) from None
         return self._read_response(
-            response.status_code, response.headers, content, response.reason_phrase
+            answer.status_code, answer.headers, answer.content, answer.reason_phrase
         )
 
     async def _streamed(self, request: _Request, deadline: Deadline) -> Completion:

@@ -18,11 +18,34 @@ timeout, cookie jar) and of the transport, which its ``aclose`` closes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import httpx
+
+
+class Answer(NamedTuple):
+    """A whole answer, as the client reads it."""
+
+    status_code: int
+    headers: httpx.Headers
+    reason_phrase: str
+    content: bytes
+    """The body, decoded from its ``Content-Encoding`` if it had one."""
+
+
+@runtime_checkable
+class DirectTransport(Protocol):
+    """A transport that can also POST bytes and read the answer whole without httpx's types.
+
+    ``NetworkTransport.post_read``: the same request and answer, less the
+    httpx request and response built around each one.
+    """
+
+    async def post_read(
+        self, url: httpx.URL, headers: httpx.Headers, content: bytes, extensions: Mapping[str, Any]
+    ) -> tuple[int, str, tuple[tuple[bytes, bytes], ...], bytes]: ...
 
 
 class Sender:
@@ -43,6 +66,9 @@ class Sender:
         merged.update(headers)
         self._headers = merged
         self._head = [(b"Host", self.url.netloc), *merged.raw]
+        self._direct = transport if isinstance(transport, DirectTransport) else None
+        self._direct_head = httpx.Headers(self._head)
+        """The request's headers but its Content-Length, for the direct path."""
         self._timeout = client.timeout.as_dict()
         self._cookies = False
         """Whether a server has set a cookie (the jar is read per request only then)."""
@@ -73,32 +99,53 @@ class Sender:
         return request
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        response = await self._transport.handle_async_request(request)
+        return self._received(request, await self._transport.handle_async_request(request))
+
+    def _received(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        """``response`` as the answer to ``request``, its cookies (if any) kept in the jar."""
         response.request = request
         if "set-cookie" in response.headers:
             self._client.cookies.extract_cookies(response)
             self._cookies = True
         return response
 
-    async def post(
-        self, content: bytes, extensions: dict[str, Any]
-    ) -> tuple[httpx.Response, bytes]:
+    async def post(self, content: bytes, extensions: dict[str, Any]) -> Answer:
         """Send ``content``; the answer and its body, read (and the connection released).
 
+        Over a :class:`DirectTransport` (the network) the request goes without
+        httpx's request and response around it, until a server sets a cookie.
         A body without a ``Content-Encoding`` is read straight from the transport's
         stream, without httpx's decoder and chunker layers around each chunk (a
         tenth of the client's CPU per turn against a fast server); an encoded one
         is decoded by httpx as always.
         """
-        response = await self._send(self._request(content, extensions))
+        if self._direct is not None and not self._cookies:
+            ext = {"timeout": self._timeout, **extensions}
+            status, reason, raw, data = await self._direct.post_read(
+                self.url, self._direct_head, content, ext
+            )
+            headers = httpx.Headers(raw)
+            if "set-cookie" not in headers and "content-encoding" not in headers:
+                return Answer(status, headers, reason, data)
+            extensions = {**extensions, "reason_phrase": reason.encode("ascii")}
+            stream = httpx.ByteStream(data)
+            response = httpx.Response(status, headers=raw, stream=stream, extensions=extensions)
+            return await self._answer(self._received(self._request(content, {}), response))
+        return await self._answer(await self._send(self._request(content, extensions)))
+
+    async def _answer(self, response: httpx.Response) -> Answer:
+        """A response's status, headers and body (decoded if encoded); then it is closed."""
         try:
             if "content-encoding" in response.headers:
-                return response, await response.aread()
-            stream = response.stream
-            assert isinstance(stream, httpx.AsyncByteStream)
-            return response, b"".join([chunk async for chunk in stream])
+                content = await response.aread()
+            else:
+                stream = response.stream
+                assert isinstance(stream, httpx.AsyncByteStream)
+                content = b"".join([chunk async for chunk in stream])
         finally:
             await response.aclose()
+        headers = response.headers
+        return Answer(response.status_code, headers, response.reason_phrase, content)
 
     @asynccontextmanager
     async def stream(
