@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -186,6 +187,21 @@ def test_alias_bomb_is_refused_before_expansion() -> None:
     assert error_of(DATA / "invalid" / "alias_bomb.yaml") == (
         "conversations/a.yaml:9:6: too many YAML nodes (alias expansion?)"
     )
+
+
+def test_loading_leaves_no_reference_cycles(tmp_path: Path) -> None:
+    """Cyclic garbage waits for a full collection, which a long batch rarely runs: none is made."""
+    conversations = [{"id": f"c{i}", "turns": [f"Hello {i}.", "And then?"]} for i in range(50)]
+    path = tmp_path / "batch.yaml"
+    path.write_text(json.dumps({"defaults": {"model": "m"}, "conversations": conversations}))
+    gc.collect()
+    gc.disable()
+    try:
+        loaded = load_conversations([str(path)])
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert len(loaded) == 50
 
 
 def test_several_documents() -> None:

@@ -39,7 +39,7 @@ limit) is too few to measure: the span grows to the next 429.
 
 from __future__ import annotations
 
-from collections import deque
+from runner.send.sendlog import SendLog
 
 WINDOW_S = 120.0
 """How far back sends are remembered."""
@@ -57,7 +57,7 @@ class RefillEstimate:
     """Sends and refusals of one endpoint, and the refill rate they show."""
 
     def __init__(self) -> None:
-        self._sends: deque[tuple[int, float]] = deque()
+        self._sends = SendLog()
         self._refused: dict[int, float] = {}
         """Refused sends still remembered: number -> send time."""
         self._empty: float | None = None

@@ -22,6 +22,9 @@ MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_ID_LENGTH = 200
 """Longest id a conversation may have, a matrix's ``--name=value`` parts included."""
 
+FINGERPRINT_PREFIX = "sha256:"
+"""What a fingerprint starts with; 64 lowercase hex digits of the digest follow."""
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -182,7 +185,7 @@ class RequestSettings:
             material["max_tool_steps"] = conv.max_tool_steps
             material["reasoning"] = self.reasoning
         blob = json.dumps(material, sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(blob.encode("ascii")).hexdigest()
+        return FINGERPRINT_PREFIX + hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
 def _tools_material(settings: ToolSettings) -> dict[str, Any]:

@@ -199,42 +199,53 @@ def _compose_with(loader_class: type[yaml.SafeLoader], text: str, display: str) 
 
 
 def _check_bounds(root: Node, display: str) -> None:
-    """Refuse unsupported tags, deep nesting and alias bombs before building anything.
+    """Refuse unsupported tags, deep nesting and alias bombs before building anything."""
+    _Bounds(display).visit(root, 0)
+
+
+class _Bounds:
+    """One document's walk for :func:`_check_bounds`.
 
     An alias reuses its anchor's node, so sizes are memoised per node: a
     document that would expand to billions of nodes costs one visit per
-    distinct node.
+    distinct node. A class, not a recursive closure: a closure that calls
+    itself is a reference cycle, so its memo (hundreds of bytes per
+    conversation) would outlive the walk until a full garbage collection,
+    which a long batch rarely runs.
     """
-    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
-    open_nodes: set[int] = set()
 
-    def visit(node: Node, depth: int) -> tuple[int, int]:
-        if id(node) in open_nodes:
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+        self.open_nodes: set[int] = set()
+
+    def visit(self, node: Node, depth: int) -> tuple[int, int]:
+        """``node``'s expanded size and height; raises on what the document may not hold."""
+        display = self.display
+        if id(node) in self.open_nodes:
             raise error_at(display, node.start_mark, "an anchor is used inside itself")
-        known = sizes.get(id(node))
+        known = self.sizes.get(id(node))
         if known is None:
             if node.tag not in (_COLLECTION_TAGS.get(type(node)) or _SCALAR_TAGS):
                 tag = node.tag.replace(_YAML, "!!", 1) if node.tag.startswith(_YAML) else node.tag
                 raise error_at(display, node.start_mark, f"unsupported YAML tag '{tag}'")
             if depth > MAX_DEPTH:
                 raise error_at(display, node.start_mark, TOO_DEEP)
-            open_nodes.add(id(node))
+            self.open_nodes.add(id(node))
             size, height = 1, 0
             children = node.value if isinstance(node, SequenceNode) else ()
             if isinstance(node, MappingNode):
                 children = [child for pair in node.value for child in pair]
             for child in children:
-                child_size, child_height = visit(child, depth + 1)
+                child_size, child_height = self.visit(child, depth + 1)
                 size, height = size + child_size, max(height, child_height + 1)
-            open_nodes.discard(id(node))
+            self.open_nodes.discard(id(node))
             if size > MAX_NODES:
                 raise error_at(display, node.start_mark, "too many YAML nodes (alias expansion?)")
-            known = sizes[id(node)] = (size, height)
+            known = self.sizes[id(node)] = (size, height)
         if depth + known[1] > MAX_DEPTH:
             raise error_at(display, node.start_mark, TOO_DEEP)
         return known
-
-    visit(root, 0)
 
 
 def read_document(path: Path, display: str) -> Node | None:

@@ -2,7 +2,8 @@
 
 ``records`` (the record types), ``status`` and ``totals`` (one rule each);
 ``store`` (the crash-safe writer and resume bookkeeping) over ``journal``
-(append-only files, fsync) and ``resume`` (what a resumed output may trust);
+(append-only files, fsync), ``resume`` (what a resumed output may trust) and
+``known`` (what the output holds per id, compactly);
 ``reader`` (the safe reader), ``jsonio`` (JSON lines in and out), ``fields``
 (tolerant accessors), ``atomic`` (whole files) and ``merge`` (shard outputs).
 """

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import OutputError
 from runner.transcripts.journal import AppendFile, compact, open_journal, open_locked
 from runner.transcripts.jsonio import dumps_bytes, json_lines
+from runner.transcripts.known import KnownIds
 from runner.transcripts.reader import record_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
 from runner.transcripts.resume import (
@@ -66,14 +67,15 @@ MAX_NOTES = 20
 
 
 @dataclass(slots=True)
-class _Known:
-    status: str
-    fingerprint: str
-    source: str
+class _Recorded:
+    """What resuming needs of a conversation read back from the output (not one appended now)."""
+
     progress: TurnsDone | None
+    """Where it continues; None when it finished."""
     tokens: int = 0
     """Tokens a finished conversation's turns used."""
     shard: Any = None
+    """Its record's ``shard``, named when the output is another batch's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,9 @@ class TranscriptStore:
         self.path = path
         self.journal_path = path.with_name(path.name + JOURNAL_SUFFIX)
         self.run_id: str | None = None
-        self._known: dict[str, _Known] = {}
+        self._known = KnownIds()
+        self._recorded: dict[str, _Recorded] = {}
+        """The output's conversations as read when resuming, until appended again."""
         self._superseded = False
         self._journal: AppendFile | None = None
         self._journal_end = 0
@@ -135,14 +139,12 @@ class TranscriptStore:
     # -- reading an existing output -------------------------------------------------
 
     def _load(self) -> None:
-        completed = 0
         good_end, torn = self._scan_transcript()
         if torn:
             os.ftruncate(self._main.fd, good_end)
             os.fsync(self._main.fd)
         self._load_journal()
-        for known in self._known.values():
-            completed += known.status in Status.FINISHED
+        completed = sum(status in Status.FINISHED for status in self._known.statuses())
         self.resume_report = ResumeReport(
             completed=completed, to_continue=len(self._known) - completed, torn_bytes=torn
         )
@@ -166,10 +168,8 @@ class TranscriptStore:
             self.run_id = self.run_id or record.run_id
             if record.id in self._known:
                 self._superseded = True
-            self._known[record.id] = _Known(
-                record.status,
-                record.fingerprint,
-                record.source,
+            self._known.put(record.id, record.status, record.fingerprint, record.source)
+            self._recorded[record.id] = _Recorded(
                 resume_point(record, f"{self.path.name} line {line.number}"),
                 tokens_of(record.turns) if record.status in Status.FINISHED else 0,
                 record.shard,
@@ -234,17 +234,13 @@ class TranscriptStore:
             return
         known = self._known.get(conv_id)
         if known is None:
-            known = _Known(
-                Status.INTERRUPTED,
-                fingerprint,
-                str(entry.get("source", "")),
-                TurnsDone(started_at=str(entry.get("started_at", ""))),
-            )
-            self._known[conv_id] = known
-        progress = known.progress
+            self._known.put(conv_id, Status.INTERRUPTED, fingerprint, str(entry.get("source", "")))
+            started_at = str(entry.get("started_at", ""))
+            self._recorded[conv_id] = _Recorded(TurnsDone(started_at=started_at))
+        progress = self._recorded[conv_id].progress
         if progress is None or turn.index < len(progress.turns):
             return  # finished since, or a turn already known: a crash at the right moment
-        if known.fingerprint != fingerprint:
+        if known is not None and known.fingerprint != fingerprint:
             self._note(
                 f"journal line {number} ({conv_id!r} turn {turn.index + 1}) is for another "
                 "version of the conversation than the transcript's"
@@ -289,8 +285,9 @@ class TranscriptStore:
             if self._changed is None:
                 self._changed = changed_error(self.path, conversation, known.source)
             return
-        if known.progress is not None and known.status not in Status.FINISHED:
-            note = keep_matching(known.progress, conversation)
+        progress = self.progress(conversation.id)
+        if progress is not None:
+            note = keep_matching(progress, conversation)
             if note is not None:
                 self._note(note)
 
@@ -302,9 +299,9 @@ class TranscriptStore:
         foreign = [cid for cid in self._known if cid not in self._seen]
         self._seen = set()
         if foreign:
-            known = self._known[foreign[0]]
-            shard = known.shard
-            where = f"from {known.source or 'an unnamed file'}"
+            recorded = self._recorded.get(foreign[0])
+            shard = None if recorded is None else recorded.shard
+            where = f"from {self._known[foreign[0]].source or 'an unnamed file'}"
             if isinstance(shard, dict):
                 where += f", shard {shard.get('index')}/{shard.get('count')}"
             raise OutputError(
@@ -328,12 +325,12 @@ class TranscriptStore:
         turns kept by :meth:`check_resumable`.
         """
         total = 0
-        for known in self._known.values():
-            if known.status in Status.FINISHED or known.progress is None:
-                total += known.tokens
+        for conv_id, recorded in self._recorded.items():
+            if self._known.status(conv_id) in Status.FINISHED or recorded.progress is None:
+                total += recorded.tokens
             else:
-                total += tokens_of(known.progress.turns)
-                partial = known.progress.partial
+                total += tokens_of(recorded.progress.turns)
+                partial = recorded.progress.partial
                 steps = partial.steps or [] if partial is not None else []
                 usages = [s.get("usage") for s in steps if isinstance(s, dict)]
                 total += tokens_of([TurnRecord(0, 0, [], usage=u) for u in usages])
@@ -341,20 +338,18 @@ class TranscriptStore:
 
     def status(self, conv_id: str) -> str | None:
         """The status the output holds for a conversation, if any."""
-        known = self._known.get(conv_id)
-        return None if known is None else known.status
+        return self._known.status(conv_id)
 
     def is_completed(self, conv_id: str) -> bool:
         """Whether the output already holds this conversation with every turn answered."""
-        known = self._known.get(conv_id)
-        return known is not None and known.status in Status.FINISHED
+        return self._known.status(conv_id) in Status.FINISHED
 
     def progress(self, conv_id: str) -> TurnsDone | None:
         """Where an unfinished conversation continues, or None to start afresh."""
-        known = self._known.get(conv_id)
-        if known is None or known.status in Status.FINISHED:
+        recorded = self._recorded.get(conv_id)
+        if recorded is None or self._known.status(conv_id) in Status.FINISHED:
             return None
-        return known.progress
+        return recorded.progress
 
     # -- writing -------------------------------------------------------------------
 
@@ -394,7 +389,8 @@ class TranscriptStore:
         if record.id in self._known:
             self._superseded = True
         self._main.append(_dumps(record.as_dict()))
-        self._known[record.id] = _Known(record.status, record.fingerprint, record.source, None)
+        self._known.put(record.id, record.status, record.fingerprint, record.source)
+        self._recorded.pop(record.id, None)
 
     async def flush(self) -> None:
         """Wait until every appended conversation line is on disk (fsync)."""
