@@ -7,7 +7,10 @@
 - (b) MT-bench threads: ``ThreadPoolExecutor`` of 8, one conversation per thread, the
   client's own retries off and MT-bench's loop of 16 tries with a fixed sleep on any
   error (10 s times ``--sleep-factor``);
-- (c) ``AsyncOpenAI`` + ``asyncio.Semaphore`` + ``asyncio.gather``, default retries.
+- (c) ``AsyncOpenAI`` + ``asyncio.Semaphore`` + ``asyncio.gather``, default retries;
+- (e) the floor: what the server and the machine allow a client that does nothing but
+  replay (``_client_floor``). Not a way anyone replays dialogues (no retries, no
+  records, no pacing): the reference a miss of mtrun's is judged against.
 """
 
 from __future__ import annotations
@@ -111,6 +114,54 @@ def _client_async_semaphore(convs: list[dict[str, Any]], url: str, n: int) -> di
     return counts
 
 
+def _client_floor(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, int]:
+    """Bare aiohttp (on uvloop where installed), ``n`` requests in flight, longest first.
+
+    Twice ``n`` conversations run at once, as in mtrun, so a freed slot always
+    finds a request ready; nothing is recorded, checked or retried, and a
+    failed turn ends its conversation. What it spends is the least any client
+    in Python spends per turn, and its span the least this server allows.
+    """
+    import aiohttp
+
+    counts = {"turns_ok": 0, "failed": 0}
+    ordered = iter(sorted(convs, key=lambda c: -len(c["turns"])))
+    headers = {"content-type": "application/json"}
+
+    async def main() -> None:
+        slots = asyncio.Semaphore(n)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as session:
+
+            async def replay() -> None:
+                for conv in ordered:
+                    messages: list[dict[str, Any]] = []
+                    for turn in conv["turns"]:
+                        messages.append({"role": "user", "content": turn})
+                        body = json.dumps({"model": MODEL, "messages": messages}).encode()
+                        async with (
+                            slots,
+                            session.post(
+                                f"{url}/chat/completions", data=body, headers=headers
+                            ) as response,
+                        ):
+                            answer = await response.read()
+                        if response.status != 200:
+                            counts["failed"] += 1
+                            break
+                        messages.append(json.loads(answer)["choices"][0]["message"])
+                        counts["turns_ok"] += 1
+
+            await asyncio.gather(*(replay() for _ in range(2 * n)))
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return counts
+
+
 def client_main(argv: list[str]) -> None:
     """Entry point of a client child process."""
     kind, spec, url, concurrency, result, sleep = argv
@@ -120,6 +171,8 @@ def client_main(argv: list[str]) -> None:
         out = _client_openai_sequential(convs, url, n)
     elif kind == "b":
         out = _client_mtbench_threads(convs, url, n, float(sleep))
+    elif kind == "e":
+        out = _client_floor(convs, url, n)
     else:
         out = _client_async_semaphore(convs, url, n)
     Path(result).write_text(json.dumps(out))

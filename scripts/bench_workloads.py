@@ -30,6 +30,8 @@ COMPARE = [
     ("(b) MT-bench 8 threads", "b", 8, 1),
     ("(c) AsyncOpenAI + Semaphore(8)", "c", 8, 1),
 ]
+FLOOR = ("(e) floor: bare aiohttp, 32 in flight", "e", 32, 1)
+"""What the server and the machine allow (``bench_clients._client_floor``): no targets."""
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,7 @@ def existing_workloads(quick: bool) -> list[Workload]:
                 (j32, "mtrun", 32, 1),
                 ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
                 *COMPARE[:2],
+                FLOOR,
             ],
             [
                 *full(_fourth_run("span_ratio", "<=", 1.23, MTRUN[0])),
@@ -334,6 +337,7 @@ def existing_workloads(quick: bool) -> list[Workload]:
                 (j32, "mtrun", 32, 1),
                 (jauto, "mtrun", -1, 1),
                 ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
+                FLOOR,
             ],
             [
                 Target("span_ratio", "<=", 1.03, clients=(j32,)),
@@ -346,7 +350,7 @@ def existing_workloads(quick: bool) -> list[Workload]:
             f"Zero latency: {n_zero} conversations x 5 turns, client overhead",
             [_conv("z", i, 5) for i in range(n_zero)],
             _latency(0.0, 0.0, 1000),
-            [MTRUN, *COMPARE],
+            [MTRUN, *COMPARE, FLOOR],
             full(Target("turns_per_s", ">=", 1500.0), _fourth_run("turns_per_s", ">=", 1688.0)),
         ),
     ]

@@ -6,7 +6,9 @@ client never meets the queue another one left behind):
 
 - (d) ``mtrun`` as a subprocess, with nothing configured (defaults, ``-j auto``) unless
   the row says otherwise; ``--mock`` for the offline workload;
-- (a)/(b)/(c), the usual alternatives (``bench_clients.py``), with ``--clients all``.
+- (a)/(b)/(c), the usual alternatives (``bench_clients.py``), with ``--clients all``;
+- (e) the floor (``bench_clients.py``): a bare client that only replays, for what the
+  server and the machine allow; run by default, judged by no target.
 
 Each client runs in its own process, so its CPU time and peak RSS come from
 ``os.wait4`` (``ru_utime + ru_stime``, ``ru_maxrss``); wall time is measured around the
@@ -44,7 +46,7 @@ from bench_workloads import Workload, lower_bound, workloads
 import runner
 
 HERE = Path(__file__).resolve().parent
-CLIENT_KINDS = ("a", "b", "c", "mtrun", "mock")
+CLIENT_KINDS = ("a", "b", "c", "e", "mtrun", "mock")
 
 
 def _write_yaml(w: Workload, convs: list[dict[str, Any]], folder: Path) -> list[Path]:
@@ -273,8 +275,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="name the workloads and exit")
     p.add_argument(
         "--clients",
-        default="mtrun,mock",
-        help="comma-separated subset of a,b,c,mtrun,mock, or all (default: mtrun,mock)",
+        default="mtrun,mock,e",
+        help="comma-separated subset of a,b,c,e,mtrun,mock, or all (default: mtrun,mock,e)",
     )
     p.add_argument(
         "--sleep-factor",

@@ -211,11 +211,31 @@ def test_a_server_that_queues_nothing_gets_the_ceiling_after_one_round_trip(
     # the slots refill over 0.13 s: 96% of 32 on average.
     assert most == 32 and mean >= 0.95 * 32
     # Six rounds: the opening one, then 156 turns at 32 a round; the spreading of the jump's
-    # sends stays as a stagger of the slots (0.1 s). With only a quarter more conversations
-    # than slots, those waiting for their second turn filled the room and the last 7
-    # dialogues began in the sixth round: a seventh for their second turns (2.84 s).
+    # sends stays as a stagger of the slots (0.1 s). When a seat waited for its conversation's
+    # last answer, the conversations that should have taken the freed slots had not started,
+    # and the last 7 dialogues began in the sixth round: a seventh for their second turns.
     assert 2.4 <= end - start <= 2.4 + 0.12
     assert [(c.at_s, c.limit) for c in result.limit_changes][-1] == (0.4, 32)
+
+
+def test_a_fixed_limit_replays_mt_bench_in_the_fewest_rounds(tmp_path: Path) -> None:
+    """``-j 32``, 80 two-turn dialogues of 0.4 s: 160 turns in 5 rounds of 32, the bound."""
+    server = QueueServer(slots=32, base_s=0.2, per_token_s=0.002, min_tokens=100, max_tokens=100)
+    config = RunConfig(
+        output=tmp_path / "out.jsonl",
+        base_url="http://127.0.0.1:9/v1",
+        transport=httpx.MockTransport(server.handle),
+        timeout=120.0,
+        concurrency=32,
+    )
+    start = clock()
+    result = run_virtual(run_batch(batch(80, 2), config, sleep=asyncio.sleep, clock=clock))
+    assert result.completed == 80 and server.served == 160
+    # The third round's answers end 32 dialogues; the 16 not yet begun must start before
+    # those slots are handed out (run/seats.py), or the slots go to second turns, and the
+    # 16 take a sixth round for theirs (2.4 s).
+    assert clock() - start == pytest.approx(2.0, abs=0.01)
+    assert server.open_between(start, start + 2.0)[2] == pytest.approx(32, abs=0.5)
 
 
 @pytest.mark.parametrize("slots", [1, 4])

@@ -87,7 +87,7 @@ Examples:
     default="auto",
     show_default=True,
     metavar="N|auto",
-    help="Ceiling on requests in flight (twice as many conversations run, ready to send); "
+    help="Ceiling on requests in flight (a quarter more conversations run, ready to send); "
     "timed-out answers and 503s lower the limit and clean rounds raise it back. "
     f"'auto': up to {AUTO_CEILING}, starting at {AUTO_START}.",
 )

@@ -45,19 +45,14 @@ DEFAULT_TIMEOUT = 120.0
 def conversations_in_flight(concurrency: int) -> int:
     """How many conversations run at once for ``concurrency`` requests in flight.
 
-    Twice as many as request slots. A conversation between two turns
-    (recording the answer, checking it) sends nothing, so some must be ready
-    to take a freed slot at once; and when a slot frees, the request whose
-    conversation has the most turns left gets it (``limiter.py``), which is
-    only a choice when conversations that have not started are there beside
-    those waiting for their next turn. With a quarter more, the ones waiting
-    for their next turn filled the room, new conversations started late, and
-    their last turns trailed after the rest: MT-bench's 80 two-turn
-    dialogues at 32 slots took 7 rounds where 6 do (on the virtual clock,
-    ``tests/test_queueing.py``). Below 4 there is no headroom: ``-j 1``
-    replays one conversation after another.
+    A conversation between two turns (recording the answer, checking it)
+    sends nothing; a quarter more conversations than request slots means
+    another one is always waiting to take a freed slot at once, so the
+    server never idles on our turnaround. Below 4 there is no headroom:
+    ``-j 1`` replays one conversation after another. (A conversation whose
+    last request is on its way gives its seat to the next one: ``seats.py``.)
     """
-    return concurrency if concurrency < 4 else 2 * concurrency
+    return concurrency + concurrency // 4
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ class RunConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     """``--param`` overrides; a None value removes that parameter."""
     concurrency: int | Literal["auto"] = AUTO
-    """The ceiling for requests in flight (twice as many conversations run at once), or
+    """The ceiling for requests in flight (a quarter more conversations run at once), or
     :data:`AUTO`: up to :data:`AUTO_CEILING`, starting at :data:`AUTO_START`."""
     initial_limit: int | None = None
     """Requests in flight to start with (default: the ceiling, or :data:`AUTO_START` for

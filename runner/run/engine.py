@@ -3,9 +3,9 @@
 Each conversation is a strict sequence: send the history, append the
 assistant message exactly as returned, append the next user turn, send again.
 A turn whose answers call tools is several requests, its steps (``steps.py``).
-Up to ``concurrency`` requests are in flight at once (and twice as many
-conversations are running, see ``conversations_in_flight``), on one event
-loop and one shared HTTP connection pool. Histories, records and answers
+Up to ``concurrency`` requests are in flight at once (and a quarter more
+conversations are running, see ``conversations_in_flight`` and ``seats.py``),
+on one event loop and one shared HTTP connection pool. Histories, records and answers
 exist only for the conversations in flight: each finished conversation is
 written out and dropped. The batch's specs and a status per conversation
 stay in memory (about 1 KB for a two-turn conversation), because the
@@ -47,6 +47,7 @@ from runner.run.events import (
     TurnCompleted,
 )
 from runner.run.judging import Judge
+from runner.run.seats import Seat, Seats
 from runner.run.steps import StepChain, reasoning_by_message, step_body
 from runner.run.tally import Tally, run_result
 from runner.run.turns import (
@@ -127,9 +128,11 @@ class _Batch:
         self.clock = clock
         self.rng = rng or random.Random()
         self.run_id = store.run_id or new_run_id()
-        self.workers: list[asyncio.Task[None]] = []
         self.tally = Tally()
         self.output_error: OutputError | None = None
+        self.pending: Iterator[Conversation] = iter(())
+        """The conversations no worker has taken yet, longest first."""
+        self.seats = Seats(conversations_in_flight(config.ceiling), self._worker)
 
     async def run(self) -> RunResult:
         """Replay the batch through its send path, conversations in flight at once."""
@@ -195,51 +198,48 @@ class _Batch:
 
     async def _run_workers(self) -> None:
         """Run the conversations still to run on workers; raise what no stop explains."""
-        pending = longest_first(self.conversations, skip=self.store.is_completed)
-        self.workers = [
-            asyncio.create_task(self._worker(pending))
-            for _ in range(conversations_in_flight(self.config.ceiling))
-        ]
+        self.pending = longest_first(self.conversations, skip=self.store.is_completed)
         try:
-            outcomes = await asyncio.gather(*self.workers, return_exceptions=True)
+            outcomes = await self.seats.run()
         except BaseException:
             # The run itself was cancelled: let every conversation record
             # itself as interrupted before the store is closed.
             self.control.stop("cancelled")
-            await asyncio.gather(*self.workers, return_exceptions=True)
+            await asyncio.gather(*self.seats.tasks, return_exceptions=True)
             raise
         for outcome in outcomes:
             # A worker cancelled by a stop (perhaps before it started) is fine;
             # anything else is a bug in mtrun and must not pass silently.
-            if isinstance(outcome, BaseException) and not (
+            if outcome is not None and not (
                 isinstance(outcome, asyncio.CancelledError) and self.control.stopping
             ):
                 raise outcome
 
     def _stop(self, reason: str) -> None:
         self.emit(RunStopping(reason))
+        self.seats.stopped = True
         current = asyncio.current_task()
-        for task in self.workers:
+        for task in self.seats.tasks:
             if task is not current:
                 task.cancel()
 
-    async def _worker(self, pending: Iterator[Conversation]) -> None:
+    async def _worker(self, seat: Seat) -> None:
         try:
-            await self._work(pending)
+            await self._work(seat)
         except Exception:
             # A bug: stop the others cleanly (they record themselves as
             # interrupted), then let run() raise it.
             self.control.stop("stopped by an internal error")
             raise
 
-    async def _work(self, pending: Iterator[Conversation]) -> None:
-        while not self.control.stopping:
-            conversation = next(pending, None)
+    async def _work(self, seat: Seat) -> None:
+        while not self.control.stopping and not seat.handed:
+            conversation = next(self.pending, None)
             if conversation is None:
                 return
             self.tally.started += 1
             try:
-                await self._replay(conversation)
+                await self._replay(conversation, seat)
             except asyncio.CancelledError:
                 if not self.control.stopping:
                     raise
@@ -248,13 +248,13 @@ class _Batch:
                 self.control.stop(str(exc))
                 return
 
-    async def _replay(self, conversation: Conversation) -> None:
+    async def _replay(self, conversation: Conversation, seat: Seat) -> None:
         settings = request_settings(conversation, self.config)
         record = new_record(conversation, settings, self.run_id, public_base_url(self.base_url))
         earlier_attempts, partial = continue_record(record, self.store.progress(conversation.id))
         try:
             for index in range(len(record.turns), len(conversation.turns)):
-                await self._turn(settings, record, index, earlier_attempts, partial)
+                await self._turn(settings, record, index, earlier_attempts, partial, seat)
                 earlier_attempts, partial = [], None
                 if record.status == Status.FAILED:
                     break
@@ -273,7 +273,8 @@ class _Batch:
         record: ConversationRecord,
         index: int,
         earlier_attempts: list[dict[str, Any]],
-        partial: TurnRecord | None = None,
+        partial: TurnRecord | None,
+        seat: Seat,
     ) -> None:
         conversation = settings.conversation
         turn_spec = conversation.turns[index]
@@ -293,7 +294,7 @@ class _Batch:
                 mark_failed(record, chain.ended(), limit)
                 return
             try:
-                completion, attempts = await self._send(settings, record, index, chain)
+                completion, attempts = await self._send(settings, record, index, chain, seat)
             except GaveUp as gave_up:
                 chain.add_attempts(numbered_attempts(earlier_attempts, gave_up.attempts))
                 self._fail(record, chain.ended(), gave_up.error)
@@ -322,7 +323,12 @@ class _Batch:
         self.emit(TurnCompleted(conversation.id, index, len(conversation.turns), turn.latency_ms))
 
     async def _send(
-        self, settings: RequestSettings, record: ConversationRecord, index: int, chain: StepChain
+        self,
+        settings: RequestSettings,
+        record: ConversationRecord,
+        index: int,
+        chain: StepChain,
+        seat: Seat,
     ) -> tuple[Completion, list[AttemptRecord]]:
         """Send turn ``index``'s next step with the history so far, retried; raises GaveUp."""
         conversation_id = settings.conversation.id
@@ -354,6 +360,8 @@ class _Batch:
             await self.dispatch.wait_to_send(
                 body, slot, continuing=index > 0 or step > 0, remaining=turns_left
             )
+            if turns_left == 1:
+                seat.hand_on()  # the last turn's request has its slot (seats.py)
 
         async def attempt() -> Completion:
             return await self.dispatch.send(body, slot, conversation_id=conversation_id, turn=index)

@@ -44,7 +44,7 @@ says the server is *overloaded*:
   trips, most of a short batch (MT-bench's 80 two-turn dialogues of 0.4 s
   at 32 slots, on the virtual clock: 2.8-3.2 s before, 2.5 s now, the
   bound 2.0 s, the opening round 0.4 s of it and the stagger of the jump's
-  spread sends 0.1 s).
+  spread sends 0.1 s; see also ``run/seats.py``).
   Why not a larger start, or growth per answer from the first one: before
   the first answer nothing tells a one-slot server from a 32-slot one, and
   a single answer's wait cannot be told from a long answer (the envelope
