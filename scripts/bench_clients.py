@@ -115,7 +115,7 @@ def _client_async_semaphore(convs: list[dict[str, Any]], url: str, n: int) -> di
 
 
 def _client_floor(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, int]:
-    """Bare aiohttp (on uvloop where installed), ``n`` requests in flight, longest first.
+    """Bare aiohttp on asyncio's loop, ``n`` requests in flight, longest first.
 
     Twice ``n`` conversations run at once, as in mtrun, so a freed slot always
     finds a request ready; nothing is recorded, checked or retried, and a
@@ -153,12 +153,7 @@ def _client_floor(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, in
 
             await asyncio.gather(*(replay() for _ in range(2 * n)))
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    asyncio.run(main())
     return counts
 
 

@@ -101,10 +101,10 @@ def _replay(conversations: Sequence[Conversation], config: RunConfig, *, quiet: 
         click.echo(f"mtrun: warning: {warning}", err=True)
     progress = ProgressPrinter(sys.stderr, live=not quiet and sys.stderr.isatty())
     try:
-        from runner.cli.eventloop import run_on_fast_loop  # a run needs it; --help does not
+        import asyncio  # a run needs it; --help and validate do not
 
         with fewer_collections():
-            return run_on_fast_loop(_replay_on_loop(conversations, config, progress, quiet=quiet))
+            return asyncio.run(_replay_on_loop(conversations, config, progress, quiet=quiet))
     finally:
         progress.close()
 
