@@ -7,6 +7,7 @@ to answer give real latencies and real overlap, without real waiting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from runner.run.engine import RunConfig, RunControl, run_batch
 from runner.run.events import RunResult
 from runner.send.retry import RetryPolicy
 from runner.spec.model import Conversation, Message, Turn
+from runner.spec.tools import ToolRule, ToolScript, ToolSettings
 
 LOCAL = "http://127.0.0.1:9/v1"
 
@@ -247,9 +249,12 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
     assert peak == 4
 
 
-@pytest.mark.parametrize(("concurrency", "running"), [(1, 1), (3, 3), (8, 10)])
+@pytest.mark.parametrize(
+    ("concurrency", "running", "tools"),
+    [(1, 1, False), (3, 3, False), (8, 10, False), (8, 10, True)],
+)
 def test_a_quarter_more_conversations_run_than_requests_fly(
-    tmp_path: Path, concurrency: int, running: int
+    tmp_path: Path, concurrency: int, running: int, tools: bool
 ) -> None:
     # Between two turns a conversation sends nothing; the extra ones keep every slot busy.
     # From 4 slots, a conversation whose last request has its slot gives its seat to the
@@ -275,6 +280,11 @@ def test_a_quarter_more_conversations_run_than_requests_fly(
         return httpx.Response(200, json=answer(body))
 
     convs = [conv(f"c{i}", f"start {i}", "b", "c") for i in range(40)]
+    if tools:  # a last turn that may call tools keeps its seat: it may take more requests
+        weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+        script = {"get_weather": ToolScript(rules=(ToolRule("18 C"),))}
+        last = Turn("c", tools=ToolSettings(tools=(weather,), results=script))
+        convs = [dataclasses.replace(c, turns=(*c.turns[:2], last)) for c in convs]
     config = RunConfig(
         output=tmp_path / "o.jsonl",
         base_url=LOCAL,
@@ -284,7 +294,7 @@ def test_a_quarter_more_conversations_run_than_requests_fly(
     result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
     assert result.completed == 40
     assert peak_in_flight == concurrency
-    if concurrency < 4:
+    if concurrency < 4 or tools:
         assert peak_open == running
     else:
         assert running < peak_open <= running + concurrency

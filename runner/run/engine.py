@@ -360,8 +360,8 @@ class _Batch:
             await self.dispatch.wait_to_send(
                 body, slot, continuing=index > 0 or step > 0, remaining=turns_left
             )
-            if turns_left == 1:
-                seat.hand_on()  # the last turn's request has its slot (seats.py)
+            if turns_left == 1 and not settings.conversation.turns[index].tools.tools:
+                seat.hand_on()  # the last request has its slot (seats.py); with tools, maybe not
 
         async def attempt() -> Completion:
             return await self.dispatch.send(body, slot, conversation_id=conversation_id, turn=index)

@@ -12,8 +12,10 @@ where 5 do. So once a conversation's last request has its slot, its seat is
 *handed on*: a new worker starts the next conversation at once, and the old
 one ends with the conversation it has. At most the slots' count of
 conversations more than the seats are running (those awaiting their last
-answer). Below :data:`HAND_ON_FROM` seats nothing is handed on: ``-j 1``
-replays one conversation after another.
+answer). A last turn that declares tools keeps its seat: its answer may call
+them and take more requests, and seats handed on meanwhile would let the
+conversations in flight grow without bound. Below :data:`HAND_ON_FROM`
+seats nothing is handed on: ``-j 1`` replays one conversation after another.
 """
 
 from __future__ import annotations
