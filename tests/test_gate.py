@@ -29,6 +29,22 @@ def conv(cid: str, turns: int = 2) -> Conversation:
     )
 
 
+def test_a_hold_read_a_rounding_error_short_of_its_end_is_over() -> None:
+    """A clock that stops a hair before the hold's end (float sums) is not slept on forever."""
+    slept: list[float] = []
+    now = 1060.0005
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) > 3:
+            raise AssertionError(f"slept on and on: {slept}")
+
+    gate = EndpointGate(sleep=sleep, clock=lambda: now)
+    gate.hold_until = now + 2.3e-13  # the next float or so: the clock never gets there
+    asyncio.run(gate.before_send())
+    assert slept == []
+
+
 def test_a_retry_after_holds_every_request() -> None:
     sleeps = RecordedSleep()
     gate = EndpointGate(sleep=sleeps, clock=clock)

@@ -49,6 +49,9 @@ UNREACHABLE = frozenset(
 )
 """Failure kinds that say nothing answered at all."""
 UNANSWERED = frozenset({"read_timeout", "write_timeout", "timeout"})
+HOLD_SLACK_S = 1e-6
+"""What is left of a hold when it is over: a clock that reads the hold's end a rounding error
+short of it would otherwise be slept on for that error, again and again, at the same instant."""
 """Failure kinds of a request that reached the endpoint and got no answer in time."""
 
 
@@ -90,7 +93,7 @@ class EndpointGate:
 
     async def before_send(self) -> None:
         """Wait while a Retry-After hold is in force."""
-        while (wait := self.hold_until - (now := self.clock())) > 0:
+        while (wait := self.hold_until - (now := self.clock())) > HOLD_SLACK_S:
             self.waits.add(now, self.hold_until)
             await self.sleep(wait)
 
