@@ -25,8 +25,8 @@ def test_a_seat_handed_on_starts_one_worker_and_the_run_waits_for_it() -> None:
     seats = Seats(HAND_ON_FROM, work)
     outcomes = run_virtual(seats.run())
     # Four seats; the first six workers each start one more; those started later do not.
-    assert len(started) == HAND_ON_FROM + 6 and outcomes == [None] * (HAND_ON_FROM + 6)
-    assert all(task.done() for task in seats.tasks)
+    assert len(started) == HAND_ON_FROM + 6 and outcomes == []
+    assert seats.tasks == set()  # none kept once ended
 
 
 def test_few_seats_or_a_stop_hand_nothing_on() -> None:
@@ -35,7 +35,7 @@ def test_few_seats_or_a_stop_hand_nothing_on() -> None:
         assert not seat.handed
 
     few = Seats(HAND_ON_FROM - 1, work)
-    assert run_virtual(few.run()) == [None] * (HAND_ON_FROM - 1)
+    assert run_virtual(few.run()) == []
     stopped = Seats(HAND_ON_FROM, work)
     stopped.stopped = True
     assert run_virtual(stopped.run()) == []

@@ -200,20 +200,18 @@ class _Batch:
         """Run the conversations still to run on workers; raise what no stop explains."""
         self.pending = longest_first(self.conversations, skip=self.store.is_completed)
         try:
-            outcomes = await self.seats.run()
+            failures = await self.seats.run()
         except BaseException:
             # The run itself was cancelled: let every conversation record
             # itself as interrupted before the store is closed.
             self.control.stop("cancelled")
             await asyncio.gather(*self.seats.tasks, return_exceptions=True)
             raise
-        for outcome in outcomes:
+        for failure in failures:
             # A worker cancelled by a stop (perhaps before it started) is fine;
             # anything else is a bug in mtrun and must not pass silently.
-            if outcome is not None and not (
-                isinstance(outcome, asyncio.CancelledError) and self.control.stopping
-            ):
-                raise outcome
+            if not (isinstance(failure, asyncio.CancelledError) and self.control.stopping):
+                raise failure
 
     def _stop(self, reason: str) -> None:
         self.emit(RunStopping(reason))

@@ -53,25 +53,37 @@ class Seats:
         self.stopped = False
         """Set by a stop: no seat is handed on any more."""
         self._work = work
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        """The workers still running (a batch of 100,000 starts about as many: none is kept)."""
+        self._failures: list[BaseException] = []
+        self._all_done: asyncio.Event | None = None
 
     def start(self) -> None:
         """Start one worker on a seat of its own (none once stopped)."""
-        if not self.stopped:
-            self.tasks.append(asyncio.ensure_future(self._work(Seat(self))))
+        if self.stopped:
+            return
+        task = asyncio.ensure_future(self._work(Seat(self)))
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
 
-    async def run(self) -> list[BaseException | None]:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            self._failures.append(asyncio.CancelledError())
+        elif (error := task.exception()) is not None:
+            self._failures.append(error)
+        if not self.tasks and self._all_done is not None:
+            self._all_done.set()
+
+    async def run(self) -> list[BaseException]:
         """Start every seat's worker and wait for all of them, those started later too.
 
-        Returns what each worker ended with: None, or the exception it raised.
+        Returns what the workers that did not end normally raised (a cancelled one:
+        a :class:`asyncio.CancelledError`).
         """
+        self._all_done = asyncio.Event()
         for _ in range(self.count):
             self.start()
-        outcomes: list[BaseException | None] = []
-        waited = 0
-        while waited < len(self.tasks):
-            batch = self.tasks[waited:]
-            waited = len(self.tasks)
-            results = await asyncio.gather(*batch, return_exceptions=True)
-            outcomes += [r if isinstance(r, BaseException) else None for r in results]
-        return outcomes
+        if self.tasks:
+            await self._all_done.wait()
+        return self._failures
