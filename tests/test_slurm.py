@@ -15,6 +15,7 @@ Without Slurm the tests skip, saying why; under ``CI`` they fail instead.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -159,6 +160,20 @@ def finish(cluster: SlurmCluster, job: str, folder: Path) -> dict[int, dict[str,
     return found
 
 
+def completed_in(output: Path) -> set[str]:
+    """The ids an output already records as completed (none while it does not exist)."""
+    done = set()
+    if output.exists():
+        for line in output.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            if isinstance(record, dict) and record.get("status") == "completed":
+                done.add(str(record.get("id")))
+    return done
+
+
 def merged(folder: Path, env: dict[str, str]) -> dict[str, object]:
     """Run the file's merge line; the merged output's conversations."""
     assert MERGE_LINE is not None
@@ -227,6 +242,15 @@ def test_a_task_requeued_mid_run_resumes_without_loss_or_resend(
         env = user_env(home, server, cluster)
         job = submit(tmp_path, env)
         wait_until(lambda: server.per_turn[(key, 1)] == 1, "turn 2 was never asked", cluster)
+        # The shard's other two conversations run beside it: kill the task once they are
+        # recorded, or their requests in flight at the kill are asked again (rightly).
+        others = set(ids[4 * 3 + 1 : 4 * 3 + 3])
+        output = tmp_path / "results" / f"shard-{shard}.jsonl"
+        wait_until(
+            lambda: others <= completed_in(output),
+            "the other conversations never finished",
+            cluster,
+        )
         task = f"{job}_{shard}"
         cluster.run("scontrol", "requeue", task)
         wait_until(
