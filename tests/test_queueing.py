@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -125,14 +126,16 @@ def run(
     *,
     timeout: float,
     stream: bool = False,
+    concurrency: int | Literal["auto"] = "auto",
 ) -> tuple[RunResult, float, float]:
-    """Run ``convs`` with nothing configured (-j auto); return the result, start and end."""
+    """Run ``convs`` with nothing else configured; return the result, start and end."""
     config = RunConfig(
         output=tmp_path / "out.jsonl",
         base_url="http://127.0.0.1:9/v1",
         transport=httpx.MockTransport(server.handle),
         timeout=timeout,
         stream=stream,
+        concurrency=concurrency,
     )
     start = clock()
     result = run_virtual(run_batch(convs, config, sleep=asyncio.sleep, clock=clock))
@@ -221,20 +224,12 @@ def test_a_server_that_queues_nothing_gets_the_ceiling_after_one_round_trip(
 def test_a_fixed_limit_replays_mt_bench_in_the_fewest_rounds(tmp_path: Path) -> None:
     """``-j 32``, 80 two-turn dialogues of 0.4 s: 160 turns in 5 rounds of 32, the bound."""
     server = QueueServer(slots=32, base_s=0.2, per_token_s=0.002, min_tokens=100, max_tokens=100)
-    config = RunConfig(
-        output=tmp_path / "out.jsonl",
-        base_url="http://127.0.0.1:9/v1",
-        transport=httpx.MockTransport(server.handle),
-        timeout=120.0,
-        concurrency=32,
-    )
-    start = clock()
-    result = run_virtual(run_batch(batch(80, 2), config, sleep=asyncio.sleep, clock=clock))
+    result, start, end = run(server, batch(80, 2), tmp_path, timeout=120.0, concurrency=32)
     assert result.completed == 80 and server.served == 160
     # The third round's answers end 32 dialogues; the 16 not yet begun must start before
     # those slots are handed out (run/seats.py), or the slots go to second turns, and the
     # 16 take a sixth round for theirs (2.4 s).
-    assert clock() - start == pytest.approx(2.0, abs=0.01)
+    assert end - start == pytest.approx(2.0, abs=0.01)
     assert server.open_between(start, start + 2.0)[2] == pytest.approx(32, abs=0.5)
 
 

@@ -21,7 +21,8 @@ ANSWER: dict[str, Any] = {
 }
 
 
-def _sent(handler: Any, bodies: int = 1, **client: Any) -> list[httpx.Request]:
+def _recording(handler: Any) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    """A transport answering with ``handler`` that keeps every request it is sent."""
     seen: list[httpx.Request] = []
 
     def recording(request: httpx.Request) -> httpx.Response:
@@ -29,8 +30,13 @@ def _sent(handler: Any, bodies: int = 1, **client: Any) -> list[httpx.Request]:
         response: httpx.Response = handler(request)
         return response
 
+    return seen, httpx.MockTransport(recording)
+
+
+def _sent(handler: Any, bodies: int = 1, **client: Any) -> list[httpx.Request]:
+    seen, transport = _recording(handler)
+
     async def go() -> None:
-        transport = httpx.MockTransport(recording)
         async with ChatClient(BASE, api_key=None, transport=transport, **client) as chat:
             for i in range(bodies):
                 await chat.complete({"model": "m", "messages": [], "n": i})
@@ -43,12 +49,7 @@ def _as_httpx_sent(
     handler: Any, bodies: list[bytes], timeout: float = 120.0
 ) -> list[httpx.Request]:
     """The requests ``httpx.AsyncClient.post`` sends with ChatClient's settings (as it did)."""
-    seen: list[httpx.Request] = []
-
-    def recording(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        response: httpx.Response = handler(request)
-        return response
+    seen, transport = _recording(handler)
 
     async def go() -> None:
         from runner import __version__
@@ -56,7 +57,7 @@ def _as_httpx_sent(
         async with httpx.AsyncClient(
             headers={"User-Agent": f"mtrun/{__version__}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0), read=None),
-            transport=httpx.MockTransport(recording),
+            transport=transport,
         ) as client:
             for body in bodies:
                 url = f"{BASE}/chat/completions"
