@@ -121,7 +121,7 @@ def test_an_ssl_cert_file_without_certificates_is_a_one_line_error(
     conv.write_text("id: c\nturns:\n  - Hello\n")
     result = CliRunner().invoke(
         main,
-        ["-q", "-o", str(tmp_path / "o.jsonl"), "--base-url", "http://127.0.0.1:9/v1", str(conv)],
+        ["-q", "-o", str(tmp_path / "o.jsonl"), "--base-url", "https://127.0.0.1:9/v1", str(conv)],
         catch_exceptions=False,
     )
     assert result.exit_code == 2, result.output
@@ -130,3 +130,52 @@ def test_an_ssl_cert_file_without_certificates_is_a_one_line_error(
     assert lines[0].startswith("mtrun: error: cannot load the TLS certificates of SSL_CERT_FILE=")
     assert str(bundle) in lines[0] and "_ssl.c" not in lines[0]
     assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("base_url", "proxy", "loaded"),
+    [
+        ("http://127.0.0.1:9/v1", None, False),
+        ("https://127.0.0.1:9/v1", None, True),
+        ("http://127.0.0.1:9/v1", "https://127.0.0.1:8/", True),
+        ("http://127.0.0.1:9/v1", "http://127.0.0.1:8/", False),
+    ],
+)
+def test_the_ca_bundle_is_loaded_only_when_tls_is_used(
+    base_url: str, proxy: str | None, loaded: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain http to the endpoint and its proxy needs no CA bundle: a bad one is no error there,
+    and the context it gets trusts nothing, so no request over it could pass verification."""
+    from runner.errors import ConfigError
+    from runner.http.network import network_transport
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    if proxy is not None:
+        monkeypatch.setenv("HTTPS_PROXY" if base_url.startswith("https") else "HTTP_PROXY", proxy)
+    if loaded:
+        with pytest.raises(ConfigError, match="cannot load the TLS certificates of SSL_CERT_FILE"):
+            network_transport(base_url, max_connections=1)
+        return
+    context = network_transport(base_url, max_connections=1).ssl_context
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_aiohttp_keeps_default_contexts_that_trust_nothing_and_ssl_is_restored() -> None:
+    """aiohttp's import-time contexts skip the CA store (mtrun gives its connector its own), and
+    loading the CA store works again once aiohttp is imported. In a process of its own: the
+    suite may have imported aiohttp before."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import ssl, runner.http.transport, aiohttp.connector as c\n"
+        "print(ssl.SSLContext.set_default_verify_paths"
+        " is ssl._ssl._SSLContext.set_default_verify_paths)\n"
+        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],"
+        " c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()['x509_ca'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "0", "0"]

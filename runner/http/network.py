@@ -5,7 +5,8 @@ Every request to the network goes through :class:`~runner.http.transport.Network
 ``HTTP_PROXY`` or ``ALL_PROXY`` setting applies to the endpoint (and
 ``NO_PROXY`` does not exempt it), the same transport sends through that
 proxy (``CONNECT`` for https). Certificates are verified against certifi's
-bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set. A transport given
+bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, loaded only when the
+endpoint or its proxy is https. A transport given
 by the caller (the offline backend, a test's ``httpx.MockTransport``) is
 used as it is.
 
@@ -46,11 +47,22 @@ def network_transport(base_url: str, *, max_connections: int) -> NetworkTranspor
     from runner.http.transport import NetworkTransport  # aiohttp: only when the network is used
 
     proxy = env_proxy(base_url)
+    tls = any(urlsplit(url).scheme == "https" for url in (base_url, proxy) if url)
     return NetworkTransport(
-        ssl_context=tls_context(),
+        ssl_context=tls_context() if tls else no_tls_context(),
         max_connections=max_connections,
         proxy=None if proxy is None else proxy_settings(proxy),
     )
+
+
+def no_tls_context() -> ssl.SSLContext:
+    """For an endpoint and proxy reached over plain http: a context that trusts nothing.
+
+    Loading the CA bundle costs about a tenth of a second of CPU, which plain
+    http never needs (redirects are not followed, so no request can turn to
+    https). Were one ever made over it, TLS verification would fail, never pass.
+    """
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def tls_context() -> ssl.SSLContext:

@@ -38,10 +38,10 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import aiohttp
-import aiohttp.abc
 import httpx
 from multidict import CIMultiDict
+
+from runner.http.aiohttp_import import aiohttp
 
 RawAnswer = tuple[int, str, tuple[tuple[bytes, bytes], ...], bytes]
 """A whole answer: its status, reason phrase, headers as sent and body."""
