@@ -89,9 +89,15 @@ def judge(w: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not _applies(target, row):
                 continue
             value = row.get(target.figure)
-            # A client stopped at its time limit did not do the work: it meets no target.
+            # A client stopped at its time limit, or one that crashed, did not do the work: it
+            # meets no target, even one its empty figures would pass (0 failed, 0 refused).
             stopped = row.get("cut_off_at_s") is not None
-            ok = not stopped and value is not None and _OPS[target.op](value, target.value)
+            crash = crashed(row)
+            ok = (
+                not (stopped or crash)
+                and value is not None
+                and _OPS[target.op](value, target.value)
+            )
             verdicts.append(
                 {
                     "workload": w.name,
@@ -100,10 +106,33 @@ def judge(w: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "value": value,
                     "target": f"{target.op} {_show(target.value)}",
                     "source": target.source,
-                    "result": "PASS" if ok else ("MISS (stopped)" if stopped else "MISS"),
+                    "result": "PASS" if ok else _miss(stopped, crash),
                 }
             )
     return verdicts
+
+
+CLEAN_EXITS = {"mtrun": (0, 1, 3), "mock": (0, 1, 3)}
+"""Exit codes of a client that did its work (mtrun: passed, an expectation failed, a conversation
+failed); others are 0. A client stopped at its time limit is told apart by ``cut_off_at_s``."""
+
+
+def crashed(row: dict[str, Any]) -> str | None:
+    """Why the client's run is no measurement (it exited with an error), or None."""
+    code = row.get("exit_code")
+    if row.get("cut_off_at_s") is not None or code is None:
+        return None
+    if code not in CLEAN_EXITS.get(row["kind"], (0,)):
+        return f"exit {code}"
+    if row["kind"] in CLEAN_EXITS and not row.get("summary_read", True):
+        return "no summary"
+    return None
+
+
+def _miss(stopped: bool, crash: str | None) -> str:
+    if crash:
+        return f"MISS (crashed: {crash})"
+    return "MISS (stopped)" if stopped else "MISS"
 
 
 def _applies(target: Target, row: dict[str, Any]) -> bool:

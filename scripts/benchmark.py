@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_clients import MODEL, client_main
-from bench_targets import figures, judge, table, verdict_table
+from bench_targets import crashed, figures, judge, table, verdict_table
 from bench_workloads import Workload, lower_bound, workloads
 
 import runner
@@ -145,6 +145,7 @@ def _run_mtrun(
         "turns_ok": s.get("turns", 0),
         "failed": s.get("failed", 0) + s.get("interrupted", 0) + s.get("not_started", 0),
         "exit_code": measured[3],
+        "summary_read": bool(s),
         "mtrun_rate_limited": s.get("rate_limited"),
         "mtrun_limit_changes": len(s.get("limit_changes", []) or []),
     }
@@ -246,6 +247,9 @@ def run_workload(
             k: row.get(k) for k in ("wall_s", "span_ratio", "goodput_pct", "refused_pct", "failed")
         }
         print(f"    {brief}", file=sys.stderr, flush=True)
+        crash = crashed(row)
+        if crash:
+            print(f"    CRASHED ({crash}): its figures are no measurement", file=sys.stderr)
         rows.append(row)
     return rows
 

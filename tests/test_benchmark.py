@@ -132,6 +132,25 @@ def test_targets_pass_or_miss_on_the_rows_they_apply_to() -> None:
     ]
 
 
+def test_a_client_that_crashed_meets_no_target_even_with_empty_figures() -> None:
+    """An mtrun that died of an internal error has 0 failed and 0 refused: it must not pass."""
+    w = Workload("zerolat", "", [], [], targets=[Target("failed", "==", 0)])
+    rows = [
+        {**_row(), "failed": 0, "exit_code": 4},  # internal error
+        {**_row(), "failed": 0, "exit_code": 0, "summary_read": False},  # died before its summary
+        {**_row(), "failed": 0, "exit_code": 3},  # a conversation failed: a measurement
+        {**_row(client="(e) floor", kind="e"), "failed": 0, "exit_code": 1},  # a traceback
+    ]
+    w.targets.append(Target("failed", "==", 0, clients=("(e) floor",)))
+    results = [v["result"] for v in judge(w, rows)]
+    assert results == [
+        "MISS (crashed: exit 4)",
+        "MISS (crashed: no summary)",
+        "PASS",
+        "MISS (crashed: exit 1)",
+    ]
+
+
 @pytest.fixture(scope="module")
 def quick() -> dict[str, Workload]:
     """The quick workloads (sizing them from their bounds takes a moment: once per module)."""
