@@ -244,9 +244,10 @@ class BenchServer:
             return 429, {"retry-after": "1"}, _error("Server at capacity", "server_busy")
         length = config.answer_length(conversation, turn)
         completion = min(length, cap) if cap is not None else length
+        timing.service_s = config.service_time(completion)
         async with self.slots:
             timing.admitted = self.now()
-            await asyncio.sleep(config.service_time(completion))
+            await asyncio.sleep(timing.service_s)
         timing.finished = self.now()
         timing.status = 200
         timing.used_tokens = prompt + completion
@@ -305,7 +306,7 @@ class BenchServer:
             "abandoned": s.abandoned,
             "max_in_flight": s.max_in_flight,
             "max_queued": s.max_queued,
-            "summary": summarize(s),
+            "summary": summarize(s, self.config.capacity),
             "records": [r.row() for r in s.records],
         }
 

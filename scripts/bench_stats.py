@@ -9,6 +9,7 @@ client's view: requests in service plus requests waiting in the server's queue.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class RequestTiming:
     """Prompt + completion tokens of the answer."""
     abandoned: bool = False
     """The client closed the connection before the answer was written."""
+    service_s: float = 0.0
+    """The modelled service time it was given (it held its slot at least this long)."""
 
     def row(self) -> list[Any]:
         """The JSON form: a list, to keep ``/_stats`` small."""
@@ -39,6 +42,7 @@ class RequestTiming:
             self.booked_tokens,
             self.used_tokens,
             self.abandoned,
+            self.service_s,
         ]
 
 
@@ -120,8 +124,47 @@ def peak_per_second(timeline: list[tuple[float, int, int]], start: float) -> lis
     return out
 
 
-def summarize(stats: Stats) -> dict[str, Any]:
-    """The figures the benchmark reads: span, per-second counts, in-flight distribution, tokens.
+def held_over_pct(records: list[RequestTiming]) -> float | None:
+    """How much longer than modelled the answered requests held their slots, in %.
+
+    The server's own share of a makespan over its bound: a timer of asyncio's fires up to a
+    millisecond late (epoll waits whole milliseconds), and late again when the loop is busy.
+    """
+    held = [(r.finished - r.admitted, r.service_s) for r in _served(records) if r.service_s > 0]
+    modelled = sum(m for _, m in held)
+    return 100.0 * (sum(h for h, _ in held) - modelled) / modelled if modelled else None
+
+
+def handover_ms(records: list[RequestTiming], capacity: int) -> list[float]:
+    """How long each freed slot stayed free before the next request took it, in ms.
+
+    A slot freed by an answer is taken by the next request admitted (the slot free longest
+    first); the first ``capacity`` admissions find slots never used. With a request ready
+    for every freed slot this is the round trip through both processes: the answer written,
+    read and recorded, the next request built, sent, read and parsed.
+    """
+    served = _served(records)
+    freed = sorted(r.finished for r in served)
+    taken = sorted(r.admitted for r in served)
+    free: list[float] = []
+    gaps: list[float] = []
+    next_freed = 0
+    for i, at in enumerate(taken):
+        while next_freed < len(freed) and freed[next_freed] <= at:
+            heapq.heappush(free, freed[next_freed])
+            next_freed += 1
+        if i >= capacity and free:
+            gaps.append(1000.0 * (at - heapq.heappop(free)))
+    return gaps
+
+
+def _served(records: list[RequestTiming]) -> list[Any]:
+    return [r for r in records if r.status == 200 and r.admitted is not None and r.finished]
+
+
+def summarize(stats: Stats, capacity: int | None = None) -> dict[str, Any]:
+    """The figures the benchmark reads: span, per-second counts, in-flight distribution, tokens,
+    and (given the server's ``capacity``) how long freed slots stayed free.
 
     The in-flight distribution is over the middle of the run (from 20% to 90% of the span),
     which leaves out the ramp-up and the tail where the last conversations drain.
@@ -147,4 +190,16 @@ def summarize(stats: Stats) -> dict[str, Any]:
         "in_flight_per_s": peak_per_second(stats.timeline, first),
         "booked_tokens": sum(r.booked_tokens for r in records if r.status == 200),
         "used_tokens": sum(r.used_tokens for r in records if r.status == 200),
+        "held_over_pct": held_over_pct(records),
+        **_handover(records, capacity),
+    }
+
+
+def _handover(records: list[RequestTiming], capacity: int | None) -> dict[str, float]:
+    gaps = sorted(handover_ms(records, capacity)) if capacity else []
+    if not gaps:
+        return {}
+    return {
+        "handover_p50_ms": gaps[len(gaps) // 2],
+        "handover_mean_ms": sum(gaps) / len(gaps),
     }

@@ -17,7 +17,11 @@ where only the client knows (wall time, CPU, peak RSS, failed conversations):
   queued at the server, between 20% and 90% of the span;
 - ``turns_per_s``: answered turns / wall; ``rss_mb``: peak RSS of the client process;
 - ``lead_in_s``/``tail_s`` (not judged): client start to first request, last answer to
-  client exit, which make up the difference between wall and server span.
+  client exit, which make up the difference between wall and server span;
+- ``held_over_pct``/``handover_ms`` (not judged): how much longer than modelled the server
+  held its slots (its own timers), and the median time a freed slot stayed free before the
+  next request took it. Between them they say how much of a span over its bound no client
+  can take back: a slot is idle for at least one round trip through both processes.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def figures(
         in_flight_per_s=summary.get("in_flight_per_s"),
         in_flight_shares=summary.get("in_flight_settled"),
         tokens_used=summary.get("used_tokens"),
+        held_over_pct=summary.get("held_over_pct"),
+        handover_ms=summary.get("handover_p50_ms"),
     )
     if bound and span:
         out["span_ratio"] = span / bound
@@ -187,6 +193,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("timeouts", "timeouts", ""),
     ("in flight p10..p90", "in_flight_range", ""),
     ("max in flight", "max_in_flight", ""),
+    ("slot held over %", "held_over_pct", ".1f"),
+    ("hand-over p50 ms", "handover_ms", ".1f"),
     ("failed convs", "failed", ""),
     ("stopped at s", "cut_off_at_s", ".0f"),
     ("client CPU s", "cpu_s", ".1f"),

@@ -20,7 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from bench_limits import FixedWindow, Limits, format_duration, make_limiter
 from bench_server import BenchServer, ServerConfig, parse_args
-from bench_stats import Stats, occupancy, peak_per_second, per_second, quantile
+from bench_stats import (
+    RequestTiming,
+    Stats,
+    handover_ms,
+    held_over_pct,
+    occupancy,
+    peak_per_second,
+    per_second,
+    quantile,
+    summarize,
+)
 from virtualtime import run_virtual
 
 
@@ -272,3 +282,31 @@ def test_requests_per_day_beside_tokens_per_minute_as_groq_sends_them() -> None:
     assert headers["x-ratelimit-reset-requests"] == "6s"  # one request back: a day / 14,400
     assert headers["x-ratelimit-limit-tokens"] == "6000"
     assert headers["x-ratelimit-remaining-tokens"] == "40"
+
+
+def _served(admitted: float, finished: float, service_s: float = 0.1) -> RequestTiming:
+    return RequestTiming(
+        arrived=admitted, status=200, admitted=admitted, finished=finished, service_s=service_s
+    )
+
+
+def test_handover_is_how_long_a_freed_slot_stays_free_the_longest_free_taken_first() -> None:
+    records = [
+        _served(0.0, 1.0),
+        _served(0.0, 2.0),  # two slots, both new: no hand-over
+        _served(1.004, 3.0),  # takes the slot freed at 1.0
+        _served(2.010, 4.0),  # the one freed at 2.0
+        RequestTiming(arrived=2.5, status=429),  # refused: never held a slot
+        _served(4.5, 5.0),  # freed at 3.0 and 4.0 both free: the one free longest
+    ]
+    gaps = handover_ms(records, capacity=2)
+    assert gaps == pytest.approx([4.0, 10.0, 1500.0])
+    summary = summarize(Stats(started=0.0, records=records), capacity=2)
+    assert summary["handover_p50_ms"] == pytest.approx(10.0)
+    assert "handover_p50_ms" not in summarize(Stats(started=0.0, records=records))
+
+
+def test_held_over_is_the_slot_time_beyond_the_modelled_service() -> None:
+    records = [_served(0.0, 0.101), _served(0.0, 0.103), _served(1.0, 1.2, service_s=0.2)]
+    assert held_over_pct(records) == pytest.approx(100 * 0.004 / 0.4)
+    assert held_over_pct([RequestTiming(arrived=0.0, status=429)]) is None
