@@ -259,7 +259,8 @@ def test_a_task_requeued_mid_run_resumes_without_loss_or_resend(
             cluster,
         )
         # Slurm holds a requeued job until its old credential expires (cred_expire: 2
-        # minutes by default, CRED_EXPIRE_S here), then starts it again by itself. (Forcing
+        # minutes by default, CRED_EXPIRE_S here), then its next scheduling pass starts it
+        # again (sched_interval: 60 s by default, 2 s here). (Forcing
         # it to start sooner races slurmd, which refuses to launch a job it killed
         # while that credential lives: "already killed, do not launch batch job".)
         found = finish(cluster, job, tmp_path)

@@ -55,7 +55,11 @@ def _free_port() -> int:
 
 
 def slurm_conf(folder: Path, ctld_port: int, slurmd_port: int) -> str:
-    """A minimal slurm.conf: one node, one partition, no accounting, no cgroups."""
+    """A minimal slurm.conf: one node, one partition, no accounting, no cgroups.
+
+    The main scheduling loop runs every 2 s (Slurm's default is 60 s): a requeued task,
+    eligible again once its credential expires, is started by that loop, not by an event.
+    """
     host = socket.gethostname().split(".")[0]
     return f"""\
 ClusterName=mtrun
@@ -82,6 +86,7 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2
 ReturnToService=2
 SlurmdParameters=config_overrides
 KillWait=5
