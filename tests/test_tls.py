@@ -179,3 +179,22 @@ def test_aiohttp_keeps_default_contexts_that_trust_nothing_and_ssl_is_restored()
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "0", "0"]
+
+
+def test_while_aiohttp_is_imported_other_threads_still_load_the_ca_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch is the importing thread's alone: a program's own thread gets whole contexts."""
+    import threading
+
+    from runner.http import aiohttp_import
+
+    cert, _ = self_signed_cert(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what set_default_verify_paths reads
+    assert aiohttp_import._IMPORTING == threading.get_ident()  # pytest imported it here
+    contexts = [ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) for _ in range(2)]
+    aiohttp_import._skip_on_this_thread(contexts[0])
+    other = threading.Thread(target=aiohttp_import._skip_on_this_thread, args=(contexts[1],))
+    other.start()
+    other.join()
+    assert [c.cert_store_stats()["x509"] for c in contexts] == [0, 1]
