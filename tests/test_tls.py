@@ -159,7 +159,7 @@ def test_the_ca_bundle_is_loaded_only_when_tls_is_used(
             network_transport(base_url, max_connections=1)
         return
     context = network_transport(base_url, max_connections=1).ssl_context
-    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.cert_store_stats()["x509"] == 0
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
@@ -174,8 +174,8 @@ def test_aiohttp_keeps_default_contexts_that_trust_nothing_and_ssl_is_restored()
         "import ssl, runner.http.transport, aiohttp.connector as c\n"
         "print(ssl.SSLContext.set_default_verify_paths"
         " is ssl._ssl._SSLContext.set_default_verify_paths)\n"
-        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],"
-        " c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()['x509_ca'])\n"
+        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509'],"
+        " c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()['x509'])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "0", "0"]
