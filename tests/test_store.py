@@ -281,3 +281,47 @@ def test_a_turn_is_on_disk_when_recorded_and_a_failed_fsync_is_an_output_error(
             store.close(finished=False)
 
     asyncio.run(main())
+
+
+def _fsync_threads() -> int:
+    import threading
+
+    return sum(t.name == "mtrun-fsync" for t in threading.enumerate())
+
+
+def test_the_fsync_thread_starts_with_the_store_and_ends_with_it(tmp_path: Path) -> None:
+    """Started before anything is sent (starting a thread stalls the loop for milliseconds on
+    a busy machine: not during a run's first wave), one for the transcript and its journal."""
+    before = _fsync_threads()
+    store = TranscriptStore(tmp_path / "out.jsonl")
+    assert _fsync_threads() == before + 1
+
+    async def record() -> None:
+        record = ConversationRecord(
+            run_id="r",
+            id="a",
+            source="batch.yaml",
+            model="m",
+            base_url=LOCAL,
+            params={},
+            fingerprint="f",
+            started_at="t",
+            messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        )
+        await store.record_turn(record, TurnRecord(index=0, message_index=0, attempts=[]))
+        store.append_conversation(record)
+        await store.flush()
+
+    asyncio.run(record())
+    assert store.journal_path.exists() and _fsync_threads() == before + 1  # the same thread
+    store.close(finished=True)
+    assert _fsync_threads() == before
+
+
+def test_a_store_that_cannot_resume_leaves_no_thread_behind(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text("not a record\n" * 2)  # a bad line before the last: not resumable
+    before = _fsync_threads()
+    with pytest.raises(OutputError):
+        TranscriptStore(path, resume=True)
+    assert _fsync_threads() == before

@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import OutputError
-from runner.transcripts.journal import AppendFile, compact, open_journal, open_locked
+from runner.transcripts.journal import (
+    AppendFile,
+    SyncThread,
+    compact,
+    open_journal,
+    open_locked,
+)
 from runner.transcripts.jsonio import dumps_bytes, json_lines
 from runner.transcripts.known import KnownIds
 from runner.transcripts.reader import record_of
@@ -128,12 +134,13 @@ class TranscriptStore:
             )
         if path.is_dir():
             raise OutputError(f"{path} is a folder; -o takes a file path such as {path}/run.jsonl")
-        self._main = AppendFile(path, open_locked(path, new=not exists))
+        self._main = AppendFile(path, open_locked(path, new=not exists), SyncThread())
         if resume:
             try:
                 self._load()
             except BaseException:
                 self._main.close()  # releases the lock: fixing the file and retrying works
+                self._main.syncer.stop()
                 raise
 
     # -- reading an existing output -------------------------------------------------
@@ -366,7 +373,9 @@ class TranscriptStore:
     ) -> None:
         if self._journal is None:
             self._journal = AppendFile(
-                self.journal_path, open_journal(self.journal_path, self._journal_end)
+                self.journal_path,
+                open_journal(self.journal_path, self._journal_end),
+                self._main.syncer,
             )
         end = len(record.messages) if partial else turn.answer_index + 1
         exchange = record.messages[turn.message_index : end]
@@ -411,6 +420,7 @@ class TranscriptStore:
             if self._journal is not None:
                 self._journal.close()
             self._main.close()
+            self._main.syncer.stop()
 
 
 def default_output_path(folder: Path, *, now: datetime | None = None, suffix: str = "") -> Path:
