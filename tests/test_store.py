@@ -237,6 +237,21 @@ def test_a_journal_left_by_a_crash_is_not_reused_by_a_new_run(
     ]
 
 
+def one_exchange() -> ConversationRecord:
+    """A conversation's record with one question and its answer."""
+    return ConversationRecord(
+        run_id="r",
+        id="a",
+        source="batch.yaml",
+        model="m",
+        base_url=LOCAL,
+        params={},
+        fingerprint="f",
+        started_at="t",
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    )
+
+
 def test_a_turn_is_on_disk_when_recorded_and_a_failed_fsync_is_an_output_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,17 +267,7 @@ def test_a_turn_is_on_disk_when_recorded_and_a_failed_fsync_is_an_output_error(
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    record = ConversationRecord(
-        run_id="r",
-        id="a",
-        source="batch.yaml",
-        model="m",
-        base_url=LOCAL,
-        params={},
-        fingerprint="f",
-        started_at="t",
-        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-    )
+    record = one_exchange()
 
     async def main() -> None:
         store = TranscriptStore(path)
@@ -297,17 +302,7 @@ def test_the_fsync_thread_starts_with_the_store_and_ends_with_it(tmp_path: Path)
     assert _fsync_threads() == before + 1
 
     async def record() -> None:
-        record = ConversationRecord(
-            run_id="r",
-            id="a",
-            source="batch.yaml",
-            model="m",
-            base_url=LOCAL,
-            params={},
-            fingerprint="f",
-            started_at="t",
-            messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-        )
+        record = one_exchange()
         await store.record_turn(record, TurnRecord(index=0, message_index=0, attempts=[]))
         store.append_conversation(record)
         await store.flush()
