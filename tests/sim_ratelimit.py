@@ -24,7 +24,16 @@ headers" takes a moment and every count is exact. What it does, as OpenAI does:
   server that long after it was sent, and its answer (a 429 too) reaches the
   client that long after the server gave it. Without it a refusal would be
   back before the next request of the same wave went out, and a client
-  would be seen to stop a wave that, over a real network, is already sent.
+  would be seen to stop a wave that, over a real network, is already sent;
+- a client that works for its requests (``client_cpu_s``): each request
+  keeps the client's event loop busy that long as it goes out, and each
+  answer (a 429 too) as it comes in, in a few steps (virtual time moves on
+  with nothing else running, as on a real loop busy building, writing and
+  reading requests), so what is due meanwhile, the next sends and the 429s
+  already back, runs late. mtrun spends about a millisecond of its loop per request
+  on the bench server (httpx, aiohttp and the turn's own work): sends spread
+  closer than that queue up in the client, and a wave is a few sends deeper
+  when its first 429 is read than the network alone would make it.
 
 Everything it saw is in :attr:`SimServer.log`: arrival times, refusals,
 answers, requests in flight.
@@ -39,8 +48,12 @@ import random
 from dataclasses import dataclass, field
 
 import httpx
+from virtualtime import VirtualTimeLoop
 
 from runner.http.mock import answer
+
+CPU_STEPS = 4
+"""Steps of the loop the client's work on one request or answer is spread over."""
 
 
 def go_duration(seconds: float) -> str:
@@ -131,6 +144,7 @@ class SimServer:
         refund: bool = True,
         seed: int = 1,
         network_s: float = 0.0,
+        client_cpu_s: float = 0.0,
     ) -> None:
         self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
         self.window = _Window(int(rpm), window_s) if rpm and window_s else None
@@ -141,6 +155,7 @@ class SimServer:
         self.refund = refund
         self.rng = random.Random(seed)
         self.network_s = network_s
+        self.client_cpu_s = client_cpu_s
         self.log = Log()
         self._began: float | None = None
 
@@ -152,12 +167,25 @@ class SimServer:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         """The transport's handler: admit or refuse, then answer after a while."""
+        await self._client_busy()
         if self.network_s:
             await asyncio.sleep(self.network_s)
         response = await self._serve(request)
         if self.network_s:
             await asyncio.sleep(self.network_s)
+        await self._client_busy()
         return response
+
+    async def _client_busy(self) -> None:
+        """The client's work on a request going out or an answer coming in: ``client_cpu_s``
+        of its loop, in steps (a request passes several layers, each a step of the loop)."""
+        if not self.client_cpu_s:
+            return
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop), "client_cpu_s needs run_virtual"
+        for _ in range(CPU_STEPS):
+            loop.now += self.client_cpu_s / CPU_STEPS  # busy: nothing else of the client runs
+            await asyncio.sleep(0)
 
     async def _serve(self, request: httpx.Request) -> httpx.Response:
         """What the server does with a request that reached it."""

@@ -349,8 +349,40 @@ def test_a_wave_of_sends_beyond_the_answers_they_replace_is_spread() -> None:
     assert sleeps.waits == pytest.approx([0.01, 0.02])
 
 
+@pytest.mark.parametrize(
+    ("latency", "limit", "apart"),
+    [
+        (0.3, 10, 0.01),  # a third of a latency over the limit: wider than FLIGHT_MIN_S
+        (0.06, 10, 0.004),  # a third would be 2 ms, closer than the client's own work allows
+        (0.1, 32, 0.003125),  # 4 ms would spread the wave over more than a latency: 0.1 s / 32
+    ],
+)
+def test_a_wave_goes_no_closer_than_the_client_can_read_a_429(
+    latency: float, limit: int, apart: float
+) -> None:
+    """Spread sends are a third of a latency over the limit apart, at least FLIGHT_MIN_S (4 ms),
+    and never more than a latency over the limit (which would slow a steady flow)."""
+    p, _ = pacer()
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        p.answered(latency, in_flight=limit)  # the first send replaces it: it goes at once
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            p.sending(0)
+            started.append(round(loop.time() - began, 6))
+
+        await asyncio.gather(*(send() for _ in range(3)))
+        return started
+
+    assert run_virtual(go()) == pytest.approx([0.0, apart, 2 * apart])
+
+
 def test_spacing_too_short_to_sleep_for_is_not_slept() -> None:
-    """0.3 ms apart (a fast server, many in flight): every send goes at once, nothing slept."""
+    """0.45 ms apart at most (a fast server, many in flight): every send goes at once."""
     p, sleeps = pacer()
 
     async def go() -> None:

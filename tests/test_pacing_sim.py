@@ -140,6 +140,35 @@ def test_over_a_slower_network_a_wave_is_not_refused_whole(rpm: int, tmp_path: P
     assert len(log.refused) / len(log.arrived) < 0.02
 
 
+@pytest.mark.parametrize("rpm", [600, 1200])
+def test_a_wave_is_spread_wider_than_the_clients_own_work_on_a_send(
+    rpm: int, tmp_path: Path
+) -> None:
+    """The bench server's answers (0.1 s) and a client that spends a millisecond of its loop
+    on each request and each answer, as mtrun does there. The ramp's wave spread at a third of
+    a latency over 32 (1.1 ms apart) kept that loop full: sends queued in it, and the first
+    429 was read only after 8 (600 rpm) or 6 (1,200 rpm) sends of the wave were refused; the
+    real runs lost 1-10 that way. Spread wider (FLIGHT_MIN_S), the wave stops within two."""
+    server = SimServer(
+        rpm=rpm,
+        burst=rpm / 60,
+        headers=False,
+        base_s=0.05,
+        per_token_s=0.0005,
+        answer_tokens=(100, 100),
+        network_s=0.001,
+        client_cpu_s=0.001,
+    )
+    convs = batch(rpm // 4)  # 15 s at the limit
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    assert goodput(server, rpm) >= 0.95
+    assert len([t for t in log.refused if t < 2.0]) <= 2  # the first wave
+    assert len(log.refused) <= 3  # and the probe that measures the rate
+    assert len(log.refused) / len(log.arrived) < 0.02
+
+
 def test_a_token_limit_in_the_headers_is_used_to_90_percent_without_refusals(
     tmp_path: Path,
 ) -> None:

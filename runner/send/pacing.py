@@ -30,9 +30,11 @@ how fast we may send, from the best word to the weakest:
   older rule: 85% of the rate that was getting answers;
 - what the run itself shows (unless the headers' mirror is active): sends
   are kept apart by the shortest latency over three times the request limit
-  (:meth:`Pacer._wait_flight`), so a wave of sends opened at once by answers
-  coming back together reaches an unknown limit one by one, and the first
-  429 holds the rest of the wave instead of coming back after all of it;
+  (:meth:`Pacer._wait_flight`), and by at least the few milliseconds the
+  client itself takes to send one and read a 429, so a wave of sends opened
+  at once by answers coming back together reaches an unknown limit one by
+  one, and the first 429 holds the rest of the wave instead of coming back
+  after all of it;
 - a Retry-After: no send before it, whether it is waiting at the gate
   (``gate.py``) or already here (:meth:`Pacer.hold`);
 - a storm: 429s keep coming with (almost) nothing answered since the
@@ -84,6 +86,16 @@ which ``-j auto``'s ramp (three sends per answer) grows, so the ramp is as fast,
 spread over a third of a latency. (At 1.5 the bench server's 1,200 rpm batch lost 1-2
 requests to its first wave instead of 1-8, but a slow limit, 60 rpm with a bucket of one,
 was learned worse in the simulation: its goodput fell from 97% to 94%.)"""
+FLIGHT_MIN_S = 0.004
+"""...and never closer than this, nor further than the latency over the limit. A request
+costs the client's own loop about a millisecond (httpx, aiohttp, the turn's own work), and
+reading a 429 as much: sends spread closer than a few of those fill the loop and queue in
+it, and a wave's first 429 is read only after every send queued ahead of it went out. On the
+bench server (0.1 s answers, sends 1.1 ms apart) sends took 3-8 ms from booked to arrived,
+and 1-10 of the first wave were refused (600 and 1,200 rpm); at 3.2 ms (the cap), 1-2. The
+cap keeps a steady flow unslowed (``limit`` in flight answered after a latency), a fast
+server's ramp within a latency, and a wave from meeting the answers of its own first sends,
+whose replacements go unspread (at 6 ms, 4 of them were refused together in the simulation)."""
 FLIGHT_SLACK_S = 0.001
 """Sends that spacing would delay less than this go at once (no sleep for so little)."""
 
@@ -198,9 +210,11 @@ class Pacer:
         bucket runs dry, every send of the wave still to arrive is refused before
         the first 429 is back. Spread over a third of a latency, the first 429 is
         back after a few sends, and holds the rest (TCP paces its sends over a
-        round trip for the same reason). The spacing never slows a steady flow:
-        ``limit`` requests in flight answered after a latency go at most at
-        ``limit / latency``. Nor does it spread a send that replaces an answer
+        round trip for the same reason). Nor closer than the client's own work on
+        a send allows (``FLIGHT_MIN_S``): sends queued in a busy loop all go out
+        before it reads the 429 that came back meanwhile. The spacing never slows
+        a steady flow: ``limit`` requests in flight answered after a latency go at
+        most at ``limit / latency``. Nor does it spread a send that replaces an answer
         (TCP's ack clock): answers that came back together were served together,
         so their replacements may go together; spreading them cost a server
         whose answers all take the same time a third of a latency every round
@@ -315,7 +329,8 @@ class Pacer:
         now = self.clock()
         if latency_s is not None and latency_s > 0 and in_flight > 0:
             self._min_latency = min(self._min_latency, latency_s)
-            self._flight_interval = self._min_latency / (FLIGHT_PACE * in_flight)
+            per_slot = self._min_latency / in_flight
+            self._flight_interval = max(per_slot / FLIGHT_PACE, min(FLIGHT_MIN_S, per_slot))
             self._clocked = min(self._clocked + 1, in_flight)
         self._answers.append(now)
         while self._answers and self._answers[0] < now - RATE_WINDOW_S:
