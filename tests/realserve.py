@@ -9,10 +9,10 @@ or why it is missing.
 
 :func:`build_model` builds the model with that virtualenv's Python
 (``realserve_model.py``: random weights, a local tokenizer, nothing from the
-hub); :class:`TransformersServe` starts ``transformers serve MODEL`` on a free
-loopback port with the hub switched off, waits for ``/health``, sends one
-short warm-up request (the first generation pays for lazy set-up), and stops
-the server on exit.
+hub); :class:`TransformersServe` is ``transformers serve MODEL`` on a free
+loopback port with the hub switched off, ready once ``/health`` answers and
+one short warm-up request (the first generation pays for lazy set-up) did;
+:func:`serving` starts several at once and stops them at the end.
 
 What the server does, read from transformers 5.24's ``cli/serving``: without
 ``--continuous-batching`` every generation runs on one inference thread, one
@@ -29,12 +29,13 @@ third of the time one after another takes): a server with many slots.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -62,11 +63,18 @@ def server_venv() -> tuple[Path | None, str]:
     return venv, ""
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port nothing listens on now, and not handed out here before."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def environ(folder: Path) -> dict[str, str]:
@@ -125,40 +133,22 @@ class TransformersServe:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> TransformersServe:
-        command = [
-            str(self.venv / "bin" / "transformers"),
-            "serve",
-            self.model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--device",
-            "cpu",
-            *self.flags,
-        ]
+    def start(self) -> None:
+        """Start the server; it loads for a while (:meth:`wait_ready`)."""
+        command = [str(self.venv / "bin" / "transformers"), "serve", self.model]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"]
         with self.log.open("wb") as log:
             self._proc = subprocess.Popen(
-                command, env=environ(self.log.parent), stdout=log, stderr=subprocess.STDOUT
+                [*command, *self.flags],
+                env=environ(self.log.parent),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        try:
-            self._wait_healthy()
-            self.chat(
-                [{"role": "user", "content": "w1 w2"}], max_tokens=4
-            )  # warm-up: the first generation sets things up
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def wait_ready(self) -> None:
+        """Wait for ``/health``, then warm up: the first generation sets things up."""
+        self._wait_healthy()
+        self.chat([{"role": "user", "content": "w1 w2"}], max_tokens=4)
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_S
@@ -196,3 +186,17 @@ class TransformersServe:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def serving(*servers: TransformersServe) -> Iterator[None]:
+    """The servers started together (each loads on its own core) and stopped at the end."""
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        yield
+    finally:
+        for server in servers:
+            server.stop()

@@ -37,6 +37,7 @@ from realserve import (
     TransformersServe,
     build_model,
     server_venv,
+    serving,
 )
 
 from runner.run.config import AUTO_START
@@ -72,29 +73,31 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         pytest.fail(str(error))  # installed, yet it does not work: that is a failure
 
 
-def started(model: tuple[Path, Path], log: Path, *flags: str) -> Iterator[TransformersServe]:
+@pytest.fixture(scope="module")
+def servers(
+    model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TransformersServe, TransformersServe]]:
+    """The server as it starts by default, and with continuous batching, started together."""
+    folder = tmp_path_factory.mktemp("tserve")
+    plain = TransformersServe(*model, folder / "serve.log")
+    batching = TransformersServe(*model, folder / "serve-cb.log", *CONTINUOUS_BATCHING)
     try:
-        with TransformersServe(*model, log, *flags) as server:
-            yield server
+        with serving(plain, batching):
+            yield plain, batching
     except ServerError as error:
         pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
-def server(
-    model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TransformersServe]:
-    """The server as it starts by default: one generation at a time, the rest queued."""
-    yield from started(model, tmp_path_factory.mktemp("tserve") / "serve.log")
+def server(servers: tuple[TransformersServe, TransformersServe]) -> TransformersServe:
+    """One generation at a time, the rest queued."""
+    return servers[0]
 
 
 @pytest.fixture(scope="module")
-def batching_server(
-    model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TransformersServe]:
-    """The server with continuous batching: every request generated at once."""
-    log = tmp_path_factory.mktemp("tserve-cb") / "serve.log"
-    yield from started(model, log, *CONTINUOUS_BATCHING)
+def batching_server(servers: tuple[TransformersServe, TransformersServe]) -> TransformersServe:
+    """Every request generated at once."""
+    return servers[1]
 
 
 def write_conversations(
