@@ -112,19 +112,27 @@ def write_conversations(
     return path
 
 
-def run_mtrun(server: TransformersServe, folder: Path, spec: Path, *options: str) -> dict[str, Any]:
+def run_mtrun(
+    server: TransformersServe,
+    folder: Path,
+    spec: Path,
+    *options: str,
+    model: str | None = None,
+    exit_code: int = 0,
+) -> dict[str, Any]:
     """``mtrun`` against the server; the summary JSON with the records under ``records``."""
     folder.mkdir(parents=True, exist_ok=True)
     out, summary = folder / "out.jsonl", folder / "summary.json"
     command = [sys.executable, "-m", "runner", "--base-url", server.base_url]
-    command += ["--model", server.model, "-q", "-o", str(out), "--summary-json", str(summary)]
+    command += ["--model", model or server.model, "-q", "-o", str(out)]
+    command += ["--summary-json", str(summary)]
     done = subprocess.run(
         [*command, *options, str(spec)],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, f"{done.stderr}\nserver log:\n{server.log_tail()}"
+    assert done.returncode == exit_code, f"{done.stderr}\nserver log:\n{server.log_tail()}"
     result: dict[str, Any] = json.loads(summary.read_text())
     records = [json.loads(line) for line in out.read_text().splitlines()]
     result["records"] = {r["id"]: r for r in records if r.get("schema") == "mtrun.transcript/1"}
@@ -187,6 +195,20 @@ def test_a_stream_without_done_is_recorded_like_the_plain_answer(
         assert turn["usage"] == plain["usage"]
         assert turn["finish_reason"] == "length"
         assert 0 < turn["first_token_ms"] <= turn["latency_ms"]
+
+
+def test_the_server_s_refusal_fails_the_conversation_at_once_with_its_reason(
+    server: TransformersServe, tmp_path: Path
+) -> None:
+    """Pinned to its model, the server answers another name with a 400 in FastAPI's shape
+    (``{"detail": ...}``, not OpenAI's ``error`` object): no retry, and its reason shown."""
+    spec = write_conversations(tmp_path / "history.yaml", THREE_TURNS, SHORT)
+    result = run_mtrun(server, tmp_path / "run", spec, model="another-model", exit_code=3)
+    assert (result["failed"], result["retries"], result["turns"]) == (1, 0, 0)
+    [failure] = result["failures"]
+    assert failure["turn"] == 0
+    assert failure["message"].startswith("HTTP 400: Server is pinned to ")
+    assert failure["message"].endswith("requested 'another-model'.")
 
 
 def batch(folder: Path, tokens: int) -> Path:
