@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -273,17 +272,20 @@ def test_a_queued_stream_s_first_token_comes_after_the_answers_ahead_of_it(
     assert max(figures(auto_stream, "first_token_ms")) > min(figures(auto_stream, "latency_ms"))
 
 
-def test_a_fixed_j_leaves_the_queue_in_the_server_and_in_every_latency(
+def test_a_fixed_j_leaves_the_queue_in_the_server(
     server: TransformersServe, auto_plain: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The same batch at ``-j 5``: the limit never changes and the requests wait in the
-    server, so the typical recorded latency is above ``-j auto``'s, whose requests wait in
-    mtrun (``queued_ms``) and whose ``latency_ms`` is the model's."""
+    """The same batch at ``-j 5``: the limit never changes and every request is sent at once
+    to wait in the server's queue, inside its ``latency_ms``; under ``-j auto`` most waited
+    in mtrun instead (``queued_ms``), sent one at a time once the queue was seen. (Their
+    latencies are not compared: two runs on a shared machine, and half of a batch this
+    small is the opening round, queued in the server under both.)"""
     fixed = run_batch(server, tmp_path, "-j", str(BATCH))
     assert fixed["limit_changes"] == []  # -j N does not look for a queue
-    auto_latency, fixed_latency = figures(auto_plain, "latency_ms"), figures(fixed, "latency_ms")
-    assert statistics.median(auto_latency) < statistics.median(fixed_latency)
-    assert sum(figures(auto_plain, "queued_ms")) > sum(figures(fixed, "queued_ms"))
+    # A slot each: no request waited in mtrun anything like a service time.
+    assert max(figures(fixed, "queued_ms")) < min(figures(fixed, "latency_ms"))
+    waited = [queued for queued in figures(auto_plain, "queued_ms") if queued >= 1.0]
+    assert len(waited) >= BATCH  # the fifth first turn, and every second turn behind the cut
 
 
 def test_j_auto_goes_past_the_start_against_a_server_that_batches(
