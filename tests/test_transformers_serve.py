@@ -292,9 +292,10 @@ def test_j_auto_goes_past_the_start_against_a_server_that_batches(
     batching_server: TransformersServe, tmp_path: Path
 ) -> None:
     """With continuous batching the opening round comes back together: no queue, so the
-    limit rises past the start of four instead of being cut (the contrast that shows the
-    cut above is the server's one slot, not a slow machine)."""
+    limit first rises past the start of four instead of being cut (the contrast that shows
+    the cut above is the server's one slot, not a slow machine). Later cuts may come: on a
+    CPU each step of a bigger batch is slower, which looks like a queue, and is one."""
     result = run_batch(batching_server, tmp_path, "-j", "auto")
     changes = result["limit_changes"]
-    assert changes and max(change["limit"] for change in changes) > AUTO_START
-    assert not any(change["reason"].startswith("queueing") for change in changes)
+    assert changes and changes[0]["limit"] > AUTO_START
+    assert max(change["limit"] for change in changes) > 2 * AUTO_START
