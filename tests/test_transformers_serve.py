@@ -5,9 +5,11 @@ model built offline), and mtrun is its real command line, as a user runs it.
 It proves on the real thing what ``sim_queue.py`` and the bench server show
 on our own: the history each turn sends is the whole conversation so far,
 streamed and plain answers are recorded alike (usage, ``first_token_ms`` on
-the client's clock), and ``-j auto`` finds that the server serves one request
-at a time (it queues the rest and never says 429) and stays near that,
-where a fixed ``-j`` keeps a queue whose wait shows in every latency.
+the client's clock), a refusal in FastAPI's shape fails at once with its
+reason, and ``-j auto`` finds that the server serves one request at a time
+(it queues the rest and never says 429) and stays near that, where a fixed
+``-j`` leaves the queue in the server, inside every ``latency_ms``. Against
+the same server with continuous batching, ``-j auto`` rises instead.
 
 The model is greedy and never stops early, so an answer is exactly
 ``max_tokens`` long and the same history always gets the same answer: the
