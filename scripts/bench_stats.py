@@ -191,7 +191,9 @@ def summarize(stats: Stats, capacity: int | None = None) -> dict[str, Any]:
         "booked_tokens": sum(r.booked_tokens for r in records if r.status == 200),
         "used_tokens": sum(r.used_tokens for r in records if r.status == 200),
         "held_over_pct": held_over_pct(records),
-        **_handover(records, capacity),
+        # Hand-overs mean something only where the slots ran out: below that, a freed
+        # slot waits for no one (the zero-latency server has 1,000 of them).
+        **_handover(records, capacity if stats.max_in_flight >= (capacity or 0) else None),
     }
 
 

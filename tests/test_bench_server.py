@@ -301,9 +301,12 @@ def test_handover_is_how_long_a_freed_slot_stays_free_the_longest_free_taken_fir
     ]
     gaps = handover_ms(records, capacity=2)
     assert gaps == pytest.approx([4.0, 10.0, 1500.0])
-    summary = summarize(Stats(started=0.0, records=records), capacity=2)
+    summary = summarize(Stats(started=0.0, records=records, max_in_flight=2), capacity=2)
     assert summary["handover_p50_ms"] == pytest.approx(10.0)
     assert "handover_p50_ms" not in summarize(Stats(started=0.0, records=records))
+    # Slots to spare: a freed one waits for no one, and no hand-over is reported.
+    spare = summarize(Stats(started=0.0, records=records, max_in_flight=2), capacity=3)
+    assert "handover_p50_ms" not in spare
 
 
 def test_held_over_is_the_slot_time_beyond_the_modelled_service() -> None:
