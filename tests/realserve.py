@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import free_port
 
 DEFAULT_VENV = Path("/opt/mtrun-tserve")
 """Where ``.ci/run`` installs the server; ``MTRUN_TSERVE_VENV`` names another."""
@@ -61,20 +61,6 @@ def server_venv() -> tuple[Path | None, str]:
                 f"{venv} && {venv}/bin/pip install torch==2.13.0 'transformers[serving]==5.24.0')"
             )
     return venv, ""
-
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now, and not handed out here before."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
 
 
 def environ(folder: Path) -> dict[str, str]:

@@ -330,16 +330,24 @@ def _wave(p: Pacer, sends: int) -> list[float]:
         began = loop.time()
         p.answered(0.5, in_flight=4)  # the shortest latency so far...
         p.answered(0.3, in_flight=10)  # ...is this one: 0.3 s / (3 x 10) apart
-        started: list[float] = []
-
-        async def send() -> None:
-            await p.wait_turn(0)
-            started.append(round(loop.time() - began, 6))
-
-        await asyncio.gather(*(send() for _ in range(sends)))
-        return started
+        return await _send_times(p, began, sends, sending=False)
 
     return run_virtual(go())
+
+
+async def _send_times(p: Pacer, began: float, n: int, *, sending: bool = True) -> list[float]:
+    """``n`` sends ready at once: when each went (s since ``began``), told ``p`` if ``sending``."""
+    loop = asyncio.get_running_loop()
+    started: list[float] = []
+
+    async def send() -> None:
+        await p.wait_turn(0)
+        if sending:
+            p.sending(0)
+        started.append(round(loop.time() - began, 6))
+
+    await asyncio.gather(*(send() for _ in range(n)))
+    return started
 
 
 def test_a_wave_of_sends_beyond_the_answers_they_replace_is_spread() -> None:
@@ -368,15 +376,7 @@ def test_a_wave_goes_no_closer_than_the_client_can_read_a_429(
         loop = asyncio.get_running_loop()
         began = loop.time()
         p.answered(latency, in_flight=limit)  # the first send replaces it: it goes at once
-        started: list[float] = []
-
-        async def send() -> None:
-            await p.wait_turn(0)
-            p.sending(0)
-            started.append(round(loop.time() - began, 6))
-
-        await asyncio.gather(*(send() for _ in range(3)))
-        return started
+        return await _send_times(p, began, 3)
 
     assert run_virtual(go()) == pytest.approx([0.0, apart, 2 * apart])
 
@@ -407,14 +407,6 @@ def test_sends_woken_together_by_a_stalled_loop_still_go_one_at_a_time() -> None
 
         p.sleep = stalled
         p.answered(0.3, in_flight=10)  # 10 ms apart
-        sent: list[float] = []
-
-        async def send() -> None:
-            await p.wait_turn(0)
-            p.sending(0)
-            sent.append(round(loop.time() - began, 6))
-
-        await asyncio.gather(*(send() for _ in range(3)))
-        return sent
+        return await _send_times(p, began, 3)
 
     assert run_virtual(go()) == [0.0, 0.05, 0.06]

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from helpers import free_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CRED_EXPIRE_S = 10
 """How long a job's credential lives, so how long a requeued job waits to start again."""
@@ -46,12 +48,6 @@ def missing_programs() -> list[str]:
 
 def _which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def slurm_conf(folder: Path, ctld_port: int, slurmd_port: int) -> str:
@@ -130,7 +126,7 @@ class SlurmCluster:
         key = self.folder / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self.conf.write_text(slurm_conf(self.folder, _free_port(), _free_port()))
+        self.conf.write_text(slurm_conf(self.folder, free_port(), free_port()))
         munge = self.folder / "munge"
         self._spawn(
             "munged",
