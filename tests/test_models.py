@@ -77,7 +77,7 @@ def test_a_model_given_twice_runs_once(tmp_path: Path, monkeypatch: pytest.Monke
     (record,) = read_jsonl(tmp_path / "one.jsonl")
     assert (record["id"], record["model"]) == ("c", "a")
     dry = invoke("--dry-run", "--model", "a", "--model", "a", "c.yaml")
-    assert "total: 1 conversations, 1 requests" in dry.stdout
+    assert "total: 1 conversation, 1 request" in dry.stdout
 
 
 FILE_MODELS = "id: c\nmodels: [x, y]\nturns: [Hi]\n"
@@ -100,9 +100,10 @@ def test_model_options_win_over_the_files_models(
     options = [arg for model in models for arg in ("--model", model)]
     result = invoke("--mock", *options, "-o", "m.jsonl", "c.yaml")
     assert result.exit_code == 0, result.stderr
-    assert f"{len(ids)} conversations: {len(ids)} completed" in result.stderr
+    said = "1 conversation" if len(ids) == 1 else f"{len(ids)} conversations"
+    assert f"{said}: {len(ids)} completed" in result.stderr
     records = read_jsonl(tmp_path / "m.jsonl")
     assert {r["id"]: r["model"] for r in records} == ids
     assert {r["variant_of"] for r in records} == {"c"}
     dry = invoke("--dry-run", *options, "c.yaml")
-    assert f"total: {len(ids)} conversations" in dry.stdout
+    assert f"total: {said}, " in dry.stdout

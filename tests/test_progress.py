@@ -135,3 +135,34 @@ def test_a_hold_is_one_plain_line_in_logs() -> None:
     assert out.getvalue().splitlines() == [
         "held   every request waits 12.5s (Retry-After): HTTP 429: slow down"
     ]
+
+
+def test_one_of_a_kind_is_said_in_the_singular() -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress(RunStarted("RUN", Path("out.jsonl"), 1, 0, to_continue=0, torn_bytes=0))
+    progress.close()
+    assert out.getvalue().splitlines() == ["run RUN: 1 conversation -> out.jsonl"]
+    result = RunResult(
+        run_id="RUN",
+        output=Path("x.jsonl"),
+        total=1,
+        completed=1,
+        failed=0,
+        interrupted=0,
+        not_started=0,
+        already_completed=0,
+        checks_failed=1,
+        turns=1,
+        prompt_tokens=10,
+        completion_tokens=5,
+        retries=1,
+        wall_seconds=1.0,
+        stop_reason=None,
+        interrupted_by_user=False,
+        failures=(),
+    )
+    assert summary_lines(result)[:2] == [
+        "1 conversation: 1 completed, 1 failed check, 0 failed",
+        "1 turn, 15 tokens (10 prompt + 5 completion), 1 retry, 1.0s",
+    ]

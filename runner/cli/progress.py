@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
+from runner.checks.base import plural
 from runner.review.view import visible as safe
 from runner.run.events import (
     ConversationFinished,
@@ -110,7 +111,7 @@ class ProgressPrinter:
             self.tick()
 
     def _started_text(self, event: RunStarted) -> str:
-        parts = [f"run {event.run_id}: {event.total} conversations -> {event.output}"]
+        parts = [f"run {event.run_id}: {plural(event.total, 'conversation')} -> {event.output}"]
         if event.already_completed or event.to_continue:
             parts.append(
                 f"resuming: {event.already_completed} already completed, "
@@ -168,17 +169,17 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
     if result.already_completed:
         counts[0] += f" ({result.already_completed} before this run)"
     if result.checks_failed:
-        counts.append(f"{result.checks_failed} failed checks")
+        counts.append(plural(result.checks_failed, "failed check"))
     counts.append(f"{result.failed} failed")
     if result.interrupted:
         counts.append(f"{result.interrupted} interrupted")
     if result.not_started:
         counts.append(f"{result.not_started} not started")
     lines = [
-        f"{result.total} conversations: {', '.join(counts)}",
-        f"{result.turns} turns, {result.total_tokens:,} tokens "
+        f"{plural(result.total, 'conversation')}: {', '.join(counts)}",
+        f"{plural(result.turns, 'turn')}, {result.total_tokens:,} tokens "
         f"({result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion), "
-        f"{result.retries} retries, {result.wall_seconds:.1f}s",
+        f"{plural(result.retries, 'retry', 'retries')}, {result.wall_seconds:.1f}s",
     ]
     for failure in result.failures[:MAX_FAILURES_SHOWN]:
         lines.append(
@@ -196,7 +197,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
         lines.append(f"    seen:     {safe(check.seen)}")
     if len(result.check_failures) > MAX_FAILURES_SHOWN:
         more = len(result.check_failures) - MAX_FAILURES_SHOWN
-        lines.append(f"  ... and {more} more failed checks")
+        lines.append(f"  ... and {plural(more, 'more failed check')}")
     for rate in result.pass_rates:
         verdict = "ok" if rate.rate >= min_pass_rate else f"below {min_pass_rate:.0%}"
         lines.append(

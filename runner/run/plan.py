@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from runner.checks.base import plural
 from runner.run.batch import expand_batch, request_settings
 from runner.run.config import RunConfig
 from runner.spec.model import Conversation, RequestSettings
@@ -119,7 +120,8 @@ def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:
         "where max_tokens is not set)"
     )
     lines.append(
-        f"total: {len(plan.conversations)} conversations, {plan.requests:,} requests, "
+        f"total: {plural(len(plan.conversations), 'conversation')}, "
+        f"{plural(plan.requests, 'request')}, "
         f"about {plan.prompt_tokens:,} prompt tokens; {completion}"
     )
     lines.append("estimates: about 4 characters a token; nothing was sent")
