@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import os
@@ -320,3 +321,41 @@ def test_a_store_that_cannot_resume_leaves_no_thread_behind(tmp_path: Path) -> N
     with pytest.raises(OutputError):
         TranscriptStore(path, resume=True)
     assert _fsync_threads() == before
+
+
+def test_a_line_cut_short_by_a_failed_write_is_cut_off_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk mid-line: the file keeps its whole lines only, and takes no more."""
+    path = tmp_path / "out.jsonl"
+    real_write = os.write
+    calls = 0
+
+    def write_some_then_fail(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return real_write(fd, bytes(data[:7]))  # a short write: the rest follows
+        if calls == 2:
+            return real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main() -> None:
+        store = TranscriptStore(path)
+        try:
+            first = one_exchange()
+            store.append_conversation(first)
+            await store.flush()
+            whole = path.read_bytes()
+            monkeypatch.setattr(os, "write", write_some_then_fail)
+            second = dataclasses.replace(first, id="second")
+            with pytest.raises(OutputError, match="No space left"):
+                store.append_conversation(second)
+            assert path.read_bytes() == whole  # the 12 bytes written of the line are gone
+            with pytest.raises(OutputError, match="No space left"):
+                store.append_conversation(second)
+            assert calls == 3  # a broken file is not written again
+        finally:
+            store.close(finished=False)
+
+    asyncio.run(main())

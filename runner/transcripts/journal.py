@@ -31,7 +31,11 @@ except ImportError:  # pragma: no cover - exercised only on Windows
 
 
 class AppendFile:
-    """An append-only file written in whole lines with group-committed fsync."""
+    """An append-only file written in whole lines with group-committed fsync.
+
+    ``fd`` is opened ``O_APPEND`` (:func:`open_locked`, :func:`open_journal`): every
+    write lands at the end without a seek.
+    """
 
     def __init__(self, path: Path, fd: int, syncer: SyncThread) -> None:
         self.path = path
@@ -46,16 +50,17 @@ class AppendFile:
     def append(self, data: bytes) -> None:
         if self.broken is not None:
             raise write_error(self.path, self.broken)
-        start = os.lseek(self.fd, 0, os.SEEK_END)
+        done = 0
         try:
             view = memoryview(data)
-            while view:
-                done = os.write(self.fd, view)
-                view = view[done:]
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
         except OSError as exc:
             self.broken = exc
+            # Only this run writes the file (its flock), always at the end
+            # (O_APPEND): cut off the part of the line that was written.
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, start)
+                os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - done)
             raise write_error(self.path, exc) from None
         self.written += 1
 
@@ -165,12 +170,12 @@ def open_journal(path: Path, end: int) -> int:
 
 
 def open_locked(path: Path, *, new: bool) -> int:
-    """A read-write descriptor of the output ``path``, locked for this process alone.
+    """An append-only read-write descriptor of the output ``path``, locked for this process alone.
 
     ``new``: create it, refusing an existing file. Refuses anything that is
     not a regular file, and an output another mtrun process is writing.
     """
-    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_EXCL if new else 0)
     if not path.parent.is_dir():
         try:
             path.parent.mkdir(parents=True)

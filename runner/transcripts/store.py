@@ -184,8 +184,7 @@ class TranscriptStore:
             offset = line.end
             if not line.whole:
                 # A whole record that only lacks its newline: keep it, end the line.
-                os.lseek(self._main.fd, 0, os.SEEK_END)
-                os.write(self._main.fd, b"\n")
+                os.write(self._main.fd, b"\n")  # at the end: the file is O_APPEND
                 offset += 1
         return offset, 0
 
