@@ -174,6 +174,9 @@ class Mirror:
         self._waiting = [0, 0]
         self._passed = [0, 0]
         """Requests and tokens booked and waiting in the pacer / past it and not yet sent."""
+        self.answers_tell = False
+        """Whether an answer (not only a refusal) carried a snapshot: then refunds are the
+        server's to tell (:meth:`settle`)."""
 
     @property
     def active(self) -> bool:
@@ -262,6 +265,29 @@ class Mirror:
         for bucket, base, waiting in levels:
             bucket.set_level(base if gained else base - waiting, now)
         return requests or tokens
+
+    def settle(self, booked: int, used: int | None, now: float) -> None:
+        """An answer used ``used`` of the ``booked`` tokens: refund the rest, unless answers
+        carry snapshots.
+
+        A server that sends its headers on refusals only never says what it gave back
+        until the next 429, and a mirror that kept every booking would pace at what
+        requests may book, not at what they use (55% of a refunding server's token limit
+        in the simulation). Refunded here, a server that keeps whole bookings is run
+        into, and its 429 sets the level back.
+        """
+        bucket = self.tokens
+        if self.answers_tell or not bucket.known or used is None or used >= booked:
+            return
+        level = bucket.level_now(now)
+        bucket.set_level(min(bucket.size, level + bucket.cost(booked - used)), now)
+
+    def short(self, limits: RateLimits, seq: int) -> bool:
+        """Whether a refusal's snapshot shows a bucket too low for send ``seq`` (its cause)."""
+        if limits.remaining_requests is not None and limits.remaining_requests < 1:
+            return True
+        cost = next((tokens for number, _, tokens in self._log if number == seq), 0)
+        return limits.remaining_tokens is not None and limits.remaining_tokens < max(1, cost)
 
     def refused(self, seq: int, now: float) -> None:
         """A 429 to send ``seq``: nothing remained when it arrived (lowers the levels only)."""

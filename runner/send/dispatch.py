@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
+from runner.http.headers import RateLimits
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter, Ticket
 from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
@@ -172,9 +173,14 @@ class Dispatcher:
             outcome, answer = "ok", answer_of(completion, self.clock() - sent)
         except APIError as exc:
             outcome = _outcome(exc)
+            limits = exc.rate_limits if isinstance(exc.rate_limits, RateLimits) else None
             if exc.status == 429:
                 self.rate_limited += 1
-                self.pacer.refused(slot.seq)
+                self.pacer.refused(slot.seq, limits, in_flight=self.limiter.limit)
+            elif limits is not None and exc.status == 503:
+                self.pacer.observe(
+                    limits, in_flight=self.limiter.limit, seq=slot.seq, answered=False
+                )
             held = self.gate.hold_until
             self.gate.failed(exc, conversation_id, sent_at=sent)
             if self.gate.hold_until > held:

@@ -318,10 +318,12 @@ class Pacer:
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
         """Correct the ``--tpm`` booking by what the answer really used.
 
-        Not the mirrored bucket's: the server's own snapshots say what it gave back.
+        The mirrored bucket's only when answers carry no snapshot (``Mirror.settle``):
+        otherwise the server's own snapshots say what it gave back.
         """
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
+        self.mirror.settle(estimated_tokens, used_tokens, self.clock())
 
     def answered(self, latency_s: float | None = None, *, in_flight: int = 0) -> None:
         """An answer came back after ``latency_s`` with ``in_flight`` allowed: note it, and
@@ -351,13 +353,26 @@ class Pacer:
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 
-    def refused(self, seq: int = 0) -> None:
+    def refused(
+        self, seq: int = 0, limits: RateLimits | None = None, *, in_flight: int = 0
+    ) -> None:
         """A 429 to send ``seq``: the mirrored buckets were empty; else learn a pace from it.
 
-        Pacing just under the rate that was being answered, once per episode.
+        ``limits``: what the 429's own ``x-ratelimit-*`` headers said. They are read as
+        an answer's are (:meth:`observe`): the mirror then holds what they say remains,
+        at once, with no rate to learn. Only a snapshot that shows room for the request
+        in every bucket it names (so the refusal came from a limit it does not name)
+        empties the mirrored buckets as a bare 429 does. Without a mirror, pacing just
+        under the rate that was being answered, once per episode.
         """
         now = self.clock()
         self._clocked = 0  # a limit was met: every send is spread again
+        if limits is not None and self.observe(
+            limits, in_flight=in_flight, seq=seq, answered=False
+        ):
+            if not self.mirror.short(limits, seq):
+                self.mirror.refused(seq, now)
+            return
         if self.mirror.active:
             self.mirror.refused(seq, now)  # the headers say the rate: nothing to learn
             return
@@ -391,19 +406,24 @@ class Pacer:
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 
-    def observe(self, limits: RateLimits, *, in_flight: int, seq: int = 0) -> None:
-        """Adapt to what the answer to send ``seq`` says of the server's limits.
+    def observe(
+        self, limits: RateLimits, *, in_flight: int, seq: int = 0, answered: bool = True
+    ) -> bool:
+        """Adapt to what the answer to send ``seq`` (``answered``: not a refusal) says of
+        the server's limits.
 
-        A snapshot the mirror can use replaces the rules below, which stay for
-        a header set without a limit (remaining and reset only).
+        A snapshot the mirror can use replaces the rules below (and True is
+        returned), which stay for a header set without a limit (remaining and
+        reset only).
         """
         now = self.clock()
         generation = self.mirror.generation
         if self.mirror.observe(limits, seq, now):
+            self.mirror.answers_tell |= answered
             self._header_interval = 0.0
             if generation != self.mirror.generation:
                 self._wake(self._wakes[0])
-            return
+            return True
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
         if reset is not None:
             reset = min(reset, MAX_HEADER_HOLD)
@@ -415,3 +435,4 @@ class Pacer:
         tokens, token_reset = limits.remaining_tokens, limits.reset_tokens_s
         if tokens is not None and token_reset is not None and tokens <= 0:
             self._header_hold = max(self._header_hold, now + min(token_reset, MAX_HEADER_HOLD))
+        return False
