@@ -27,6 +27,7 @@ from runner.http.headers import RateLimits
 from runner.http.mock import answer
 from runner.run.engine import RunControl
 from runner.send.dispatch import Dispatcher, Slot
+from runner.send.pacing import Pacer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
@@ -255,3 +256,35 @@ def test_over_a_real_socket_the_bench_servers_429_brings_its_bucket(
     assert limits.reset_requests_s is not None and 0.5 < limits.reset_requests_s <= 1.0
     assert error.retry_after is not None and 0.5 < error.retry_after <= 1.0
     assert server.stats.requests == 2
+
+
+def test_sends_waiting_on_the_mirror_when_a_hold_begins_go_at_its_end_as_the_bucket_allows() -> (
+    None
+):
+    """A bucket of 5 refilled at 10 a second, and a Retry-After that holds sends for 3 s.
+
+    The sends already waiting on the mirror were booked as if it kept refilling while they
+    waited: past the hold, all 20 were due at once, and a bucket of 5 had room for five.
+    Booked again from the hold's end, where the bucket is full at 5, four go (one kept in
+    hand), then one each tenth of a second.
+    """
+    sleeps = RecordedSleep()
+    p = Pacer(sleep=sleeps, clock=clock)
+    seq = p.sending(0)  # refused: nothing left, full again in half a second
+    p.refused(seq, RateLimits(limit_requests=600, remaining_requests=0, reset_requests_s=0.5))
+
+    async def go() -> list[float]:
+        began = clock()
+        started: list[float] = []
+
+        async def send() -> None:
+            await p.wait_turn(0)
+            started.append(round(clock() - began, 6))
+
+        sends = [asyncio.create_task(send()) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        p.hold(began + 3.0)
+        await asyncio.gather(*sends)
+        return started
+
+    assert run_virtual(go()) == [3.0] * 4 + [round(3.0 + k / 10, 6) for k in range(1, 17)]

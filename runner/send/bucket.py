@@ -186,12 +186,16 @@ class Mirror:
     def _buckets(self, tokens: int) -> list[tuple[Bucket, int]]:
         return [(b, c) for b, c in ((self.requests, 1), (self.tokens, tokens)) if b.known]
 
-    def book(self, tokens: int, now: float) -> tuple[float, int]:
-        """Book one request of ``tokens``; return when the buckets let it go, and the generation."""
-        start = now
+    def book(self, tokens: int, now: float, *, held: float = 0.0) -> tuple[float, int]:
+        """Book one request of ``tokens``; return when the buckets let it go, and the generation.
+
+        ``held``: no send before then (a Retry-After). The booking is made at the hold's
+        end, where the buckets hold what they refilled to, never more than their size.
+        """
+        at = start = max(now, held)
         if self.requests.rate or self.tokens.rate:
             for bucket, cost in self._buckets(tokens):
-                start = max(start, bucket.book(cost, now))
+                start = max(start, bucket.book(cost, at))
         waiting = self._waiting
         waiting[0] += 1
         waiting[1] += tokens
@@ -204,6 +208,18 @@ class Mirror:
                 bucket.unbook(cost)
             self._waiting[0] -= 1
             self._waiting[1] -= tokens
+
+    def rebook(self) -> None:
+        """Drop the waiting bookings, to be made again (a hold began): give back what they drew.
+
+        Booked before the hold, they counted on the refill while they waited, beyond what
+        the buckets can hold: all would go together when it ends.
+        """
+        for bucket, drawn in zip((self.requests, self.tokens), self._waiting, strict=True):
+            if bucket.known and drawn:
+                bucket.level = min(bucket.size, bucket.level + drawn)
+        self.generation += 1
+        self._waiting = [0, 0]
 
     def released(self, tokens: int) -> None:
         """A booking's wait is over: it goes on to be sent."""

@@ -35,10 +35,11 @@ from runner.http.client import Completion, public_base_url
 from runner.http.headers import RateLimits
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter, Ticket
-from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.pacing import RECHECK_S, Pacer
 from runner.send.queueing import Answer
 from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
+from runner.send.waits import WaitSpans
 from runner.spec.tokens import request_tokens
 
 FIRST = 1 << 30
