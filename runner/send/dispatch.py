@@ -200,10 +200,10 @@ class Dispatcher:
         self.pacer.answered(self.clock() - sent, in_flight=self.limiter.limit)
         if self.pacer.storms_ended != storms:
             self.limiter.recover()  # the cuts of a storm said nothing about concurrency
+        if completion.rate_limits is not None:  # first: then the mirror knows answers tell
+            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
-        if completion.rate_limits is not None:
-            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         return completion
 
     def _tell_hold(self, before: float, error: APIError) -> None:
