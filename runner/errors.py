@@ -109,6 +109,9 @@ class APIError(RunnerError):
     ``kind`` is a short machine-readable word (``http_429``, ``connect_error``,
     ``read_timeout``, ``invalid_json``, ...) recorded in transcripts.
     ``retry_after`` is the server's requested wait in seconds, when it gave one.
+    ``rate_limits`` is what the refusal's own ``x-ratelimit-*`` headers said (a
+    ``runner.http.headers.RateLimits``, parsed: never the headers themselves), when it
+    had any; typed loosely because this module stands on no other layer.
     """
 
     exit_code: ClassVar[int] = EXIT_FAILED
@@ -120,11 +123,13 @@ class APIError(RunnerError):
         kind: str,
         status: int | None = None,
         retry_after: float | None = None,
+        rate_limits: object | None = None,
     ) -> None:
         self.message = message
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
+        self.rate_limits = rate_limits
         super().__init__(message)
 
 

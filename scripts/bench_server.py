@@ -29,7 +29,8 @@ Model of the server (every knob is an option):
 - **headers**: with ``--ratelimit-headers`` every answer, 429s included, carries
   ``x-ratelimit-limit/remaining/reset-requests`` and, with ``--tpm``, the ``-tokens``
   trio, with OpenAI's meaning (reset = time until the limit is back to its initial state,
-  written like ``20ms``, ``1s``, ``6m0s``).
+  written like ``20ms``, ``1s``, ``6m0s``); with ``--ratelimit-headers-on-429-only``, the
+  429s of the rate limits only (a gateway that tells its bucket only when it refuses).
 
 ``GET /_stats`` serves the counts, one record per request and the figures of
 :func:`bench_stats.summarize` (span, served/refused per second, requests in flight over
@@ -100,6 +101,8 @@ class ServerConfig:
     """Length of a fixed window."""
     ratelimit_headers: bool = False
     """Send ``x-ratelimit-*`` headers with every answer."""
+    ratelimit_headers_on_429_only: bool = False
+    """Send them with the rate limits' 429s only, none with the answers."""
 
     def answer_length(self, conversation: str, turn: int) -> int:
         """Completion tokens of the answer to ``turn`` (1-based) of ``conversation``."""
@@ -234,7 +237,8 @@ class BenchServer:
                 stats.refused_tokens += 1
             else:
                 stats.refused_rate += 1
-            headers = {**retry_headers(refusal.wait_s), **self._rate_headers(timing.arrived)}
+            rate = self._rate_headers(timing.arrived, refused=True)
+            headers = {**retry_headers(refusal.wait_s), **rate}
             message = f"Rate limit reached for {refusal.which}"
             return 429, headers, _error(message, "rate_limit_exceeded")
         headers = self._rate_headers(timing.arrived)
@@ -260,8 +264,11 @@ class BenchServer:
         finish = "length" if completion < length else "stop"
         return 200, headers, self._answer(request, messages, prompt, completion, finish)
 
-    def _rate_headers(self, now: float) -> dict[str, str]:
-        return self.limits.headers(now) if self.config.ratelimit_headers else {}
+    def _rate_headers(self, now: float, *, refused: bool = False) -> dict[str, str]:
+        config = self.config
+        if config.ratelimit_headers or (refused and config.ratelimit_headers_on_429_only):
+            return self.limits.headers(now)
+        return {}
 
     def _answer(
         self,
@@ -350,6 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limiter", choices=("bucket", "window"), default="bucket")
     p.add_argument("--window-s", type=float, default=60.0)
     p.add_argument("--ratelimit-headers", action="store_true")
+    p.add_argument("--ratelimit-headers-on-429-only", action="store_true")
     args = p.parse_args(argv)
     if (args.answer_tokens_min is None) != (args.answer_tokens_max is None):
         p.error("--answer-tokens-min and --answer-tokens-max go together")

@@ -18,6 +18,8 @@ headers" takes a moment and every count is exact. What it does, as OpenAI does:
   admission, ``reset`` the time until full (Go-style durations: ``20ms``,
   ``1s``, ``6m0s``), and on a 429 ``retry-after`` (whole seconds, rounded
   up) and ``retry-after-ms`` (``retry_after=False`` leaves both out);
+  ``headers="429"`` sends them on its 429s only, none on its answers (a gateway that
+  says its bucket only when it refuses);
 - answers whose latency varies: ``base_s`` plus ``per_token_s`` for each
   answer token, the answer's length drawn from a seeded generator;
 - a network in between (``network_s``, each way): a request reaches the
@@ -136,7 +138,7 @@ class SimServer:
         tpm: float | None = None,
         tpm_burst: float | None = None,
         window_s: float | None = None,
-        headers: bool = True,
+        headers: bool | str = True,
         retry_after: bool = True,
         base_s: float = 0.3,
         per_token_s: float = 0.002,
@@ -149,7 +151,8 @@ class SimServer:
         self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
         self.window = _Window(int(rpm), window_s) if rpm and window_s else None
         self.tokens = _Bucket(tpm, tpm_burst or tpm) if tpm else None
-        self.send_headers, self.retry_after = headers, retry_after
+        self.send_headers, self.retry_after = bool(headers), retry_after
+        self.headers_on_429_only = headers == "429"
         self.base_s, self.per_token_s = base_s, per_token_s
         self.answer_tokens = answer_tokens
         self.refund = refund
@@ -223,7 +226,7 @@ class SimServer:
             "completion_tokens": used,
             "total_tokens": prompt + used,
         }
-        return httpx.Response(200, json=reply, headers=headers)
+        return httpx.Response(200, json=reply, headers={} if self.headers_on_429_only else headers)
 
     def _admit(self, now: float, cost: int) -> float | None:
         """Draw one request of ``cost`` tokens; None when admitted, else the wait until it fits."""

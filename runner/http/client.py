@@ -256,6 +256,7 @@ class ChatClient:
                 kind=f"http_{status}",
                 status=status,
                 retry_after=parse_retry_after(headers),
+                rate_limits=parse_rate_limits(headers),  # a gateway's 429 tells its bucket too
             )
         if data is _NOT_JSON:
             raise TransientAPIError(

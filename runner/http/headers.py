@@ -11,8 +11,26 @@
   ``-1`` among them) is left out, as if not sent: the pacer then falls back
   to what the rest says.
 
-Both are read by the client from every answer; the send path (retry waits,
-pacing) acts on what they found.
+Both are read by the client from every answer, refusals included: a 429's or
+503's ride on its ``APIError`` (``retry_after``, ``rate_limits``), parsed, never
+the headers themselves. The send path (retry waits, pacing) acts on what they
+found.
+
+What providers send on a refusal, from their documentation and issue threads
+(2026): Groq sends the ``x-ratelimit-*`` set on every answer and adds
+``retry-after`` on its 429s (``-requests`` counting per day); Azure OpenAI sends
+``retry-after-ms`` and ``retry-after`` on its 429s and ``x-ratelimit-remaining-*``
+on answers (its request limit counted over 10-second windows; ``-1`` on some
+APIs); OpenAI documents the set for its answers and says the wait of a 429 in the
+message ("Please try again in 23.03s"); Together sends the unsuffixed trio (per
+second in one version of its documentation) and answers 503, not 429, at or
+below its dynamic rate. LiteLLM's proxy puts the set on its answers (the
+backend's, or ``x-ratelimit-<descriptor>-remaining-requests`` for its own key
+limits, which are not read here) while its own 429s carry ``retry-after`` (its
+window, 60 s) and no ``x-ratelimit-*``; an upstream's 429 headers come through
+prefixed ``llm_provider-`` (not read). OpenRouter puts them in the 429's body.
+So a gateway that tells its bucket only on refusals is the rarer case; the common
+one is a 429 whose set says which bucket was empty while answers say the rest.
 """
 
 from __future__ import annotations

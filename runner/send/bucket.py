@@ -174,6 +174,9 @@ class Mirror:
         self._waiting = [0, 0]
         self._passed = [0, 0]
         """Requests and tokens booked and waiting in the pacer / past it and not yet sent."""
+        self.answers_tell = False
+        """Whether an answer (not only a refusal) carried a snapshot: then refunds are the
+        server's to tell (:meth:`settle`)."""
 
     @property
     def active(self) -> bool:
@@ -183,12 +186,16 @@ class Mirror:
     def _buckets(self, tokens: int) -> list[tuple[Bucket, int]]:
         return [(b, c) for b, c in ((self.requests, 1), (self.tokens, tokens)) if b.known]
 
-    def book(self, tokens: int, now: float) -> tuple[float, int]:
-        """Book one request of ``tokens``; return when the buckets let it go, and the generation."""
-        start = now
+    def book(self, tokens: int, now: float, *, held: float = 0.0) -> tuple[float, int]:
+        """Book one request of ``tokens``; return when the buckets let it go, and the generation.
+
+        ``held``: no send before then (a Retry-After). The booking is made at the hold's
+        end, where the buckets hold what they refilled to, never more than their size.
+        """
+        at = start = max(now, held)
         if self.requests.rate or self.tokens.rate:
             for bucket, cost in self._buckets(tokens):
-                start = max(start, bucket.book(cost, now))
+                start = max(start, bucket.book(cost, at))
         waiting = self._waiting
         waiting[0] += 1
         waiting[1] += tokens
@@ -201,6 +208,18 @@ class Mirror:
                 bucket.unbook(cost)
             self._waiting[0] -= 1
             self._waiting[1] -= tokens
+
+    def rebook(self) -> None:
+        """Drop the waiting bookings, to be made again (a hold began): give back what they drew.
+
+        Booked before the hold, they counted on the refill while they waited, beyond what
+        the buckets can hold: all would go together when it ends.
+        """
+        for bucket, drawn in zip((self.requests, self.tokens), self._waiting, strict=True):
+            if bucket.known and drawn:
+                bucket.level = min(bucket.size, bucket.level + drawn)
+        self.generation += 1
+        self._waiting = [0, 0]
 
     def released(self, tokens: int) -> None:
         """A booking's wait is over: it goes on to be sent."""
@@ -262,6 +281,29 @@ class Mirror:
         for bucket, base, waiting in levels:
             bucket.set_level(base if gained else base - waiting, now)
         return requests or tokens
+
+    def settle(self, booked: int, used: int | None, now: float) -> None:
+        """An answer used ``used`` of the ``booked`` tokens: refund the rest, unless answers
+        carry snapshots.
+
+        A server that sends its headers on refusals only never says what it gave back
+        until the next 429, and a mirror that kept every booking would pace at what
+        requests may book, not at what they use (55% of a refunding server's token limit
+        in the simulation). Refunded here, a server that keeps whole bookings is run
+        into, and its 429 sets the level back.
+        """
+        bucket = self.tokens
+        if self.answers_tell or not bucket.known or used is None or used >= booked:
+            return
+        level = bucket.level_now(now)
+        bucket.set_level(min(bucket.size, level + bucket.cost(booked - used)), now)
+
+    def short(self, limits: RateLimits, seq: int) -> bool:
+        """Whether a refusal's snapshot shows a bucket too low for send ``seq`` (its cause)."""
+        if limits.remaining_requests is not None and limits.remaining_requests < 1:
+            return True
+        cost = next((tokens for number, _, tokens in self._log if number == seq), 0)
+        return limits.remaining_tokens is not None and limits.remaining_tokens < max(1, cost)
 
     def refused(self, seq: int, now: float) -> None:
         """A 429 to send ``seq``: nothing remained when it arrived (lowers the levels only)."""

@@ -32,12 +32,14 @@ from typing import Any, Protocol
 
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
+from runner.http.headers import RateLimits
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter, Ticket
-from runner.send.pacing import RECHECK_S, Pacer, WaitSpans
+from runner.send.pacing import RECHECK_S, Pacer
 from runner.send.queueing import Answer
 from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
+from runner.send.waits import WaitSpans
 from runner.spec.tokens import request_tokens
 
 FIRST = 1 << 30
@@ -172,9 +174,14 @@ class Dispatcher:
             outcome, answer = "ok", answer_of(completion, self.clock() - sent)
         except APIError as exc:
             outcome = _outcome(exc)
+            limits = exc.rate_limits if isinstance(exc.rate_limits, RateLimits) else None
             if exc.status == 429:
                 self.rate_limited += 1
-                self.pacer.refused(slot.seq)
+                self.pacer.refused(slot.seq, limits, in_flight=self.limiter.limit)
+            elif limits is not None and exc.status == 503:
+                self.pacer.observe(
+                    limits, in_flight=self.limiter.limit, seq=slot.seq, answered=False
+                )
             held = self.gate.hold_until
             self.gate.failed(exc, conversation_id, sent_at=sent)
             if self.gate.hold_until > held:
@@ -193,10 +200,10 @@ class Dispatcher:
         self.pacer.answered(self.clock() - sent, in_flight=self.limiter.limit)
         if self.pacer.storms_ended != storms:
             self.limiter.recover()  # the cuts of a storm said nothing about concurrency
+        if completion.rate_limits is not None:  # first: then the mirror knows answers tell
+            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
-        if completion.rate_limits is not None:
-            self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         return completion
 
     def _tell_hold(self, before: float, error: APIError) -> None:

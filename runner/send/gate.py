@@ -41,8 +41,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from runner.errors import APIError
-from runner.send.pacing import WaitSpans
 from runner.send.retry import is_server_wait
+from runner.send.waits import WaitSpans
 
 UNREACHABLE = frozenset(
     {"connect_error", "connect_timeout", "connection_dropped", "network_error", "pool_timeout"}

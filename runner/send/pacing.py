@@ -9,11 +9,15 @@ how fast we may send, from the best word to the weakest:
   ahead, estimated as its prompt plus its ``max_tokens``, then corrected by
   the usage the answer reports;
 - what the server says in ``x-ratelimit-limit/remaining/reset-*`` headers
-  (OpenAI, Azure, Groq, gateways; read by ``runner.http.headers``): a mirror
+  (OpenAI, Azure, Groq, gateways; read by ``runner.http.headers``), on its
+  answers and its refusals alike (a 429's or 503's ride on its error): a mirror
   of the server's requests and tokens buckets (``bucket.py``) lets a request
   go while the bucket holds it and otherwise waits only until enough has
-  refilled for it. Requests waiting on the mirror book again at once when a
-  fresher snapshot shows more room than they were given. Headers with a
+  refilled for it. A 429's snapshot sets the level to what it says remains
+  (0, mostly): a server that tells its bucket only when it refuses is mirrored
+  from its first 429, with nothing to learn. Requests waiting on the mirror book
+  again at once when a fresher snapshot shows more room than they were given.
+  Headers with a
   remaining count and a reset but no limit keep the older rule: the last
   requests of a window are spread over the time left, and sends wait for
   the reset when nothing is left;
@@ -36,7 +40,12 @@ how fast we may send, from the best word to the weakest:
   one, and the first 429 holds the rest of the wave instead of coming back
   after all of it;
 - a Retry-After: no send before it, whether it is waiting at the gate
-  (``gate.py``) or already here (:meth:`Pacer.hold`);
+  (``gate.py``) or already here (:meth:`Pacer.hold`). Beside the headers of the
+  same 429, the later of the two waits applies, never their sum: each says when
+  a request can get through at the earliest, the mirror from the refill, the
+  server from what it knows besides (a window, a limit upstream). Sends waiting
+  on the mirror book again from the hold's end, where the bucket holds its size
+  at most, not all the refill of the hold;
 - a storm: 429s keep coming with (almost) nothing answered since the
   previous episode. That says nothing new about the rate, only that the server
   refuses everything for now, so it must not wear the learned pace down:
@@ -61,6 +70,7 @@ from collections.abc import Awaitable, Callable
 from runner.http.headers import RateLimits
 from runner.send.bucket import Mirror
 from runner.send.refill import RefillEstimate
+from runner.send.waits import WaitSpans
 
 RATE_WINDOW_S = 10.0
 """How far back answers count when estimating the rate a limit allows."""
@@ -98,26 +108,6 @@ server's ramp within a latency, and a wave from meeting the answers of its own f
 whose replacements go unspread (at 6 ms, 4 of them were refused together in the simulation)."""
 FLIGHT_SLACK_S = 0.001
 """Sends that spacing would delay less than this go at once (no sleep for so little)."""
-
-
-class WaitSpans:
-    """Wall-clock time during which at least one send was waiting (for the summary).
-
-    Many requests wait out the same hold or pace at once: adding up their
-    waits would count the same seconds many times over. Spans are added as
-    each wait starts, so starts come in order and the union is a running sum.
-    """
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        """Length of the union of every span added."""
-        self._until = float("-inf")
-
-    def add(self, start: float, end: float) -> None:
-        """A send waits from ``start`` (now, or later than any earlier start) to ``end``."""
-        if end > self._until:
-            self.seconds += end - max(start, self._until)
-            self._until = end
 
 
 class Pacer:
@@ -187,7 +177,7 @@ class Pacer:
         """Wait until the mirrored buckets hold the request; book again when they gain room."""
         while True:
             now = self.clock()
-            start, generation = self.mirror.book(estimated_tokens, now)
+            start, generation = self.mirror.book(estimated_tokens, now, held=self._header_hold)
             if start > now:
                 self.waits.add(now, start)
                 try:
@@ -291,11 +281,15 @@ class Pacer:
         """No send before ``until`` (a Retry-After hold), sends already waiting here included.
 
         The gate holds the sends that have not reached the pacer yet; those booked
-        here book again, spaced at the pace from the end of the hold.
+        here book again, spaced at the pace from the end of the hold, and those
+        waiting on the mirror book again at its end, as the buckets will be then.
         """
         if until > self._header_hold:
             self._header_hold = until
             self._repace(self.clock())
+            if self.mirror.active:
+                self.mirror.rebook()
+                self._wake(self._wakes[0])
 
     def _repace(self, now: float) -> None:
         """The pace changed: sends booked at the old one book again, from now."""
@@ -318,10 +312,12 @@ class Pacer:
     def settle(self, estimated_tokens: int, used_tokens: int | None) -> None:
         """Correct the ``--tpm`` booking by what the answer really used.
 
-        Not the mirrored bucket's: the server's own snapshots say what it gave back.
+        The mirrored bucket's only when answers carry no snapshot (``Mirror.settle``):
+        otherwise the server's own snapshots say what it gave back.
         """
         if self.tpm and used_tokens is not None:
             self._next_tokens += (used_tokens - estimated_tokens) * 60.0 / self.tpm
+        self.mirror.settle(estimated_tokens, used_tokens, self.clock())
 
     def answered(self, latency_s: float | None = None, *, in_flight: int = 0) -> None:
         """An answer came back after ``latency_s`` with ``in_flight`` allowed: note it, and
@@ -351,13 +347,24 @@ class Pacer:
             if self._learned_interval < 0.001:
                 self._learned_interval = 0.0
 
-    def refused(self, seq: int = 0) -> None:
+    def refused(
+        self, seq: int = 0, limits: RateLimits | None = None, *, in_flight: int = 0
+    ) -> None:
         """A 429 to send ``seq``: the mirrored buckets were empty; else learn a pace from it.
 
-        Pacing just under the rate that was being answered, once per episode.
+        ``limits`` (the 429's own headers) are read as an answer's (:meth:`observe`);
+        a snapshot with room for the request in every bucket it names (a limit it does
+        not name refused it) also empties the mirror, as a bare 429 does. Without a
+        mirror, pacing just under the rate that was being answered, once per episode.
         """
         now = self.clock()
         self._clocked = 0  # a limit was met: every send is spread again
+        if limits is not None and self.observe(
+            limits, in_flight=in_flight, seq=seq, answered=False
+        ):
+            if not self.mirror.short(limits, seq):
+                self.mirror.refused(seq, now)
+            return
         if self.mirror.active:
             self.mirror.refused(seq, now)  # the headers say the rate: nothing to learn
             return
@@ -391,19 +398,24 @@ class Pacer:
         self._answered_since_refused = 0
         self._quiet_until = now + max(1.0, 4 * max(self._learned_interval, self._storm_interval))
 
-    def observe(self, limits: RateLimits, *, in_flight: int, seq: int = 0) -> None:
-        """Adapt to what the answer to send ``seq`` says of the server's limits.
+    def observe(
+        self, limits: RateLimits, *, in_flight: int, seq: int = 0, answered: bool = True
+    ) -> bool:
+        """Adapt to what the answer to send ``seq`` (``answered``: not a refusal) says of
+        the server's limits.
 
-        A snapshot the mirror can use replaces the rules below, which stay for
-        a header set without a limit (remaining and reset only).
+        A snapshot the mirror can use replaces the rules below (and True is
+        returned), which stay for a header set without a limit (remaining and
+        reset only).
         """
         now = self.clock()
         generation = self.mirror.generation
         if self.mirror.observe(limits, seq, now):
+            self.mirror.answers_tell |= answered
             self._header_interval = 0.0
             if generation != self.mirror.generation:
                 self._wake(self._wakes[0])
-            return
+            return True
         remaining, reset = limits.remaining_requests, limits.reset_requests_s
         if reset is not None:
             reset = min(reset, MAX_HEADER_HOLD)
@@ -415,3 +427,4 @@ class Pacer:
         tokens, token_reset = limits.remaining_tokens, limits.reset_tokens_s
         if tokens is not None and token_reset is not None and tokens <= 0:
             self._header_hold = max(self._header_hold, now + min(token_reset, MAX_HEADER_HOLD))
+        return False
