@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from runner.checks.base import plural
 from runner.review.view import visible as safe
 from runner.run.events import (
     ConversationFinished,
@@ -28,6 +27,7 @@ from runner.run.events import (
     TurnCompleted,
 )
 from runner.transcripts.status import Status
+from runner.words import plural
 
 MAX_FAILURES_SHOWN = 20
 TICK_S = 1.0

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.checks.base import plural
 from runner.run.batch import expand_batch, request_settings
 from runner.run.config import RunConfig
 from runner.spec.model import Conversation, RequestSettings
@@ -25,6 +24,7 @@ from runner.spec.tokens import (
     answer_cap,
     message_tokens,
 )
+from runner.words import plural
 
 
 @dataclass(frozen=True, slots=True)
