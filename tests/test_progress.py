@@ -166,3 +166,88 @@ def test_one_of_a_kind_is_said_in_the_singular() -> None:
         "1 conversation: 1 completed, 1 failed check, 0 failed",
         "1 turn, 15 tokens (10 prompt + 5 completion), 1 retry, 1.0s",
     ]
+
+
+def result_of(count: int) -> RunResult:
+    """A run of ``count`` conversations, each count of the result ``count`` too."""
+    return RunResult(
+        run_id="RUN",
+        output=Path("x.jsonl"),
+        total=count,
+        completed=count,
+        failed=0,
+        interrupted=0,
+        not_started=0,
+        already_completed=0,
+        checks_failed=0,
+        turns=count,
+        prompt_tokens=count,
+        completion_tokens=0,
+        retries=count,
+        wall_seconds=1.0,
+        stop_reason=None,
+        interrupted_by_user=False,
+        failures=(),
+        rate_limited=count,
+        rate_limit_wait_s=2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "tokens", "requests"),
+    [
+        (1, "1 token", "1 request"),
+        (2, "2 tokens", "2 requests"),
+        (1_000, "1,000 tokens", "1,000 requests"),
+    ],
+)
+def test_the_summary_counts_tokens_and_refused_requests_in_the_singular_for_one(
+    count: int, tokens: str, requests: str
+) -> None:
+    lines = summary_lines(result_of(count))
+    assert lines[1].split(", ")[1].startswith(f"{tokens} (")
+    assert f"rate limits: {requests} answered 429, sends held 2.0s (Retry-After, pacing)" in lines
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, ("1/1 turn", "1 byte")),
+        (2, ("2/2 turns", "2 bytes")),
+        (1_000, ("1,000/1,000 turns", "1,000 bytes")),
+    ],
+)
+def test_the_lines_of_a_log_count_one_in_the_singular(count: int, said: tuple[str, str]) -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress(RunStarted("RUN", Path("out.jsonl"), 1, 0, to_continue=0, torn_bytes=count))
+    progress(ConversationFinished("a", "a.yaml", "completed", count, count, None))
+    assert out.getvalue().splitlines() == [
+        "run RUN: 1 conversation -> out.jsonl; "
+        f"cut an incomplete last line ({said[1]}) left by a crash",
+        f"completed   a ({said[0]})",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, "[1/1 conversation | 1 turn | 0 failed | 1 retry | 00:00]"),
+        (2, "[2/2 conversations | 2 turns | 0 failed | 2 retries | 00:00]"),
+        (1_000, "[1,000/1,000 conversations | 1,000 turns | 0 failed | 1,000 retries | 00:00]"),
+    ],
+)
+def test_the_live_status_line_counts_one_in_the_singular(count: int, said: str) -> None:
+    out = io.StringIO()
+
+    async def go() -> None:
+        progress = Progress(out, live=True, clock=clock)
+        progress(started(count))
+        for i in range(count):
+            progress(TurnCompleted(f"c{i}", 0, 1, 10.0))
+            progress(RetryScheduled(f"c{i}", 0, 1, "http_429", "HTTP 429: slow down", 0.0))
+            progress(ConversationFinished(f"c{i}", "a.yaml", "completed", 1, 1, None))
+        progress.close()
+
+    run_virtual(go())
+    assert out.getvalue().endswith(f"\r\x1b[2K{said}\n")
