@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from virtualtime import RecordedSleep, clock, run_virtual
@@ -25,6 +26,17 @@ from runner.run.events import (
 
 def started(total: int = 3, already: int = 0) -> RunStarted:
     return RunStarted("RUN", Path("out.jsonl"), total, already, to_continue=1, torn_bytes=12)
+
+
+def result(**counts: Any) -> RunResult:
+    """A run's result: nothing counted but what ``counts`` says."""
+    nothing: dict[str, Any] = {
+        "run_id": "RUN", "output": Path("x.jsonl"), "total": 0, "completed": 0, "failed": 0,
+        "interrupted": 0, "not_started": 0, "already_completed": 0, "checks_failed": 0,
+        "turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0,
+        "wall_seconds": 1.0, "stop_reason": None, "interrupted_by_user": False, "failures": (),
+    }  # fmt: skip
+    return RunResult(**{**nothing, **counts})
 
 
 def test_plain_lines_for_logs() -> None:
@@ -72,26 +84,13 @@ def test_control_characters_from_outside_are_made_visible() -> None:
 
 
 def test_summary_names_failures_and_the_output() -> None:
-    result = RunResult(
-        run_id="RUN",
-        output=Path("outputs/x.jsonl"),
-        total=5,
-        completed=3,
-        failed=1,
-        interrupted=1,
-        not_started=0,
-        already_completed=1,
-        checks_failed=0,
-        turns=7,
-        prompt_tokens=1000,
-        completion_tokens=234,
-        retries=2,
-        wall_seconds=3.25,
-        stop_reason=None,
-        interrupted_by_user=False,
-        failures=(Failure("conv-1", "a.yaml", 1, "HTTP 400: too long"),),
-    )
-    assert summary_lines(result) == [
+    failure = Failure("conv-1", "a.yaml", 1, "HTTP 400: too long")
+    run = result(
+        output=Path("outputs/x.jsonl"), total=5, completed=3, failed=1, interrupted=1,
+        already_completed=1, turns=7, prompt_tokens=1000, completion_tokens=234, retries=2,
+        wall_seconds=3.25, failures=(failure,),
+    )  # fmt: skip
+    assert summary_lines(run) == [
         "5 conversations: 3 completed (1 before this run), 1 failed, 1 interrupted",
         "7 turns, 1,234 tokens (1,000 prompt + 234 completion), 2 retries, 3.2s",
         "  failed: conv-1 (a.yaml) turn 2: HTTP 400: too long",
@@ -143,26 +142,9 @@ def test_one_of_a_kind_is_said_in_the_singular() -> None:
     progress(RunStarted("RUN", Path("out.jsonl"), 1, 0, to_continue=0, torn_bytes=0))
     progress.close()
     assert out.getvalue().splitlines() == ["run RUN: 1 conversation -> out.jsonl"]
-    result = RunResult(
-        run_id="RUN",
-        output=Path("x.jsonl"),
-        total=1,
-        completed=1,
-        failed=0,
-        interrupted=0,
-        not_started=0,
-        already_completed=0,
-        checks_failed=1,
-        turns=1,
-        prompt_tokens=10,
-        completion_tokens=5,
-        retries=1,
-        wall_seconds=1.0,
-        stop_reason=None,
-        interrupted_by_user=False,
-        failures=(),
-    )
-    assert summary_lines(result)[:2] == [
+    run = result(total=1, completed=1, checks_failed=1, turns=1, prompt_tokens=10,
+                 completion_tokens=5, retries=1)  # fmt: skip
+    assert summary_lines(run)[:2] == [
         "1 conversation: 1 completed, 1 failed check, 0 failed",
         "1 turn, 15 tokens (10 prompt + 5 completion), 1 retry, 1.0s",
     ]
@@ -170,27 +152,10 @@ def test_one_of_a_kind_is_said_in_the_singular() -> None:
 
 def result_of(count: int) -> RunResult:
     """A run of ``count`` conversations, each count of the result ``count`` too."""
-    return RunResult(
-        run_id="RUN",
-        output=Path("x.jsonl"),
-        total=count,
-        completed=count,
-        failed=0,
-        interrupted=0,
-        not_started=0,
-        already_completed=0,
-        checks_failed=0,
-        turns=count,
-        prompt_tokens=count,
-        completion_tokens=0,
-        retries=count,
-        wall_seconds=1.0,
-        stop_reason=None,
-        interrupted_by_user=False,
-        failures=(),
-        rate_limited=count,
-        rate_limit_wait_s=2.0,
-    )
+    return result(
+        total=count, completed=count, turns=count, prompt_tokens=count, retries=count,
+        rate_limited=count, rate_limit_wait_s=2.0,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
