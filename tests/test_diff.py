@@ -404,7 +404,7 @@ def test_unknown_fail_on_is_refused() -> None:
 
 def test_long_lines_are_cut_with_a_note() -> None:
     diff = diff_runs([record("a", ["short"])], [record("a", ["y" * 5_000])])
-    assert f"    +{'y' * 999} … (4001 more characters)" in render_text(diff).splitlines()
+    assert f"    +{'y' * 999} … (4,001 more characters)" in render_text(diff).splitlines()
     with pytest.raises(ValueError, match="context must be 0 or more, not -1"):
         render_text(diff, context=-1)
 
@@ -447,3 +447,14 @@ def test_a_changed_prompt_alone_is_a_change() -> None:
     assert conversation.outcome == "changed" and conversation.first_divergence is None
     assert should_fail(diff, "changed") and not should_fail(diff, "regressed")
     assert "  turn 1: the prompt changed" in render_text(diff).splitlines()
+
+
+@pytest.mark.parametrize(("new_lines", "said"), [(99, "1 more line"), (100, "2 more lines")])
+def test_the_lines_a_diff_leaves_out_are_counted_in_the_singular_for_one(
+    new_lines: int, said: str
+) -> None:
+    base = "\n".join(f"base line {i}" for i in range(99))
+    new = "\n".join(f"new line {i}" for i in range(new_lines))
+    lines = render_text(diff_runs([record("a", [base])], [record("a", [new])])).splitlines()
+    # 2 file headers + 1 hunk header + every line changed: 201 or 202, 200 shown.
+    assert f"    … {said}" in lines

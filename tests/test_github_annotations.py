@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import LoopbackServer
+from helpers import LoopbackServer, record
 
 from runner.cli import main
 from runner.review.github import (
@@ -333,3 +333,21 @@ def test_lines_end_where_the_runner_ends_them() -> None:
     text = "##\u2028[x]\r\n::a\u0085::b\rc"
     assert neutralise_text(text) == "##\u2028\\[x]\r\n\\::a\u0085::b\rc"
     assert runner_commands(neutralise_text(text)) == []
+
+
+@pytest.mark.parametrize(("recorded", "said"), [(2, "1 conversation"), (1, "2 conversations")])
+def test_conversations_no_shard_output_holds_are_counted_in_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: int, said: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conversations").mkdir()
+    ids = "".join(f"  - id: c{i}\n    turns: [q{i}]\n" for i in range(3))
+    (tmp_path / "conversations" / "a.yaml").write_text("conversations:\n" + ids)
+    lines = "".join(json.dumps(record(i)) + "\n" for i in range(recorded))
+    (tmp_path / "shard.jsonl").write_text(lines)
+    result = invoke("merge", "all.jsonl", "shard.jsonl", "--conversations", "conversations/",
+                    GITHUB_ACTIONS="true")  # fmt: skip
+    assert result.exit_code == 3
+    warning = [c for c in runner_commands(result.stderr) if c[0] == "warning"]
+    assert warning == [("warning", {"title": f"mtrun: {said} not started"},
+                        "missing from every shard output")]  # fmt: skip

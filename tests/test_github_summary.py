@@ -15,10 +15,10 @@ import cmarkgfm  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 from cmarkgfm.cmark import Options  # type: ignore[import-untyped]
-from helpers import LoopbackServer
+from helpers import LoopbackServer, record
 
 from runner.cli import main
-from runner.review.github_summary import SUMMARY_LIMIT, code, fit
+from runner.review.github_summary import ROWS_SHOWN, SUMMARY_LIMIT, code, fit, run_summary
 
 HOSTILE = (
     "<script>alert(1)</script> | a | b\n"
@@ -107,7 +107,7 @@ def test_the_run_appends_its_summary_and_keeps_what_was_there(workspace: Path) -
     assert result.exit_code == 1, result.stderr
     text = summary.read_text()
     assert text.startswith("# Earlier step output\n\n## ❌ mtrun: `out.jsonl`\n\n")
-    assert "**1 conversations**: 1 checks failed · 1 turns answered" in text
+    assert "**1 conversation**: 1 checks failed · 1 turn answered" in text
     html = render(text)
     assert_inert(html[html.index("<table>") :])  # the totals above are ours, bold
     rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
@@ -167,3 +167,26 @@ def test_diff_appends_its_regressions(workspace: Path) -> None:
     cells = re.findall(r"<td>(.*?)</td>", re.findall(r"<tr>(.*?)</tr>", html, re.S)[1], re.S)
     assert cells[:3] == ["<code>hostile-summary</code>", "<code>conversations/h.yaml:3</code>", "1"]
     assert cells[3].startswith("<code>not_contains</code> regressed: ")
+
+
+def totals_line(records: list[dict[str, Any]], not_started: int = 0) -> str:
+    """The summary's line of totals, under its heading."""
+    return run_summary(records, {}, title="t", not_started=not_started).splitlines()[2]
+
+
+def test_the_totals_are_singular_for_one_and_grouped_when_big() -> None:
+    assert totals_line([record(0)]) == "**1 conversation**: 1 completed · 1 turn answered"
+    two = totals_line([record(0), record(1, "checks_failed")])
+    assert two == "**2 conversations**: 1 completed, 1 checks failed · 2 turns answered"
+    many = totals_line([record(i) for i in range(1_000)], not_started=1_000)
+    assert many == (
+        "**2,000 conversations**: 1,000 completed, 1,000 not started · 1,000 turns answered"
+    )
+    assert totals_line([], not_started=1) == "**1 conversation**: 1 not started · 0 turns answered"
+
+
+def test_the_rows_left_out_of_the_table_are_counted_in_the_singular_for_one() -> None:
+    for more, said in ((1, "1 more row"), (2, "2 more rows")):
+        failed = [record(i, "failed") for i in range(ROWS_SHOWN + more)]
+        text = run_summary(failed, {}, title="t")
+        assert text.endswith(f"\n\n… and {said} (see the transcript).\n")

@@ -329,7 +329,7 @@ def test_system_out_is_bounded() -> None:
     lines = out.text.splitlines()
     assert lines[1] == "system: (no content)"
     assert lines[2] == "user: q0"
-    assert lines[3] == "assistant: " + "x" * 500 + " … (9500 more characters)"
+    assert lines[3] == "assistant: " + "x" * 500 + " … (9,500 more characters)"
     assert lines[-1].endswith("more messages; see the transcript file")
     assert len(out.text) < 25_000
 
@@ -573,3 +573,59 @@ def test_run_junit_lists_conversations_a_budget_stop_never_started(
     assert types == ["interrupted"] + ["not_run"] * 5
     not_run = next(c for c in cases.values() if c[0].attrib["type"] == "not_run")
     assert not_run[0].attrib["message"].startswith("not run: the token budget is spent")
+
+
+def with_failed_checks(count: int) -> ET.Element:
+    """The testcase of a conversation whose first turn failed ``count`` checks."""
+    many = completed()
+    many["status"] = "checks_failed"
+    many["turns"][0]["checks"] = [check(False, f"missing {n}") for n in range(count)]
+    case = parse([many]).find("testsuite/testcase")
+    assert case is not None
+    return case
+
+
+@pytest.mark.parametrize(("count", "said"), [(2, "2 checks"), (1_000, "1,000 checks")])
+def test_a_failure_counts_its_checks_with_thousands_separators(count: int, said: str) -> None:
+    failure = with_failed_checks(count).find("failure")
+    assert failure is not None and failure.text is not None
+    assert failure.attrib["message"].startswith(f"{said} failed: turn 1: contains: missing 0; ")
+    assert failure.text.startswith(f"{said} failed:\n\nturn 1: contains (scope: turn)")
+
+
+def test_one_failed_check_is_named_alone_and_counted_in_the_singular() -> None:
+    failure = with_failed_checks(1).find("failure")
+    assert failure is not None and failure.text is not None
+    assert failure.attrib["message"] == "turn 1: contains: missing 0"
+    assert failure.text.startswith("1 check failed:\n\nturn 1: contains (scope: turn)")
+
+
+@pytest.mark.parametrize(("count", "said"), [(2, "2 turns"), (1_000, "1,000 turns")])
+def test_an_interruption_counts_the_turns_answered_before_it(count: int, said: str) -> None:
+    story = interrupted()
+    story["turns"] = [answered(i, 250.0) for i in range(count)]
+    error = parse([story]).find("testsuite/testcase/error")
+    assert error is not None
+    assert error.attrib["message"] == f"interrupted after {said}: the run was stopped (Ctrl-C)"
+
+
+def system_out(messages: list[dict[str, Any]]) -> list[str]:
+    root = parse([record("long", "a.yaml", "completed", [answered(0, 1.0)], messages=messages)])
+    out = root.find("testsuite/testcase/system-out")
+    assert out is not None and out.text is not None
+    return out.text.splitlines()
+
+
+def test_what_system_out_leaves_out_is_counted_in_the_singular_for_one() -> None:
+    long = [{"role": "user", "content": "x" * 10_000}] * 400
+    left = int(
+        re.fullmatch(r"… (\d+) more messages; see the transcript file", system_out(long)[-1])[1]
+    )
+    shown = len(long) - left  # where the bound is reached: the same in a shorter list
+    assert system_out(long[: shown + 1])[-1] == "… 1 more message; see the transcript file"
+    assert system_out(long[: shown + 2])[-1] == "… 2 more messages; see the transcript file"
+    cut_by = {n: system_out([{"role": "user", "content": "y" * (500 + n)}])[1] for n in (1, 2)}
+    assert cut_by == {
+        1: "user: " + "y" * 500 + " … (1 more character)",
+        2: "user: " + "y" * 500 + " … (2 more characters)",
+    }

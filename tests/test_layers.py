@@ -17,26 +17,34 @@ from pathlib import Path
 RUNNER = Path(__file__).resolve().parent.parent / "runner"
 
 ALLOWED: dict[str, frozenset[str]] = {
-    # The one error tree and the one JSON encoding every layer shares: they stand on nothing.
+    # The one error tree, the one JSON encoding and the one way to write a count before its
+    # noun that every layer shares: they stand on nothing.
     "errors": frozenset(),
     "jsonbytes": frozenset(),
+    "words": frozenset(),
     # Check kinds, safe schemas, the judge's prompt and verdict: pure rules over answers.
-    "checks": frozenset({"errors"}),
+    "checks": frozenset({"errors", "words"}),
     # The conversation model holds its turns' checks (Turn.expect is a tuple of Check), so
     # spec stands on checks; tokens.py is here so that every layer above may estimate.
-    "spec": frozenset({"errors", "checks"}),
+    "spec": frozenset({"errors", "words", "checks"}),
     # One HTTP attempt: the offline backend knows the judge's constants, nothing else above.
-    "http": frozenset({"errors", "jsonbytes", "spec", "runner.checks.judge"}),
+    "http": frozenset({"errors", "jsonbytes", "words", "spec", "runner.checks.judge"}),
     # The send path over http; fixture files are written with the transcripts' atomic JSON
     # writer (the one entry to drop if that writer moves beside jsonbytes.py).
-    "send": frozenset({"errors", "jsonbytes", "spec", "http", "runner.transcripts.jsonio"}),
+    "send": frozenset(
+        {"errors", "jsonbytes", "words", "spec", "http", "runner.transcripts.jsonio"}
+    ),
     # Records on disk: written by the run, read by review and cli. The writer and resume read
     # the conversation model (what a journaled turn must continue), nothing else below them.
-    "transcripts": frozenset({"errors", "jsonbytes", "runner.spec.model", "runner.spec.tools"}),
+    "transcripts": frozenset(
+        {"errors", "jsonbytes", "words", "runner.spec.model", "runner.spec.tools"}
+    ),
     # A batch run wires spec, checks, the send path, http and the transcript store together.
-    "run": frozenset({"errors", "jsonbytes", "spec", "checks", "http", "send", "transcripts"}),
+    "run": frozenset(
+        {"errors", "jsonbytes", "words", "spec", "checks", "http", "send", "transcripts"}
+    ),
     # Renderers read transcripts only: nothing here sends a request or runs a batch.
-    "review": frozenset({"errors", "transcripts"}),
+    "review": frozenset({"errors", "words", "transcripts"}),
 }
 """The layers each layer may import (besides itself). ``cli``, the public API in
 ``runner/__init__.py`` and ``__main__`` may import any layer; ``from runner import

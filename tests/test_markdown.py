@@ -214,3 +214,28 @@ def test_records_missing_optional_fields() -> None:
     assert "❌ **failed** · 0 turns answered · 0 tokens" in outside
     assert "**User** · turn 1: *(message not in the transcript)*" in outside
     assert contents == ['"x"\n1', "[\n  1\n]"]
+
+
+def facts_line(turns: list[Any]) -> str:
+    """The line under a conversation's heading: status, turns answered, tokens, retries."""
+    markdown = render_markdown([record("c", "completed", [], turns)], title="t")
+    (line,) = [line for line in markdown.splitlines() if " answered" in line]
+    return line
+
+
+def used(tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+
+
+def tried(count: int) -> list[dict[str, Any]]:
+    return [{"attempt": n + 1, "outcome": "ok"} for n in range(count)]
+
+
+def test_counts_under_a_heading_are_singular_for_one_and_grouped_when_big() -> None:
+    one = facts_line([turn(0, 1, usage=used(1), attempts=tried(2))])
+    assert one.endswith(" · 1 turn answered · 1 token · 1 retry")
+    two = facts_line([turn(i, 2 * i + 1, usage=used(1), attempts=tried(2)) for i in range(2)])
+    assert two.endswith(" · 2 turns answered · 2 tokens · 2 retries")
+    many = [turn(i, 2 * i + 1, usage=used(1)) for i in range(1_000)]
+    many[0]["attempts"] = tried(1_001)
+    assert facts_line(many).endswith(" · 1,000 turns answered · 1,000 tokens · 1,000 retries")

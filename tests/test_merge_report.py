@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import record
 
 from runner.cli import main
 
@@ -124,3 +125,29 @@ def test_the_merge_annotates_and_summarises_the_whole_batch(batch: Path) -> None
     assert text.startswith(
         "## ❌ mtrun: `all.jsonl`\n\n**12 conversations**: 10 completed, 2 checks"
     )
+
+
+def write_records(path: str, records: list[dict[str, Any]]) -> str:
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_the_merge_counts_one_in_the_singular_and_big_ones_grouped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    one = write_records("one.jsonl", [record(0, "failed")])
+    merged = invoke("merge", "m1.jsonl", one)
+    assert merged.stdout == "merged 1 conversation from 1 file into m1.jsonl\n"
+    assert merged.stderr == (
+        "1 conversation failed or was interrupted (resume its shard with --resume)\n"
+    )
+    two = write_records("two.jsonl", [record(1, "interrupted")])
+    merged = invoke("merge", "m2.jsonl", one, two)
+    assert merged.stdout == "merged 2 conversations from 2 files into m2.jsonl\n"
+    assert merged.stderr == (
+        "2 conversations failed or were interrupted (resume their shard with --resume)\n"
+    )
+    many = write_records("many.jsonl", [record(i) for i in range(1_000)])
+    merged = invoke("merge", "m3.jsonl", many)
+    assert merged.stdout == "merged 1,000 conversations from 1 file into m3.jsonl\n"

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.run.plan import MESSAGE_OVERHEAD_TOKENS as M
-from runner.run.plan import estimate_cost
+from runner.run.plan import estimate_cost, plan_lines
 from runner.spec.model import Conversation, Turn, apply_overrides
 
 
@@ -106,3 +106,11 @@ def test_dry_run_run_and_junit_expand_the_batch_alike(
     ran = [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
     reported = [case.attrib["name"] for case in ET.parse("j.xml").iter("testcase")]
     assert planned and sorted(planned) == sorted(ran) == sorted(reported)
+
+
+@pytest.mark.parametrize(
+    ("turns", "said"), [(1, "at most 1 completion token"), (2, "at most 2 completion tokens")]
+)
+def test_a_completion_bound_of_one_token_is_singular(turns: int, said: str) -> None:
+    capped = apply_overrides(conv(turns, params={"max_tokens": 1}))
+    assert plan_lines(estimate_cost([capped]))[-2].endswith(f" prompt tokens; {said}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from virtualtime import RecordedSleep, clock, run_virtual
@@ -25,6 +26,17 @@ from runner.run.events import (
 
 def started(total: int = 3, already: int = 0) -> RunStarted:
     return RunStarted("RUN", Path("out.jsonl"), total, already, to_continue=1, torn_bytes=12)
+
+
+def result(**counts: Any) -> RunResult:
+    """A run's result: nothing counted but what ``counts`` says."""
+    nothing: dict[str, Any] = {
+        "run_id": "RUN", "output": Path("x.jsonl"), "total": 0, "completed": 0, "failed": 0,
+        "interrupted": 0, "not_started": 0, "already_completed": 0, "checks_failed": 0,
+        "turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0,
+        "wall_seconds": 1.0, "stop_reason": None, "interrupted_by_user": False, "failures": (),
+    }  # fmt: skip
+    return RunResult(**{**nothing, **counts})
 
 
 def test_plain_lines_for_logs() -> None:
@@ -72,26 +84,13 @@ def test_control_characters_from_outside_are_made_visible() -> None:
 
 
 def test_summary_names_failures_and_the_output() -> None:
-    result = RunResult(
-        run_id="RUN",
-        output=Path("outputs/x.jsonl"),
-        total=5,
-        completed=3,
-        failed=1,
-        interrupted=1,
-        not_started=0,
-        already_completed=1,
-        checks_failed=0,
-        turns=7,
-        prompt_tokens=1000,
-        completion_tokens=234,
-        retries=2,
-        wall_seconds=3.25,
-        stop_reason=None,
-        interrupted_by_user=False,
-        failures=(Failure("conv-1", "a.yaml", 1, "HTTP 400: too long"),),
-    )
-    assert summary_lines(result) == [
+    failure = Failure("conv-1", "a.yaml", 1, "HTTP 400: too long")
+    run = result(
+        output=Path("outputs/x.jsonl"), total=5, completed=3, failed=1, interrupted=1,
+        already_completed=1, turns=7, prompt_tokens=1000, completion_tokens=234, retries=2,
+        wall_seconds=3.25, failures=(failure,),
+    )  # fmt: skip
+    assert summary_lines(run) == [
         "5 conversations: 3 completed (1 before this run), 1 failed, 1 interrupted",
         "7 turns, 1,234 tokens (1,000 prompt + 234 completion), 2 retries, 3.2s",
         "  failed: conv-1 (a.yaml) turn 2: HTTP 400: too long",
@@ -143,26 +142,77 @@ def test_one_of_a_kind_is_said_in_the_singular() -> None:
     progress(RunStarted("RUN", Path("out.jsonl"), 1, 0, to_continue=0, torn_bytes=0))
     progress.close()
     assert out.getvalue().splitlines() == ["run RUN: 1 conversation -> out.jsonl"]
-    result = RunResult(
-        run_id="RUN",
-        output=Path("x.jsonl"),
-        total=1,
-        completed=1,
-        failed=0,
-        interrupted=0,
-        not_started=0,
-        already_completed=0,
-        checks_failed=1,
-        turns=1,
-        prompt_tokens=10,
-        completion_tokens=5,
-        retries=1,
-        wall_seconds=1.0,
-        stop_reason=None,
-        interrupted_by_user=False,
-        failures=(),
-    )
-    assert summary_lines(result)[:2] == [
+    run = result(total=1, completed=1, checks_failed=1, turns=1, prompt_tokens=10,
+                 completion_tokens=5, retries=1)  # fmt: skip
+    assert summary_lines(run)[:2] == [
         "1 conversation: 1 completed, 1 failed check, 0 failed",
         "1 turn, 15 tokens (10 prompt + 5 completion), 1 retry, 1.0s",
     ]
+
+
+def result_of(count: int) -> RunResult:
+    """A run of ``count`` conversations, each count of the result ``count`` too."""
+    return result(
+        total=count, completed=count, turns=count, prompt_tokens=count, retries=count,
+        rate_limited=count, rate_limit_wait_s=2.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("count", "tokens", "requests"),
+    [
+        (1, "1 token", "1 request"),
+        (2, "2 tokens", "2 requests"),
+        (1_000, "1,000 tokens", "1,000 requests"),
+    ],
+)
+def test_the_summary_counts_tokens_and_refused_requests_in_the_singular_for_one(
+    count: int, tokens: str, requests: str
+) -> None:
+    lines = summary_lines(result_of(count))
+    assert lines[1].split(", ")[1].startswith(f"{tokens} (")
+    assert f"rate limits: {requests} answered 429, sends held 2.0s (Retry-After, pacing)" in lines
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, ("1/1 turn", "1 byte")),
+        (2, ("2/2 turns", "2 bytes")),
+        (1_000, ("1,000/1,000 turns", "1,000 bytes")),
+    ],
+)
+def test_the_lines_of_a_log_count_one_in_the_singular(count: int, said: tuple[str, str]) -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress(RunStarted("RUN", Path("out.jsonl"), 1, 0, to_continue=0, torn_bytes=count))
+    progress(ConversationFinished("a", "a.yaml", "completed", count, count, None))
+    assert out.getvalue().splitlines() == [
+        "run RUN: 1 conversation -> out.jsonl; "
+        f"cut an incomplete last line ({said[1]}) left by a crash",
+        f"completed   a ({said[0]})",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, "[1/1 conversation | 1 turn | 0 failed | 1 retry | 00:00]"),
+        (2, "[2/2 conversations | 2 turns | 0 failed | 2 retries | 00:00]"),
+        (1_000, "[1,000/1,000 conversations | 1,000 turns | 0 failed | 1,000 retries | 00:00]"),
+    ],
+)
+def test_the_live_status_line_counts_one_in_the_singular(count: int, said: str) -> None:
+    out = io.StringIO()
+
+    async def go() -> None:
+        progress = Progress(out, live=True, clock=clock)
+        progress(started(count))
+        for i in range(count):
+            progress(TurnCompleted(f"c{i}", 0, 1, 10.0))
+            progress(RetryScheduled(f"c{i}", 0, 1, "http_429", "HTTP 429: slow down", 0.0))
+            progress(ConversationFinished(f"c{i}", "a.yaml", "completed", 1, 1, None))
+        progress.close()
+
+    run_virtual(go())
+    assert out.getvalue().endswith(f"\r\x1b[2K{said}\n")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import httpx
 import pytest
 from helpers import ChatServer, error
@@ -28,6 +29,7 @@ from runner.review.report import build_comparison, build_report, write_report
 from runner.run.engine import RunConfig, run_batch
 from runner.spec.loader import load_conversations
 from runner.transcripts.reader import read_transcript
+from runner.transcripts.totals import totals as totals_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -515,3 +517,94 @@ def test_the_comparison_shows_both_runs_tool_steps(browser: Any, tmp_path: Path)
     assert len(css(browser, ".side details.reasoning")) == 4
     assert all(r.get_attribute("open") is None for r in css(browser, ".side details.reasoning"))
     assert page_errors(browser) == []
+
+
+def counted(cid: str, turns: int = 1, attempts: int = 1) -> dict[str, Any]:
+    """A completed record of ``turns`` turns of 1 token each, each answered at ``attempts``."""
+    tried = [
+        {"attempt": n + 1, "outcome": "ok" if n + 1 == attempts else "http_429", "latency_ms": 10.0}
+        for n in range(attempts)
+    ]
+    usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
+    record = dict(
+        helpers.record(0),
+        id=cid,
+        messages=[
+            m
+            for i in range(turns)
+            for m in ({"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"})
+        ],
+        turns=[
+            {
+                "index": i,
+                "message_index": 2 * i,
+                "latency_ms": 10.0,
+                "usage": usage,
+                "finish_reason": "stop",
+                "attempts": tried,
+            }
+            for i in range(turns)
+        ],
+    )
+    record["totals"] = totals_of(record).as_dict()  # as the writer records them
+    return record
+
+
+def open_report(browser: Any, path: Path, records: list[dict[str, Any]], at: str = "") -> None:
+    write_report(path, build_report(records, title="t", source="t.jsonl"))
+    open_page(browser, path, at)
+
+
+def texts(browser: Any, selector: str) -> list[str]:
+    """The text of every element ``selector`` finds, SVG titles included."""
+    found = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent.trim())",
+        selector,
+    )
+    return list(found)
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, ("1 of 1 conversation", "1 attempt", "1 answer", "1 attempt · 0 retries")),
+        (2, ("2 of 2 conversations", "4 attempts", "2 answers", "2 attempts · 1 retry")),
+    ],
+)
+def test_the_page_counts_one_of_a_kind_in_the_singular(
+    browser: Any, tmp_path: Path, count: int, said: tuple[str, str, str, str]
+) -> None:
+    records = [counted(f"c{i}", attempts=count) for i in range(count)]
+    open_report(browser, tmp_path / "run.html", records)
+    assert texts(browser, "#count") == [said[0]]
+    assert texts(browser, "#totals .tile[data-total=retries] .sub") == [said[1]]
+    assert texts(browser, ".latency-box title")[0].startswith(f"Turn 1: {said[2]}; median ")
+    open_page(browser, tmp_path / "run.html", "#conv=c0")
+    wait_for(browser, lambda d: css(d, "#conversation"))
+    totals = texts(browser, "#conversation dl.meta dd")
+    assert totals[6] == f"1 turn · 1 token · {said[3]}", totals
+    assert "1 token (1 in, 0 out)" in texts(browser, "#chat .facts span")
+    assert page_errors(browser) == []
+
+
+@pytest.mark.parametrize(
+    ("turns", "said"), [(61, "1 later turn number"), (62, "2 later turn numbers")]
+)
+def test_the_turns_the_charts_leave_out_are_counted_in_the_singular_for_one(
+    browser: Any, tmp_path: Path, turns: int, said: str
+) -> None:
+    open_report(browser, tmp_path / "long.html", [counted("c0", turns=turns)])
+    assert f"{said} not drawn." in texts(browser, ".chart-note")
+
+
+@pytest.mark.parametrize(("calls", "said"), [(1, "1 tool call"), (2, "2 tool calls")])
+def test_a_step_counts_its_tool_calls_in_the_singular_for_one(
+    browser: Any, tmp_path: Path, calls: int, said: str
+) -> None:
+    record = tool_record()
+    if calls == 1:
+        record["messages"][1]["tool_calls"] = record["messages"][1]["tool_calls"][:1]
+        del record["messages"][3]  # the second call's result
+    open_report(browser, tmp_path / "tools.html", [record], "#conv=weather")
+    wait_for(browser, lambda d: css(d, "#chat .msg.tool-calls"))
+    assert texts(browser, "#chat .msg.tool-calls .role") == [f"assistant · step 1 · {said}"]

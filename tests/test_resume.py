@@ -362,3 +362,49 @@ def test_an_output_already_complete_is_not_stopped_by_its_budget(tmp_path: Path)
     budget_run(path, 10_000, resume=False)
     result, sent = budget_run(path, 100, resume=True)
     assert sent == 0 and result.stop_reason is None and result.already_completed == 5
+
+
+@pytest.mark.parametrize(("count", "said"), [(1, "1 journal line"), (1_000, "1,000 journal lines")])
+def test_another_runs_journal_lines_are_counted_in_the_singular_for_one(
+    tmp_path: Path, reference: dict[str, dict[str, Any]], count: int, said: str
+) -> None:
+    path = tmp_path / "out.jsonl"
+    theirs = [journal_line(reference["b"], 0, run_id="20260101T000000Z-other")] * count
+    write_output(path, [reference["a"], reference["c"]], theirs)
+    run = Run(path, resume=True)
+    assert run.discarded == (
+        f"discarded {said} of another run ('20260101T000000Z-other'; "
+        f"this output is run {reference['a']['run_id']!r})",
+    )
+
+
+@pytest.mark.parametrize(("recorded", "said"), [(1, "1 recorded turn"), (2, "2 recorded turns")])
+def test_a_journal_line_past_the_recorded_turns_counts_them_in_the_singular_for_one(
+    tmp_path: Path, reference: dict[str, dict[str, Any]], recorded: int, said: str
+) -> None:
+    path = tmp_path / "out.jsonl"
+    b = reference["b"]
+    ahead = journal_line(b, recorded)
+    ahead["turn"] = dict(ahead["turn"], index=recorded + 1)  # a turn past the next one
+    write_output(
+        path,
+        [reference["a"], reference["c"]],
+        [*(journal_line(b, t) for t in range(recorded)), ahead],
+    )
+    run = Run(path, resume=True)
+    assert run.discarded[0] == (
+        f"journal line {recorded + 1} ('b' turn {recorded + 2}) does not follow its {said}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "said"), [(2, "2 conversations that are"), (1_000, "1,000 conversations that are")]
+)
+def test_the_conversations_of_another_batch_are_counted_with_thousands_separators(
+    tmp_path: Path, reference: dict[str, dict[str, Any]], count: int, said: str
+) -> None:
+    path = tmp_path / "out.jsonl"
+    write_output(path, [dict(reference["c"], id=f"z{i}") for i in range(count)])
+    with pytest.raises(OutputError) as caught:
+        Run(path, resume=True)
+    assert str(caught.value).startswith(f"{path} holds {said} not in this batch (e.g. 'z0' ")

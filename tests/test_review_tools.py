@@ -9,6 +9,7 @@ turn's ``steps`` with per-step ``message_index``, ``tool_results`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -344,3 +345,22 @@ def test_each_steps_answered_attempt_is_no_retry() -> None:
     assert totals(record).retries == 0 and totals(record).attempts == 2
     record["turns"][0]["attempts"].insert(0, {"attempt": 1, "outcome": "http_503", "step": 0})
     assert totals(record).retries == 1
+
+
+@pytest.mark.parametrize(
+    ("base_steps", "new_steps", "said"),
+    [(2, 1, "2 -> 1 step"), (1, 2, "1 -> 2 steps"), (1, 1_000, "1 -> 1,000 steps")],
+)
+def test_diff_counts_the_steps_with_calls_in_the_singular_for_one(
+    base_steps: int, new_steps: int, said: str
+) -> None:
+    diff = diff_runs([tool_record()], [tool_record(city="Lyon")])
+    (conversation,) = diff.conversations
+    (turn,) = conversation.turns
+    assert turn.tools is not None
+    tools = dataclasses.replace(turn.tools, base_steps=base_steps, new_steps=new_steps)
+    turns = (dataclasses.replace(turn, tools=tools),)
+    changed = dataclasses.replace(
+        diff, conversations=(dataclasses.replace(conversation, turns=turns),)
+    )
+    assert f"  turn 1 step 1: tool calls changed ({said} with calls)\n" in render_text(changed)

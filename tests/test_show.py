@@ -10,6 +10,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -430,3 +431,45 @@ def test_a_five_megabyte_line_is_shown_in_linear_time(line: str) -> None:
         return
     assert all(len(ln) <= 100 for ln in body)
     assert "".join(ln[4:] for ln in body).replace(" ", "") == shown.replace(" ", "")
+
+
+def used(tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+
+
+def tried(count: int) -> list[dict[str, Any]]:
+    return [{"attempt": n + 1, "outcome": "ok"} for n in range(count)]
+
+
+def answered_turns(count: int, first_attempts: int) -> dict[str, Any]:
+    """A completed record of ``count`` turns of 1 token each; the first took ``first_attempts``."""
+    turns = [turn(i, 2 * i, usage=used(1)) for i in range(count)]
+    turns[0]["attempts"] = tried(first_attempts)
+    messages = [m for i in range(count) for m in (user(f"q{i}"), assistant(f"a{i}"))]
+    return record("c", "completed", messages, turns)
+
+
+@pytest.mark.parametrize(
+    ("turns", "attempts", "stats", "retried"),
+    [
+        (1, 2, "1 turn answered · 1 token · 1 retry", "1 retry: ok"),
+        (2, 3, "2 turns answered · 2 tokens · 2 retries", "2 retries: ok, ok"),
+        (1_000, 1_001, "1,000 turns answered · 1,000 tokens · 1,000 retries", "1,000 retries: ok"),
+    ],
+)
+def test_a_conversations_counts_are_singular_for_one_and_grouped_when_big(
+    turns: int, attempts: int, stats: str, retried: str
+) -> None:
+    lines = lines_of(answered_turns(turns, attempts))
+    assert lines[1].startswith(f"   {stats} · ")
+    at = next(i for i, line in enumerate(lines) if line.startswith("  » "))
+    facts = " · ".join(line.strip() for line in lines[at : at + 2])  # long ones are wrapped
+    assert facts.startswith(f"» latency 812 ms · tokens 1 prompt / 0 completion · {retried}")
+
+
+def test_the_summary_line_is_singular_for_one_and_grouped_when_big() -> None:
+    assert summary_line([answered_turns(1, 1)]) == "1 conversation: 1 completed; 1 turn; 1 token"
+    two = [answered_turns(1, 1), answered_turns(1, 1)]
+    assert summary_line(two) == "2 conversations: 2 completed; 2 turns; 2 tokens"
+    many = [helpers.record(i) for i in range(1_000)]
+    assert summary_line(many) == "1,000 conversations: 1,000 completed; 1,000 turns; 0 tokens"

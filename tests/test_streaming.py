@@ -442,3 +442,16 @@ def test_first_token_ms_counts_from_sending_on_the_runs_clock(tmp_path: Path) ->
     (record,) = read_jsonl(tmp_path / "o.jsonl")
     turn = record["turns"][0]
     assert (turn["first_token_ms"], turn["latency_ms"]) == (300.0, 350.0)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "said"), [(0, "1 event"), (1, "2 events"), (999, "1,000 events")]
+)
+def test_a_choiceless_stream_counts_its_events_in_the_singular_for_one(
+    chunks: int, said: str
+) -> None:
+    with pytest.raises(TransientAPIError) as info:
+        complete(sse(*[{"id": "s1", "choices": []}] * chunks))
+    assert str(info.value) == (
+        f"HTTP 200 with no choices in the streamed answer ({said}, none with a choice)"
+    )

@@ -602,3 +602,24 @@ def test_hostile_journaled_steps_are_discarded_not_trusted(tmp_path: Path) -> No
     run_virtual(run_batch([conv("Go", "Then")], config, clock=clock))
     assert resumed.bodies[0]["messages"] == [user("Go")]
     assert read_jsonl(output)[0]["status"] == "completed"
+
+
+@pytest.mark.parametrize(("steps", "said"), [(1, "1 request"), (2, "2 requests")])
+def test_the_max_tool_steps_error_counts_one_request_in_the_singular(
+    tmp_path: Path, steps: int, said: str
+) -> None:
+    server = ToolServer(calling(call("x", "get_weather", {"city": "Paris"})))
+    run(conv("Loop?", max_tool_steps=steps), tmp_path, server)
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["error"]["message"].startswith(
+        f"turn 1: the model was still calling tools after {said} (max_tool_steps); "
+    )
+
+
+def test_the_plan_counts_conversations_with_tools_in_thousands() -> None:
+    many = [apply_overrides(conv("Hi")) for _ in range(1_000)]
+    two = plan_lines(estimate_cost(many[:2]))
+    assert two[-1].startswith("tools: 2 conversations declare tools; ")
+    assert plan_lines(estimate_cost(many))[-1].startswith(
+        "tools: 1,000 conversations declare tools; "
+    )

@@ -170,8 +170,3 @@ def read_count(value: Any, field: str) -> int:
 def quoted(values: tuple[str, ...]) -> str:
     """The values as Python literals, comma-separated."""
     return ", ".join(repr(v) for v in values)
-
-
-def plural(number: int, word: str, many: str | None = None) -> str:
-    """``1 word``, ``2 words``, ``1,234 words``; ``many`` for the rest: ``2 retries``."""
-    return f"{number:,} {word}" if number == 1 else f"{number:,} {many or word + 's'}"

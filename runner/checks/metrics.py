@@ -14,12 +14,12 @@ from runner.checks.base import (
     Kind,
     Observation,
     Outcome,
-    plural,
     quoted,
     read_count,
     read_texts,
     wrong,
 )
+from runner.words import plural
 
 
 def _chars(least: bool) -> Callable[[int, str, Observation], Outcome]:

@@ -20,12 +20,12 @@ from runner.checks.base import (
     Outcome,
     excerpt,
     hint,
-    plural,
     read_count,
     read_text,
     wrong,
 )
 from runner.checks.structured import Schema, parse_schema
+from runner.words import plural
 
 ORDERS = ("exact", "in_order", "any")
 """How ``tool_sequence`` compares: the calls are exactly these; these appear among them

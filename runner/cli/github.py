@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from runner.errors import InputError, RunnerError
+from runner.words import plural
 
 if TYPE_CHECKING:
     from runner.review.diff_model import RunDiff
@@ -264,7 +265,7 @@ def publish_run(
     records = read_transcript(transcript)
     found = run_annotations(records, locations)
     if not_started:
-        title = f"mtrun: {not_started} conversations not started"
+        title = f"mtrun: {plural(not_started, 'conversation')} not started"
         found.append(Annotation("warning", title, reason or "the run stopped before them"))
     output.annotate(command_lines(found))
     title = workspace_file(str(transcript), output.environ) or str(transcript)

@@ -11,6 +11,7 @@ import click
 from runner.cli.base import EXIT_FAILED, EXIT_OK, main
 from runner.cli.github import annotations_option
 from runner.cli.review import read_for_review
+from runner.words import plural
 
 if TYPE_CHECKING:
     from runner.transcripts.merge import MergeReport
@@ -105,7 +106,8 @@ def _merged_reports(
 
 def _merge_lines(report: MergeReport, output: Path, count: int) -> None:
     """What the merge found, on stdout and stderr."""
-    click.echo(f"merged {report.conversations} conversations from {count} files into {output}")
+    merged = f"{plural(report.conversations, 'conversation')} from {plural(count, 'file')}"
+    click.echo(f"merged {merged} into {output}")
     for index in report.missing_shards:
         click.echo(f"missing shard: {index}/{report.shard_count}", err=True)
     for cid, files in report.duplicates:
@@ -113,8 +115,10 @@ def _merge_lines(report: MergeReport, output: Path, count: int) -> None:
     for cid in report.missing:
         click.echo(f"missing conversation: {cid}", err=True)
     if report.unfinished:
+        one = len(report.unfinished) == 1
         click.echo(
-            f"{len(report.unfinished)} conversations failed or were interrupted "
-            "(resume their shard with --resume)",
+            f"{plural(len(report.unfinished), 'conversation')} failed or "
+            f"{'was' if one else 'were'} interrupted "
+            f"(resume {'its' if one else 'their'} shard with --resume)",
             err=True,
         )

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from runner.checks.base import plural
 from runner.review.view import visible as safe
 from runner.run.events import (
     ConversationFinished,
@@ -28,6 +27,7 @@ from runner.run.events import (
     TurnCompleted,
 )
 from runner.transcripts.status import Status
+from runner.words import plural
 
 MAX_FAILURES_SHOWN = 20
 TICK_S = 1.0
@@ -85,7 +85,7 @@ class ProgressPrinter:
                 )
                 self._line(
                     f"{event.status:<11} {safe(event.conversation_id)} "
-                    f"({event.completed_turns}/{event.turns} turns){detail}"
+                    f"({event.completed_turns:,}/{plural(event.turns, 'turn')}){detail}"
                 )
         elif isinstance(event, SendsHeld):
             self._held_until = self.clock() + event.seconds
@@ -118,7 +118,8 @@ class ProgressPrinter:
                 f"{event.to_continue} to continue"
             )
         if event.torn_bytes:
-            parts.append(f"cut an incomplete last line ({event.torn_bytes} bytes) left by a crash")
+            torn = plural(event.torn_bytes, "byte")
+            parts.append(f"cut an incomplete last line ({torn}) left by a crash")
         return "; ".join(parts)
 
     def _line(self, text: str, *, quiet_when_live: bool = False) -> None:
@@ -132,8 +133,9 @@ class ProgressPrinter:
         now = self.clock()
         held = self._held_until - now
         return (
-            f"[{self.done}/{self.total} conversations | {self.turns} turns | "
-            f"{self.failed} failed | {self.retries} retries | {_clock(now - self.started)}"
+            f"[{self.done:,}/{plural(self.total, 'conversation')} | {plural(self.turns, 'turn')} | "
+            f"{self.failed:,} failed | {plural(self.retries, 'retry', 'retries')} | "
+            f"{_clock(now - self.started)}"
             + (f" | sends held by Retry-After, {_clock(held + 0.999)} left" if held > 0 else "")
             + "]"
         )
@@ -177,7 +179,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
         counts.append(f"{result.not_started} not started")
     lines = [
         f"{plural(result.total, 'conversation')}: {', '.join(counts)}",
-        f"{plural(result.turns, 'turn')}, {result.total_tokens:,} tokens "
+        f"{plural(result.turns, 'turn')}, {plural(result.total_tokens, 'token')} "
         f"({result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion), "
         f"{plural(result.retries, 'retry', 'retries')}, {result.wall_seconds:.1f}s",
     ]
@@ -207,7 +209,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
     if result.rate_limited or result.limit_changes:
         limits = " -> ".join(str(change.limit) for change in result.limit_changes)
         lines.append(
-            f"rate limits: {result.rate_limited} requests answered 429, "
+            f"rate limits: {plural(result.rate_limited, 'request')} answered 429, "
             f"sends held {result.rate_limit_wait_s:.1f}s (Retry-After, pacing)"
             + (f"; concurrency {limits}" if limits else "")
         )

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from runner.checks.base import plural
 from runner.cli.base import EXIT_CODES_HELP, EXIT_USAGE, main
 from runner.cli.github import annotations_option
 from runner.cli.run_options import Concurrency, RunOptions
 from runner.run.config import AUTO_CEILING, AUTO_START
 from runner.spec.tools import REASONING_POLICIES
+from runner.words import plural
 
 RUN_HELP = f"""Replay conversation FILES (files, folders or globs) and write transcripts.
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from runner.errors import TransientAPIError
 from runner.http.reasoning_parts import ReasoningDetailParts
+from runner.words import plural
 
 STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 """What ``--stream`` adds to every request body."""
@@ -222,8 +223,8 @@ class StreamAnswer:
             )
         if not self._choice_seen:
             raise TransientAPIError(
-                f"HTTP 200 with no choices in the streamed answer ({self.events} events, "
-                "none with a choice)",
+                "HTTP 200 with no choices in the streamed answer "
+                f"({plural(self.events, 'event')}, none with a choice)",
                 kind="no_choices",
                 status=200,
             )

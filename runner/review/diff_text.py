@@ -29,6 +29,7 @@ from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import is_int as _is_int
 from runner.transcripts.fields import to_json
 from runner.transcripts.status import Status
+from runner.words import plural
 
 DIFF_LINES = 200
 """Most lines of one answer's unified diff shown in the text report."""
@@ -137,7 +138,7 @@ def _prompt_lines(turn: TurnDiff, prompt: PromptChange, context: int) -> Iterato
 def _tool_lines(turn: TurnDiff, change: ToolChange) -> Iterator[tuple[str, str]]:
     what = "tool calls changed"
     if change.base_steps != change.new_steps:
-        what += f" ({change.base_steps} -> {change.new_steps} steps with calls)"
+        what += f" ({change.base_steps} -> {plural(change.new_steps, 'step')} with calls)"
     yield f"  turn {turn.index + 1} step {change.step + 1}: {what}", _BOLD
     for label, calls, style in (
         ("base", change.base_calls, _RED),
@@ -185,7 +186,7 @@ def _diff_lines(base: str | None, new: str | None, context: int) -> Iterator[tup
             style = _GREEN
         yield f"    {visible(cut(line, LINE_CHARS), multiline=True)}", style
     if len(diff) > DIFF_LINES:
-        yield f"    … {len(diff) - DIFF_LINES} more lines", ""
+        yield f"    … {plural(len(diff) - DIFF_LINES, 'more line')}", ""
 
 
 def _split(text: str | None) -> list[str]:

@@ -27,6 +27,7 @@ from runner.review.view import cut, visible
 from runner.transcripts.fields import as_text
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
+from runner.words import plural
 
 SUMMARY_LIMIT = 1024 * 1024
 """Bytes GitHub accepts in one step's summary file (1 MiB); a larger one is dropped whole."""
@@ -56,7 +57,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows[:ROWS_SHOWN]]
     if len(rows) > ROWS_SHOWN:
-        lines += ["", f"… and {len(rows) - ROWS_SHOWN} more rows (see the transcript)."]
+        lines += ["", f"… and {plural(len(rows) - ROWS_SHOWN, 'more row')} (see the transcript)."]
     return lines
 
 
@@ -74,16 +75,16 @@ def run_summary(
         status = as_text(record.get("status"))
         counts[status] = counts.get(status, 0) + 1
         turns += totals(record).turns
-    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in Status.ALL if counts[s]]
+    parts = [f"{counts[s]:,} {s.replace('_', ' ')}" for s in Status.ALL if counts[s]]
     if not_started:
-        parts.append(f"{not_started} not started")
+        parts.append(f"{not_started:,} not started")
     failed = counts[Status.FAILED] + counts[Status.CHECKS_FAILED] + counts[Status.INTERRUPTED]
     mark = "❌" if failed or not_started else "✅"
     lines = [
         f"## {mark} mtrun: {code(title, 200)}",
         "",
-        f"**{len(records) + not_started} conversations**: {', '.join(parts) or 'none'} · "
-        f"{turns:,} turns answered",
+        f"**{plural(len(records) + not_started, 'conversation')}**: "
+        f"{', '.join(parts) or 'none'} · {plural(turns, 'turn')} answered",
     ]
     rows = _failure_rows(records, locations)
     if rows:

@@ -85,6 +85,7 @@ from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import escape_surrogates, is_int
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
+from runner.words import plural
 
 ATTEMPTS_SHOWN = 10
 """Most attempts of a failed turn listed in its ``<error>`` body."""
@@ -204,7 +205,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
     elif status == Status.INTERRUPTED:
         answered = totals(record).turns
         reason = _text((error or {}).get("message")) or "the run stopped first"
-        message = f"interrupted after {answered} turn{'' if answered == 1 else 's'}: {reason}"
+        message = f"interrupted after {plural(answered, 'turn')}: {reason}"
         body = [message, checks_text] if checks_text else [message]
         _child(case, "error", message=message, type="interrupted").text = _clean("\n\n".join(body))
         outcome = "errors"
@@ -215,7 +216,7 @@ def _testcase(suite: ET.Element, record: Mapping[str, Any], classname: str) -> t
             kind = kinds.pop() if len(kinds) == 1 else "checks"
             summary = "; ".join(check_line(n, c) for n, c in failed_checks)
             if len(failed_checks) > 1:
-                summary = f"{len(failed_checks)} checks failed: {summary}"
+                summary = f"{plural(len(failed_checks), 'check')} failed: {summary}"
             _child(case, "failure", message=summary, type=kind).text = _clean(checks_text)
         elif status == Status.CHECKS_FAILED:
             _child(case, "failure", message="checks failed", type="checks").text = _clean(

@@ -13,6 +13,7 @@ from runner.review.view import CallView, call_view, calls_of, cut
 from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import is_int, to_json
+from runner.words import plural
 
 EXCERPT_CHARS = 500
 """Longest excerpt of one message in ``<system-out>``."""
@@ -29,7 +30,7 @@ def failed_checks_text(failed_checks: Sequence[tuple[int, Mapping[str, Any]]]) -
     if not failed_checks:
         return ""
     count = len(failed_checks)
-    head = f"{count} check{'' if count == 1 else 's'} failed:"
+    head = f"{plural(count, 'check')} failed:"
     return "\n\n".join([head, *(check_body(n, c) for n, c in failed_checks)])
 
 
@@ -79,7 +80,8 @@ def transcript(record: Mapping[str, Any]) -> str:
     steps, names = _steps_by_message(record), _call_names(messages)
     for shown, message in enumerate(messages):
         if size > SYSTEM_OUT_CHARS:
-            lines.append(f"… {len(messages) - shown} more messages; see the transcript file")
+            more = plural(len(messages) - shown, "more message")
+            lines.append(f"… {more}; see the transcript file")
             break
         if not isinstance(message, Mapping):
             continue

@@ -45,6 +45,7 @@ from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
+from runner.words import plural
 
 STATUS_MARKS = {
     Status.COMPLETED: "✅",
@@ -106,10 +107,10 @@ def _conversation(record: Mapping[str, Any]) -> Iterator[str]:
         facts.append(
             f"repeat {code(_text(record.get('repeat')))} of {code(_text(record['group']))}"
         )
-    facts.append(f"{answered} turn{'' if answered == 1 else 's'} answered")
-    facts.append(f"{tokens:,} tokens")
+    facts.append(f"{plural(answered, 'turn')} answered")
+    facts.append(plural(tokens, "token"))
     if retries:
-        facts.append(f"{retries} retr{'y' if retries == 1 else 'ies'}")
+        facts.append(plural(retries, "retry", "retries"))
     yield f"## {code(_text(record.get('id')) or '?')}"
     yield ""
     yield " · ".join(facts)

@@ -39,6 +39,7 @@ from runner.transcripts.fields import as_list as _list
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.status import Status
 from runner.transcripts.totals import totals
+from runner.words import plural
 
 FAILED_STATUSES = frozenset({Status.FAILED, Status.CHECKS_FAILED, Status.INTERRUPTED})
 """Statuses ``--failed`` selects (besides records with a failed check)."""
@@ -103,10 +104,10 @@ def summary_line(records: Sequence[Mapping[str, Any]]) -> str:
         tokens += counted.total_tokens
     known = [s for s in Status.ALL if s in counts]
     order = known + sorted(s for s in counts if s not in Status.ALL)
-    by_status = ", ".join(f"{counts[s]} {visible(s) or '(no status)'}" for s in order)
-    head = f"{len(records)} conversation{'' if len(records) == 1 else 's'}"
+    by_status = ", ".join(f"{counts[s]:,} {visible(s) or '(no status)'}" for s in order)
+    head = plural(len(records), "conversation")
     head += f": {by_status}" if by_status else ""
-    return f"{head}; {turns:,} turn{'' if turns == 1 else 's'}; {tokens:,} tokens"
+    return f"{head}; {plural(turns, 'turn')}; {plural(tokens, 'token')}"
 
 
 def _paint(color: bool, text: str, style: str) -> str:
@@ -132,8 +133,8 @@ def _conversation(
     yield "━━ " + " · ".join(head)
     counted = totals(record)
     answered, tokens, retries = counted.turns, counted.total_tokens, counted.retries
-    stats = [f"{answered} turn{'' if answered == 1 else 's'} answered", f"{tokens:,} tokens"]
-    stats.append(f"{retries} retr{'y' if retries == 1 else 'ies'}")
+    stats = [f"{plural(answered, 'turn')} answered", plural(tokens, "token")]
+    stats.append(plural(retries, "retry", "retries"))
     stats += [visible(_text(record[k])) for k in ("base_url", "started_at") if record.get(k)]
     yield paint("   " + " · ".join(stats), _DIM)
     prefix, turns = view_of(record)

@@ -28,6 +28,7 @@ from runner.transcripts.fields import as_number as _number
 from runner.transcripts.fields import as_text as _text
 from runner.transcripts.fields import is_int as _is_int
 from runner.transcripts.fields import to_json
+from runner.words import plural
 
 _LAYOUT = frozenset("\n\t")
 _NO_LAYOUT = str.maketrans("", "", "\n\t")
@@ -138,7 +139,7 @@ def cut(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, saying how many were left out."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]} … ({len(text) - limit} more characters)"
+    return f"{text[:limit]} … ({plural(len(text) - limit, 'more character')})"
 
 
 def content_text(content: Any) -> str | None:
@@ -313,7 +314,7 @@ def _retries(attempts: Sequence[Mapping[str, Any]]) -> str:
         text = visible(_text(attempt.get("outcome")) or "?")
         wait = _number(attempt.get("wait_s"))
         outcomes.append(text if wait is None else f"{text} (waited {wait:.1f}s)")
-    return f"{len(retried)} retr{'y' if len(retried) == 1 else 'ies'}: {', '.join(outcomes)}"
+    return f"{plural(len(retried), 'retry', 'retries')}: {', '.join(outcomes)}"
 
 
 def error_text(error: Any) -> str:

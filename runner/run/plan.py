@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.checks.base import plural
 from runner.run.batch import expand_batch, request_settings
 from runner.run.config import RunConfig
 from runner.spec.model import Conversation, RequestSettings
@@ -25,6 +24,7 @@ from runner.spec.tokens import (
     answer_cap,
     message_tokens,
 )
+from runner.words import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,7 @@ def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:
         )
     caps = [c.max_completion_tokens for c in plan.conversations]
     completion = (
-        f"at most {sum(c for c in caps if c is not None):,} completion tokens"
+        f"at most {plural(sum(c for c in caps if c is not None), 'completion token')}"
         if all(c is not None for c in caps)
         else f"completion tokens unknown (answers assumed {plan.assumed_answer_tokens} tokens "
         "where max_tokens is not set)"
@@ -128,7 +128,8 @@ def plan_lines(plan: CostPlan, *, top: int = 20) -> list[str]:
     with_tools = sum(c.uses_tools for c in plan.conversations)
     if with_tools:
         lines.append(
-            f"tools: {with_tools} conversation{' declares' if with_tools == 1 else 's declare'} "
-            "tools; the plan assumes one request per turn, tool calls add more"
+            f"tools: {plural(with_tools, 'conversation')} "
+            f"{'declares' if with_tools == 1 else 'declare'} tools; the plan assumes one "
+            "request per turn, tool calls add more"
         )
     return lines

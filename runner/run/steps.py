@@ -32,6 +32,7 @@ from runner.transcripts.history import (
     tool_calls_of,
 )
 from runner.transcripts.records import ConversationRecord, TurnRecord
+from runner.words import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ class StepChain:
         return ToolProblem(
             "tool_steps",
             f"turn {self.turn.index + 1}: the model was still calling tools after "
-            f"{self.max_steps} requests (max_tool_steps); raise max_tool_steps or script "
+            f"{plural(self.max_steps, 'request')} (max_tool_steps); raise max_tool_steps or script "
             "results that let it answer",
         )
 

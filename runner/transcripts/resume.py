@@ -38,6 +38,7 @@ from runner.spec.tools import ToolSettings
 from runner.transcripts.history import Unscripted, answer_calls, count_calls, tool_calls_of
 from runner.transcripts.records import ConversationRecord, TurnRecord
 from runner.transcripts.status import Status
+from runner.words import plural
 
 if TYPE_CHECKING:
     from runner.spec.model import Conversation
@@ -201,7 +202,7 @@ def _steps_note(
     )
     then = f"sending it again from step {kept}" if kept else "sending the turn again"
     return (
-        f"{conversation.id!r}: discarded {dropped} recorded step{'s' * (dropped > 1)} of "
+        f"{conversation.id!r}: discarded {plural(dropped, 'recorded step')} of "
         f"turn {turn + 1} ({where}): {reason}; {then}"
     )
 
@@ -228,7 +229,7 @@ def keep_matching(progress: TurnsDone, conversation: Conversation) -> str | None
     if not dropped:  # only the prefix was wrong, with no turn recorded
         return f"{conversation.id!r}: {where} does not continue it: {reason}; {then}"
     return (
-        f"{conversation.id!r}: discarded {dropped} recorded turn{'s' * (dropped > 1)} "
+        f"{conversation.id!r}: discarded {plural(dropped, 'recorded turn')} "
         f"from turn {kept + 1} ({where}): {reason}; {then}"
     )
 

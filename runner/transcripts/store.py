@@ -63,6 +63,7 @@ from runner.transcripts.resume import (
     tokens_of,
 )
 from runner.transcripts.status import Status
+from runner.words import plural
 
 if TYPE_CHECKING:
     from runner.spec.model import Conversation
@@ -206,7 +207,7 @@ class TranscriptStore:
                 self._journal_end = line.end
         for run_id, count in self._other_runs.items():
             self._note(
-                f"discarded {count} journal line{'s' * (count > 1)} of another run "
+                f"discarded {plural(count, 'journal line')} of another run "
                 f"({run_id!r}; this output is run {self.run_id!r})"
             )
 
@@ -255,7 +256,7 @@ class TranscriptStore:
         if turn.index > len(progress.turns):
             self._note(
                 f"journal line {number} ({conv_id!r} turn {turn.index + 1}) does not follow "
-                f"its {len(progress.turns)} recorded turns"
+                f"its {plural(len(progress.turns), 'recorded turn')}"
             )
             return
         if partial:  # the steps a turn had answered when the run stopped
@@ -311,7 +312,7 @@ class TranscriptStore:
             if isinstance(shard, dict):
                 where += f", shard {shard.get('index')}/{shard.get('count')}"
             raise OutputError(
-                f"{self.path} holds {len(foreign)} conversation{'s' * (len(foreign) > 1)} "
+                f"{self.path} holds {plural(len(foreign), 'conversation')} "
                 f"that {'are' if len(foreign) > 1 else 'is'} not in this batch "
                 f"(e.g. {foreign[0]!r} {where}): it is the output of another batch or other "
                 "options (files, --model, --repeat, --shard); resume it with the same ones, "

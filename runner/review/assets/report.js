@@ -59,6 +59,11 @@
     return isNum(n) ? numberFormat.format(Math.round(n)) : '–';
   }
 
+  // "1 turn", "2 turns", "1,234 turns": runner/words.py's rule, for what the page writes itself.
+  function plural(n, word, many) {
+    return fmtInt(n) + ' ' + (n === 1 ? word : many || word + 's');
+  }
+
   function fmtMs(ms) {
     if (!isNum(ms)) return '–';
     if (Math.abs(ms) < 10) return ms.toFixed(1) + ' ms';
@@ -352,7 +357,7 @@
       const shown = options.rows.filter((row) => (!wanted || options.filterValue(row) === wanted)
         && (!query || row.key.includes(query) || deep.checked && bodyOf(row).includes(query)));
       table.setRows(shown);
-      count.textContent = fmtInt(shown.length) + ' of ' + fmtInt(options.rows.length) + ' conversations';
+      count.textContent = fmtInt(shown.length) + ' of ' + plural(options.rows.length, 'conversation');
     }
 
     function later() {
@@ -440,7 +445,7 @@
       const cx = g.left + (k + 0.5) * band;
       const half = Math.max(2, Math.min(18, band * 0.3));
       const group = s('g', { class: 'latency-box' }, [
-        s('title', null, 'Turn ' + (t.index + 1) + ': ' + fmtInt(t.n) + ' answers; median ' + fmtMs(med)
+        s('title', null, 'Turn ' + (t.index + 1) + ': ' + plural(t.n, 'answer') + '; median ' + fmtMs(med)
           + ', middle half ' + fmtMs(q1) + '–' + fmtMs(q3) + ', range ' + fmtMs(lo) + '–' + fmtMs(hi)),
         s('line', { class: 'whisker', x1: cx, x2: cx, y1: y(hi), y2: y(lo) }),
         s('line', { class: 'whisker', x1: cx - half / 2, x2: cx + half / 2, y1: y(hi), y2: y(hi) }),
@@ -479,7 +484,7 @@
   function charts(run, prefix) {
     const c = run.charts || {};
     const turns = arr(c.turns);
-    const note = c.turns_not_drawn ? fmtInt(c.turns_not_drawn) + ' later turn numbers not drawn.' : null;
+    const note = c.turns_not_drawn ? plural(c.turns_not_drawn, 'later turn number') + ' not drawn.' : null;
     return h('div', { class: 'charts' }, [
       h('div', { class: 'panel chart' }, [h('h3', null, 'Status'), statusChart(prefix + 'status', c.statuses || {})]),
       h('div', { class: 'panel chart' }, [
@@ -525,7 +530,7 @@
       tile('interrupted', 'interrupted', fmtInt(st.interrupted || 0), null, st.interrupted ? 'grey' : ''),
       tile('turns', 'turns answered', fmtInt(t.turns), 'of ' + fmtInt(t.turns_sent) + ' sent'),
       tile('tokens', 'tokens', fmtInt(t.total_tokens), fmtInt(t.prompt_tokens) + ' prompt · ' + fmtInt(t.completion_tokens) + ' completion' + (t.judge_tokens ? ' · ' + fmtInt(t.judge_tokens) + ' by the judge' : '')),
-      tile('retries', 'retries', fmtInt(t.retries), fmtInt(t.attempts) + ' attempts', t.retries ? 'warn' : ''),
+      tile('retries', 'retries', fmtInt(t.retries), plural(t.attempts, 'attempt'), t.retries ? 'warn' : ''),
       tile('failed_checks', 'failed checks', fmtInt(t.failed_checks), null, t.failed_checks ? 'bad' : ''),
       tile('wall', 'wall time', fmtSeconds(t.wall_s), fmtMs(t.latency_ms) + ' waiting for answers'),
     ]);
@@ -602,7 +607,7 @@
     const calls = callsOf(message);
     const body = contentText(message.content);
     return h('div', { class: 'msg assistant tool-calls', 'data-role': 'assistant', 'data-step': number === null ? null : String(number) }, [
-      h('div', { class: 'role' }, 'assistant · ' + (number === null ? '' : 'step ' + (number + 1) + ' · ') + calls.length + ' tool call' + (calls.length === 1 ? '' : 's')),
+      h('div', { class: 'role' }, 'assistant · ' + (number === null ? '' : 'step ' + (number + 1) + ' · ') + plural(calls.length, 'tool call')),
       body ? h('div', { class: 'body' }, body) : null,
       calls.map((c) => {
         const fn = isObj(c.function) ? c.function : {};
@@ -704,7 +709,7 @@
 
   function usageText(usage) {
     if (!isObj(usage)) return null;
-    return fmtInt(usageTotal(usage)) + ' tokens (' + fmtInt(usage.prompt_tokens) + ' in, ' + fmtInt(usage.completion_tokens) + ' out)';
+    return plural(usageTotal(usage), 'token') + ' (' + fmtInt(usage.prompt_tokens) + ' in, ' + fmtInt(usage.completion_tokens) + ' out)';
   }
 
   function fact(label, value) {
@@ -808,7 +813,7 @@
         ['Parameters', params || '–'],
         ['Started', fmtTime(rec.started_at)],
         ['Finished', fmtTime(rec.finished_at)],
-        ['Totals', fmtInt(totals.turns) + ' turns · ' + fmtInt(totals.total_tokens) + ' tokens · ' + fmtInt(totals.attempts) + ' attempts · ' + fmtInt(totals.retries) + ' retries'],
+        ['Totals', plural(totals.turns, 'turn') + ' · ' + plural(totals.total_tokens, 'token') + ' · ' + plural(totals.attempts, 'attempt') + ' · ' + plural(totals.retries, 'retry', 'retries')],
         rec.group ? ['Repeat', text(rec.group) + ' #' + text(rec.repeat)] : null,
       ].filter(Boolean))),
       errorBox(rec.error, rec.status === 'interrupted' ? 'Interrupted' : 'Failed'),
@@ -886,7 +891,7 @@
     return h('div', { class: 'side', 'data-side': label }, [
       h('div', { class: 'side-head' }, [h('b', null, label), isNum(turn.latency_ms) ? fmtMs(turn.latency_ms) : null,
         usageText(turn.usage), turn.finish_reason ? text(turn.finish_reason) : null,
-        arr(turn.attempts).length > 1 ? arr(turn.attempts).length + ' attempts' : null].filter(Boolean).map((p) => h('span', null, p))),
+        arr(turn.attempts).length > 1 ? plural(arr(turn.attempts).length, 'attempt') : null].filter(Boolean).map((p) => h('span', null, p))),
       steps,
       node,
       errorBox(turn.error, 'This turn failed'),
