@@ -84,7 +84,7 @@ def test_checks_are_recorded_and_failures_give_exit_1(workdir: Path) -> None:
     assert "you are welcome" in verdicts[1]["message"]
 
     lines = result.stderr.splitlines()
-    assert "2 conversations: 0 completed, 2 failed checks, 0 failed" in lines
+    assert "2 conversations: 0 completed, 2 with failed checks, 0 failed" in lines
     assert (
         "  check failed: arithmetic (checks.yaml) turn 2: contains: none of 'twelve', '12' appears"
     ) in lines
@@ -203,7 +203,7 @@ def test_resume_keeps_failed_checks_failing(workdir: Path) -> None:
     assert invoke("--mock", "-o", "out.jsonl", "checks.yaml").exit_code == 1
     again = invoke("--mock", "--resume", "-o", "out.jsonl", "checks.yaml")
     assert again.exit_code == 1  # a resumed CI run must not turn green by skipping them
-    assert "0 completed (2 before this run), 2 failed checks" in again.stderr
+    assert "0 completed (2 before this run), 2 with failed checks" in again.stderr
 
 
 def test_judge_checks_replay_from_fixtures(workdir: Path) -> None:

@@ -107,7 +107,7 @@ def test_the_run_appends_its_summary_and_keeps_what_was_there(workspace: Path) -
     assert result.exit_code == 1, result.stderr
     text = summary.read_text()
     assert text.startswith("# Earlier step output\n\n## ❌ mtrun: `out.jsonl`\n\n")
-    assert "**1 conversation**: 1 checks failed · 1 turn answered" in text
+    assert "**1 conversation**: 1 with failed checks · 1 turn answered" in text
     html = render(text)
     assert_inert(html[html.index("<table>") :])  # the totals above are ours, bold
     rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
@@ -177,7 +177,7 @@ def totals_line(records: list[dict[str, Any]], not_started: int = 0) -> str:
 def test_the_totals_are_singular_for_one_and_grouped_when_big() -> None:
     assert totals_line([record(0)]) == "**1 conversation**: 1 completed · 1 turn answered"
     two = totals_line([record(0), record(1, "checks_failed")])
-    assert two == "**2 conversations**: 1 completed, 1 checks failed · 2 turns answered"
+    assert two == "**2 conversations**: 1 completed, 1 with failed checks · 2 turns answered"
     many = totals_line([record(i) for i in range(1_000)], not_started=1_000)
     assert many == (
         "**2,000 conversations**: 1,000 completed, 1,000 not started · 1,000 turns answered"

@@ -145,7 +145,7 @@ def test_one_of_a_kind_is_said_in_the_singular() -> None:
     run = result(total=1, completed=1, checks_failed=1, turns=1, prompt_tokens=10,
                  completion_tokens=5, retries=1)  # fmt: skip
     assert summary_lines(run)[:2] == [
-        "1 conversation: 1 completed, 1 failed check, 0 failed",
+        "1 conversation: 1 completed, 1 with failed checks, 0 failed",
         "1 turn, 15 tokens (10 prompt + 5 completion), 1 retry, 1.0s",
     ]
 
