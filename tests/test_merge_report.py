@@ -123,7 +123,7 @@ def test_the_merge_annotates_and_summarises_the_whole_batch(batch: Path) -> None
     ]
     text = summary.read_text()
     assert text.startswith(
-        "## ❌ mtrun: `all.jsonl`\n\n**12 conversations**: 10 completed, 2 checks"
+        "## ❌ mtrun: `all.jsonl`\n\n**12 conversations**: 10 completed, 2 with failed checks"
     )
 
 
