@@ -295,7 +295,6 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"quick": args.quick, "clients": sorted(kinds), "workloads": {}}
     if baseline.commit:
         results["baseline"] = {"rev": baseline.rev, "commit": baseline.commit}
-        results["baseline"]["mtrun"] = str(baseline.mtrun)
     verdicts: list[dict[str, Any]] = []
     tables: list[str] = []
     started = time.perf_counter()
@@ -375,8 +374,10 @@ def _write(
     if args.json:
         args.json.write_text(json.dumps({**results, "verdicts": verdicts}, indent=1))
     if args.markdown:
+        base = results.get("baseline")
+        said = f"(f): mtrun at `{base['rev']}`, commit {base['commit']}.\n\n" if base else ""
         args.markdown.write_text(
-            "## Targets\n\n" + verdict_table(verdicts) + "\n" + "\n".join(tables)
+            "## Targets\n\n" + said + verdict_table(verdicts) + "\n" + "\n".join(tables)
         )
 
 
