@@ -109,7 +109,10 @@ def _install(home: Path, commit: str, repo: Path, run: Run, python: str) -> None
     archive = home / "src.tar"
     run(["git", "-C", str(repo), "archive", "--format=tar", "-o", str(archive), commit], None)
     with tarfile.open(archive) as tar:
-        tar.extractall(home / "src", filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12 and later
+            tar.extractall(home / "src", filter="data")
+        else:  # git's own archive of a commit of this repository
+            tar.extractall(home / "src")
     archive.unlink()
     venv = home / "venv"
     run([python, "-m", "venv", str(venv)], None)
