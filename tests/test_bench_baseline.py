@@ -28,6 +28,7 @@ from bench_baseline import (
 from bench_targets import judge
 from bench_workloads import Target, Workload, workloads
 from benchmark import client_kinds, listing
+from benchmark import main as benchmark_main
 
 from runner.cli import main
 
@@ -271,3 +272,13 @@ def test_the_workloads_with_fourth_run_figures_get_twins(quick: dict[str, Worklo
     assert same_run == [("rss_mb", ("(d) mtrun --mock",), "(f) mtrun at main --mock")]
     shown = listing({"mock": quick["mock"]}).splitlines()
     assert shown[1:] == ["    mock  (d) mtrun --mock", "    f     (f) mtrun at main --mock"]
+
+
+def test_list_shows_the_twins_without_building_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    benchmark_main(["--quick", "--list", "--baseline", "v9", "--baseline-dir", str(tmp_path / "c")])
+    shown = capsys.readouterr().out.splitlines()
+    assert "    f     (f) mtrun at v9 (defaults)" in shown
+    assert "    f     (f) mtrun at v9 -j auto" in shown
+    assert not (tmp_path / "c").exists()
