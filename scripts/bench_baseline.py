@@ -63,7 +63,10 @@ class Baseline:
 
 def run_command(cmd: list[str], cwd: Path | None = None) -> str:
     """Run ``cmd``; its output, or SystemExit with its last error line."""
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:  # no such program: a revision without an mtrun command
+        raise SystemExit(f"benchmark: --baseline: {' '.join(cmd)}: {exc.strerror}") from None
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise SystemExit(f"benchmark: --baseline: {' '.join(cmd)} failed: {last}")

@@ -282,3 +282,8 @@ def test_list_shows_the_twins_without_building_them(
     assert "    f     (f) mtrun at v9 (defaults)" in shown
     assert "    f     (f) mtrun at v9 -j auto" in shown
     assert not (tmp_path / "c").exists()
+
+
+def test_a_revision_without_an_mtrun_command_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"^benchmark: --baseline: .*/mtrun run --help: No such"):
+        run_command([str(tmp_path / "venv" / "bin" / "mtrun"), "run", "--help"])
