@@ -2,7 +2,7 @@
 
 Why: the fourth run's figures in docs/BENCHMARKS.md were measured on a faster machine, so a
 target like "1,688 turns/s" says more about the machine than about mtrun (on the 2-core
-machine the later runs used, the fourth run's code did 696 turns/s). The fair comparison
+machine the later runs used, ``main`` before issue 14 did 696 turns/s). The fair comparison
 runs the old code beside today's, against the same server, on the same machine, in the
 same run. The fourth run measured the code of ba5c3eb (a commit of docs only: the code is
 its parent's, e97cb42).
