@@ -11,6 +11,9 @@
 - (e) the floor: what the server and the machine allow a client that does nothing but
   replay (``_client_floor``). Not a way anyone replays dialogues (no retries, no
   records, no pacing): the reference a miss of mtrun's is judged against.
+
+mtrun itself, today's (d) and ``--baseline``'s (f), gets the options of
+:func:`mtrun_options`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "bench"
+
+
+def mtrun_options(
+    url: str | None, concurrency: int, extra: list[str], out: Path, summary: Path
+) -> list[str]:
+    """mtrun's options for a run of the benchmark (no server URL: ``--mock``), files not included.
+
+    ``concurrency``: 0 for the defaults, -1 for ``-j auto``, else ``-j N``; ``extra``: the
+    workload's own options. One list for (d) and (f), so both run the same way.
+    """
+    opts = ["-q", "-o", str(out), "--summary-json", str(summary)]
+    opts += ["--mock"] if url is None else ["--base-url", url, "--model", MODEL]
+    if concurrency:
+        opts += ["-j", "auto" if concurrency < 0 else str(concurrency)]
+    return [*opts, *extra]
 
 
 def _client_openai_sequential(convs: list[dict[str, Any]], url: str, _n: int) -> dict[str, int]:

@@ -88,39 +88,78 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def judge(w: Workload, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict per (target, row it applies to)."""
+    """One verdict per (target, row it applies to).
+
+    A target against another row of the run (``Target.against``: ``--baseline``'s twin) is
+    that row's figure times its ``value``, judged by the same rule as any other; without
+    that row in the run (its client not chosen) it is not judged.
+    """
     verdicts = []
     for target in w.targets:
+        threshold, reference = _threshold(target, rows)
+        if threshold is _ABSENT:
+            continue
         for row in rows:
-            if not _applies(target, row):
-                continue
-            value = row.get(target.figure)
-            # A client stopped at its time limit, or one that crashed, did not do the work: it
-            # meets no target, even one its empty figures would pass (0 failed, 0 refused).
-            stopped = row.get("cut_off_at_s") is not None
-            crash = crashed(row)
-            ok = (
-                not (stopped or crash)
-                and value is not None
-                and _OPS[target.op](value, target.value)
-            )
-            verdicts.append(
-                {
-                    "workload": w.name,
-                    "client": row["client"],
-                    "figure": target.figure,
-                    "value": value,
-                    "target": f"{target.op} {_show(target.value)}",
-                    "source": target.source,
-                    "result": "PASS" if ok else _miss(stopped, crash),
-                }
-            )
+            if _applies(target, row):
+                verdicts.append(_verdict(w, target, row, threshold, reference))
     return verdicts
 
 
-CLEAN_EXITS = {"mtrun": (0, 1, 3), "mock": (0, 1, 3)}
-"""Exit codes of a client that did its work (mtrun: passed, an expectation failed, a conversation
-failed); others are 0. A client stopped at its time limit is told apart by ``cut_off_at_s``."""
+_ABSENT = object()
+"""The threshold of a target against a row the run does not have."""
+
+
+def _threshold(target: Target, rows: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    """What the target's figure is compared with, and why it cannot be (its reference row)."""
+    if not target.against:
+        return target.value, None
+    ref = next((r for r in rows if r["client"] == target.against), None)
+    if ref is None:
+        return _ABSENT, None
+    if ref.get("cut_off_at_s") is not None:
+        return None, "stopped"
+    crash = crashed(ref)
+    if crash:
+        return None, f"crashed: {crash}"
+    figure = ref.get(target.figure)
+    return (None, "no figure") if figure is None else (figure * target.value, None)
+
+
+def _verdict(
+    w: Workload, target: Target, row: dict[str, Any], threshold: Any, reference: str | None
+) -> dict[str, Any]:
+    value = row.get(target.figure)
+    # A client stopped at its time limit, or one that crashed, did not do the work: it
+    # meets no target, even one its empty figures would pass (0 failed, 0 refused).
+    stopped = row.get("cut_off_at_s") is not None
+    crash = crashed(row)
+    ok = (
+        not (stopped or crash or reference)
+        and value is not None
+        and threshold is not None
+        and _OPS[target.op](value, threshold)
+    )
+    shown = f"{target.op} {_show(threshold)}"
+    if target.against and threshold is not None:
+        shown += f" ({target.value:g} x {_show(threshold / target.value)})"
+    verdict = {
+        "workload": w.name,
+        "client": row["client"],
+        "figure": target.figure,
+        "value": value,
+        "target": shown,
+        "source": target.source,
+        "result": "PASS" if ok else _miss(stopped, crash, reference),
+    }
+    if target.against:
+        verdict.update(against=target.against, threshold=threshold)
+    return verdict
+
+
+CLEAN_EXITS = {"mtrun": (0, 1, 3), "mock": (0, 1, 3), "f": (0, 1, 3)}
+"""Exit codes of a client that did its work (mtrun, today's and ``--baseline``'s: passed, an
+expectation failed, a conversation failed); others are 0. A client stopped at its time limit
+is told apart by ``cut_off_at_s``."""
 
 
 def crashed(row: dict[str, Any]) -> str | None:
@@ -135,10 +174,12 @@ def crashed(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _miss(stopped: bool, crash: str | None) -> str:
+def _miss(stopped: bool, crash: str | None, reference: str | None = None) -> str:
     if crash:
         return f"MISS (crashed: {crash})"
-    return "MISS (stopped)" if stopped else "MISS"
+    if stopped:
+        return "MISS (stopped)"
+    return f"MISS (reference {reference})" if reference else "MISS"
 
 
 def _applies(target: Target, row: dict[str, Any]) -> bool:

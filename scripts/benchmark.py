@@ -8,7 +8,10 @@ client never meets the queue another one left behind):
   the row says otherwise; ``--mock`` for the offline workload;
 - (a)/(b)/(c), the usual alternatives (``bench_clients.py``), with ``--clients all``;
 - (e) the floor (``bench_clients.py``): a bare client that only replays, for what the
-  server and the machine allow; run by default, judged by no target.
+  server and the machine allow; run by default, judged by no target;
+- (f) with ``--baseline REV``: REV's mtrun, built once into a cache (``bench_baseline.py``),
+  beside each mtrun row of the workloads that have figures of the fourth run, run the same
+  way; those figures are then judged against it too, measured in the same run.
 
 Each client runs in its own process, so its CPU time and peak RSS come from
 ``os.wait4`` (``ru_utime + ru_stime``, ``ru_maxrss``); wall time is measured around the
@@ -17,9 +20,10 @@ process, start-up included. Clients start from compiled bytecode, as from an ins
 per-request timings and figures over time come from ``GET /_stats``; ``bench_targets.py``
 turns them into the figure each target is judged by, and prints PASS or MISS beside it.
 
-Usage: ``python scripts/benchmark.py [--quick] [--only NAME ...] [--json F] [--markdown F]``;
-``--list`` names the workloads. Prints one Markdown table per workload and the targets
-table; writes every figure to ``--json`` and the tables to ``--markdown``.
+Usage: ``python scripts/benchmark.py [--quick] [--only NAME ...] [--clients K,...]
+[--baseline REV] [--json F] [--markdown F]``; ``--list`` names the workloads and their
+clients. Prints one Markdown table per workload and the targets table; writes every figure
+to ``--json`` and the tables to ``--markdown``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import fnmatch
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,14 +42,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_clients import MODEL, client_main
+from bench_baseline import USUAL, Baseline, accepted, build, default_cache, with_baseline
+from bench_clients import MODEL, client_main, mtrun_options
+from bench_process import run_child, time_limit
 from bench_targets import crashed, figures, judge, table, verdict_table
 from bench_workloads import Workload, lower_bound, workloads
 
 import runner
 
 HERE = Path(__file__).resolve().parent
-CLIENT_KINDS = ("a", "b", "c", "e", "mtrun", "mock")
+CLIENT_KINDS = ("a", "b", "c", "e", "f", "mtrun", "mock")
+MTRUN_KINDS = ("mtrun", "mock", "f")
+"""mtrun's clients (today's, offline, ``--baseline``'s): stopped at the time limit."""
 
 
 def _write_yaml(w: Workload, convs: list[dict[str, Any]], folder: Path) -> list[Path]:
@@ -68,57 +75,6 @@ def _http(url: str, method: str = "GET") -> dict[str, Any]:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
-_LAUNCHER = (
-    "import json, os, sys\n"
-    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)\n"
-    "print(pid, flush=True)\n"
-    "_, status, u = os.wait4(pid, 0)\n"
-    "print(json.dumps([os.waitstatus_to_exitcode(status), u.ru_utime + u.ru_stime, u.ru_maxrss]))\n"
-)
-
-GRACE_S = 15.0
-"""Seconds a client stopped with SIGINT gets to write its summary before SIGKILL."""
-
-
-def time_limit(bound: float | None) -> float:
-    """How long a client may run: twice the bound and 30 s, or 10 minutes without a bound.
-
-    A client past it has missed its targets by far; stopping it keeps a full run's length
-    in hand whatever the client does.
-    """
-    return 600.0 if bound is None else 2.0 * bound + 30.0
-
-
-def _run_child(cmd: list[str], limit_s: float) -> tuple[float, float, float, int, bool]:
-    """Run a process; return (wall s, CPU s, peak RSS MB, exit code, cut off) from its rusage.
-
-    A small launcher process spawns it: a child of this (large) process would
-    inherit this process's RSS high-water mark into its ``ru_maxrss`` through exec.
-    Past ``limit_s`` the process gets SIGINT (mtrun stops as on Ctrl-C and writes its
-    summary), and SIGKILL ``GRACE_S`` later.
-    """
-    start = time.perf_counter()
-    cmd = [shutil.which(cmd[0]) or cmd[0], *cmd[1:]]
-    launcher = subprocess.Popen(
-        [sys.executable, "-S", "-c", _LAUNCHER, *cmd], stdout=subprocess.PIPE, text=True
-    )
-    assert launcher.stdout is not None
-    pid, cut = int(launcher.stdout.readline()), False
-    try:
-        out, _ = launcher.communicate(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        cut = True
-        os.kill(pid, signal.SIGINT)
-        try:
-            out, _ = launcher.communicate(timeout=GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.kill(pid, signal.SIGKILL)
-            out, _ = launcher.communicate()
-    wall = time.perf_counter() - start
-    code, cpu, maxrss_kb = json.loads(out.strip().splitlines()[-1])
-    return wall, cpu, maxrss_kb / 1024, code, cut
-
-
 def _mtrun() -> str:
     found = Path(sys.executable).parent / "mtrun"
     return str(found) if found.exists() else (shutil.which("mtrun") or "mtrun")
@@ -126,20 +82,21 @@ def _mtrun() -> str:
 
 def _run_mtrun(
     w: Workload,
-    kind: str,
     concurrency: int,
     convs: list[dict[str, Any]],
     url: str | None,
     work: Path,
     limit_s: float,
+    baseline: Baseline | None = None,
 ) -> tuple[tuple[float, float, float, int, bool], dict[str, Any]]:
+    """Today's mtrun, or ``baseline``'s with the options it has, over the workload."""
     files = _write_yaml(w, convs, work / "conversations")
     summary = work / "summary.json"
-    cmd = [_mtrun(), "-q", "-o", str(work / "out.jsonl"), "--summary-json", str(summary)]
-    cmd += ["--mock"] if kind == "mock" else ["--base-url", url or "", "--model", MODEL]
-    if concurrency:
-        cmd += ["-j", "auto" if concurrency < 0 else str(concurrency)]
-    measured = _run_child([*cmd, *w.mtrun_args, *map(str, files)], limit_s)
+    opts = mtrun_options(url, concurrency, w.mtrun_args, work / "out.jsonl", summary)
+    exe = _mtrun()
+    if baseline is not None:
+        opts, exe = accepted(opts, baseline.accepts)[0], str(baseline.mtrun)
+    measured = run_child([exe, *opts, *map(str, files)], limit_s)
     s = json.loads(summary.read_text()) if summary.exists() else {}
     outcome = {
         "turns_ok": s.get("turns", 0),
@@ -164,7 +121,7 @@ def _run_other(
     spec, result = work / "spec.json", work / "result.json"
     spec.write_text(json.dumps(convs))
     cmd = [sys.executable, __file__, "_client", kind, str(spec), url, str(concurrency)]
-    measured = _run_child([*cmd, str(result), str(sleep)], limit_s)
+    measured = run_child([*cmd, str(result), str(sleep)], limit_s)
     outcome = (
         json.loads(result.read_text()) if result.exists() else {"turns_ok": 0, "failed": len(convs)}
     )
@@ -185,7 +142,11 @@ def _start_server(w: Workload) -> tuple[subprocess.Popen[str] | None, str | None
 
 
 def run_client(
-    w: Workload, client: tuple[str, str, int, int], tmp: Path, sleep_factor: float
+    w: Workload,
+    client: tuple[str, str, int, int],
+    tmp: Path,
+    sleep_factor: float,
+    baseline: Baseline | None = None,
 ) -> dict[str, Any]:
     """Run one client over the workload against a fresh server; return its row of figures."""
     label, kind, concurrency, sample = client
@@ -196,12 +157,13 @@ def run_client(
     config = w.config
     bound = lower_bound(config, w.convs, w.params) if config else None
     # Only mtrun is stopped at the limit: the alternatives are there to be compared in full.
-    limit = time_limit(bound) if kind in ("mtrun", "mock") else 3600.0
+    limit = time_limit(bound) if kind in MTRUN_KINDS else 3600.0
     server, url = _start_server(w)
     began = time.monotonic()  # CLOCK_MONOTONIC: the server's clock too
     try:
-        if kind in ("mtrun", "mock"):
-            measured, outcome = _run_mtrun(w, kind, concurrency, convs, url, work, limit)
+        if kind in MTRUN_KINDS:
+            twin = baseline if kind == "f" else None
+            measured, outcome = _run_mtrun(w, concurrency, convs, url, work, limit, twin)
         else:
             sleep = 10.0 * sleep_factor
             measured, outcome = _run_other(kind, concurrency, convs, url or "", work, sleep, limit)
@@ -231,7 +193,11 @@ def run_client(
 
 
 def run_workload(
-    w: Workload, tmp: Path, sleep_factor: float, kinds: set[str]
+    w: Workload,
+    tmp: Path,
+    sleep_factor: float,
+    kinds: set[str],
+    baseline: Baseline | None = None,
 ) -> list[dict[str, Any]]:
     """Run every chosen client of the workload, each against its own server."""
     rows: list[dict[str, Any]] = []
@@ -242,7 +208,7 @@ def run_workload(
         if client[1] not in kinds:
             continue
         print(f"  {w.name}: {client[0]} ...", file=sys.stderr, flush=True)
-        row = run_client(w, client, tmp, sleep_factor)
+        row = run_client(w, client, tmp, sleep_factor, baseline)
         brief = {
             k: row.get(k) for k in ("wall_s", "span_ratio", "goodput_pct", "refused_pct", "failed")
         }
@@ -280,7 +246,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--clients",
         default="mtrun,mock,e",
-        help="comma-separated subset of a,b,c,e,mtrun,mock, or all (default: mtrun,mock,e)",
+        help="comma-separated subset of a,b,c,e,f,mtrun,mock, or all (default: mtrun,mock,e); "
+        "mtrun includes mock (its --mock rows), f is --baseline's mtrun",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help=f"also run the mtrun of git revision REV (usually {USUAL}, the fourth run's) "
+        "beside today's, and judge the fourth run's figures against it too (adds f to --clients)",
+    )
+    p.add_argument(
+        "--baseline-dir",
+        type=Path,
+        help=f"where --baseline's builds are kept and reused (default {default_cache()})",
     )
     p.add_argument(
         "--sleep-factor",
@@ -303,22 +281,27 @@ def main(argv: list[str] | None = None) -> None:
         client_main(argv[1:])
         return
     args = parse_args(argv)
-    every = workloads(args.quick)
+    kinds = client_kinds(args.clients, args.baseline)
+    baseline = Baseline(args.baseline or "REV")
+    if args.baseline and not args.list:
+        baseline = build(args.baseline, HERE.parent, args.baseline_dir or default_cache())
+    every = {n: with_baseline(w, baseline) for n, w in workloads(args.quick).items()}
     if args.list:
-        print("\n".join(f"{n}: {w.title}" for n, w in every.items()))
+        print(listing(every))
         return
     names = choose(list(every), args.only)
-    kinds = set(CLIENT_KINDS) if args.clients == "all" else set(args.clients.split(","))
     compiled()
     tmp = Path(tempfile.mkdtemp(prefix="mtrun-bench-"))
     results: dict[str, Any] = {"quick": args.quick, "clients": sorted(kinds), "workloads": {}}
+    if baseline.commit:
+        results["baseline"] = {"rev": baseline.rev, "commit": baseline.commit}
     verdicts: list[dict[str, Any]] = []
     tables: list[str] = []
     started = time.perf_counter()
     try:
         for name in names:
             w, begun = every[name], time.perf_counter()
-            rows = run_workload(w, tmp, args.sleep_factor, kinds)
+            rows = run_workload(w, tmp, args.sleep_factor, kinds, baseline)
             verdicts += judge(w, rows)
             tables.append(
                 table(w, rows) + f"\n_({name} took {time.perf_counter() - begun:.0f} s)_\n"
@@ -334,6 +317,36 @@ def main(argv: list[str] | None = None) -> None:
     print(f"## Targets\n\n{verdict_table(verdicts)}", flush=True)
     passed = sum(v["result"] == "PASS" for v in verdicts)
     print(f"{passed} of {len(verdicts)} targets met; {time.perf_counter() - started:.0f} s in all")
+
+
+def client_kinds(text: str, baseline: str | None) -> set[str]:
+    """The client kinds ``--clients`` names: mtrun has mock (``--mock``) in it, and f
+    (``--baseline``'s mtrun) is there whenever ``--baseline`` is given."""
+    if text == "all":
+        kinds = set(CLIENT_KINDS) - ({"f"} if baseline is None else set())
+    else:
+        kinds = {k for k in text.split(",") if k}
+        unknown = sorted(kinds - set(CLIENT_KINDS))
+        if unknown:
+            raise SystemExit(f"benchmark: no client {', '.join(unknown)} (see --help)")
+    if "mtrun" in kinds:
+        kinds.add("mock")  # today's mtrun, offline too
+    if baseline is not None:
+        kinds.add("f")
+    elif "f" in kinds:
+        raise SystemExit(
+            "benchmark: client f is --baseline's mtrun: name a revision with --baseline REV"
+        )
+    return kinds
+
+
+def listing(every: dict[str, Workload]) -> str:
+    """``--list``: each workload, and its clients by kind (what ``--clients`` chooses)."""
+    lines = []
+    for name, w in every.items():
+        lines.append(f"{name}: {w.title}")
+        lines += [f"    {kind:<5} {label}" for label, kind, _, _ in w.clients]
+    return "\n".join(lines)
 
 
 def compiled() -> None:
@@ -361,8 +374,10 @@ def _write(
     if args.json:
         args.json.write_text(json.dumps({**results, "verdicts": verdicts}, indent=1))
     if args.markdown:
+        base = results.get("baseline")
+        said = f"(f): mtrun at `{base['rev']}`, commit {base['commit']}.\n\n" if base else ""
         args.markdown.write_text(
-            "## Targets\n\n" + verdict_table(verdicts) + "\n" + "\n".join(tables)
+            "## Targets\n\n" + said + verdict_table(verdicts) + "\n" + "\n".join(tables)
         )
 
 

@@ -10,10 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+from bench_process import run_child, time_limit
 from bench_server import ServerConfig
 from bench_targets import figures, judge
 from bench_workloads import Target, Workload, lower_bound, sized, workloads
-from benchmark import _run_child, choose, time_limit
+from benchmark import choose
 
 
 def _convs(*turns: int) -> list[dict[str, Any]]:
@@ -186,7 +187,7 @@ def test_a_client_past_its_time_limit_is_stopped_with_sigint() -> None:
     script = (
         "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(3)"
     )
-    wall, _, rss, code, cut = _run_child(
+    wall, _, rss, code, cut = run_child(
         [sys.executable, "-c", script], limit_s=2.0
     )  # time to start up
     assert cut and code == 3  # it got SIGINT, not SIGKILL, and could clean up
