@@ -10,7 +10,10 @@
 - (c) ``AsyncOpenAI`` + ``asyncio.Semaphore`` + ``asyncio.gather``, default retries;
 - (e) the floor: what the server and the machine allow a client that does nothing but
   replay (``_client_floor``). Not a way anyone replays dialogues (no retries, no
-  records, no pacing): the reference a miss of mtrun's is judged against.
+  records, no pacing): the reference a miss of mtrun's is judged against;
+- (g) the raw floor: the same replay over asyncio's own streams, no HTTP library
+  (``_client_raw``): how close to its bound the server allows a client whose whole
+  cost per request is a third of aiohttp's alone. Not a client anyone should use.
 
 mtrun itself, today's (d) and ``--baseline``'s (f), gets the options of
 :func:`mtrun_options`.
@@ -175,6 +178,64 @@ def _client_floor(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, in
     return counts
 
 
+def _client_raw(convs: list[dict[str, Any]], url: str, n: int) -> dict[str, int]:
+    """The floor's replay over asyncio streams: one keep-alive connection per conversation task.
+
+    HTTP/1.1 written by hand (a POST with Content-Length; answers read by their
+    Content-Length, which the bench server always sends). Twice ``n`` tasks, ``n``
+    requests in flight, longest conversations first, as the floor.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = f"{parts.path}/chat/completions"
+    counts = {"turns_ok": 0, "failed": 0}
+    ordered = iter(sorted(convs, key=lambda c: -len(c["turns"])))
+
+    async def exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return int(head[0].split(" ")[1]), await reader.readexactly(length)
+
+    async def main() -> None:
+        slots = asyncio.Semaphore(n)
+
+        async def replay() -> None:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                for conv in ordered:
+                    messages: list[dict[str, Any]] = []
+                    for turn in conv["turns"]:
+                        messages.append({"role": "user", "content": turn})
+                        body = json.dumps({"model": MODEL, "messages": messages}).encode()
+                        async with slots:
+                            status, answer = await exchange(reader, writer, body)
+                        if status != 200:
+                            counts["failed"] += 1
+                            break
+                        messages.append(json.loads(answer)["choices"][0]["message"])
+                        counts["turns_ok"] += 1
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(replay() for _ in range(2 * n)))
+
+    asyncio.run(main())
+    return counts
+
+
 def client_main(argv: list[str]) -> None:
     """Entry point of a client child process."""
     kind, spec, url, concurrency, result, sleep = argv
@@ -186,6 +247,8 @@ def client_main(argv: list[str]) -> None:
         out = _client_mtbench_threads(convs, url, n, float(sleep))
     elif kind == "e":
         out = _client_floor(convs, url, n)
+    elif kind == "g":
+        out = _client_raw(convs, url, n)
     else:
         out = _client_async_semaphore(convs, url, n)
     Path(result).write_text(json.dumps(out))

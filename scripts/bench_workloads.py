@@ -32,6 +32,8 @@ COMPARE = [
 ]
 FLOOR = ("(e) floor: bare aiohttp, 32 in flight", "e", 32, 1)
 """What the server and the machine allow (``bench_clients._client_floor``): no targets."""
+RAW_FLOOR = ("(g) raw floor: asyncio streams, no HTTP library, 32 in flight", "g", 32, 1)
+"""What the server allows a client that costs a third of aiohttp per request (``_client_raw``)."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,7 @@ def existing_workloads(quick: bool) -> list[Workload]:
                 (jauto, "mtrun", -1, 1),
                 ("(c) AsyncOpenAI + Semaphore(32)", "c", 32, 1),
                 FLOOR,
+                RAW_FLOOR,
             ],
             [
                 Target("span_ratio", "<=", 1.03, clients=(j32,)),
@@ -369,7 +372,7 @@ def existing_workloads(quick: bool) -> list[Workload]:
             f"Zero latency: {n_zero} conversations x 5 turns, client overhead",
             [_conv("z", i, 5) for i in range(n_zero)],
             _latency(0.0, 0.0, 1000),
-            [MTRUN, *COMPARE, FLOOR],
+            [MTRUN, *COMPARE, FLOOR, RAW_FLOOR],
             full(Target("turns_per_s", ">=", 1500.0), *zero),
             fourth_run=zero,
         ),

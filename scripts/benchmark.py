@@ -8,7 +8,8 @@ client never meets the queue another one left behind):
   the row says otherwise; ``--mock`` for the offline workload;
 - (a)/(b)/(c), the usual alternatives (``bench_clients.py``), with ``--clients all``;
 - (e) the floor (``bench_clients.py``): a bare client that only replays, for what the
-  server and the machine allow; run by default, judged by no target;
+  server and the machine allow; run by default, judged by no target; (g) the same
+  over asyncio's own streams, without an HTTP library (skewed and zero latency);
 - (f) with ``--baseline REV``: REV's mtrun, built once into a cache (``bench_baseline.py``),
   beside each mtrun row of the workloads that have figures of the fourth run, run the same
   way; those figures are then judged against it too, measured in the same run.
@@ -51,7 +52,7 @@ from bench_workloads import Workload, lower_bound, workloads
 import runner
 
 HERE = Path(__file__).resolve().parent
-CLIENT_KINDS = ("a", "b", "c", "e", "f", "mtrun", "mock")
+CLIENT_KINDS = ("a", "b", "c", "e", "f", "g", "mtrun", "mock")
 MTRUN_KINDS = ("mtrun", "mock", "f")
 """mtrun's clients (today's, offline, ``--baseline``'s): stopped at the time limit."""
 
@@ -245,9 +246,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="name the workloads and exit")
     p.add_argument(
         "--clients",
-        default="mtrun,mock,e",
-        help="comma-separated subset of a,b,c,e,f,mtrun,mock, or all (default: mtrun,mock,e); "
-        "mtrun includes mock (its --mock rows), f is --baseline's mtrun",
+        default="mtrun,mock,e,g",
+        help="comma-separated subset of a,b,c,e,f,g,mtrun,mock, or all (default: mtrun,mock,e,g); "
+        "mtrun includes mock (its --mock rows), f is --baseline's mtrun, g the raw floor",
     )
     p.add_argument(
         "--baseline",
