@@ -26,9 +26,19 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def dispatcher(
-    replies: list[Exception | None], control: RunControl, budget: int | None = None
+    replies: list[Exception | None],
+    control: RunControl,
+    budget: int | None = None,
+    *,
+    ceiling: int = 2,
+    sent: list[float] | None = None,
 ) -> Dispatcher:
+    """A dispatcher whose requests get ``replies`` in turn (None: answered), their send
+    times noted in ``sent``."""
+
     async def respond(body: Mapping[str, Any], **_: Any) -> Completion:
+        if sent is not None:
+            sent.append(clock())
         reply = replies.pop(0)
         if reply is not None:
             raise reply
@@ -38,7 +48,7 @@ def dispatcher(
         respond,
         base_url="http://127.0.0.1:9/v1",
         control=control,
-        ceiling=2,
+        ceiling=ceiling,
         initial_limit=None,
         rpm=None,
         tpm=None,

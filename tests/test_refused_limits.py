@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from sim_ratelimit import SimServer
+from test_dispatch import dispatcher
 from test_pacing_sim import NETWORK_S, batch, goodput, run
 from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import APIError, TransientAPIError
-from runner.http.client import ChatClient, Completion, completion_from_json
+from runner.http.client import ChatClient, Completion
 from runner.http.headers import RateLimits
-from runner.http.mock import answer
 from runner.run.engine import RunControl
 from runner.send.dispatch import Dispatcher, Slot
 from runner.send.pacing import Pacer
@@ -80,27 +78,7 @@ def test_a_token_limit_told_only_on_429s_is_used_without_a_stream_of_refusals(
 
 def refusing_dispatcher(refusal: APIError, sent: list[float]) -> Dispatcher:
     """A dispatcher whose first request is refused with ``refusal``; the rest are answered."""
-    replies: list[APIError | None] = [refusal]
-
-    async def respond(body: Mapping[str, Any], **_: Any) -> Completion:
-        sent.append(clock())
-        reply = replies.pop(0) if replies else None
-        if reply is not None:
-            raise reply
-        return completion_from_json(answer(dict(body)))
-
-    return Dispatcher(
-        respond,
-        base_url="http://127.0.0.1:9/v1",
-        control=RunControl(),
-        ceiling=8,
-        initial_limit=None,
-        rpm=None,
-        tpm=None,
-        budget_tokens=None,
-        sleep=RecordedSleep(),
-        clock=clock,
-    )
+    return dispatcher([refusal, *[None] * 100], RunControl(), ceiling=8, sent=sent)
 
 
 def sends_after_a_refusal(refusal: APIError, count: int = 3) -> list[float]:

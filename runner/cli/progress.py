@@ -171,7 +171,7 @@ def summary_lines(result: RunResult, *, min_pass_rate: float = 1.0) -> list[str]
     if result.already_completed:
         counts[0] += f" ({result.already_completed} before this run)"
     if result.checks_failed:
-        counts.append(f"{result.checks_failed:,} with failed checks")  # conversations, not checks
+        counts.append(Status.counted(result.checks_failed, Status.CHECKS_FAILED))
     counts.append(f"{result.failed} failed")
     if result.interrupted:
         counts.append(f"{result.interrupted} interrupted")

@@ -38,10 +38,6 @@ ROWS_SHOWN = 500
 _TICKS = re.compile("`+")
 
 
-_STATUS_WORDS = {Status.CHECKS_FAILED: "with failed checks"}
-"""How a count of conversations in a status reads (the others read as their names)."""
-
-
 def code(text: str, limit: int = EXCERPT_CHARS) -> str:
     """``text`` as an inline code span safe in a table cell (empty text: nothing)."""
     shown = visible(cut(text, limit)).replace("|", "\\|")
@@ -79,7 +75,7 @@ def run_summary(
         status = as_text(record.get("status"))
         counts[status] = counts.get(status, 0) + 1
         turns += totals(record).turns
-    parts = [f"{counts[s]:,} {_STATUS_WORDS.get(s, s)}" for s in Status.ALL if counts[s]]
+    parts = [Status.counted(counts[s], s) for s in Status.ALL if counts[s]]
     if not_started:
         parts.append(f"{not_started:,} not started")
     failed = counts[Status.FAILED] + counts[Status.CHECKS_FAILED] + counts[Status.INTERRUPTED]

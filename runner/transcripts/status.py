@@ -26,3 +26,9 @@ class Status:
     """Every status, in the order summaries list them."""
     FINISHED: Final = frozenset({COMPLETED, CHECKS_FAILED})
     """Statuses of a conversation whose every turn was answered: resuming skips them."""
+
+    @staticmethod
+    def counted(number: int, status: str) -> str:
+        """``number`` conversations in ``status`` as a summary says it: "2 with failed checks"."""
+        words = "with failed checks" if status == Status.CHECKS_FAILED else status
+        return f"{number:,} {words}"
