@@ -16,7 +16,10 @@ The candidates (one missing its package is left out, with a note):
 - ``httpx2``: httpx2's default transport;
 - ``httpx+aiohttp``: httpx-aiohttp's ``AiohttpTransport`` as shipped;
 - ``httpx2+aiohttp``: ``httpx_aiohttp.httpx2.AiohttpTransport``;
-- ``mtrun``: the transport mtrun uses now (``runner.http.network``).
+- ``mtrun``: the transport mtrun uses now (``runner.http.network``), under httpx's client;
+- ``mtrun direct``: the same transport as mtrun posts over it (``runner.http.sender``):
+  its direct path, neither httpx's nor aiohttp's request and response objects
+  built (``runner.http.exchange``).
 
 Usage: ``python scripts/bench_transport.py [--requests N] [--rounds R]
 [--only NAME ...] [--connections N ...]``
@@ -130,6 +133,49 @@ def _mtrun(j: int) -> tuple[Any, Any]:
     return httpx.AsyncClient, network_transport("http://127.0.0.1/v1", max_connections=j)
 
 
+def _mtrun_direct(j: int) -> tuple[Any, Any]:
+    from runner.http.network import network_transport
+
+    return _SenderClient, network_transport("http://127.0.0.1/v1", max_connections=j)
+
+
+class _SenderClient:
+    """mtrun's own way of posting (``runner.http.sender.Sender``) behind ``AsyncClient.post``."""
+
+    def __init__(self, *, transport: Any, timeout: float) -> None:
+        import httpx
+
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._transport = transport
+        self._senders: dict[str, Any] = {}
+
+    async def __aenter__(self) -> _SenderClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def post(self, url: str, *, json: Any) -> Any:
+        import json as jsonlib
+
+        import httpx
+
+        from runner.http.sender import Sender
+
+        sender = self._senders.get(url)
+        if sender is None:
+            headers = {"content-type": "application/json"}
+            sender = Sender(self._http, url, transport=self._transport, headers=headers)
+            self._senders[url] = sender
+        answer = await sender.post(jsonlib.dumps(json).encode(), {})
+        return httpx.Response(
+            answer.status_code,
+            headers=answer.headers,
+            content=answer.content,
+            request=httpx.Request("POST", url),
+        )
+
+
 def _limits(module: Any, j: int) -> Any:
     return module.Limits(max_connections=j, max_keepalive_connections=j)
 
@@ -143,6 +189,7 @@ def _candidates(old_rev: str) -> dict[str, Factory]:
         "httpx+aiohttp": ("httpx_aiohttp", lambda: _httpx_aiohttp),
         "httpx2+aiohttp": ("httpx2", lambda: _httpx2_aiohttp),
         "mtrun": ("runner", lambda: _mtrun),
+        "mtrun direct": ("runner", lambda: _mtrun_direct),
     }
     found: dict[str, Factory] = {}
     for name, (module, make) in wanted.items():

@@ -92,6 +92,35 @@ def test_https_goes_through_a_connect_tunnel_the_proxy_cannot_read(
     with_servers(go, tls=tls)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_requests_through_a_proxy_with_credentials_share_one_connection(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = None
+    if scheme == "https":
+        cert, key = self_signed_cert(tmp_path)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
+    async def go(endpoint: ChatEndpoint, proxy: LoopbackProxy) -> None:
+        host = proxy.url.removeprefix("http://")
+        monkeypatch.setenv(f"{scheme.upper()}_PROXY", f"http://alice:s3cret-pw@{host}")
+        base = endpoint.base_url if tls else "http://chat.invalid/v1"
+        async with ChatClient(base, api_key=None, timeout=10.0) as client:
+            for _ in range(3):
+                assert (await client.complete(BODY)).content == "Hi."
+        # The proxy's own headers (its credentials, the Host aiohttp adds) do not make
+        # each request a pool of its own: one connection to the proxy, one tunnel.
+        assert proxy.connections == 1
+        lines = [line for line, _ in proxy.seen]
+        assert len(lines) == (1 if tls else 3)
+        assert all(h["proxy-authorization"] == "Basic YWxpY2U6czNjcmV0LXB3" for _, h in proxy.seen)
+        assert len(endpoint.seen) == 3
+
+    with_servers(go, tls=tls, credentials=("alice", "s3cret-pw"))
+
+
 def test_no_proxy_sends_matching_hosts_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     async def go(endpoint: ChatEndpoint, proxy: LoopbackProxy) -> None:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)

@@ -124,15 +124,58 @@ def network(
     return NetworkTransport(ssl_context=context, max_connections=max_connections)
 
 
-def client(transport: NetworkTransport, **timeouts: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts))
+def client(transport: NetworkTransport, via: str = "httpx", **timeouts: float) -> Any:
+    """An httpx client over ``transport``; with ``via="direct"``, one posting by the direct path."""
+    http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts))
+    return http if via == "httpx" else Direct(http, transport)
 
 
-def test_sequential_requests_share_one_keep_alive_connection() -> None:
+class Direct:
+    """``NetworkTransport.post_read`` (what ``Sender`` uses) behind httpx's ``post``.
+
+    The request is the one httpx would build (its headers but Content-Length,
+    which ``post_read`` adds); the answer comes back as an ``httpx.Response``.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, transport: NetworkTransport) -> None:
+        self.http = http
+        self.transport = transport
+
+    async def __aenter__(self) -> Direct:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def post(
+        self, url: str, *, extensions: dict[str, Any] | None = None, **given: Any
+    ) -> httpx.Response:
+        request = self.http.build_request("POST", url, **given)
+        headers = httpx.Headers([kv for kv in request.headers.raw if kv[0] != b"Content-Length"])
+        ext = {"timeout": self.http.timeout.as_dict(), **(extensions or {})}
+        status, reason, raw, data = await self.transport.post_read(
+            request.url, headers, request.read(), ext
+        )
+        return httpx.Response(
+            status,
+            headers=raw,
+            content=data,
+            request=request,
+            extensions={"reason_phrase": reason.encode()},
+        )
+
+
+@pytest.fixture(params=["httpx", "direct"])
+def via(request: pytest.FixtureRequest) -> str:
+    """Each way the client posts over the transport: an httpx request, or the direct path."""
+    return str(request.param)
+
+
+def test_sequential_requests_share_one_keep_alive_connection(via: str) -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
             transport = network(max_connections=4)
-            async with client(transport) as http:
+            async with client(transport, via) as http:
                 for n in range(1, 6):
                     r = await http.post(server.url, json={"turn": n})
                     assert r.status_code == 200 and r.json() == {"n": n}
@@ -146,10 +189,10 @@ def test_sequential_requests_share_one_keep_alive_connection() -> None:
     run(go())
 
 
-def test_never_more_connections_than_the_limit() -> None:
+def test_never_more_connections_than_the_limit(via: str) -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(network(max_connections=3)) as http:
+            async with client(network(max_connections=3), via) as http:
                 answers = await asyncio.gather(
                     *(http.post(server.url, json={"i": i}) for i in range(12))
                 )
@@ -160,7 +203,7 @@ def test_never_more_connections_than_the_limit() -> None:
     run(go())
 
 
-def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+def test_a_connection_the_server_closed_while_idle_is_not_reused(via: str) -> None:
     async def one_then_close(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
     ) -> None:
@@ -171,7 +214,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
 
     async def go() -> None:
         async with Server(one_then_close) as server:
-            async with client(network()) as http:
+            async with client(network(), via) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
                     await asyncio.sleep(0.05)  # the close reaches the client
@@ -180,7 +223,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
     run(go())
 
 
-def test_connection_close_in_the_answer_means_a_new_connection() -> None:
+def test_connection_close_in_the_answer_means_a_new_connection(via: str) -> None:
     async def close_each(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
     ) -> None:
@@ -190,7 +233,7 @@ def test_connection_close_in_the_answer_means_a_new_connection() -> None:
 
     async def go() -> None:
         async with Server(close_each) as server:
-            async with client(network()) as http:
+            async with client(network(), via) as http:
                 for _ in range(3):
                     assert (await http.post(server.url, content=b"{}")).status_code == 200
             assert server.connections == 3
@@ -228,7 +271,7 @@ def test_a_chunked_answer_streams_as_it_arrives() -> None:
     assert seen[1][1] - seen[0][1] >= 0.04  # the first line did not wait for the second
 
 
-def test_a_large_request_and_answer_arrive_whole() -> None:
+def test_a_large_request_and_answer_arrive_whole(via: str) -> None:
     big = json.dumps({"content": "x" * 3_000_000}).encode()
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
@@ -239,7 +282,7 @@ def test_a_large_request_and_answer_arrive_whole() -> None:
 
     async def go() -> None:
         async with Server(echo) as server:
-            async with client(network()) as http:
+            async with client(network(), via) as http:
                 r = await http.post(server.url, content=big)
                 assert r.content == big * 2
                 r = await http.post(server.url, content=b"{}")
@@ -249,7 +292,7 @@ def test_a_large_request_and_answer_arrive_whole() -> None:
     run(go())
 
 
-def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot() -> None:
+def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot(via: str) -> None:
     async def hang_first(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
     ) -> None:
@@ -266,7 +309,7 @@ def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot()
     async def go() -> None:
         async with Server(hang_first) as server:
             transport = network(max_connections=1)
-            async with client(transport, read=0.1) as http:
+            async with client(transport, via, read=0.1) as http:
                 with pytest.raises(httpx.ReadTimeout):
                     await http.post(server.url, content=b"{}")
                 assert (await http.post(server.url, content=b"{}")).status_code == 200
@@ -276,7 +319,7 @@ def test_a_server_that_stops_answering_gives_a_read_timeout_and_frees_the_slot()
     run(go())
 
 
-def test_no_free_connection_within_the_pool_timeout() -> None:
+def test_no_free_connection_within_the_pool_timeout(via: str) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
         await s.read_request(reader)
         await asyncio.sleep(0.5)
@@ -285,7 +328,7 @@ def test_no_free_connection_within_the_pool_timeout() -> None:
 
     async def go() -> None:
         async with Server(slow) as server:
-            async with client(network(max_connections=1), pool=0.05) as http:
+            async with client(network(max_connections=1), via, pool=0.05) as http:
                 first = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 await asyncio.sleep(0.01)
                 with pytest.raises(httpx.PoolTimeout):
@@ -295,7 +338,7 @@ def test_no_free_connection_within_the_pool_timeout() -> None:
     run(go())
 
 
-def test_a_cancelled_request_gives_its_slot_back() -> None:
+def test_a_cancelled_request_gives_its_slot_back(via: str) -> None:
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
         await s.read_request(reader)
         if len(s.requests) == 1:
@@ -305,7 +348,7 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
 
     async def go() -> None:
         async with Server(hang) as server:
-            async with client(network(max_connections=1), pool=1.0) as http:
+            async with client(network(max_connections=1), via, pool=1.0) as http:
                 task = asyncio.ensure_future(http.post(server.url, content=b"{}"))
                 while not server.requests:
                     await asyncio.sleep(0.01)
@@ -318,10 +361,10 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
     run(go())
 
 
-def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped() -> None:
+def test_waiters_for_a_slot_are_served_in_order_and_a_cancelled_one_is_skipped(via: str) -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(network(max_connections=1)) as http:
+            async with client(network(max_connections=1), via) as http:
                 order: list[int] = []
 
                 async def post(i: int) -> None:
@@ -371,7 +414,7 @@ def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> Non
     ids=["no-answer", "cut-body", "garbage"],
 )
 def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
-    reply: bytes, error: type[Exception]
+    reply: bytes, error: type[Exception], via: str
 ) -> None:
     async def broken_first(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
@@ -386,7 +429,7 @@ def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
 
     async def go() -> None:
         async with Server(broken_first) as server:
-            async with client(network(max_connections=1)) as http:
+            async with client(network(max_connections=1), via) as http:
                 with pytest.raises(error):
                     r = await http.post(server.url, content=b"{}")
                     r.raise_for_status()
@@ -395,12 +438,75 @@ def test_a_broken_answer_is_a_protocol_error_and_the_next_request_works(
     run(go())
 
 
-def test_nothing_listening_is_a_connect_error() -> None:
+def test_an_interim_answer_is_skipped_for_the_one_that_follows(via: str) -> None:
+    async def continue_first(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        while await s.read_request(reader):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b'{"n": %d}' % len(s.requests)))
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(continue_first) as server:
+            async with client(network(), via) as http:
+                for n in (1, 2):
+                    r = await http.post(server.url, content=b"{}")
+                    assert (r.status_code, r.json()) == (200, {"n": n})
+            assert server.connections == 1
+
+    run(go())
+
+
+def test_an_answer_without_a_length_is_read_until_the_server_closes(via: str) -> None:
+    async def close_delimited(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"part": 1,')
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b' "whole": true}')
+        await writer.drain()
+
+    async def go() -> None:
+        async with Server(close_delimited) as server:
+            async with client(network(), via) as http:
+                for _ in range(2):
+                    r = await http.post(server.url, content=b"{}")
+                    assert r.json() == {"part": 1, "whole": True}
+            assert server.connections == 2
+
+    run(go())
+
+
+def test_a_server_that_falls_silent_inside_its_answer_is_a_read_timeout(via: str) -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(reader):
+            if len(s.requests) == 1:
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"cho')
+                await writer.drain()
+                await asyncio.sleep(5)
+                return
+            writer.write(ok())
+            await writer.drain()
+
+    async def go() -> None:
+        async with Server(stall) as server:
+            async with client(network(max_connections=1), via, read=0.1) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(server.url, content=b"{}")
+                assert (await http.post(server.url, content=b"{}")).status_code == 200
+            assert server.connections == 2
+
+    run(go())
+
+
+def test_nothing_listening_is_a_connect_error(via: str) -> None:
     async def go() -> None:
         async with Server(answer_all) as server:
             url = server.url
         await asyncio.sleep(0.01)
-        async with client(network()) as http:
+        async with client(network(), via) as http:
             with pytest.raises(httpx.ConnectError):
                 await http.post(url, content=b"{}")
 
@@ -499,7 +605,7 @@ def test_https_keeps_its_connection_verifies_the_server_and_streams(tmp_path: Pa
     run(go())
 
 
-def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
+def test_the_trace_extension_hears_when_a_connection_is_opened(via: str) -> None:
     events: list[str] = []
 
     async def trace(event: str, info: dict[str, Any]) -> None:
@@ -507,7 +613,7 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
 
     async def go() -> None:
         async with Server(answer_all) as server:
-            async with client(network(max_connections=1)) as http:
+            async with client(network(max_connections=1), via) as http:
                 for _ in range(2):
                     r = await http.post(server.url, json={}, extensions={"trace": trace})
                     assert r.status_code == 200
@@ -523,7 +629,7 @@ def test_the_trace_extension_hears_when_a_connection_is_opened() -> None:
     ]
 
 
-def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
+def test_a_failure_keeps_the_library_error_as_its_cause(via: str) -> None:
     async def hang_up(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
     ) -> None:
@@ -531,7 +637,7 @@ def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
 
     async def go() -> None:
         async with Server(hang_up) as server:
-            async with client(network()) as http:
+            async with client(network(), via) as http:
                 with pytest.raises(httpx.RemoteProtocolError) as info:
                     await http.post(server.url, content=b"{}")
         assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
@@ -540,10 +646,10 @@ def test_a_failure_keeps_the_library_error_as_its_cause() -> None:
     run(go())
 
 
-def test_one_transport_sends_to_each_url_it_is_given_in_turn() -> None:
+def test_one_transport_sends_to_each_url_it_is_given_in_turn(via: str) -> None:
     async def go() -> None:
         async with Server(answer_all) as first, Server(answer_all) as second:
-            async with client(network()) as http:
+            async with client(network(), via) as http:
                 for url in (first.url, second.url, second.url, first.url):
                     assert (await http.post(url, json={})).status_code == 200
         assert (len(first.requests), len(second.requests)) == (2, 2)

@@ -1,0 +1,132 @@
+"""One POST and its whole answer over aiohttp's connection layer, without its client session.
+
+``aiohttp.ClientSession.request`` builds a ``ClientRequest`` and a
+``ClientResponse`` around every request (the URL parsed and checked again,
+the headers merged with the session's, cookies filtered, auth and proxy
+looked up, a timer armed) and, on Python before 3.12, writes the body from a
+task of its own, one turn of the event loop after the headers. Against a fast
+server that is half the client's CPU per request, and the turn it waits is
+time a freed server slot stands idle (docs/BENCHMARKS.md, "The direct path
+over aiohttp's connection layer").
+
+:func:`post` does only what a chat request needs, with aiohttp's own parts:
+a connection from the session's connector (its pool and keep-alive, happy
+eyeballs, TLS, the proxy and its ``CONNECT`` tunnel), its header serializer
+and stream writer, its response parser (the C one where built) and its
+read timeout. The request goes out in one write when it fits; the
+connection goes back to the pool when the answer was read to its end and
+may be kept, and is closed otherwise.
+
+What aiohttp's session would have added is the caller's to give: the
+headers are sent as given (Host and Content-Length among them), no cookies,
+no redirects, no decoding of the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from runner.http.aiohttp_import import aiohttp
+
+_PIECE = 256 * 1024
+"""A large body is written in pieces of this size, each drained before the next."""
+
+
+class Target:
+    """Where requests to one URL go: aiohttp's connection key for it and the request line.
+
+    The ``ClientRequest`` is built once per URL, for the connector only (it
+    picks the pool, the TLS context and name, and the proxy from it); nothing
+    is sent through it.
+    """
+
+    __slots__ = ("request", "request_line")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        proxy: str | None,
+        proxy_headers: CIMultiDict[str] | None,
+        server_hostname: str | None,
+    ) -> None:
+        parsed = URL(url)
+        own = None if proxy is None else CIMultiDict(proxy_headers or ())
+        self.request = aiohttp.ClientRequest(
+            "POST",
+            parsed,
+            loop=loop,
+            proxy=None if proxy is None else URL(proxy),
+            proxy_headers=own,
+            server_hostname=server_hostname,
+        )
+        if own is not None:
+            # The connector adds the Host to the proxy's headers on every connect; added
+            # now, the pool's key (which hashes them) is the same for every request.
+            own["Host"] = self.request.headers["Host"]
+        # A plain-http request through a proxy names the whole URL (absolute form).
+        forwarded = proxy is not None and parsed.scheme == "http"
+        target = str(parsed) if forwarded else parsed.raw_path_qs
+        self.request_line = f"POST {target} HTTP/1.1"
+
+
+class Answer:
+    """An answer read whole: its status, reason phrase, headers as sent and body."""
+
+    __slots__ = ("body", "raw_headers", "reason", "status")
+
+    def __init__(self, message: Any, body: bytes) -> None:
+        self.status: int = message.code
+        self.reason: str = message.reason
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = message.raw_headers
+        self.body = body
+
+
+async def post(
+    connector: aiohttp.BaseConnector,
+    target: Target,
+    headers: CIMultiDict[str],
+    body: bytes,
+    timeout: aiohttp.ClientTimeout,
+) -> Answer:
+    """POST ``body`` with ``headers`` to ``target``; the answer, read whole.
+
+    Raises aiohttp's exceptions, as its session would: ``asyncio.TimeoutError``
+    when no connection was had within ``timeout.connect``, a
+    ``ClientConnectorError`` when none could be opened, a
+    ``ServerTimeoutError`` when the server fell silent for ``timeout.sock_read``,
+    a ``ServerDisconnectedError`` or ``ClientPayloadError`` when the answer
+    was cut, ``aiohttp.http.HttpProcessingError`` when it was not HTTP.
+    """
+    connection = await connector.connect(target.request, [], timeout)
+    try:
+        protocol = connection.protocol
+        assert protocol is not None
+        protocol.set_response_params(
+            read_until_eof=True, auto_decompress=False, read_timeout=timeout.sock_read
+        )
+        writer = aiohttp.http.StreamWriter(protocol, asyncio.get_running_loop())
+        await writer.write_headers(target.request_line, headers)
+        if len(body) <= _PIECE:
+            await writer.write_eof(body)  # with the headers, in one write
+        else:
+            view = memoryview(body)
+            for start in range(0, len(view), _PIECE):
+                await writer.write(view[start : start + _PIECE])
+            await writer.write_eof()
+        protocol.start_timeout()
+        while True:
+            message, payload = await protocol.read()
+            if not 100 <= message.code < 200:  # an interim answer (100 Continue) is skipped
+                break
+        data = await payload.read()
+    except BaseException:
+        connection.close()
+        raise
+    connection.release()  # kept for the next request unless the answer says otherwise
+    return Answer(message, data)
