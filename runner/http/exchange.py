@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 from yarl import URL
 
 from runner.http.aiohttp_import import aiohttp
@@ -56,19 +56,19 @@ class Target:
         server_hostname: str | None,
     ) -> None:
         parsed = URL(url)
-        own = None if proxy is None else CIMultiDict(proxy_headers or ())
         self.request = aiohttp.ClientRequest(
             "POST",
             parsed,
             loop=loop,
             proxy=None if proxy is None else URL(proxy),
-            proxy_headers=own,
+            proxy_headers=None if proxy is None else CIMultiDict(proxy_headers or ()),
             server_hostname=server_hostname,
         )
-        if own is not None:
+        kept = self.request.proxy_headers  # the request's own (aiohttp may have copied them)
+        if isinstance(kept, MultiDict):
             # The connector adds the Host to the proxy's headers on every connect; added
             # now, the pool's key (which hashes them) is the same for every request.
-            own["Host"] = self.request.headers["Host"]
+            kept["Host"] = self.request.headers["Host"]
         # A plain-http request through a proxy names the whole URL (absolute form).
         forwarded = proxy is not None and parsed.scheme == "http"
         target = str(parsed) if forwarded else parsed.raw_path_qs

@@ -41,6 +41,7 @@ from runner.send.responder import Responder
 from runner.send.retry import is_server_wait
 from runner.send.waits import WaitSpans
 from runner.spec.tokens import request_tokens
+from runner.words import plural
 
 FIRST = 1 << 30
 """``remaining`` of a request that goes before every other: a judge's, which ends a turn."""
@@ -235,12 +236,12 @@ class Dispatcher:
         url, gate = public_base_url(self.base_url), self.gate
         if gate.unreachable:
             return (
-                f"{url} is unreachable: {gate.down_after} requests in a row got no answer "
-                f"(last: {gate.last_error}); check the URL and the network, "
+                f"{url} is unreachable: {plural(gate.down_after, 'request')} in a row got "
+                f"no answer (last: {gate.last_error}); check the URL and the network, "
                 "then continue with --resume"
             )
         return (
-            f"{url} is not answering: {gate.timed_out} requests in a row timed out "
+            f"{url} is not answering: {plural(gate.timed_out, 'request')} in a row timed out "
             f"(--timeout {gate.timeout:g}s) and nothing was answered for "
             f"{gate.unanswered_s:.1f}s; check the server (or allow a longer --timeout), "
             "then continue with --resume"
