@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,42 @@ def test_a_large_request_and_answer_arrive_whole(via: str) -> None:
                 r = await http.post(server.url, content=b"{}")
                 assert r.content == b"{}{}"
             assert server.connections == 1
+
+    run(go())
+
+
+@pytest.mark.parametrize("then", ["reset", "stop-reading"])
+def test_an_answer_sent_before_the_body_was_read_is_the_answer(via: str, then: str) -> None:
+    big = json.dumps({"content": "x" * 8_000_000}).encode()
+
+    async def too_large(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the headers only: the body is refused unread
+        s.requests.append(("", {}, b""))
+        body = b'{"error": {"message": "request entity too large"}}'
+        close = b"Connection: close\r\n" if then == "reset" else b""
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (close, len(body), body)
+        )
+        await writer.drain()
+        if then == "reset":  # hang up at once, the unread body making it a reset
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:  # keep the connection, reading nothing more: the client's writes stall
+            await asyncio.sleep(5)
+
+    async def go() -> None:
+        async with Server(too_large) as server:
+            async with client(network(max_connections=1), via) as http:
+                # The answer is taken as it comes, not after the stalled writes.
+                r = await asyncio.wait_for(http.post(server.url, content=big), 2.0)
+                assert r.status_code == 413
+                assert r.json()["error"]["message"] == "request entity too large"
+                r = await http.post(server.url, content=b"{}")  # a connection of its own
+                assert r.status_code == 413
+            assert server.connections == 2
 
     run(go())
 

@@ -13,9 +13,11 @@ over aiohttp's connection layer").
 a connection from the session's connector (its pool and keep-alive, happy
 eyeballs, TLS, the proxy and its ``CONNECT`` tunnel), its header serializer
 and stream writer, its response parser (the C one where built) and its
-read timeout. The request goes out in one write when it fits; the
-connection goes back to the pool when the answer was read to its end and
-may be kept, and is closed otherwise.
+read timeout. The request goes out in one write when its body is small; a
+larger body is written while the answer is awaited, as aiohttp's session
+does, so an answer that comes first (a 413 for a long history) is taken at
+once. The connection goes back to the pool when the answer was read to its
+end and may be kept, and is closed otherwise.
 
 What aiohttp's session would have added is the caller's to give: the
 headers are sent as given (Host and Content-Length among them), no cookies,
@@ -25,6 +27,7 @@ no redirects, no decoding of the body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from multidict import CIMultiDict, MultiDict
@@ -32,6 +35,10 @@ from yarl import URL
 
 from runner.http.aiohttp_import import aiohttp
 
+_AT_ONCE = 64 * 1024
+"""A body of at most this many bytes goes in one write with the headers, before the answer is
+awaited (the transport takes it whole: its buffer's high-water mark); a larger one is written
+while the answer is awaited."""
 _PIECE = 256 * 1024
 """A large body is written in pieces of this size, each drained before the next."""
 
@@ -104,29 +111,53 @@ async def post(
     was cut, ``aiohttp.http.HttpProcessingError`` when it was not HTTP.
     """
     connection = await connector.connect(target.request, [], timeout)
+    writing: asyncio.Future[None] | None = None
     try:
         protocol = connection.protocol
         assert protocol is not None
         protocol.set_response_params(
             read_until_eof=True, auto_decompress=False, read_timeout=timeout.sock_read
         )
-        writer = aiohttp.http.StreamWriter(protocol, asyncio.get_running_loop())
-        await writer.write_headers(target.request_line, headers)
-        if len(body) <= _PIECE:
-            await writer.write_eof(body)  # with the headers, in one write
-        else:
-            view = memoryview(body)
-            for start in range(0, len(view), _PIECE):
-                await writer.write(view[start : start + _PIECE])
-            await writer.write_eof()
-        protocol.start_timeout()
+        sent = _send(protocol, target.request_line, headers, body)
+        if len(body) <= _AT_ONCE:
+            await sent  # one write, with the headers
+        else:  # written while the answer is awaited, which may come first
+            writing = asyncio.ensure_future(sent)
         while True:
             message, payload = await protocol.read()
             if not 100 <= message.code < 200:  # an interim answer (100 Continue) is skipped
                 break
         data = await payload.read()
+        if writing is not None and writing.done():
+            writing.result()  # nothing, or a failure of this module's own
     except BaseException:
         connection.close()
         raise
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()  # answered before the body was all sent
+            connection.close()  # the rest of the body would be taken for the next request
+        elif writing is not None and not writing.cancelled():
+            writing.exception()  # seen, whichever way this ended
     connection.release()  # kept for the next request unless the answer says otherwise
     return Answer(message, data)
+
+
+async def _send(protocol: Any, request_line: str, headers: CIMultiDict[str], body: bytes) -> None:
+    """Write the request, then start the read timeout; large bodies in drained pieces.
+
+    A server may answer before it has read the whole body (a 413 for a long
+    history) and hang up: writing then fails, quietly, and the answer is read
+    as any other. With no answer, reading raises what ended the connection.
+    """
+    writer = aiohttp.http.StreamWriter(protocol, asyncio.get_running_loop())
+    await writer.write_headers(request_line, headers)
+    with contextlib.suppress(aiohttp.ClientConnectionError, OSError):
+        if len(body) <= _PIECE:
+            await writer.write_eof(body)
+        else:
+            view = memoryview(body)
+            for start in range(0, len(view), _PIECE):
+                await writer.write(view[start : start + _PIECE])
+            await writer.write_eof()
+    protocol.start_timeout()
