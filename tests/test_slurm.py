@@ -36,7 +36,9 @@ TEXT = SBATCH.read_text()
 HEADER_COMMANDS = re.findall(r"^#   (.+)$", TEXT, re.MULTILINE)
 MERGE_LINE = re.search(r"^# Afterwards: (mtrun merge .+)$", TEXT, re.MULTILINE)
 TASKS = 16
-WAIT_S = 60.0
+WAIT_S = 120.0
+"""The longest any one wait on the scheduler may take (a requeue took over 60 s once, on a
+machine running four test suites at once); a pass takes a few seconds of it."""
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
 """Job states a task does not leave (REQUEUED, PENDING, RUNNING, COMPLETING do)."""
 
