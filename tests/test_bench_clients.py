@@ -1,4 +1,5 @@
-"""The benchmark's raw floor client: a hand-written HTTP/1.1 replay that must be a true replay."""
+"""The benchmark's own clients: the raw floor (a hand-written HTTP/1.1 replay that must be a true
+replay) and ``bench_transport.py``'s candidates, which must really post what they measure."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+import bench_transport
 from bench_clients import _client_raw
 from bench_server import BenchServer, ServerConfig
 
@@ -67,3 +69,13 @@ def test_a_refused_turn_ends_its_conversation_and_is_counted(serve: object) -> N
     counts = _client_raw(convs, url, 4)  # 4 at once against 1 slot: 429s
     assert counts["failed"] >= 1
     assert counts["turns_ok"] + 2 * counts["failed"] <= 8
+
+
+@pytest.mark.parametrize("name", ["httpx+httpcore", "mtrun", "mtrun direct"])
+def test_each_transport_candidate_posts_every_request_it_measures(serve: object, name: str) -> None:
+    server, url = serve(ServerConfig(base_latency=0.0, per_token=0.0, answer_tokens=3))  # type: ignore[operator]
+    factory = bench_transport._candidates(bench_transport.OLD_REV)[name]
+    cpu_ms = asyncio.run(bench_transport._measure(f"{url}/chat/completions", factory, 40, 4))
+    assert cpu_ms > 0
+    answered = [r for r in server.stats.records if r.status == 200]
+    assert len(answered) == 50 + 40  # the warm-up and the measured requests, all answered
