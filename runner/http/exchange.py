@@ -35,6 +35,9 @@ from yarl import URL
 
 from runner.http.aiohttp_import import aiohttp
 
+RawAnswer = tuple[int, str, tuple[tuple[bytes, bytes], ...], bytes]
+"""A whole answer: its status, reason phrase, headers as sent and body."""
+
 _AT_ONCE = 64 * 1024
 """A body of at most this many bytes goes in one write with the headers, before the answer is
 awaited (the transport takes it whole: its buffer's high-water mark); a larger one is written
@@ -82,25 +85,13 @@ class Target:
         self.request_line = f"POST {target} HTTP/1.1"
 
 
-class Answer:
-    """An answer read whole: its status, reason phrase, headers as sent and body."""
-
-    __slots__ = ("body", "raw_headers", "reason", "status")
-
-    def __init__(self, message: Any, body: bytes) -> None:
-        self.status: int = message.code
-        self.reason: str = message.reason
-        self.raw_headers: tuple[tuple[bytes, bytes], ...] = message.raw_headers
-        self.body = body
-
-
 async def post(
     connector: aiohttp.BaseConnector,
     target: Target,
     headers: CIMultiDict[str],
     body: bytes,
     timeout: aiohttp.ClientTimeout,
-) -> Answer:
+) -> RawAnswer:
     """POST ``body`` with ``headers`` to ``target``; the answer, read whole.
 
     Raises aiohttp's exceptions, as its session would: ``asyncio.TimeoutError``
@@ -135,12 +126,10 @@ async def post(
         raise
     finally:
         if writing is not None and not writing.done():
-            writing.cancel()  # answered before the body was all sent
-            connection.close()  # the rest of the body would be taken for the next request
-        elif writing is not None and not writing.cancelled():
-            writing.exception()  # seen, whichever way this ended
-    connection.release()  # kept for the next request unless the answer says otherwise
-    return Answer(message, data)
+            writing.cancel()  # answered before the body was all sent: the rest of it
+            connection.close()  # would be taken for the next request
+    connection.release()  # kept for the next request unless closed or the answer says otherwise
+    return message.code, message.reason, message.raw_headers, data
 
 
 async def _send(protocol: Any, request_line: str, headers: CIMultiDict[str], body: bytes) -> None:

@@ -50,9 +50,6 @@ from multidict import CIMultiDict
 from runner.http import exchange
 from runner.http.aiohttp_import import aiohttp
 
-RawAnswer = tuple[int, str, tuple[tuple[bytes, bytes], ...], bytes]
-"""A whole answer: its status, reason phrase, headers as sent and body."""
-
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept: the default keep-alive of uvicorn and httpx."""
 HAPPY_EYEBALLS_DELAY = 0.25
@@ -168,7 +165,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
 
     async def post_read(
         self, url: httpx.URL, headers: httpx.Headers, content: bytes, extensions: Mapping[str, Any]
-    ) -> RawAnswer:
+    ) -> exchange.RawAnswer:
         """POST ``content`` with ``headers`` (and its Content-Length); the answer, read whole.
 
         The direct path of :class:`~runner.http.sender.Sender`: the same bytes on
@@ -201,22 +198,18 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         sending = _Sending(extensions, None)
         token = _SENDING.set(sending)
         try:
-            answer = await exchange.post(
+            status, reason, raw, body = await exchange.post(
                 connector, target, head, content, self._timeout(extensions.get("timeout"))
             )
+        except (aiohttp.ClientError, aiohttp.http.HttpProcessingError) as exc:
+            raise httpx_error(exc) from exc  # aiohttp's read timeout among them
         except asyncio.TimeoutError as exc:  # no connection within the connect timeout
-            if isinstance(exc, aiohttp.ClientError):  # aiohttp's read timeout is one too
-                raise httpx_error(exc) from exc
             if not sending.connecting:
                 raise httpx.PoolTimeout("no free connection within the timeout") from None
             raise httpx.ConnectTimeout("no connection within the timeout") from exc
-        except aiohttp.http.HttpProcessingError as exc:  # the answer was not HTTP
-            raise httpx.RemoteProtocolError(f"{exc.code}, {exc.message}") from exc
-        except aiohttp.ClientError as exc:
-            raise httpx_error(exc) from exc
         finally:
             _SENDING.reset(token)
-        return answer.status, _plain(answer.status, answer.reason), answer.raw_headers, answer.body
+        return status, _plain(status, reason), raw, body
 
     async def _request(
         self,
@@ -379,6 +372,7 @@ _BY_CAUSE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
     (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # the body cut or malformed
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not an HTTP answer
+    (aiohttp.http.HttpProcessingError, httpx.RemoteProtocolError),  # the same, on the direct path
     (aiohttp.ClientOSError, httpx.ReadError),  # reset, broken pipe
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
     (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
@@ -386,7 +380,9 @@ _BY_CAUSE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
 )
 
 
-def httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
+def httpx_error(
+    exc: aiohttp.ClientError | aiohttp.http.HttpProcessingError,
+) -> httpx.TransportError:
     """The httpx error that an aiohttp exception stands for (raise it ``from`` that one)."""
     for aiohttp_class, httpx_class in _BY_CAUSE:
         if isinstance(exc, aiohttp_class):
@@ -398,4 +394,6 @@ def _words(cause: BaseException) -> str:
     """What an aiohttp exception says, or its class name when it says nothing."""
     if isinstance(cause, aiohttp.ClientResponseError):
         return f"{cause.status}, {cause.message}"  # without the URL
+    if isinstance(cause, aiohttp.http.HttpProcessingError):
+        return f"{cause.code}, {cause.message}"
     return str(cause) or type(cause).__name__
