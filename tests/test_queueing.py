@@ -55,15 +55,15 @@ def test_waits_are_read_whatever_the_answers_lengths() -> None:
     """One slot, two requests in flight: each waits for the other, long answers or short."""
     watch = QueueWatch()
     for tokens in (20, 400):  # unqueued answers of both lengths first
-        watch.observe(Answer(latency_s=0.2 + 0.002 * tokens, tokens=tokens, alone=True))
+        watch.observe(Answer(latency_s=0.2 + 0.002 * tokens, tokens=tokens), alone=True)
     assert watch.reading().ratio == 0.0
     # Behind a 0.6 s answer, a 0.28 s one waits 0.6 s: raw latency says "short", the wait
     # says "as long as a service".
-    behind = Answer(latency_s=0.6 + 0.28, tokens=40, in_flight=2)
+    behind = Answer(latency_s=0.6 + 0.28, tokens=40)
     assert watch.wait_of(behind) == pytest.approx(0.6)
     for _ in range(8):
-        watch.observe(behind)
-        watch.observe(Answer(latency_s=0.28 + 0.6, tokens=200, in_flight=2))
+        watch.observe(behind, in_flight=2)
+        watch.observe(Answer(latency_s=0.28 + 0.6, tokens=200), in_flight=2)
     reading = watch.reading()
     assert reading.ratio > 0.75 and 1.0 <= reading.slots <= 1.2
 
@@ -71,8 +71,8 @@ def test_waits_are_read_whatever_the_answers_lengths() -> None:
 def test_an_answer_sent_alone_and_far_slower_than_the_envelope_restarts_it() -> None:
     """The server got slower for good: one request alone says so."""
     watch = QueueWatch()
-    watch.observe(Answer(latency_s=0.3, tokens=100, alone=True))
-    watch.observe(Answer(latency_s=1.2, tokens=100, alone=True))
+    watch.observe(Answer(latency_s=0.3, tokens=100), alone=True)
+    watch.observe(Answer(latency_s=1.2, tokens=100), alone=True)
     assert watch.latency.bound(100) == 1.2
     assert watch.reading().ratio == 0.0
 

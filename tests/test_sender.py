@@ -13,6 +13,7 @@ import pytest
 
 from runner.errors import TransientAPIError
 from runner.http.client import ChatClient
+from runner.http.headers import RateLimits
 from runner.http.transport import NetworkTransport
 
 BASE = "https://api.example.test/v1"
@@ -253,13 +254,22 @@ def test_the_direct_network_path_sends_and_reads_what_the_httpx_path_does() -> N
         _answer("503 ", b"", "Retry-After: 2"),  # no reason phrase: httpx's standard one
         _answer("503 Sl\u00e9epy", b""),  # not ASCII: httpx keeps the ASCII of it
         _answer("200 OK", gzip.compress(body), "Content-Encoding: gzip"),
+        # Names in any case; a repeated header is one value, joined as httpx joins it.
+        _answer(
+            "200 OK",
+            body,
+            "X-RATELIMIT-Remaining-Requests: 7",
+            "x-ratelimit-reset-requests: 1s",
+            "X-Ratelimit-Reset-Requests: 2s",
+        ),
     ]
     _Counting.through_httpx = 0
     direct = _wire(answers, plain=False)
-    assert _Counting.through_httpx == 0  # all four went the direct way
+    assert _Counting.through_httpx == 0  # all five went the direct way
     assert direct == _wire(answers, plain=True)
-    assert _Counting.through_httpx == 4
+    assert _Counting.through_httpx == 5
     outcomes = direct[1]
+    assert outcomes[4].rate_limits == RateLimits(remaining_requests=7)  # "1s, 2s": no reset
     assert [o.content for o in (outcomes[0], outcomes[3])] == ["Hi.", "Hi."]
     assert outcomes[0].rate_limits is not None
     assert outcomes[1:3] == [

@@ -238,7 +238,7 @@ class ChatClient:
         return text if self._key is None else self._key.scrub(text)
 
     def _read_response(
-        self, status: int, headers: httpx.Headers, content: bytes, reason: str
+        self, status: int, headers: Mapping[str, str], content: bytes, reason: str
     ) -> Completion:
         """The Completion in a whole (non-streamed) answer, or its typed error."""
         text = self._scrub(content.decode("utf-8", errors="replace"))
@@ -264,9 +264,9 @@ class ChatClient:
                 kind="invalid_json",
                 status=status,
             )
-        completion = completion_from_json(data, status=status, text=text)
-        limits = parse_rate_limits(headers)
-        return completion if limits is None else dataclasses.replace(completion, rate_limits=limits)
+        return completion_from_json(
+            data, status=status, text=text, rate_limits=parse_rate_limits(headers)
+        )
 
 
 _HEADERS = {"Content-Type": "application/json"}
@@ -315,10 +315,13 @@ async def _prepend(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[
         yield chunk
 
 
-def completion_from_json(data: Any, *, status: int = 200, text: str | None = None) -> Completion:
+def completion_from_json(
+    data: Any, *, status: int = 200, text: str | None = None, rate_limits: RateLimits | None = None
+) -> Completion:
     """The Completion in a parsed chat-completions answer, or a TransientAPIError.
 
-    ``text`` is the body as received, quoted in errors (default: ``data`` as JSON).
+    ``text`` is the body as received, quoted in errors (default: ``data`` as JSON);
+    ``rate_limits``, what the answer's headers said.
     """
     answer: dict[str, Any] = data if isinstance(data, dict) else {}
     choices = answer.get("choices")
@@ -347,6 +350,7 @@ def completion_from_json(data: Any, *, status: int = 200, text: str | None = Non
         response_id=_str_or_none(answer.get("id")),
         model=_str_or_none(answer.get("model")),
         raw=answer,
+        rate_limits=rate_limits,
     )
 
 

@@ -29,7 +29,8 @@ class Answer(NamedTuple):
     """A whole answer, as the client reads it."""
 
     status_code: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
+    """By lower-case name (repeated headers joined with ``, ``, as httpx joins them)."""
     reason_phrase: str
     content: bytes
     """The body, decoded from its ``Content-Encoding`` if it had one."""
@@ -124,7 +125,7 @@ class Sender:
             status, reason, raw, data = await self._direct.post_read(
                 self.url, self._direct_head, content, ext
             )
-            headers = httpx.Headers(raw)
+            headers = _by_name(raw)
             if "set-cookie" not in headers and "content-encoding" not in headers:
                 return Answer(status, headers, reason, data)
             extensions = {**extensions, "reason_phrase": reason.encode("ascii")}
@@ -157,3 +158,17 @@ class Sender:
             yield response
         finally:
             await response.aclose()
+
+
+def _by_name(raw: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+    """Headers as sent, by lower-case name: what ``httpx.Headers`` answers the client (values
+    as UTF-8, else Latin-1), at a third of its CPU (it keeps every header three ways)."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers

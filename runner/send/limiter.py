@@ -72,7 +72,6 @@ end, one after another.)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable
@@ -229,7 +228,7 @@ class AdaptiveLimiter:
         if answer is None:
             self._opening = None  # a failure says nothing of parallelism: no jump
             return
-        self._opening.append(dataclasses.replace(answer, in_flight=ticket.in_flight))
+        self._opening.append(answer)
         if self._opening_left == 0:
             answers, self._opening = self._opening, None
             self._jump(answers)
@@ -255,8 +254,7 @@ class AdaptiveLimiter:
     def _watch(self, answer: Answer, ticket: Ticket, *, alone: bool, current: bool) -> bool:
         """Feed one answer to the queue detector; cut on a queue; say whether it was clean."""
         informed = len(self.watch.latency) > 0  # the first answer cannot show a queue
-        seen = dataclasses.replace(answer, in_flight=ticket.in_flight, alone=alone)
-        reading = self.watch.observe(seen)
+        reading = self.watch.observe(answer, in_flight=ticket.in_flight, alone=alone)
         if not self.watch_queue:
             return True
         if current and reading.answers >= 2 and reading.ratio > HIGH_RATIO:

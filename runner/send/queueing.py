@@ -68,7 +68,6 @@ the safe direction.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -164,10 +163,6 @@ class Answer:
     """Prompt tokens, when the usage said."""
     first_token_s: float | None = None
     """With streaming: from sending to the first token."""
-    in_flight: int = 1
-    """Requests in flight when it was sent, itself included."""
-    alone: bool = False
-    """Nothing of ours was in flight when it was sent: a FIFO server took it at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +206,15 @@ class QueueWatch:
                 wait = max(wait, answer.first_token_s - bound)
         return max(0.0, min(wait, answer.latency_s))
 
-    def observe(self, answer: Answer) -> Reading:
-        """Take in one answer; return the queue as it now reads."""
+    def observe(self, answer: Answer, *, in_flight: int = 1, alone: bool = False) -> Reading:
+        """Take in one answer; return the queue as it now reads.
+
+        ``in_flight``: requests of ours in flight when it was sent, itself included;
+        ``alone``: none other was, so a FIFO server took it at once.
+        """
         wait = self.wait_of(answer)
         service = max(answer.latency_s - wait, NOISE_S)
-        if answer.alone and wait > HIGH_RATIO * service:
+        if alone and wait > HIGH_RATIO * service:
             # Nothing of ours was ahead of it: the envelope is too fast to be true now.
             self.latency.restart(answer.tokens, answer.latency_s)
             if answer.first_token_s is not None:
@@ -229,20 +228,20 @@ class QueueWatch:
         weight = max(SMOOTHING, 1.0 / (self.answers + 1))  # the plain mean of the first few
         self.wait_s += weight * (wait - self.wait_s)
         self.service_s += weight * (service - self.service_s)
-        self.in_flight += weight * (answer.in_flight - self.in_flight)
+        self.in_flight += weight * (in_flight - self.in_flight)
         self.answers += 1
         self.typical_service_s = self.service_s
-        reading = self.reading()
+        reading = self.reading(latest=wait / service)
         self.typical_slots = reading.slots
-        return dataclasses.replace(reading, latest=wait / service)
+        return reading
 
-    def reading(self) -> Reading:
-        """The queue as the averages say now."""
+    def reading(self, *, latest: float = 0.0) -> Reading:
+        """The queue as the averages say now (``latest``: as the latest answer alone says)."""
         if not self.answers:
-            return Reading(0.0, 0.0, 0)
+            return Reading(0.0, 0.0, 0, latest)
         total = self.service_s + self.wait_s
         slots = self.in_flight * self.service_s / total
-        return Reading(self.wait_s / self.service_s, slots, self.answers)
+        return Reading(self.wait_s / self.service_s, slots, self.answers, latest)
 
     def restart(self) -> None:
         """Forget the averages (the limit was cut: earlier answers say nothing of the new one)."""
