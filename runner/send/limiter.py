@@ -218,9 +218,9 @@ class AdaptiveLimiter:
         elif outcome == "overloaded" and current:
             self._cut(max(1, self.limit * 3 // 4), "503: cut by a quarter", slow_start=True)
         if ticket.opening:
-            self._opened(ticket, answer if outcome == "ok" else None)
+            self._opened(answer if outcome == "ok" else None)
 
-    def _opened(self, ticket: Ticket, answer: Answer | None) -> None:
+    def _opened(self, answer: Answer | None) -> None:
         """One answer of the opening round (None: it failed); judge the round once all came."""
         self._opening_left -= 1
         if self._opening is None:
