@@ -1,4 +1,4 @@
-"""The bench server's rate limiters and the ``x-ratelimit-*`` headers they send, as OpenAI does.
+"""The bench server's rate limiters and the rate-limit headers they send (``bench_headers``).
 
 Two limiters with one interface, both pure functions of the time passed in (no clock of
 their own, so tests drive them with any numbers):
@@ -25,12 +25,18 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from bench_headers import headers, merged
+
 
 class Limiter(Protocol):
     """What the server asks of a limiter."""
 
     limit: int
     """The figure sent as ``x-ratelimit-limit-*``."""
+
+    @property
+    def period(self) -> float:
+        """Seconds ``limit`` is counted over (60: per minute)."""
 
     def wait(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` could be booked (0: now); books nothing."""
@@ -54,6 +60,8 @@ class TokenBucket:
     rate: float
     level: float = math.nan
     updated: float = math.nan
+    period: float = 60.0
+    """Seconds ``limit`` is counted over: a minute, or a day (``--rpd``)."""
 
     def _refill(self, now: float) -> None:
         if math.isnan(self.level):
@@ -92,6 +100,10 @@ class FixedWindow:
     window_s: float
     start: float = math.nan
     used: float = 0.0
+
+    @property
+    def period(self) -> float:
+        return self.window_s
 
     def _roll(self, now: float) -> float:
         """Move to the window ``now`` is in; return that window's end."""
@@ -134,22 +146,6 @@ def make_limiter(kind: str, per_minute: float, burst: float | None, window_s: fl
     return TokenBucket(limit=round(per_minute), capacity=capacity, rate=rate)
 
 
-def format_duration(seconds: float) -> str:
-    """A duration as OpenAI writes it (Go's style): ``20ms``, ``1s``, ``2m59.56s``, ``6m0s``.
-
-    Rounded up to the millisecond, so a client never reads less than the true time.
-    """
-    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
-    if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
 @dataclass
 class Refusal:
     """Why a request was refused and how long until it would not be."""
@@ -187,17 +183,14 @@ class Limits:
         if self.tokens is not None and tokens > 0:
             self.tokens.refund(tokens, now)
 
-    def headers(self, now: float) -> dict[str, str]:
-        """The ``x-ratelimit-*`` headers of every limiter there is."""
-        out: dict[str, str] = {}
-        for suffix, limiter in (("requests", self.requests), ("tokens", self.tokens)):
-            if limiter is None:
-                continue
-            remaining, reset = limiter.state(now)
-            out[f"x-ratelimit-limit-{suffix}"] = str(limiter.limit)
-            out[f"x-ratelimit-remaining-{suffix}"] = str(remaining)
-            out[f"x-ratelimit-reset-{suffix}"] = format_duration(reset)
-        return out
+    def headers(self, now: float, style: str = "openai") -> dict[str, str]:
+        """The rate-limit headers of every limiter there is, in ``style`` (``bench_headers``)."""
+        parts = []
+        for kind, limiter in (("requests", self.requests), ("tokens", self.tokens)):
+            if limiter is not None:
+                remaining, reset = limiter.state(now)
+                parts.append(headers(style, kind, limiter.limit, remaining, reset, limiter.period))
+        return merged(parts)
 
 
 def retry_headers(wait_s: float) -> dict[str, str]:

@@ -30,7 +30,9 @@ Model of the server (every knob is an option):
   ``x-ratelimit-limit/remaining/reset-requests`` and, with ``--tpm``, the ``-tokens``
   trio, with OpenAI's meaning (reset = time until the limit is back to its initial state,
   written like ``20ms``, ``1s``, ``6m0s``); with ``--ratelimit-headers-on-429-only``, the
-  429s of the rate limits only (a gateway that tells its bucket only when it refuses).
+  429s of the rate limits only (a gateway that tells its bucket only when it refuses);
+  with ``--ratelimit-header-style cerebras|anthropic|ietf|kong``, in that family's names
+  and forms instead of OpenAI's (:mod:`bench_headers`).
 
 ``GET /_stats`` serves the counts, one record per request and the figures of
 :func:`bench_stats.summarize` (span, served/refused per second, requests in flight over
@@ -54,6 +56,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench_answers import answer_text, conversation_key, max_tokens, prompt_tokens
+from bench_headers import PERIOD_WORDS, STYLES
 from bench_limits import Limiter, Limits, TokenBucket, make_limiter, retry_headers
 from bench_slots import Slots
 from bench_stats import RequestTiming, Stats, summarize
@@ -103,6 +106,8 @@ class ServerConfig:
     """Send ``x-ratelimit-*`` headers with every answer."""
     ratelimit_headers_on_429_only: bool = False
     """Send them with the rate limits' 429s only, none with the answers."""
+    ratelimit_header_style: str = "openai"
+    """Whose names and forms those headers take (``bench_headers.STYLES``)."""
 
     def answer_length(self, conversation: str, turn: int) -> int:
         """Completion tokens of the answer to ``turn`` (1-based) of ``conversation``."""
@@ -124,7 +129,9 @@ class ServerConfig:
         requests: Limiter | None = None
         tokens: Limiter | None = None
         if self.rpd is not None:
-            requests = TokenBucket(limit=round(self.rpd), capacity=self.rpd, rate=self.rpd / 86400)
+            requests = TokenBucket(
+                limit=round(self.rpd), capacity=self.rpd, rate=self.rpd / 86400, period=86400.0
+            )
         elif self.rpm is not None:
             requests = make_limiter(self.limiter, self.rpm, self.burst, self.window_s)
         if self.tpm is not None:
@@ -267,7 +274,7 @@ class BenchServer:
     def _rate_headers(self, now: float, *, refused: bool = False) -> dict[str, str]:
         config = self.config
         if config.ratelimit_headers or (refused and config.ratelimit_headers_on_429_only):
-            return self.limits.headers(now)
+            return self.limits.headers(now, config.ratelimit_header_style)
         return {}
 
     def _answer(
@@ -358,7 +365,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-s", type=float, default=60.0)
     p.add_argument("--ratelimit-headers", action="store_true")
     p.add_argument("--ratelimit-headers-on-429-only", action="store_true")
+    p.add_argument("--ratelimit-header-style", choices=STYLES, default="openai")
     args = p.parse_args(argv)
+    windowed = args.ratelimit_header_style in ("cerebras", "kong")
+    if windowed and args.limiter == "window" and args.window_s not in PERIOD_WORDS:
+        p.error(
+            f"--ratelimit-header-style {args.ratelimit_header_style} names only windows of "
+            "1, 60, 3600 or 86400 s"
+        )
+    if args.ratelimit_header_style == "kong" and args.tpm is not None:
+        p.error("--ratelimit-header-style kong counts requests only (no --tpm)")
     if (args.answer_tokens_min is None) != (args.answer_tokens_max is None):
         p.error("--answer-tokens-min and --answer-tokens-max go together")
     if (

@@ -13,11 +13,16 @@ headers" takes a moment and every count is exact. What it does, as OpenAI does:
   whole booking, as ``scripts/bench_server.py`` does without ``--tpm-refund``);
 - **fixed window** instead (``window_s``): ``rpm`` requests per window, the
   count starting again at each window's start;
+- ``rpd`` in place of ``rpm``: a requests bucket of a day's worth, refilled per
+  day (Cerebras's ``-requests-day``, Groq's requests); ``level_requests`` starts
+  the requests bucket that low instead of full (a day's limit nearly spent);
 - headers on every answer, 429s included (``headers=True``):
   ``x-ratelimit-limit/remaining/reset-requests`` and ``-tokens``, read at
   admission, ``reset`` the time until full (Go-style durations: ``20ms``,
-  ``1s``, ``6m0s``), and on a 429 ``retry-after`` (whole seconds, rounded
-  up) and ``retry-after-ms`` (``retry_after=False`` leaves both out);
+  ``1s``, ``6m0s``), or in another provider's forms (``style``: ``cerebras``,
+  ``anthropic``, ``ietf``, ``kong``; ``scripts/bench_headers.py``), and on a 429
+  ``retry-after`` (whole seconds, rounded up) and ``retry-after-ms``
+  (``retry_after=False`` leaves both out);
   ``headers="429"`` sends them on its 429s only, none on its answers (a gateway that
   says its bucket only when it refuses);
 - answers whose latency varies: ``base_s`` plus ``per_token_s`` for each
@@ -47,24 +52,20 @@ import asyncio
 import json
 import math
 import random
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from virtualtime import VirtualTimeLoop
 
 from runner.http.mock import answer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import bench_headers as styles
+
 CPU_STEPS = 4
 """Steps of the loop the client's work on one request or answer is spread over."""
-
-
-def go_duration(seconds: float) -> str:
-    """A reset as OpenAI writes it: ``20ms`` below a second, else ``1s``, ``6m0s``, ``1m30.5s``."""
-    if seconds < 1.0:
-        return f"{round(seconds * 1000)}ms"
-    minutes, rest = divmod(round(seconds, 3), 60.0)
-    text = f"{rest:g}s"
-    return f"{int(minutes)}m{text}" if minutes else text
 
 
 @dataclass
@@ -85,11 +86,11 @@ class Log:
 
 
 class _Bucket:
-    """A server-side bucket: continuous refill of ``limit`` per minute up to ``size``."""
+    """A server-side bucket: continuous refill of ``limit`` per ``period`` up to ``size``."""
 
-    def __init__(self, limit: float, size: float) -> None:
-        self.limit, self.size = limit, size
-        self.rate = limit / 60.0
+    def __init__(self, limit: float, size: float, period: float = 60.0) -> None:
+        self.limit, self.size, self.period = limit, size, period
+        self.rate = limit / period
         self.level, self.at = size, 0.0
 
     def refill(self, now: float) -> None:
@@ -99,12 +100,9 @@ class _Bucket:
     def wait_for(self, cost: float) -> float:
         return max(0.0, (cost - self.level) / self.rate)
 
-    def headers(self, kind: str) -> dict[str, str]:
-        return {
-            f"x-ratelimit-limit-{kind}": str(int(self.limit)),
-            f"x-ratelimit-remaining-{kind}": str(max(0, int(self.level))),
-            f"x-ratelimit-reset-{kind}": go_duration((self.size - self.level) / self.rate),
-        }
+    def headers(self, kind: str, style: str) -> dict[str, str]:
+        reset = (self.size - self.level) / self.rate
+        return styles.headers(style, kind, int(self.limit), int(self.level), reset, self.period)
 
 
 class _Window:
@@ -119,12 +117,11 @@ class _Window:
             self.start += self.length * math.floor((now - self.start) / self.length)
             self.count = 0
 
-    def headers(self, now: float) -> dict[str, str]:
-        return {
-            "x-ratelimit-limit-requests": str(self.limit),
-            "x-ratelimit-remaining-requests": str(self.limit - self.count),
-            "x-ratelimit-reset-requests": go_duration(self.start + self.length - now),
-        }
+    def headers(self, now: float, style: str) -> dict[str, str]:
+        reset = self.start + self.length - now
+        return styles.headers(
+            style, "requests", self.limit, self.limit - self.count, reset, self.length
+        )
 
 
 class SimServer:
@@ -139,6 +136,9 @@ class SimServer:
         tpm_burst: float | None = None,
         window_s: float | None = None,
         headers: bool | str = True,
+        style: str = "openai",
+        rpd: float | None = None,
+        level_requests: float | None = None,
         retry_after: bool = True,
         base_s: float = 0.3,
         per_token_s: float = 0.002,
@@ -149,9 +149,14 @@ class SimServer:
         client_cpu_s: float = 0.0,
     ) -> None:
         self.requests = _Bucket(rpm, burst or rpm) if rpm and not window_s else None
+        if rpd:
+            self.requests = _Bucket(rpd, rpd, 86400.0)
+        if self.requests is not None and level_requests is not None:
+            self.requests.level = level_requests
         self.window = _Window(int(rpm), window_s) if rpm and window_s else None
         self.tokens = _Bucket(tpm, tpm_burst or tpm) if tpm else None
         self.send_headers, self.retry_after = bool(headers), retry_after
+        self.style = style
         self.headers_on_429_only = headers == "429"
         self.base_s, self.per_token_s = base_s, per_token_s
         self.answer_tokens = answer_tokens
@@ -254,11 +259,11 @@ class SimServer:
     def _headers(self, now: float) -> dict[str, str]:
         if not self.send_headers:
             return {}
-        out: dict[str, str] = {}
+        parts = []
         if self.requests is not None:
-            out |= self.requests.headers("requests")
+            parts.append(self.requests.headers("requests", self.style))
         if self.window is not None:
-            out |= self.window.headers(now)
+            parts.append(self.window.headers(now, self.style))
         if self.tokens is not None:
-            out |= self.tokens.headers("tokens")
-        return out
+            parts.append(self.tokens.headers("tokens", self.style))
+        return styles.merged(parts)

@@ -18,7 +18,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from bench_limits import FixedWindow, Limits, format_duration, make_limiter
+from bench_headers import format_duration
+from bench_limits import FixedWindow, Limits, make_limiter
 from bench_server import BenchServer, ServerConfig, parse_args
 from bench_stats import (
     RequestTiming,
@@ -313,3 +314,44 @@ def test_held_over_is_the_slot_time_beyond_the_modelled_service() -> None:
     records = [_served(0.0, 0.101), _served(0.0, 0.103), _served(1.0, 1.2, service_s=0.2)]
     assert held_over_pct(records) == pytest.approx(100 * 0.004 / 0.4)
     assert held_over_pct([RequestTiming(arrived=0.0, status=429)]) is None
+
+
+@pytest.mark.parametrize("style", ["openai", "cerebras", "anthropic", "ietf", "kong"])
+def test_each_header_style_tells_mtrun_the_same_limits(style: str) -> None:
+    """The bench server's header families (bench_headers.py), read back by mtrun's parser."""
+    from runner.http.ratelimits import parse_rate_limits
+
+    tokens = None if style == "kong" else 6000  # Kong's plugin counts requests only
+    config = ServerConfig(
+        base_latency=0.1,
+        rpd=14400,
+        tpm=tokens,
+        ratelimit_headers=True,
+        ratelimit_header_style=style,
+    )
+    _, answers = _serve(config, _body("Hi, how are you?", max_tokens=56))
+    limits = parse_rate_limits(answers[0][1])
+    assert limits is not None
+    assert (limits.limit_requests, limits.remaining_requests) == (14400, 14399)
+    named = style in ("cerebras", "ietf", "kong")  # the others leave the period unsaid
+    assert limits.period_requests_s == (86400.0 if named else None)
+    if tokens:
+        assert (limits.limit_tokens, limits.remaining_tokens) == (6000, 40)
+        assert limits.period_tokens_s == (60.0 if named and style != "kong" else None)
+    assert limits.reset_requests_s == pytest.approx(6.0, abs=1.0)  # whole seconds at some
+
+
+def test_a_windowed_header_style_needs_a_window_it_can_name() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(
+            [
+                "--limiter",
+                "window",
+                "--window-s",
+                "10",
+                "--rpm",
+                "60",
+                "--ratelimit-header-style",
+                "cerebras",
+            ]
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.http.headers import RateLimits, parse_duration, parse_rate_limits, parse_retry_after
+from runner.http.headers import parse_duration, parse_retry_after
+from runner.http.ratelimits import RateLimits, parse_rate_limits
 from runner.send.bucket import Mirror
 
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from virtualtime import RecordedSleep, clock, pass_time, run_virtual
 
-from runner.http.headers import RateLimits, parse_duration, parse_rate_limits
+from runner.http.headers import parse_duration
 from runner.http.mock import answer
+from runner.http.ratelimits import RateLimits, parse_rate_limits
 from runner.run.engine import RunConfig, run_batch
 from runner.run.events import RunResult
 from runner.send.pacing import STORM_MAX_INTERVAL, Pacer

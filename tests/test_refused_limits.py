@@ -22,7 +22,7 @@ from virtualtime import RecordedSleep, clock, run_virtual
 
 from runner.errors import APIError, TransientAPIError
 from runner.http.client import ChatClient, Completion
-from runner.http.headers import RateLimits
+from runner.http.ratelimits import RateLimits
 from runner.run.engine import RunControl
 from runner.send.dispatch import Dispatcher, Slot
 from runner.send.pacing import Pacer

@@ -13,7 +13,7 @@ import pytest
 
 from runner.errors import TransientAPIError
 from runner.http.client import ChatClient
-from runner.http.headers import RateLimits
+from runner.http.ratelimits import RateLimits
 from runner.http.transport import NetworkTransport
 
 BASE = "https://api.example.test/v1"

@@ -41,8 +41,9 @@ from runner.http.endpoint import (
     is_loopback,
     public_base_url,
 )
-from runner.http.headers import RateLimits, parse_rate_limits, parse_retry_after
+from runner.http.headers import parse_retry_after
 from runner.http.network import choose_transport, is_tls_failure
+from runner.http.ratelimits import RateLimits, parse_rate_limits
 from runner.http.sender import Sender
 from runner.http.status import classify_status
 from runner.http.streaming import StreamAnswer

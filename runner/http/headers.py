@@ -1,20 +1,16 @@
-"""What an answer's headers say about waiting: Retry-After and the ``x-ratelimit-*`` family.
+"""What an answer's headers say about waiting: Retry-After, and the durations rate limits use.
 
 - ``parse_retry_after`` reads ``retry-after-ms``, then ``retry-after``
   (seconds, fractional allowed, or an HTTP-date); only a positive, finite
   wait counts.
-- ``parse_rate_limits`` reads, for requests and for tokens, the limit, what
-  remains of it and when it resets (``parse_duration``: ``6m0s``, ``20ms``,
-  ``1m30.5s``, plain seconds), as a :class:`RateLimits`; Together's
-  unsuffixed ``x-ratelimit-limit/remaining/reset`` are its requests limit
-  and read as such. A value that is not a count or a duration (Azure's
-  ``-1`` among them) is left out, as if not sent: the pacer then falls back
-  to what the rest says.
+- ``parse_duration`` reads a rate limit's reset (``6m0s``, ``20ms``,
+  ``1m30.5s``, plain seconds); ``ratelimits.py`` reads the rate-limit headers
+  themselves, in each form servers send them.
 
-Both are read by the client from every answer, refusals included: a 429's or
-503's ride on its ``APIError`` (``retry_after``, ``rate_limits``), parsed, never
-the headers themselves. The send path (retry waits, pacing) acts on what they
-found.
+Retry-After and the rate limits are read by the client from every answer,
+refusals included: a 429's or 503's ride on its ``APIError`` (``retry_after``,
+``rate_limits``), parsed, never the headers themselves. The send path (retry
+waits, pacing) acts on what they found.
 
 What providers send on a refusal, from their documentation and issue threads
 (2026): Groq sends the ``x-ratelimit-*`` set on every answer and adds
@@ -39,22 +35,7 @@ import email.utils
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """What an answer's ``x-ratelimit-*`` headers said (None: not given)."""
-
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float | None = None
-    limit_requests: int | None = None
-    """``x-ratelimit-limit-requests``: requests per minute at OpenAI and Azure, per day at Groq."""
-    limit_tokens: int | None = None
-    """``x-ratelimit-limit-tokens``: tokens per minute."""
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
@@ -68,7 +49,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     returned as is; the retry policy caps it.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = _parse_seconds(lowered.get("retry-after-ms"))
+    millis = parse_seconds(lowered.get("retry-after-ms"))
     # Positive after the division: 5e-324 ms is a positive number of milliseconds and 0 s.
     seconds_ms = _positive(millis / 1000.0) if millis is not None else None
     if seconds_ms is not None:
@@ -76,7 +57,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     raw = lowered.get("retry-after")
     if raw is None:
         return None
-    seconds = _parse_seconds(raw)
+    seconds = parse_seconds(raw)
     if seconds is not None:
         return _positive(seconds)
     try:
@@ -102,7 +83,7 @@ def parse_duration(raw: str | None) -> float | None:
     if raw is None:
         return None
     text = raw.strip().lower()
-    plain = _parse_seconds(text)
+    plain = parse_seconds(text)
     if plain is not None:
         return plain
     parts = _DURATION.findall(text)
@@ -113,49 +94,7 @@ def parse_duration(raw: str | None) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-_RATE_LIMIT_HEADERS = frozenset(
-    {
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-limit-tokens",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    }
-)
-
-
-def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
-    """The ``x-ratelimit-*`` headers of an answer, or None when it has none."""
-    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in _RATE_LIMIT_HEADERS}
-    if not lowered:
-        return None  # most answers: nothing to parse, on every request
-    if "x-ratelimit-remaining-requests" not in lowered:
-        # Together's requests limit, without the suffix (and the same meaning)
-        for field in ("limit", "remaining", "reset"):
-            if f"x-ratelimit-{field}" in lowered:
-                lowered[f"x-ratelimit-{field}-requests"] = lowered[f"x-ratelimit-{field}"]
-    limits = RateLimits(
-        remaining_requests=_count(lowered.get("x-ratelimit-remaining-requests")),
-        reset_requests_s=parse_duration(lowered.get("x-ratelimit-reset-requests")),
-        remaining_tokens=_count(lowered.get("x-ratelimit-remaining-tokens")),
-        reset_tokens_s=parse_duration(lowered.get("x-ratelimit-reset-tokens")),
-        limit_requests=_count(lowered.get("x-ratelimit-limit-requests")),
-        limit_tokens=_count(lowered.get("x-ratelimit-limit-tokens")),
-    )
-    return None if limits == RateLimits() else limits
-
-
-def _count(raw: str | None) -> int | None:
-    """A remaining-requests or -tokens value: a whole count, or None."""
-    value = _parse_seconds(raw)
-    return None if value is None else int(value)
-
-
-def _parse_seconds(raw: str | None) -> float | None:
+def parse_seconds(raw: str | None) -> float | None:
     """A plain non-negative, finite number in a header value, or None."""
     if raw is None:
         return None

@@ -1,4 +1,4 @@
-"""A mirror of the server's rate-limit buckets, kept from the ``x-ratelimit-*`` headers.
+"""A mirror of the server's rate-limit buckets, kept from its headers (``ratelimits.py``).
 
 Why a mirror: at OpenAI (and Azure, Groq, the gateways that copy them) a
 limit is a bucket that refills continuously. ``x-ratelimit-limit-*`` is its
@@ -12,10 +12,12 @@ enough has refilled for that one request, never the whole reset.
 One :class:`Bucket` for requests (each costs 1) and one for tokens (each
 request books its prompt plus its ``max_tokens`` up front):
 
-- **refill rate**: ``limit`` per minute, the period of OpenAI's and Azure's
-  limits. When a snapshot says the period is far longer (``reset`` much
-  more than a minute's worth of what has been drawn, as with Groq's
-  requests per *day*), the rate is ``(limit - remaining) / reset``. Each
+- **refill rate**: ``limit`` per period: the one the headers name (Cerebras's
+  ``-tokens-minute`` and ``-requests-day``, the IETF draft's ``w``), else a
+  minute, the period of OpenAI's and Azure's limits. When a snapshot that
+  names no period says it is far longer (``reset`` much more than a minute's
+  worth of what has been drawn, as with Groq's requests per *day*), the rate
+  is ``(limit - remaining) / reset``. Each
   bucket is kept on its own and a request waits for both, so the tighter
   one applies: a daily request limit with plenty left never slows a run
   that a per-minute token limit does;
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from runner.http.headers import RateLimits
+from runner.http.ratelimits import RateLimits
 
 PERIOD_S = 60.0
 """The period of a limit unless its snapshot says otherwise: OpenAI's and Azure's are per minute."""
@@ -91,16 +93,27 @@ class Bucket:
         """Whether a snapshot made sense, so the bucket paces."""
         return self.rate > 0
 
-    def learn(self, limit: int | None, remaining: int | None, reset: float | None) -> bool:
-        """Take the rate and size from a snapshot; False (nothing learned) if it makes no sense."""
+    def learn(
+        self,
+        limit: int | None,
+        remaining: int | None,
+        reset: float | None,
+        period: float | None = None,
+    ) -> bool:
+        """Take the rate and size from a snapshot; False (nothing learned) if it makes no sense.
+
+        ``period``: the limit's period where the headers named it; else a minute, or what
+        the reset says when it says a far longer one.
+        """
         if limit is None or remaining is None or limit <= 0 or remaining > limit:
             return False
         if reset is not None and reset > MAX_RESET_S:
             reset = None  # a moment (epoch seconds), not a duration: say nothing of the rate
-        rate = limit / PERIOD_S
+        rate = limit / (period or PERIOD_S)
         drawn = limit - remaining
-        if reset is not None and reset > 0 and drawn > 0 and reset * limit / drawn >= LONG_PERIOD_S:
-            rate = drawn / reset  # a per-day limit, say: it refills far slower than per minute
+        if period is None and reset is not None and reset > 0 and drawn > 0:
+            if reset * limit / drawn >= LONG_PERIOD_S:
+                rate = drawn / reset  # a per-day limit, say: it refills far slower than per minute
         size = float(limit) if reset is None else min(float(limit), remaining + reset * rate)
         self.rate = rate
         self.size = max(1.0, float(remaining), size)
@@ -249,10 +262,16 @@ class Mirror:
     def observe(self, limits: RateLimits, seq: int, now: float) -> bool:
         """Take a snapshot from the answer to send ``seq``; False when it mirrors nothing."""
         requests = self.requests.learn(
-            limits.limit_requests, limits.remaining_requests, limits.reset_requests_s
+            limits.limit_requests,
+            limits.remaining_requests,
+            limits.reset_requests_s,
+            limits.period_requests_s,
         )
         tokens = self.tokens.learn(
-            limits.limit_tokens, limits.remaining_tokens, limits.reset_tokens_s
+            limits.limit_tokens,
+            limits.remaining_tokens,
+            limits.reset_tokens_s,
+            limits.period_tokens_s,
         )
         if seq <= self._latest:
             return requests or tokens  # older than the levels: the rate and size only

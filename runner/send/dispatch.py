@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from runner.errors import APIError
 from runner.http.client import Completion, public_base_url
-from runner.http.headers import RateLimits
+from runner.http.ratelimits import RateLimits
 from runner.send.gate import EndpointGate
 from runner.send.limiter import AdaptiveLimiter, Ticket
 from runner.send.pacing import RECHECK_S, Pacer

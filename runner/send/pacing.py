@@ -67,7 +67,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from runner.http.headers import RateLimits
+from runner.http.ratelimits import RateLimits
 from runner.send.bucket import Mirror
 from runner.send.refill import RefillEstimate
 from runner.send.waits import WaitSpans
