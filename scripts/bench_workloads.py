@@ -221,7 +221,8 @@ def rate_workloads(quick: bool) -> list[Workload]:
 
 
 def limit_workloads(quick: bool) -> list[Workload]:
-    """A token-per-minute limit with headers, and a fixed-window request limit."""
+    """A token-per-minute limit with headers (OpenAI's, Groq's, Cerebras's forms), a request
+    limit in the IETF draft's fields, and a fixed-window request limit."""
     tpm_server = [
         "--base-latency", "0.05", "--per-token", "0.0005", "--capacity", "64",
         "--answer-tokens-min", "20", "--answer-tokens-max", "150",
@@ -235,6 +236,10 @@ def limit_workloads(quick: bool) -> list[Workload]:
     window_server += ["--window-s", str(window_s), "--ratelimit-headers"]
     per_window = 10 * window_s
     window_convs = counted("w", per_window * 3 // 2, seed=9)
+    ietf_server = _latency(0.05, 0.0005, 64, "--rpm", "600", "--ratelimit-headers")
+    ietf_server += ["--ratelimit-header-style", "ietf"]
+    ietf_seconds = 5 if quick else 15
+    ietf_convs = sized("i", config_from(parse_args(ietf_server)), ietf_seconds, seed=615)
     bench = "bench"
     return [
         Workload(
@@ -263,6 +268,29 @@ def limit_workloads(quick: bool) -> list[Workload]:
                 Target("failed", "==", 0, "issue 14 (Groq)"),
             ],
             params=params,
+        ),
+        Workload(
+            "tpm-cerebras-headers",
+            "The same with Cerebras's names: -requests-day (14,400) beside -tokens-minute, "
+            "resets in plain seconds",
+            tpm_convs,
+            [*tpm_server, "--rpd", "14400", "--ratelimit-header-style", "cerebras"],
+            [MTRUN],
+            [
+                Target("token_use_pct", ">=", 90.0, bench),
+                Target("refused_pct", "<", 2.0, bench),
+                Target("failed", "==", 0, bench),
+            ],
+            params=params,
+        ),
+        Workload(
+            "rate600-ietf-headers",
+            f"Rate limit 600 rpm (bucket, burst 1 s) told in the IETF draft's RateLimit and "
+            f"RateLimit-Policy fields (whole seconds), {ietf_seconds} s at the limit",
+            ietf_convs,
+            ietf_server,
+            [MTRUN],
+            [Target(t.figure, t.op, t.value, bench) for t in _RATE_GOALS],
         ),
         Workload(
             "window600-headers",
