@@ -4,10 +4,13 @@ For requests and for tokens: the limit, what remains of it, when it resets and,
 where the form names it, the limit's period. The forms, the first that names a
 resource winning for it:
 
-- **OpenAI's** (Azure, Groq, LiteLLM, most gateways):
+- **OpenAI's** (Azure, Groq, most gateways):
   ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``. No period is named
   (a minute at OpenAI and Azure, a day for Groq's requests: ``bucket.py`` tells
-  which from the reset).
+  which from the reset). LiteLLM's proxy puts its keys' limits, or its backend's,
+  in these names, the reset documented as the time at which the limit resets (a
+  moment, read as below). RapidAPI's ``x-ratelimit-requests-limit`` and
+  ``-requests-remaining`` are a plan's billing quota, not a rate, and are not read.
 - **Windowed names** (Cerebras): ``x-ratelimit-{limit,remaining,reset}-`` then
   ``requests`` or ``tokens`` then ``-second``, ``-minute``, ``-hour`` or ``-day``:
   ``x-ratelimit-remaining-tokens-minute``, ``x-ratelimit-limit-requests-day``.
