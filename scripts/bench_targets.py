@@ -264,3 +264,24 @@ def table(w: Workload, rows: list[dict[str, Any]]) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def key_figure(w: Workload) -> str:
+    """The figure a workload is judged by first: the one ``--repeat`` takes the median run of."""
+    return w.targets[0].figure if w.targets else "wall_s"
+
+
+def median_run(runs: list[dict[str, Any]], figure: str) -> dict[str, Any]:
+    """Of one client's repeated runs, the one whose ``figure`` is the median (the lower middle
+    of an even count), with every run's ``figure`` beside it as ``repeats``.
+
+    A whole run, not a row of medians, so its figures stay those of one measurement. A run
+    that crashed or has no such figure is the one reported: a repeat never hides a failure.
+    """
+    broken = [r for r in runs if crashed(r) or not isinstance(r.get(figure), int | float)]
+    if broken:
+        chosen = broken[0]
+    else:
+        ranked = sorted(runs, key=lambda r: r[figure])
+        chosen = ranked[(len(ranked) - 1) // 2]
+    return {**chosen, "repeats": [r.get(figure) for r in runs]}

@@ -46,7 +46,15 @@ from typing import Any
 from bench_baseline import USUAL, Baseline, accepted, build, default_cache, with_baseline
 from bench_clients import MODEL, client_main, mtrun_options
 from bench_process import run_child, time_limit
-from bench_targets import crashed, figures, judge, table, verdict_table
+from bench_targets import (
+    crashed,
+    figures,
+    judge,
+    key_figure,
+    median_run,
+    table,
+    verdict_table,
+)
 from bench_workloads import Workload, lower_bound, workloads
 
 import runner
@@ -148,12 +156,15 @@ def run_client(
     tmp: Path,
     sleep_factor: float,
     baseline: Baseline | None = None,
+    turn: int = 0,
 ) -> dict[str, Any]:
-    """Run one client over the workload against a fresh server; return its row of figures."""
+    """Run one client over the workload against a fresh server; return its row of figures.
+
+    ``turn``: which repeat this is (each has a folder of its own)."""
     label, kind, concurrency, sample = client
     convs = w.convs[::sample]
     scale = sum(len(c["turns"]) for c in w.convs) / sum(len(c["turns"]) for c in convs)
-    work = tmp / f"{w.name}-{kind}-{concurrency}"
+    work = tmp / f"{w.name}-{kind}-{concurrency}" / str(turn)
     work.mkdir(parents=True, exist_ok=True)
     config = w.config
     bound = lower_bound(config, w.convs, w.params) if config else None
@@ -199,26 +210,33 @@ def run_workload(
     sleep_factor: float,
     kinds: set[str],
     baseline: Baseline | None = None,
+    repeat: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every chosen client of the workload, each against its own server."""
+    """Run every chosen client of the workload, each against its own server; with ``repeat``,
+    that many times each, reporting each client's median run (``median_run``)."""
     rows: list[dict[str, Any]] = []
     if not w.convs:
         print(f"  {w.name}: no conversations (its data file is missing), skipped", file=sys.stderr)
         return rows
-    for client in w.clients:
-        if client[1] not in kinds:
-            continue
-        print(f"  {w.name}: {client[0]} ...", file=sys.stderr, flush=True)
-        row = run_client(w, client, tmp, sleep_factor, baseline)
-        brief = {
-            k: row.get(k) for k in ("wall_s", "span_ratio", "goodput_pct", "refused_pct", "failed")
-        }
-        print(f"    {brief}", file=sys.stderr, flush=True)
-        crash = crashed(row)
-        if crash:
-            print(f"    CRASHED ({crash}): its figures are no measurement", file=sys.stderr)
-        rows.append(row)
-    return rows
+    chosen = [client for client in w.clients if client[1] in kinds]
+    runs: list[list[dict[str, Any]]] = [[] for _ in chosen]
+    for turn in range(repeat):  # the clients alternate, so a slow spell hits them alike
+        for client, done in zip(chosen, runs, strict=True):
+            again = f" (run {turn + 1} of {repeat})" if repeat > 1 else ""
+            print(f"  {w.name}: {client[0]}{again} ...", file=sys.stderr, flush=True)
+            row = run_client(w, client, tmp, sleep_factor, baseline, turn)
+            brief = {
+                k: row.get(k)
+                for k in ("wall_s", "span_ratio", "goodput_pct", "refused_pct", "failed")
+            }
+            print(f"    {brief}", file=sys.stderr, flush=True)
+            crash = crashed(row)
+            if crash:
+                print(f"    CRASHED ({crash}): its figures are no measurement", file=sys.stderr)
+            done.append(row)
+    if repeat == 1:
+        return [done[0] for done in runs]
+    return [median_run(done, key_figure(w)) for done in runs]
 
 
 def choose(names: list[str], patterns: list[str] | None) -> list[str]:
@@ -267,6 +285,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0.1,
         help="scale of MT-bench's fixed 10 s sleep on error (default 0.1: 1 s)",
     )
+    p.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run each client N times, alternating, and report and judge each client's median "
+        "run by the workload's first figure (default 1)",
+    )
     p.add_argument("--json", type=Path, help="write every figure and verdict here")
     p.add_argument(
         "--markdown", type=Path, help="write the tables here, to paste into docs/BENCHMARKS.md"
@@ -302,11 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in names:
             w, begun = every[name], time.perf_counter()
-            rows = run_workload(w, tmp, args.sleep_factor, kinds, baseline)
+            rows = run_workload(w, tmp, args.sleep_factor, kinds, baseline, args.repeat)
             verdicts += judge(w, rows)
-            tables.append(
-                table(w, rows) + f"\n_({name} took {time.perf_counter() - begun:.0f} s)_\n"
-            )
+            took = f"_({name} took {time.perf_counter() - begun:.0f} s)_\n"
+            tables.append(table(w, rows) + repeats_note(w, rows) + "\n" + took)
             print(tables[-1], flush=True)
             results["workloads"][name] = {"title": w.title, "server": w.server, "rows": rows}
             _write(args, results, verdicts, tables)
@@ -318,6 +343,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"## Targets\n\n{verdict_table(verdicts)}", flush=True)
     passed = sum(v["result"] == "PASS" for v in verdicts)
     print(f"{passed} of {len(verdicts)} targets met; {time.perf_counter() - started:.0f} s in all")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def repeats_note(w: Workload, rows: list[dict[str, Any]]) -> str:
+    """Under a table of median runs: every run's key figure, client by client."""
+    repeated = [r for r in rows if "repeats" in r]
+    if not repeated:
+        return ""
+    figure = key_figure(w)
+    each = "; ".join(
+        f"{r['client']}: {', '.join(_brief(v) for v in r['repeats'])}" for r in repeated
+    )
+    return f"\n_Median of {len(repeated[0]['repeats'])} runs by {figure}: {each}._\n"
+
+
+def _brief(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def client_kinds(text: str, baseline: str | None) -> set[str]:

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from bench_process import run_child, time_limit
 from bench_server import ServerConfig
-from bench_targets import figures, judge
+from bench_targets import figures, judge, median_run
 from bench_workloads import Target, Workload, lower_bound, sized, workloads
 from benchmark import choose
 
@@ -150,6 +150,19 @@ def test_a_client_that_crashed_meets_no_target_even_with_empty_figures() -> None
         "PASS",
         "MISS (crashed: exit 1)",
     ]
+
+
+def test_repeated_runs_report_the_median_run_whole_and_never_hide_a_crash() -> None:
+    runs = [
+        {**_row(), "span_ratio": r, "handover_ms": h, "exit_code": 0}
+        for r, h in ((1.05, 2.0), (1.03, 9.0), (1.04, 3.0))
+    ]
+    median = median_run(runs, "span_ratio")
+    assert (median["span_ratio"], median["handover_ms"]) == (1.04, 3.0)  # one run's figures
+    assert median["repeats"] == [1.05, 1.03, 1.04]
+    assert median_run(runs[:2], "span_ratio")["span_ratio"] == 1.03  # even: the lower middle
+    died = [*runs, {**_row(), "span_ratio": None, "exit_code": 4}]
+    assert median_run(died, "span_ratio")["exit_code"] == 4
 
 
 @pytest.fixture(scope="module")
