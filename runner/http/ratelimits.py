@@ -106,10 +106,10 @@ _EPOCH_MS = 1e12
 _Family = tuple[int, str, float | None]
 """A form's rank (lower wins), the resource it counts, and the period its names say."""
 
-_KONG_RANK = 4
-_IETF_RANK = 5
-"""The IETF draft's structured pair ranks here, before its older trio (``_TRIO``)."""
-_TRIO: _Family = (6, "requests", None)
+_OPENAI, _WINDOWED, _ANTHROPIC, _UNSUFFIXED, _KONG, _IETF = range(6)
+"""The forms' ranks, in the order of the module's docstring; the IETF draft's structured
+pair ranks before its older trio (``_TRIO``)."""
+_TRIO: _Family = (_IETF + 1, "requests", None)
 
 
 def _names() -> dict[str, tuple[_Family, int]]:
@@ -117,14 +117,15 @@ def _names() -> dict[str, tuple[_Family, int]]:
     names: dict[str, tuple[_Family, int]] = {}
     for i, field in enumerate(_FIELDS):
         for resource in _RESOURCES:
-            names[f"x-ratelimit-{field}-{resource}"] = ((0, resource, None), i)
+            names[f"x-ratelimit-{field}-{resource}"] = ((_OPENAI, resource, None), i)
             for word, period in PERIODS.items():
-                names[f"x-ratelimit-{field}-{resource}-{word}"] = ((1, resource, period), i)
-            names[f"anthropic-ratelimit-{resource}-{field}"] = ((2, resource, None), i)
-        names[f"x-ratelimit-{field}"] = ((3, "requests", None), i)
+                windowed = (_WINDOWED, resource, period)
+                names[f"x-ratelimit-{field}-{resource}-{word}"] = (windowed, i)
+            names[f"anthropic-ratelimit-{resource}-{field}"] = ((_ANTHROPIC, resource, None), i)
+        names[f"x-ratelimit-{field}"] = ((_UNSUFFIXED, "requests", None), i)
         if field != "reset":
             for word, period in PERIODS.items():
-                names[f"x-ratelimit-{field}-{word}"] = ((_KONG_RANK, "requests", period), i)
+                names[f"x-ratelimit-{field}-{word}"] = ((_KONG, "requests", period), i)
         names[f"ratelimit-{field}"] = (_TRIO, i)
     return names
 
@@ -186,9 +187,9 @@ def _resource(
     """``resource``'s limit from the best-ranked form that names it."""
     ranks = sorted({rank for rank, of, _ in said if of == resource})
     if structured:
-        ranks = sorted([*ranks, _IETF_RANK])
+        ranks = sorted([*ranks, _IETF])
     for rank in ranks:
-        if rank == _IETF_RANK:
+        if rank == _IETF:
             window = _ietf(structured, clock, resource)
         else:
             window = _least(
@@ -196,7 +197,7 @@ def _resource(
                 for (r, of, period), values in said.items()
                 if r == rank and of == resource
             )
-            if rank == _KONG_RANK:
+            if rank == _KONG:
                 window = _with_trio_reset(window, said.get(_TRIO), clock)
             elif rank == _TRIO[0]:
                 window = _with_policy_period(window, structured.get("ratelimit-policy"))
