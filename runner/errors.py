@@ -109,8 +109,8 @@ class APIError(RunnerError):
     ``kind`` is a short machine-readable word (``http_429``, ``connect_error``,
     ``read_timeout``, ``invalid_json``, ...) recorded in transcripts.
     ``retry_after`` is the server's requested wait in seconds, when it gave one.
-    ``rate_limits`` is what the refusal's own ``x-ratelimit-*`` headers said (a
-    ``runner.http.headers.RateLimits``, parsed: never the headers themselves), when it
+    ``rate_limits`` is what the refusal's own rate-limit headers said (a
+    ``runner.http.ratelimits.RateLimits``, parsed: never the headers themselves), when it
     had any; typed loosely because this module stands on no other layer.
     """
 

@@ -7,7 +7,7 @@ that says whether the failure is worth retrying. It never retries itself
 the offline backend (``mock.py``) or an ``httpx.MockTransport`` in tests all
 go through exactly the same code. How the network is reached (one transport,
 direct or through an environment proxy) is decided in ``network.py``; what
-a status and the headers mean, in ``status.py`` and ``headers.py``.
+a status and the headers mean, in ``status.py``, ``headers.py`` and ``ratelimits.py``.
 
 Two rules hold for every attempt. The whole of it runs under one
 :class:`~runner.http.deadline.Deadline` (``--timeout``; for a stream, the longest

@@ -8,8 +8,9 @@ how fast we may send, from the best word to the weakest:
   minute holds more than the limit, and each request's tokens are booked
   ahead, estimated as its prompt plus its ``max_tokens``, then corrected by
   the usage the answer reports;
-- what the server says in ``x-ratelimit-limit/remaining/reset-*`` headers
-  (OpenAI, Azure, Groq, gateways; read by ``runner.http.headers``), on its
+- what the server says in its rate-limit headers (OpenAI's
+  ``x-ratelimit-limit/remaining/reset-*`` and the other families' forms, read by
+  ``runner.http.ratelimits``), on its
   answers and its refusals alike (a 429's or 503's ride on its error): a mirror
   of the server's requests and tokens buckets (``bucket.py``) lets a request
   go while the bucket holds it and otherwise waits only until enough has
