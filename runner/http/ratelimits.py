@@ -152,7 +152,9 @@ def parse_rate_limits(headers: Mapping[str, str], *, now: float | None = None) -
     if not said and not structured:
         return None  # most answers: nothing to parse, on every request
     clock = _Clock(now)
-    requests, tokens = (_resource(said, structured, r, clock) for r in _RESOURCES)
+    policies = _items(structured.get("ratelimit-policy"))
+    current = _items(structured.get("ratelimit"))
+    requests, tokens = (_resource(said, policies, current, r, clock) for r in _RESOURCES)
     limits = RateLimits(
         remaining_requests=requests.remaining,
         reset_requests_s=requests.reset,
@@ -181,16 +183,23 @@ class _Clock:
         return self._now
 
 
+_Items = list[tuple[str, dict[str, str]]]
+"""A structured-field list as (item, parameters) pairs (:func:`_items`)."""
+
+
 def _resource(
-    said: dict[_Family, list[str | None]], structured: dict[str, str], resource: str, clock: _Clock
+    said: dict[_Family, list[str | None]],
+    policies: _Items,
+    current: _Items,
+    resource: str,
+    clock: _Clock,
 ) -> _Window:
-    """``resource``'s limit from the best-ranked form that names it."""
-    ranks = sorted({rank for rank, of, _ in said if of == resource})
-    if structured:
-        ranks = sorted([*ranks, _IETF])
-    for rank in ranks:
+    """``resource``'s limit from the best-ranked form that names it (``policies`` and
+    ``current``: the IETF draft's ``RateLimit-Policy`` and ``RateLimit``, parsed)."""
+    ranks = {rank for rank, of, _ in said if of == resource} | ({_IETF} if current else set())
+    for rank in sorted(ranks):
         if rank == _IETF:
-            window = _ietf(structured, clock, resource)
+            window = _ietf(policies, current, clock, resource)
         else:
             window = _least(
                 _window(values, period, clock)
@@ -200,7 +209,7 @@ def _resource(
             if rank == _KONG:
                 window = _with_trio_reset(window, said.get(_TRIO), clock)
             elif rank == _TRIO[0]:
-                window = _with_policy_period(window, structured.get("ratelimit-policy"))
+                window = _with_policy_period(window, policies)
         if window.said:
             return window
     return _NONE
@@ -224,11 +233,11 @@ _ITEM = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^;,\s]*))((?:\s*;\s*[^;,]*)*)\s
 _PARAM = re.compile(r'\s*;\s*([a-z][a-z0-9_*-]*)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*))?')
 
 
-def _items(raw: str | None) -> list[tuple[str, dict[str, str]]]:
+def _items(raw: str | None) -> _Items:
     """A structured-field list (``"name";q=100;w=60, ...``) as (item, parameters) pairs."""
     if not raw:
         return []
-    out: list[tuple[str, dict[str, str]]] = []
+    out: _Items = []
     pos = 0
     while pos < len(raw):
         match = _ITEM.match(raw, pos)
@@ -241,11 +250,11 @@ def _items(raw: str | None) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def _ietf(structured: dict[str, str], clock: _Clock, resource: str) -> _Window:
+def _ietf(policies: _Items, current: _Items, clock: _Clock, resource: str) -> _Window:
     """The IETF draft's structured pair: each current value beside its named policy."""
-    quota = dict(_items(structured.get("ratelimit-policy")))
+    quota = dict(policies)
     windows = []
-    for name, params in _items(structured.get("ratelimit")):
+    for name, params in current:
         policy = quota.get(name, {})
         if _unit(policy) == resource:
             windows.append(
@@ -266,11 +275,11 @@ def _with_trio_reset(window: _Window, trio: list[str | None] | None, clock: _Clo
     return window._replace(reset=_reset(trio[2], clock))
 
 
-def _with_policy_period(window: _Window, policy: str | None) -> _Window:
+def _with_policy_period(window: _Window, policies: _Items) -> _Window:
     """The older drafts' trio, with the window of the ``RateLimit-Policy`` item of its limit."""
-    if window.limit is None or not policy:
+    if window.limit is None:
         return window
-    for item, params in _items(policy):
+    for item, params in policies:
         if _count(item) == window.limit:
             return window._replace(period=_period(params.get("w")))
     return window
