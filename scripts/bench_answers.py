@@ -6,6 +6,7 @@ how each prompt grows (the token limit books prompt tokens).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 _WORDS = "the quick brown fox jumps over a lazy dog while benchmarks count every token".split()
@@ -17,8 +18,10 @@ def conversation_key(messages: list[dict[str, Any]]) -> tuple[str, int]:
     return (users[0] if users else ""), len(users)
 
 
+@lru_cache(maxsize=4096)
 def answer_text(n_messages: int, completion: int) -> str:
-    """The answer's words: ``completion`` of them, starting where the history's length says."""
+    """The answer's words: ``completion`` of them, starting where the history's length says
+    (kept: the same few pairs come again and again)."""
     return " ".join(_WORDS[(n_messages + i) % len(_WORDS)] for i in range(completion))
 
 

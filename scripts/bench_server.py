@@ -41,7 +41,8 @@ time, tokens); ``POST /_reset`` clears them and refills the limits between runs.
 Standalone: ``python scripts/bench_server.py --port 0 --base-latency 0.2 --per-token 0.002
 --capacity 32 --rpm 600 --ratelimit-headers`` prints ``http://127.0.0.1:PORT/v1`` and serves
 until Ctrl-C. HTTP/1.1 with keep-alive is parsed by hand on ``asyncio.start_server``:
-no dependencies. The clock is the event loop's, so the server also runs on a virtual one.
+no dependencies. The clock is the event loop's, so the server also runs on a virtual one;
+standalone, on :mod:`bench_loop`'s, whose waits are timed in microseconds.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import bench_loop
 from bench_answers import answer_text, conversation_key, max_tokens, prompt_tokens
 from bench_headers import PERIOD_WORDS, STYLES
 from bench_limits import Limiter, Limits, TokenBucket, make_limiter, retry_headers
@@ -256,9 +258,14 @@ class BenchServer:
         length = config.answer_length(conversation, turn)
         completion = min(length, cap) if cap is not None else length
         timing.service_s = config.service_time(completion)
+        finish = "length" if completion < length else "stop"
+        number = stats.requests
         async with self.slots:
             timing.admitted = self.now()
-            await asyncio.sleep(timing.service_s)
+            # Made within the service time, as a server generating it would: when the slot
+            # is freed, the answer is ready to go.
+            answer = self._answer(request, messages, prompt, completion, finish, number)
+            await asyncio.sleep(timing.admitted + timing.service_s - self.now())
         timing.finished = self.now()
         timing.status = 200
         timing.used_tokens = prompt + completion
@@ -268,8 +275,7 @@ class BenchServer:
             booked -= unused
         timing.booked_tokens = booked
         stats.ok += 1
-        finish = "length" if completion < length else "stop"
-        return 200, headers, self._answer(request, messages, prompt, completion, finish)
+        return 200, headers, answer
 
     def _rate_headers(self, now: float, *, refused: bool = False) -> dict[str, str]:
         config = self.config
@@ -284,10 +290,11 @@ class BenchServer:
         prompt: int,
         completion: int,
         finish: str,
+        number: int,
     ) -> dict[str, Any]:
         content = answer_text(len(messages), completion)
         return {
-            "id": f"chatcmpl-bench-{self.stats.requests}",
+            "id": f"chatcmpl-bench-{number}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": str(request.get("model", "bench")),
@@ -404,7 +411,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the server until interrupted."""
     try:
-        asyncio.run(serve(parse_args(argv)))
+        bench_loop.run(serve(parse_args(argv)))
     except KeyboardInterrupt:
         sys.exit(0)
 

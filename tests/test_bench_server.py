@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import selectors
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+import bench_loop
 from bench_headers import format_duration
 from bench_limits import FixedWindow, Limits, make_limiter
 from bench_server import BenchServer, ServerConfig, parse_args
@@ -223,6 +227,23 @@ async def _raw_request(port: int, body: bytes) -> tuple[asyncio.StreamReader, as
     return reader, writer
 
 
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+def test_the_precise_selector_waits_out_its_timeout_and_reports_what_is_ready() -> None:
+    selector = bench_loop.PreciseSelector()
+    a, b = socket.socketpair()
+    try:
+        selector.register(a, selectors.EVENT_READ, "a")
+        assert selector.select(0.01) == []  # nothing ready: the timeout passes
+        b.send(b"x")
+        ready = selector.select(5.0)  # ready now: no wait
+        assert [(key.data, events) for key, events in ready] == [("a", selectors.EVENT_READ)]
+        assert selector.select(None) == ready  # no timeout: epoll's own wait
+    finally:
+        selector.close()
+        a.close()
+        b.close()
+
+
 def test_over_sockets_headers_arrive_and_an_abandoned_request_keeps_its_slot() -> None:
     config = ServerConfig(
         base_latency=0.15, per_token=0.0, capacity=1, rpm=600, ratelimit_headers=True
@@ -242,7 +263,7 @@ def test_over_sockets_headers_arrive_and_an_abandoned_request_keeps_its_slot() -
         server.server.close()
         return answer, server.now()
 
-    answer, _ = asyncio.run(main())
+    answer, _ = bench_loop.run(main())  # the standalone server's loop
     assert answer.status_code == 200
     assert answer.headers["x-ratelimit-limit-requests"] == "600"
     assert int(answer.headers["x-ratelimit-remaining-requests"]) in (8, 9)  # 10/s, 2 taken
