@@ -44,6 +44,13 @@ def dispatcher(
             raise reply
         return completion_from_json(answer(dict(body)))
 
+    return around(respond, control, ceiling=ceiling, budget=budget)
+
+
+def around(
+    respond: Any, control: RunControl, *, ceiling: int, budget: int | None = None
+) -> Dispatcher:
+    """A dispatcher on virtual time whose requests ``respond`` answers."""
     return Dispatcher(
         respond,
         base_url="http://127.0.0.1:9/v1",
@@ -77,6 +84,66 @@ def test_a_429_is_counted_leaves_the_limit_alone_and_gives_the_slot_back() -> No
     assert d.rate_limited == 1
     assert d.limiter.changes == [] and d.limiter.limit == 2  # the pacer slows down instead
     assert d.limiter.in_flight == 0  # both slots came back
+
+
+def handed_over(on_second_send: Any = None) -> tuple[list[str], Any]:
+    """One slot, two requests: what happened in which order, and the first one's outcome.
+
+    The second waits for the slot the first holds; ``on_second_send(first_task)`` runs as
+    the second is sent.
+    """
+    events: list[str] = []
+    control = RunControl()
+    holder: dict[str, asyncio.Task[Completion]] = {}
+
+    async def respond(body: Mapping[str, Any], **_: Any) -> Completion:
+        name = str(body["messages"][0]["content"])
+        events.append(f"{name} sent")
+        if name == "first":
+            await asyncio.sleep(0.5)  # virtual: the second is waiting for the slot by now
+        elif on_second_send is not None:
+            on_second_send(control, holder["first"])
+        return completion_from_json(answer(dict(body)))
+
+    d = around(respond, control, ceiling=1)
+
+    async def one(name: str) -> Completion:
+        body = {"model": "m", "messages": [{"role": "user", "content": name}]}
+        slot = Slot()
+        await d.wait_to_send(body, slot, continuing=False)
+        completion = await d.send(body, slot, conversation_id=name, turn=0)
+        events.append(f"{name} answered")
+        return completion
+
+    async def go() -> Any:
+        holder["first"] = asyncio.ensure_future(one("first"))
+        second = asyncio.ensure_future(one("second"))
+        results = await asyncio.gather(holder["first"], second, return_exceptions=True)
+        return results[0]
+
+    return events, run_virtual(go())
+
+
+def test_a_slot_handed_over_sends_the_waiting_request_before_the_answer_is_returned() -> None:
+    events, first = handed_over()
+    assert isinstance(first, Completion)
+    assert events.index("second sent") < events.index("first answered")
+
+
+def test_a_stop_while_the_slot_is_handed_over_keeps_the_answer_in_hand() -> None:
+    def stop(control: RunControl, first: asyncio.Task[Completion]) -> None:
+        control.stop("stopped by a test")
+        first.cancel()  # as the engine cancels its workers on a stop
+
+    events, first = handed_over(stop)
+    assert isinstance(first, Completion)  # not a CancelledError: the answer is returned
+    assert events.index("second sent") < events.index("first answered")
+
+
+def test_a_cancel_while_the_slot_is_handed_over_without_a_stop_still_cancels() -> None:
+    events, first = handed_over(lambda control, first: first.cancel())
+    assert isinstance(first, asyncio.CancelledError)
+    assert "first answered" not in events
 
 
 def test_judge_requests_count_their_tokens_and_a_spent_budget_stops_the_run() -> None:

@@ -17,7 +17,8 @@ through one :class:`Dispatcher`, in this order:
 4. send it, give the slot back, and tell the limiter (with what the answer
    took), the pacer and the gate how it went. A run of failures that reached
    nobody, or of requests that timed out with nothing answered, stops the
-   run (``gate.py``).
+   run (``gate.py``). When the slot went to a waiting request, yield once
+   before returning the answer, so that request is sent first.
 
 The retry layer calls steps 1-3 before every attempt and step 4 as the
 attempt, so a request sleeping in backoff holds no slot.
@@ -163,7 +164,7 @@ class Dispatcher:
         purpose: str = "answer",
     ) -> Completion:
         """Step 4: one attempt, in the slot ``wait_to_send`` took; gives the slot back."""
-        outcome, answer = "other", None
+        outcome, answer, handed = "other", None, False
         sent = self.clock()
         slot.seq = self.pacer.sending(slot.estimate)
         try:
@@ -194,7 +195,7 @@ class Dispatcher:
             raise
         finally:
             if slot.ticket is not None:
-                self.limiter.release(slot.ticket, outcome=outcome, answer=answer)
+                handed = self.limiter.release(slot.ticket, outcome=outcome, answer=answer)
                 slot.ticket = None
         self.gate.succeeded(backlog_s=self.limiter.backlog_s())
         storms = self.pacer.storms_ended
@@ -205,7 +206,23 @@ class Dispatcher:
             self.pacer.observe(completion.rate_limits, in_flight=self.limiter.limit, seq=slot.seq)
         total = (completion.usage or {}).get("total_tokens")
         self.pacer.settle(slot.estimate, total if isinstance(total, int) else None)
+        if handed:
+            await self._let_next_go()
         return completion
+
+    async def _let_next_go(self) -> None:
+        """Yield once, so the request just given the slot goes out before this answer is
+        recorded and its conversation's next request is built: the server's freed slot waits
+        for the next request's send, not for that work too (docs/BENCHMARKS.md, skewed).
+
+        A stop that lands here does not lose the answer, which is in hand and paid for:
+        it is returned and recorded, and the conversation's next wait stops it.
+        """
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if not self.control.stopping:
+                raise
 
     def _tell_hold(self, before: float, error: APIError) -> None:
         """Tell ``on_hold`` about a hold that ``error`` started or extended noticeably."""

@@ -189,8 +189,9 @@ class AdaptiveLimiter:
         self._opening_left += opening
         return Ticket(self._epoch, self.in_flight, opening)
 
-    def release(self, ticket: Ticket, *, outcome: str, answer: Answer | None = None) -> None:
-        """Give the slot back and learn from how the request went.
+    def release(self, ticket: Ticket, *, outcome: str, answer: Answer | None = None) -> bool:
+        """Give the slot back and learn from how the request went; whether a request waiting
+        for a slot was given one.
 
         ``outcome``: ``ok``, ``rate_limited``, ``overloaded`` (503), ``timed_out``
         or ``other``; ``answer``: what an ``ok`` answer took (for ``-j auto``).
@@ -201,7 +202,7 @@ class AdaptiveLimiter:
         if alone and self._probing:
             self._probing = False  # whatever it says, one measurement is enough
             saturated = False
-        self._free()
+        handed = self._free()
         if outcome == "ok":
             self.answered = True
             if current:
@@ -219,6 +220,7 @@ class AdaptiveLimiter:
             self._cut(max(1, self.limit * 3 // 4), "503: cut by a quarter", slow_start=True)
         if ticket.opening:
             self._opened(answer if outcome == "ok" else None)
+        return handed
 
     def _opened(self, answer: Answer | None) -> None:
         """One answer of the opening round (None: it failed); judge the round once all came."""
@@ -342,17 +344,20 @@ class AdaptiveLimiter:
         """Requests that may be in flight now: the limit, or one while probing."""
         return 1 if self._probing else self.limit
 
-    def _free(self) -> None:
+    def _free(self) -> bool:
         self.in_flight -= 1
-        self._wake()
+        return self._wake()
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
+        woken = False
         while self._waiters and self.in_flight < self._room:
             *_, future = heapq.heappop(self._waiters)
             if future.cancelled():
                 continue
             self.in_flight += 1
             future.set_result(None)
+            woken = True
+        return woken
 
     def _note(self, reason: str) -> None:
         at = round(self.clock() - self.started, 3)
