@@ -8,7 +8,9 @@ headers" takes a moment and every count is exact. What it does, as OpenAI does:
   refill at limit per minute, a size of ``burst`` / ``tpm_burst`` (default: the limit, as
   OpenAI; ``scripts/bench_server.py`` keeps one second's worth). A request
   is admitted when the requests bucket holds 1 and the tokens bucket holds
-  its prompt plus ``max_tokens``; both are drawn on admission, and the tokens
+  its prompt plus ``max_tokens`` (or is full, for a booking bigger than the
+  bucket: its level then goes below zero, as ``scripts/bench_server.py``'s
+  does); both are drawn on admission, and the tokens
   it did not use are refunded when it is answered (``refund=False`` keeps the
   whole booking, as ``scripts/bench_server.py`` does without ``--tpm-refund``);
 - **fixed window** instead (``window_s``): ``rpm`` requests per window, the
@@ -98,7 +100,9 @@ class _Bucket:
         self.at = now
 
     def wait_for(self, cost: float) -> float:
-        return max(0.0, (cost - self.level) / self.rate)
+        """Seconds until the bucket holds ``cost``, or is full for a bigger one (which then
+        takes the level below zero, as ``scripts/bench_limits.py`` does)."""
+        return max(0.0, (min(cost, self.size) - self.level) / self.rate)
 
     def headers(self, kind: str, style: str) -> dict[str, str]:
         reset = (self.size - self.level) / self.rate

@@ -71,6 +71,34 @@ def test_a_smaller_burst_than_the_limit_is_read_from_the_reset() -> None:
     assert mirror.requests.size == pytest.approx(20.0)
 
 
+def tokens(limit: int, remaining: int, reset: float) -> RateLimits:
+    return RateLimits(remaining_tokens=remaining, reset_tokens_s=reset, limit_tokens=limit)
+
+
+def test_a_booking_bigger_than_the_bucket_goes_when_it_is_full_and_draws_all_of_it() -> None:
+    mirror = Mirror()
+    seq = mirror.sending(0, 0.0)
+    # 60,000 a minute kept over a second's 1,000 (Azure, the bench server), full now.
+    mirror.observe(tokens(60_000, 1000, 0.0), seq, 0.0)
+    assert mirror.tokens.size == pytest.approx(1000.0)
+    first, _ = mirror.book(1500, 0.0)
+    assert first == pytest.approx(0.05)  # full, and a twentieth of the bucket's refill past it
+    second, _ = mirror.book(1500, 0.0)
+    # The first took the bucket 500 below zero: the second waits for all of that, and again
+    # for the bucket to be full, not only for 1,000 to come back.
+    assert second == pytest.approx(1.55)
+
+
+def test_an_empty_bucket_below_zero_says_so_by_its_reset_and_keeps_its_size() -> None:
+    mirror = Mirror()
+    mirror.observe(tokens(60_000, 1000, 0.0), mirror.sending(0, 0.0), 0.0)
+    # A booking of 1,500 went when it was full: empty, and full again in 1.5 s.
+    mirror.observe(tokens(60_000, 0, 1.5), mirror.sending(1500, 0.0), 0.0)
+    assert mirror.tokens.size == pytest.approx(1000.0)  # not 1,500: the reset counts the debt
+    assert mirror.tokens.level_now(0.0) == pytest.approx(-500.0)
+    assert mirror.tokens.level_now(0.5) == pytest.approx(0.0)
+
+
 def test_requests_sent_since_a_snapshot_are_already_drawn() -> None:
     mirror = Mirror()
     first = mirror.sending(0, 0.0)

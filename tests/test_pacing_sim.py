@@ -215,6 +215,33 @@ def test_a_small_token_bucket_that_keeps_whole_bookings_is_not_overdrawn(tmp_pat
     assert sum(tokens for _, tokens in log.tokens) / span >= 0.95 * tpm / 60
 
 
+def test_bookings_bigger_than_a_small_token_bucket_go_when_it_is_full_unrefused(
+    tmp_path: Path,
+) -> None:
+    """60,000 tokens a minute kept over a second's 1,000 (Azure enforces its limits over
+    seconds too), and every turn books more than that (``max_tokens: 1024``): each goes
+    when the bucket is full and leaves it below zero. They were sent as soon as 1,000 was
+    back, and half were refused."""
+    server = SimServer(
+        tpm=60_000,
+        tpm_burst=1000,
+        base_s=0.05,
+        per_token_s=0.0005,
+        answer_tokens=(20, 150),
+        refund=False,
+        network_s=NETWORK_S,
+    )
+    convs = batch(40, per_conversation=2, params={"max_tokens": 1024})
+    result = run(server, convs, tmp_path)
+    assert result.completed == len(convs) and result.failed == 0
+    log = server.log
+    # Only the opening wave, sent before any answer told of the limit, meets a 429.
+    assert [t for t in log.refused if t > 0.5] == []
+    assert len(log.refused) <= 3
+    span = max(log.answered) - min(log.arrived)
+    assert sum(tokens for _, tokens in log.tokens) / span >= 0.95 * 1000
+
+
 def test_an_openai_sized_bucket_serves_its_burst_then_its_refill(tmp_path: Path) -> None:
     """OpenAI's bucket holds a whole minute's worth: a batch longer than that goes at the limit."""
     rpm = 300

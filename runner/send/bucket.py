@@ -28,9 +28,15 @@ request books its prompt plus its ``max_tokens`` up front):
 - **level**: every booking draws its cost at once, so the level may go
   below zero, and waits until refilling brings the level back to a small
   margin; bookings that wait are so spaced at exactly the refill rate. The
-  margin (one request, or 50 ms of tokens; less when the bucket has no
-  room for it, as one of a single request) covers the jitter of sends and
-  costs no throughput: it shifts the level, not the rate.
+  margin (one request, or 50 ms of tokens) covers the jitter of sends and
+  costs no throughput: it shifts the level, not the rate. A booking too
+  big for the margin to fit beside it waits past full instead, by a
+  twentieth of the bucket's refill (none in a bucket of one request); one
+  bigger than the bucket goes when it is full, drawing all of it (Azure
+  keeps a minute's limit over seconds, so a turn's ``max_tokens`` may
+  outgrow the bucket; the bench server lets it through when full). An
+  empty bucket whose reset is longer than a whole refill is that far below
+  zero, and such a snapshot leaves the size alone.
 
 Snapshots are stale and out of order: headers say the level when the
 server admitted that request, answers come back in any order, and every
@@ -72,6 +78,8 @@ MAX_RESET_S = 2 * 86400.0
 """A reset longer than this is no period's (epoch seconds, say): it is left out."""
 MARGIN_S = 0.05
 """Refill kept in hand, beyond the cost, before a booked request goes (at least one unit)."""
+FULL_SHARE = 0.05
+"""Share of the bucket kept in hand, in time past full, by a booking that fills it."""
 SEND_LOG = 4096
 """Most sends remembered for matching snapshots (those since the newest snapshot are needed)."""
 
@@ -87,6 +95,7 @@ class Bucket:
         self.level = 0.0
         """Level at ``_at``, less what is booked; below zero while bookings wait."""
         self._at = 0.0
+        self._limit = 0
 
     @property
     def known(self) -> bool:
@@ -115,14 +124,36 @@ class Bucket:
             if reset * limit / drawn >= LONG_PERIOD_S:
                 rate = drawn / reset  # a per-day limit, say: it refills far slower than per minute
         size = float(limit) if reset is None else min(float(limit), remaining + reset * rate)
+        if remaining > 0 or not self.known or limit != self._limit:
+            # An empty bucket may be below zero (see book), and its reset then says more
+            # than the size: the size comes from the others.
+            self.size = max(1.0, float(remaining), size)
         self.rate = rate
-        self.size = max(1.0, float(remaining), size)
+        self._limit = limit
         return True
+
+    def snapshot_level(self, remaining: int, reset: float | None) -> float:
+        """The level a snapshot says: ``remaining``, or, for an empty bucket whose reset is
+        longer than refilling all of it takes, how far below zero that puts it."""
+        if remaining > 0 or reset is None or not self.known:
+            return float(remaining)
+        return min(0.0, self.size - reset * self.rate)
 
     @property
     def margin(self) -> float:
         """The level kept in hand when a booking goes."""
         return max(1.0, self.rate * MARGIN_S)
+
+    def _kept(self, need: float) -> float:
+        """What is kept in hand beyond ``need``: the margin, or what room the bucket has for
+        it; at least a twentieth of the bucket (its refill time past full) for a booking that
+        fills it, as a level mirrored a little ahead of the server's would be sent into a 429.
+        A bucket of one request is exempt: its every booking fills it, and the
+        twentieth would be a twentieth of its rate."""
+        room = min(self.margin, self.size - need)
+        if self.size <= 1.0:
+            return room
+        return max(room, min(self.margin, FULL_SHARE * self.size))
 
     def _refill(self, now: float) -> None:
         if now > self._at:
@@ -131,22 +162,24 @@ class Bucket:
             self._at = now
 
     def book(self, cost: float, now: float) -> float:
-        """Draw ``cost``; return when the level has refilled enough for it to go."""
-        self._refill(now)
-        cost = self.cost(cost)
-        margin = min(self.margin, self.size - cost)  # a bucket of one request has no room for it
-        self.level -= cost
-        if self.level >= margin:
-            return now
-        return now + (margin - self.level) / self.rate
+        """Draw ``cost``; return when the level has refilled enough for it to go.
 
-    def cost(self, cost: float) -> float:
-        """What ``cost`` draws: never more than the size, or it would wait forever."""
-        return min(cost, self.size)
+        A booking bigger than the bucket goes when the bucket is full (it would wait forever
+        for more) and draws all of it, below zero: a server that lets it through then
+        (``scripts/bench_server.py``) takes that much longer to refill, and its reset says
+        so (:meth:`snapshot_level`); one that refuses it says so in its 429.
+        """
+        self._refill(now)
+        need = min(cost, self.size)
+        self.level -= cost
+        ready = need + self._kept(need) - cost  # the level after the draw at which it goes
+        if self.level >= ready:
+            return now
+        return now + (ready - self.level) / self.rate
 
     def unbook(self, cost: float) -> None:
         """A booking that will not be sent: give its cost back."""
-        self.level += self.cost(cost)
+        self.level += cost
 
     def level_from(self, remaining: float, *, since: float, drawn: float, now: float) -> float:
         """The level now from a snapshot of ``remaining`` at ``since``, less ``drawn`` since."""
@@ -285,8 +318,12 @@ class Mirror:
             )
         ):
             if known and remaining is not None:
+                reset = limits.reset_tokens_s if i else limits.reset_requests_s
                 base = bucket.level_from(
-                    remaining, since=since, drawn=drawn[i] + self._passed[i], now=now
+                    bucket.snapshot_level(remaining, reset),
+                    since=since,
+                    drawn=drawn[i] + self._passed[i],
+                    now=now,
                 )
                 levels.append((bucket, base, self._waiting[i]))
         gained = any(
@@ -315,7 +352,7 @@ class Mirror:
         if self.answers_tell or not bucket.known or used is None or used >= booked:
             return
         level = bucket.level_now(now)
-        bucket.set_level(min(bucket.size, level + bucket.cost(booked - used)), now)
+        bucket.set_level(min(bucket.size, level + booked - used), now)
 
     def short(self, limits: RateLimits, seq: int) -> bool:
         """Whether a refusal's snapshot shows a bucket too low for send ``seq`` (its cause)."""
