@@ -113,6 +113,9 @@ def handed_over(on_second_send: Any = None) -> tuple[list[str], Any]:
         await d.wait_to_send(body, slot, continuing=False)
         completion = await d.send(body, slot, conversation_id=name, turn=0)
         events.append(f"{name} answered")
+        task = asyncio.current_task()
+        assert task is not None
+        events.append(f"{name} cancelling {task.cancelling()}")
         return completion
 
     async def go() -> Any:
@@ -138,6 +141,8 @@ def test_a_stop_while_the_slot_is_handed_over_keeps_the_answer_in_hand() -> None
     events, first = handed_over(stop)
     assert isinstance(first, Completion)  # not a CancelledError: the answer is returned
     assert events.index("second sent") < events.index("first answered")
+    # The cancellation taken back no longer counts, so a later deadline is read as its own.
+    assert "first cancelling 0" in events
 
 
 def test_a_cancel_while_the_slot_is_handed_over_without_a_stop_still_cancels() -> None:

@@ -216,13 +216,18 @@ class Dispatcher:
         for the next request's send, not for that work too (docs/BENCHMARKS.md, skewed).
 
         A stop that lands here does not lose the answer, which is in hand and paid for:
-        it is returned and recorded, and the conversation's next wait stops it.
+        it is returned and recorded, and the conversation's next wait stops it. The
+        cancellation taken back is uncounted too, or a request deadline met later in the
+        task would read it as another cancellation still pending (``http/deadline.py``).
         """
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not self.control.stopping:
                 raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
 
     def _tell_hold(self, before: float, error: APIError) -> None:
         """Tell ``on_hold`` about a hold that ``error`` started or extended noticeably."""
